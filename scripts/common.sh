@@ -1,0 +1,43 @@
+# Shared by scripts/run and scripts/test: sourced, not run.
+
+# Create .venv/ and install the pinned requirements, torch first. Skips the
+# install when the requirement files have not changed since the last one.
+#   install_venv requirements/runtime.txt [requirements/test.txt ...]
+install_venv() {
+    local files=(requirements/torch.txt "$@")
+    local want have stamp=.venv/.cap-requirements
+    want=$(cat "${files[@]}" | sha256sum | cut -d' ' -f1)
+    have=$(cat "$stamp" 2>/dev/null || true)
+    if [ -x .venv/bin/python ] && [ "$want" = "$have" ]; then
+        return 0
+    fi
+    if [ ! -x .venv/bin/python ]; then
+        "${PYTHON:-python3}" -m venv .venv || {
+            echo "Could not create .venv with ${PYTHON:-python3}: install Python 3.11 and its venv module (apt-get install python3-venv)." >&2
+            return 1
+        }
+    fi
+    echo "Installing pinned requirements into .venv (the first time takes a few minutes: torch is ~5 GB)..." >&2
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/torch.txt
+    local args=()
+    for file in "$@"; do args+=(-r "$file"); done
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "${args[@]}"
+    echo "$want" > "$stamp"
+}
+
+# tcmalloc makes SAM on the CPU 2-5x faster. Install it when we can (root
+# with apt-get), preload it when it is there, and carry on without it if not.
+preload_tcmalloc() {
+    local lib
+    lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
+    if [ -z "$lib" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Installing libtcmalloc-minimal4 (faster SAM on the CPU)..." >&2
+        { apt-get install -y -q libtcmalloc-minimal4 || { apt-get update -q && apt-get install -y -q libtcmalloc-minimal4; }; } >/dev/null 2>&1 || true
+        lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
+    fi
+    if [ -n "$lib" ]; then
+        export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
+    else
+        echo "Note: libtcmalloc-minimal4 is not installed; SAM runs slower on the CPU without it." >&2
+    fi
+}

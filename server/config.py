@@ -1,0 +1,119 @@
+"""Settings: environment variables, with a `.env` file read when present.
+
+Every setting the code reads is a field of `Settings`; the names and defaults
+follow DESIGN §4 (mirrored in the README and `.env.example`). The environment
+wins over `.env`. A malformed value is a `SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping
+
+from dotenv import dotenv_values
+
+CHECKPOINT_URLS = {
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    cosmos_endpoint: str | None = None
+    cosmos_key: str | None = None
+    cosmos_database: str = "cap"
+    cosmos_queue_container: str = "Queue"
+    cosmos_output_container: str = "SAMOutput"
+    cosmos_verify_tls: bool = True
+    sqlite_path: Path = Path("data/cap.sqlite3")
+    sam_model_type: str = "vit_h"
+    sam_checkpoint: Path = Path("server/sam_vit_h_4b8939.pth")
+    sam_device: str = "auto"
+    image_dir: Path = Path("data/images")
+    image_retention_hours: float = 168.0
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    download_timeout: float = 15.0
+    allow_private_urls: bool = False
+    max_boxes: int = 64
+    max_message_bytes: int = 64 * 1024
+    max_queue: int = 256
+    max_connections: int = 1024
+    request_timeout: float = 10.0
+    job_timeout: float = 600.0
+    poll_interval: float = 1.0
+    max_attempts: int = 3
+    lease_seconds: float = 120.0
+    embedding_cache_size: int = 8
+    api_token: str | None = None
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+    ) -> "Settings":
+        """Build settings from `.env` (if it exists) overlaid by `environ`."""
+        values: dict[str, str] = {}
+        if dotenv is not None and dotenv.is_file():
+            values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+
+        fields = {}
+        for field in dataclasses.fields(cls):
+            name = field.name.upper()
+            if name not in values:
+                continue
+            raw = values[name]
+            kind = type(field.default) if field.default is not None else str
+            try:
+                if kind is bool:
+                    fields[field.name] = _bool(raw)
+                elif kind is str:
+                    fields[field.name] = raw if raw != "" or field.default is not None else None
+                else:
+                    fields[field.name] = kind(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r} is not valid: {exc}") from None
+        settings = cls(**fields)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse values that are well-formed but make no sense."""
+        if self.sam_model_type not in CHECKPOINT_URLS:
+            raise SettingsError(
+                f"SAM_MODEL_TYPE={self.sam_model_type!r} is not one of "
+                f"{', '.join(CHECKPOINT_URLS)}"
+            )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"LOG_FORMAT={self.log_format!r} must be text or json")
+        positive = (
+            "max_image_bytes", "max_image_pixels", "download_timeout", "max_boxes",
+            "max_message_bytes", "max_queue", "max_connections", "request_timeout",
+            "job_timeout", "poll_interval", "max_attempts", "lease_seconds",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be greater than 0")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"PORT={self.port} is not a TCP port")

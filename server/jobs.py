@@ -1,0 +1,192 @@
+"""The Queue record and its lifecycle (DESIGN §3). Pure: no store, no clock.
+
+A record moves forward through createdAt -> processing -> processed ->
+finished, or stops early in a terminal `interrupted` or `failed`. Each
+transition takes a record dict and returns a new one, or raises
+`TransitionRefused` when the record's state no longer allows it (for example
+a claim that lost a race with an interruption). The store applies the new
+record only if the old one is unchanged (ETag/version), so a lost race is
+re-read and decided again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+Record = dict[str, Any]
+
+QUEUED, PROCESSING, PROCESSED = "queued", "processing", "processed"
+FINISHED, INTERRUPTED, FAILED = "finished", "interrupted", "failed"
+TERMINAL = frozenset({FINISHED, INTERRUPTED, FAILED})
+# Forward stages in order: each status is named after the timestamp it sets.
+STAGES = ("createdAt", PROCESSING, PROCESSED, FINISHED)
+TIMESTAMP_FIELDS = STAGES + (INTERRUPTED, FAILED)
+
+
+class TransitionRefused(Exception):
+    """The record's current state does not allow this transition."""
+
+
+def format_time(moment: dt.datetime) -> str:
+    """ISO-8601 UTC with fixed width, so that the strings sort like the times."""
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def new_record(
+    job_id: str,
+    *,
+    now: dt.datetime,
+    image_url: str,
+    image_sha256: str,
+    width: int,
+    height: int,
+    boxes: list[dict[str, float]],
+    multimask: bool,
+) -> Record:
+    return {
+        "id": job_id,
+        "uuid": job_id,
+        "status": QUEUED,
+        "createdAt": format_time(now),
+        PROCESSING: None,
+        PROCESSED: None,
+        FINISHED: None,
+        INTERRUPTED: None,
+        FAILED: None,
+        "error": None,
+        "boxes": boxes,
+        "multimask": multimask,
+        "imageUrl": image_url,
+        "imageSha256": image_sha256,
+        "width": width,
+        "height": height,
+        "attempts": 0,
+        "leaseUntil": None,
+        "serverId": None,
+    }
+
+
+def is_terminal(record: Record) -> bool:
+    return record["status"] in TERMINAL
+
+
+def lease_expired(record: Record, now: dt.datetime) -> bool:
+    return (
+        record["status"] == PROCESSING
+        and record["leaseUntil"] is not None
+        and parse_time(record["leaseUntil"]) <= now
+    )
+
+
+def claim(
+    record: Record,
+    *,
+    now: dt.datetime,
+    server_id: str,
+    lease_seconds: float,
+    max_attempts: int,
+) -> Record:
+    """Claim a queued record, or reclaim one whose processor's lease expired.
+
+    A reclaim past `max_attempts` returns the record `failed` instead.
+    """
+    if record["status"] != QUEUED and not lease_expired(record, now):
+        raise TransitionRefused(f"record is {record['status']}, not claimable")
+    if record["attempts"] >= max_attempts:
+        return fail(
+            record,
+            now=now,
+            code="processing_failed",
+            message=f"Processing was attempted {record['attempts']} times without finishing.",
+        )
+    stamp = format_time(now)
+    return {
+        **record,
+        "status": PROCESSING,
+        PROCESSING: stamp,
+        "attempts": record["attempts"] + 1,
+        "leaseUntil": format_time(now + dt.timedelta(seconds=lease_seconds)),
+        "serverId": server_id,
+    }
+
+
+def mark_processed(record: Record, *, now: dt.datetime) -> Record:
+    """The result is stored in SAMOutput."""
+    if record["status"] != PROCESSING:
+        raise TransitionRefused(f"record is {record['status']}, not processing")
+    return {**record, "status": PROCESSED, PROCESSED: format_time(now), "leaseUntil": None}
+
+
+def mark_finished(record: Record, *, now: dt.datetime) -> Record:
+    """The result was sent to the client."""
+    if record["status"] != PROCESSED:
+        raise TransitionRefused(f"record is {record['status']}, not processed")
+    return {**record, "status": FINISHED, FINISHED: format_time(now)}
+
+
+def interrupt(record: Record, *, now: dt.datetime) -> Record:
+    """The client went away, or the server gave up on the record."""
+    if is_terminal(record):
+        raise TransitionRefused(f"record is already {record['status']}")
+    return {**record, "status": INTERRUPTED, INTERRUPTED: format_time(now), "leaseUntil": None}
+
+
+def fail(record: Record, *, now: dt.datetime, code: str, message: str) -> Record:
+    """Processing failed for good."""
+    if is_terminal(record):
+        raise TransitionRefused(f"record is already {record['status']}")
+    return {
+        **record,
+        "status": FAILED,
+        FAILED: format_time(now),
+        "error": {"code": code, "message": message},
+        "leaseUntil": None,
+    }
+
+
+def order_violations(record: Record) -> list[str]:
+    """What is wrong with this record's timestamps; empty when it is sound.
+
+    The forward stages must be set in order with no gaps and non-decreasing
+    times; at most one terminal stop; `status` names the latest timestamp set.
+    """
+    problems = []
+    times = {}
+    for name in TIMESTAMP_FIELDS:
+        value = record.get(name)
+        if value is None:
+            continue
+        try:
+            times[name] = parse_time(value)
+        except (TypeError, ValueError):
+            problems.append(f"{name} is not an ISO-8601 time: {value!r}")
+    if "createdAt" not in times:
+        problems.append("createdAt is missing")
+        return problems
+
+    forward = [name for name in STAGES if name in times]
+    expected = list(STAGES[: len(forward)])
+    if forward != expected:
+        problems.append(f"stages {forward} skip one of {expected}")
+    for earlier, later in zip(forward, forward[1:]):
+        if times[later] < times[earlier]:
+            problems.append(f"{later} ({record[later]}) is before {earlier} ({record[earlier]})")
+
+    stops = [name for name in (INTERRUPTED, FAILED) if name in times]
+    if len(stops) > 1:
+        problems.append("both interrupted and failed are set")
+    if FINISHED in times and stops:
+        problems.append(f"finished and {stops[0]} are both set")
+    for stop in stops:
+        if times[stop] < times["createdAt"]:
+            problems.append(f"{stop} ({record[stop]}) is before createdAt ({record['createdAt']})")
+
+    latest = stops[0] if stops else (forward[-1] if forward[-1] != "createdAt" else QUEUED)
+    if record.get("status") != latest:
+        problems.append(f"status is {record.get('status')!r} but the latest timestamp says {latest!r}")
+    return problems

@@ -1,0 +1,199 @@
+"""Wire protocol version 1: parse and validate requests, build messages.
+
+Pure functions only: no sockets, no store, no model. See DESIGN §2 and the
+README's protocol section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+from urllib.parse import urlsplit
+
+# Error code -> WebSocket close code sent after the error message.
+CLOSE_CODES = {
+    "invalid_json": 1008,
+    "invalid_request": 1008,
+    "message_too_large": 1009,
+    "image_url_forbidden": 1008,
+    "image_download_failed": 1008,
+    "image_too_large": 1009,
+    "unsupported_image": 1008,
+    "queue_full": 1013,
+    "shutting_down": 1001,
+    "job_timeout": 1011,
+    "processing_failed": 1011,
+    "internal_error": 1011,
+}
+
+REQUEST_KEYS = {"image_url", "boxes", "multimask"}
+BOX_KEYS = ("x", "y", "width", "height")
+
+
+class ProtocolError(Exception):
+    """A request the server refuses, with the error code sent to the client."""
+
+    def __init__(self, code: str, message: str):
+        assert code in CLOSE_CODES, code
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """A box in displayed-image pixels: top-left corner, width and height."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    def to_xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.x + self.width, self.y + self.height)
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    image_url: str
+    boxes: tuple[Box, ...]
+    multimask: bool = False
+
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError("invalid_request", message)
+
+
+def parse_request(message: str | bytes, *, max_boxes: int, max_message_bytes: int) -> Request:
+    """Turn the client's one message into a `Request`, or raise `ProtocolError`."""
+    if isinstance(message, bytes):
+        raise _invalid("Send the request as a JSON text message, not a binary frame.")
+    size = len(message.encode("utf-8"))
+    if size > max_message_bytes:
+        raise ProtocolError(
+            "message_too_large",
+            f"The request is {size} bytes; the limit is {max_message_bytes} bytes.",
+        )
+    try:
+        body = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"The request is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise _invalid("The request must be a JSON object with image_url and boxes.")
+    unknown = sorted(set(body) - REQUEST_KEYS)
+    if unknown:
+        raise _invalid(
+            f"Unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed keys are {', '.join(sorted(REQUEST_KEYS))}."
+        )
+    multimask = body.get("multimask", False)
+    if not isinstance(multimask, bool):
+        raise _invalid("multimask must be true or false.")
+    return Request(
+        image_url=_parse_image_url(body.get("image_url")),
+        boxes=_parse_boxes(body.get("boxes"), max_boxes),
+        multimask=multimask,
+    )
+
+
+def _parse_image_url(url: Any) -> str:
+    if not isinstance(url, str) or not url:
+        raise _invalid("image_url must be a non-empty string.")
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        raise _invalid(f"image_url {url!r} is not a valid URL.") from None
+    if parts.scheme not in ("http", "https"):
+        raise _invalid(f"image_url must use http or https, not {parts.scheme or 'no scheme'!r}.")
+    if not parts.hostname:
+        raise _invalid(f"image_url {url!r} has no host.")
+    return url
+
+
+def _parse_boxes(boxes: Any, max_boxes: int) -> tuple[Box, ...]:
+    if not isinstance(boxes, list) or not boxes:
+        raise _invalid("boxes must be a non-empty list of {x, y, width, height} objects.")
+    if len(boxes) > max_boxes:
+        raise _invalid(f"{len(boxes)} boxes sent; the limit is {max_boxes} per request.")
+    return tuple(_parse_box(i, box) for i, box in enumerate(boxes))
+
+
+def _parse_box(index: int, box: Any) -> Box:
+    if not isinstance(box, dict) or set(box) != set(BOX_KEYS):
+        raise _invalid(f"boxes[{index}] must be an object with exactly the keys x, y, width, height.")
+    values = {}
+    for key in BOX_KEYS:
+        value = box[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _invalid(f"boxes[{index}].{key} must be a finite number.")
+        values[key] = float(value)
+    if values["width"] <= 0 or values["height"] <= 0:
+        raise _invalid(f"boxes[{index}] must have width and height greater than 0.")
+    return Box(**values)
+
+
+def clip_boxes(boxes: tuple[Box, ...], width: int, height: int) -> tuple[Box, ...]:
+    """Clip each box to the image; a box with no area inside it is an error."""
+    clipped = []
+    for index, box in enumerate(boxes):
+        x0, y0, x1, y1 = box.to_xyxy()
+        x0, x1 = max(x0, 0.0), min(x1, float(width))
+        y0, y1 = max(y0, 0.0), min(y1, float(height))
+        if x1 <= x0 or y1 <= y0:
+            raise _invalid(
+                f"boxes[{index}] ({_describe(box)}) lies wholly outside the "
+                f"{width}x{height} image."
+            )
+        clipped.append(Box(x0, y0, x1 - x0, y1 - y0))
+    return tuple(clipped)
+
+
+def _describe(box: Box) -> str:
+    return f"x={box.x:g}, y={box.y:g}, width={box.width:g}, height={box.height:g}"
+
+
+# --- server -> client messages -------------------------------------------------
+
+
+def _dump(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def queued_message(job_id: str, position: int) -> str:
+    return _dump({"type": "queued", "id": job_id, "position": position})
+
+
+def status_message(job_id: str, status: str) -> str:
+    return _dump({"type": "status", "id": job_id, "status": status})
+
+
+def result_message(
+    job_id: str,
+    *,
+    width: int,
+    height: int,
+    masks: list[Any],
+    timings: dict[str, float],
+    cached_embedding: bool,
+) -> str:
+    return _dump(
+        {
+            "type": "result",
+            "id": job_id,
+            "image": {"width": width, "height": height},
+            "masks": masks,
+            "timings": timings,
+            "cached_embedding": cached_embedding,
+        }
+    )
+
+
+def error_message(job_id: str | None, code: str, message: str) -> str:
+    assert code in CLOSE_CODES, code
+    return _dump({"type": "error", "id": job_id, "code": code, "message": message})

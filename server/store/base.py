@@ -1,0 +1,103 @@
+"""The store interface: the `Queue` and `SAMOutput` containers of DESIGN §3.
+
+Records are plain dicts with camelCase fields plus `_etag`, an opaque version
+string that changes on every write. Every write after the insert names the
+ETag it read; if the record changed since, the write raises `Conflict`
+(Cosmos DB answers 412 there). `update` wraps that into "read, decide,
+write, and on a lost race read and decide again".
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from typing import Any, Callable, Iterator
+
+from server import jobs
+
+Record = dict[str, Any]
+
+UPDATE_RETRIES = 16
+
+
+class Conflict(Exception):
+    """The record changed since it was read (a stale ETag)."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or refused the operation."""
+
+
+class Store(abc.ABC):
+    # --- Queue -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def insert(self, record: Record) -> Record:
+        """Insert a new record; return it with its `_etag`."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Record | None:
+        """The record with this id, or None."""
+
+    @abc.abstractmethod
+    def replace(self, record: Record, *, etag: str) -> Record:
+        """Write `record` if the stored one still has `etag`, else raise `Conflict`."""
+
+    @abc.abstractmethod
+    def claimable(self, now: dt.datetime, limit: int) -> list[Record]:
+        """Queued records and records whose lease expired, oldest first."""
+
+    @abc.abstractmethod
+    def count_queued(self) -> int:
+        """How many records wait with status `queued`."""
+
+    @abc.abstractmethod
+    def queue_position(self, record: Record) -> int:
+        """1 for the next record to be claimed, 2 for the one after, and so on."""
+
+    @abc.abstractmethod
+    def unfinished_before(self, cutoff: dt.datetime) -> list[Record]:
+        """Non-terminal records created before `cutoff` (for the sweep)."""
+
+    @abc.abstractmethod
+    def records(self) -> Iterator[Record]:
+        """Every record, oldest first (for the audit)."""
+
+    # --- SAMOutput -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_output(self, output: Record) -> None:
+        """Store the result for a record (its `id` is the record's id)."""
+
+    @abc.abstractmethod
+    def get_output(self, job_id: str) -> Record | None:
+        """The stored result, or None."""
+
+    # --- housekeeping ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise `StoreUnavailable` if the database does not answer."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def update(self, job_id: str, transition: Callable[[Record], Record]) -> Record | None:
+        """Apply a lifecycle transition; None if the record refuses it or is gone.
+
+        A lost race (`Conflict`) re-reads the record and decides again, so the
+        transition always sees the latest state.
+        """
+        for _ in range(UPDATE_RETRIES):
+            record = self.get(job_id)
+            if record is None:
+                return None
+            try:
+                changed = transition(record)
+            except jobs.TransitionRefused:
+                return None
+            try:
+                return self.replace(changed, etag=record["_etag"])
+            except Conflict:
+                continue
+        raise StoreUnavailable(f"record {job_id} kept changing under {UPDATE_RETRIES} updates")

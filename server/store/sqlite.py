@@ -1,0 +1,185 @@
+"""The embedded store: one SQLite file, for a laptop or a single server.
+
+Columns carry the record's camelCase fields; lists and objects are JSON text.
+`_etag` is a random version string replaced on every write, and updates are
+`UPDATE … WHERE id = ? AND _etag = ?`, the stand-in for Cosmos DB's
+If-Match. WAL mode and one connection per thread keep the file consistent
+under concurrent connection threads, the processor thread and other
+processes sharing the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+import uuid
+import weakref
+from pathlib import Path
+from typing import Iterator
+
+from server import jobs
+from server.store.base import Conflict, Record, Store, StoreUnavailable
+
+# Column name -> True when the value is stored as JSON text.
+QUEUE_COLUMNS = {
+    "id": False, "uuid": False, "status": False, "createdAt": False,
+    "processing": False, "processed": False, "finished": False,
+    "interrupted": False, "failed": False, "error": True,
+    "boxes": True, "multimask": False, "imageUrl": False, "imageSha256": False,
+    "width": False, "height": False, "attempts": False, "leaseUntil": False,
+    "serverId": False,
+}
+OUTPUT_COLUMNS = {"id": False, "masks": True, "model": False, "createdAt": False, "timings": True}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS Queue (
+    id TEXT PRIMARY KEY, uuid TEXT NOT NULL, status TEXT NOT NULL,
+    createdAt TEXT NOT NULL, processing TEXT, processed TEXT, finished TEXT,
+    interrupted TEXT, failed TEXT, error TEXT, boxes TEXT NOT NULL,
+    multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
+    width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    leaseUntil TEXT, serverId TEXT, _etag TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
+CREATE TABLE IF NOT EXISTS SAMOutput (
+    id TEXT PRIMARY KEY, masks TEXT NOT NULL, model TEXT NOT NULL,
+    createdAt TEXT NOT NULL, timings TEXT NOT NULL, _etag TEXT NOT NULL
+);
+"""
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that a WeakSet can track, so that a finished thread's one is freed."""
+
+
+def _new_etag() -> str:
+    return uuid.uuid4().hex
+
+
+def _to_row(document: Record, columns: dict[str, bool]) -> list:
+    return [json.dumps(document[c]) if is_json else document[c] for c, is_json in columns.items()]
+
+
+def _from_row(row: sqlite3.Row, columns: dict[str, bool]) -> Record:
+    document = {c: (json.loads(row[c]) if is_json and row[c] is not None else row[c])
+                for c, is_json in columns.items()}
+    document["_etag"] = row["_etag"]
+    return document
+
+
+def _record(row: sqlite3.Row) -> Record:
+    record = _from_row(row, QUEUE_COLUMNS)
+    record["multimask"] = bool(record["multimask"])
+    return record
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._db.executescript(SCHEMA)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3 connections must not be shared)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection
+            )
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            self._connections.add(db)
+        return db
+
+    def _execute(self, sql: str, params=()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
+
+    # --- Queue -----------------------------------------------------------------
+
+    def insert(self, record: Record) -> Record:
+        stored = {**record, "_etag": _new_etag()}
+        names = list(QUEUE_COLUMNS) + ["_etag"]
+        self._execute(
+            f"INSERT INTO Queue ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+            _to_row(stored, QUEUE_COLUMNS) + [stored["_etag"]],
+        )
+        return stored
+
+    def get(self, job_id: str) -> Record | None:
+        row = self._execute("SELECT * FROM Queue WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def replace(self, record: Record, *, etag: str) -> Record:
+        stored = {**record, "_etag": _new_etag()}
+        names = [c for c in QUEUE_COLUMNS if c != "id"]
+        values = [v for c, v in zip(QUEUE_COLUMNS, _to_row(stored, QUEUE_COLUMNS)) if c != "id"]
+        cursor = self._execute(
+            f"UPDATE Queue SET {', '.join(f'{n} = ?' for n in names)}, _etag = ? "
+            "WHERE id = ? AND _etag = ?",
+            values + [stored["_etag"], record["id"], etag],
+        )
+        if cursor.rowcount != 1:
+            raise Conflict(f"record {record['id']} changed since it was read")
+        return stored
+
+    def claimable(self, now: dt.datetime, limit: int) -> list[Record]:
+        rows = self._execute(
+            "SELECT * FROM Queue WHERE status = ? OR (status = ? AND leaseUntil <= ?) "
+            "ORDER BY createdAt, id LIMIT ?",
+            (jobs.QUEUED, jobs.PROCESSING, jobs.format_time(now), limit),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def count_queued(self) -> int:
+        return self._execute("SELECT COUNT(*) FROM Queue WHERE status = ?", (jobs.QUEUED,)).fetchone()[0]
+
+    def queue_position(self, record: Record) -> int:
+        ahead = self._execute(
+            "SELECT COUNT(*) FROM Queue WHERE status = ? AND (createdAt < ? OR (createdAt = ? AND id < ?))",
+            (jobs.QUEUED, record["createdAt"], record["createdAt"], record["id"]),
+        ).fetchone()[0]
+        return ahead + 1
+
+    def unfinished_before(self, cutoff: dt.datetime) -> list[Record]:
+        placeholders = ", ".join("?" * len(jobs.TERMINAL))
+        rows = self._execute(
+            f"SELECT * FROM Queue WHERE status NOT IN ({placeholders}) AND createdAt < ? ORDER BY createdAt",
+            (*sorted(jobs.TERMINAL), jobs.format_time(cutoff)),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def records(self) -> Iterator[Record]:
+        for row in self._execute("SELECT * FROM Queue ORDER BY createdAt, id"):
+            yield _record(row)
+
+    # --- SAMOutput -------------------------------------------------------------
+
+    def put_output(self, output: Record) -> None:
+        names = list(OUTPUT_COLUMNS) + ["_etag"]
+        self._execute(
+            f"INSERT OR REPLACE INTO SAMOutput ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+            _to_row(output, OUTPUT_COLUMNS) + [_new_etag()],
+        )
+
+    def get_output(self, job_id: str) -> Record | None:
+        row = self._execute("SELECT * FROM SAMOutput WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _from_row(row, OUTPUT_COLUMNS)
+
+    # --- housekeeping ----------------------------------------------------------
+
+    def check(self) -> None:
+        self._execute("SELECT 1 FROM Queue LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        for db in list(self._connections):
+            db.close()
