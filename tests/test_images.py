@@ -1,0 +1,431 @@
+"""server.images: download against a real local HTTP server, decode, save."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server import images
+from server.images import ImageError, decode, download, find_saved, save, sha256_hex
+from tests.support import image_files as files
+from tests.support.http_server import ImageHTTPServer
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def server():
+    with ImageHTTPServer() as running:
+        yield running
+
+
+def fetch(url: str, **overrides) -> bytes:
+    options = dict(max_bytes=MIB, timeout=5.0, allow_private=True)
+    options.update(overrides)
+    return download(url, **options)
+
+
+def error_of(call, *args, **kwargs) -> ImageError:
+    with pytest.raises(ImageError) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def gray_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
+
+
+# --- decode -----------------------------------------------------------------
+
+
+def test_png_rgb_decodes_exactly():
+    image = decode(files.png_rgb(300, 200), max_pixels=10**6)
+    assert (image.width, image.height, image.extension) == (300, 200, "png")
+    assert image.pixels.dtype == np.uint8 and image.pixels.flags.c_contiguous
+    np.testing.assert_array_equal(image.pixels, files.rgb_pattern(300, 200))
+
+
+def test_jpeg_rgb_decodes_close_to_the_source():
+    image = decode(files.jpeg_rgb(64, 48), max_pixels=10**6)
+    assert (image.pixels.shape, image.extension) == ((48, 64, 3), "jpg")
+    difference = np.abs(image.pixels.astype(int) - files.rgb_pattern(64, 48).astype(int))
+    assert difference.mean() < 3
+
+
+def test_exif_orientation_is_applied():
+    image = decode(files.jpeg_exif_rotated(80, 40), max_pixels=10**6)
+    assert (image.width, image.height) == (40, 80)  # displayed: h wide, w tall
+    pixels = image.pixels.astype(int)
+    assert pixels[5:35, 2:18].min() > 230  # the white block, top-left as displayed
+    assert pixels[45:, :].max() < 70  # bottom half is dark
+    assert pixels[:, 22:].max() < 70  # right half is dark
+
+
+def test_rgba_drops_alpha_and_keeps_colour():
+    image = decode(files.png_rgba(50, 30), max_pixels=10**6)
+    np.testing.assert_array_equal(image.pixels, files.rgb_pattern(50, 30))
+
+
+def test_grayscale_becomes_three_equal_channels():
+    image = decode(files.png_gray(40, 30), max_pixels=10**6)
+    np.testing.assert_array_equal(image.pixels, gray_rgb(files.gray_pattern(40, 30)))
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    image = decode(files.jpeg_cmyk(32, 16), max_pixels=10**6)
+    assert image.extension == "jpg"
+    cyan, black = image.pixels[8, 4].astype(int), image.pixels[8, 28].astype(int)
+    assert np.abs(cyan - [0, 255, 255]).max() <= 3
+    assert black.max() <= 3
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped():
+    image = decode(files.png_gray16(64, 8), max_pixels=10**6)
+    assert image.pixels[0, :5, 0].tolist() == [0, 0, 1, 128, 255]
+    expected = (files.gray16_pattern(64, 8) >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(image.pixels, gray_rgb(expected))
+
+
+def test_sixteen_bit_big_endian_tiff_is_scaled():
+    values = np.array([[0, 256, 32768, 65535]], dtype=">u2")
+    image = decode(encode(Image.fromarray(values), "TIFF"), max_pixels=100)
+    assert image.extension == "tiff"
+    assert image.pixels[0, :, 1].tolist() == [0, 1, 128, 255]
+
+
+def test_32_bit_integer_mode_is_scaled_as_sixteen_bit():
+    values = np.array([[-5, 0, 32768, 65535, 70000]], dtype=np.int32)
+    image = decode(encode(Image.fromarray(values), "TIFF"), max_pixels=100)
+    assert image.pixels[0, :, 2].tolist() == [0, 0, 128, 255, 255]
+
+
+def test_float_mode_in_unit_range_is_scaled_to_255():
+    values = np.array([[0.25, 0.5, 0.75]], dtype=np.float32)
+    image = decode(encode(Image.fromarray(values), "TIFF"), max_pixels=100)
+    assert image.pixels[0, :, 0].tolist() == [64, 128, 191]
+
+
+def test_float_mode_not_a_number_is_black():
+    values = np.array([[np.nan, 0.5, 1.0]], dtype=np.float32)
+    image = decode(encode(Image.fromarray(values), "TIFF"), max_pixels=100)
+    assert image.pixels[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_float_mode_beyond_unit_range_is_stretched():
+    values = np.array([[0.0, 1000.0, 2000.0]], dtype=np.float32)
+    image = decode(encode(Image.fromarray(values), "TIFF"), max_pixels=100)
+    assert image.pixels[0, :, 0].tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("transparency", [None, 0])
+def test_palette_uses_palette_colours(transparency):
+    palette = Image.new("P", (3, 1))
+    palette.putpalette([10, 20, 30, 200, 100, 50, 0, 255, 0])
+    palette.putdata([0, 1, 2])
+    options = {} if transparency is None else {"transparency": transparency}
+    image = decode(encode(palette, "PNG", **options), max_pixels=100)
+    assert image.pixels[0].tolist() == [[10, 20, 30], [200, 100, 50], [0, 255, 0]]
+
+
+def test_gray_with_alpha_drops_alpha():
+    values = np.array([[[7, 0], [200, 255]]], dtype=np.uint8)
+    image = decode(encode(Image.fromarray(values, mode="LA"), "PNG"), max_pixels=100)
+    assert image.pixels[0].tolist() == [[7, 7, 7], [200, 200, 200]]
+
+
+def test_one_bit_image_is_black_and_white():
+    bilevel = Image.new("1", (2, 1))
+    bilevel.putpixel((1, 0), 1)
+    image = decode(encode(bilevel, "PNG"), max_pixels=100)
+    assert image.pixels[0].tolist() == [[0, 0, 0], [255, 255, 255]]
+
+
+def test_animated_gif_gives_its_first_frame():
+    red, blue = Image.new("RGB", (4, 4), (255, 0, 0)), Image.new("RGB", (4, 4), (0, 0, 255))
+    gif = encode(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
+    image = decode(gif, max_pixels=100)
+    assert image.extension == "gif"
+    assert image.pixels[2, 2].tolist() == [255, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "fmt, extension",
+    [
+        ("JPEG", "jpg"),
+        ("PNG", "png"),
+        ("WEBP", "webp"),
+        ("GIF", "gif"),
+        ("BMP", "bmp"),
+        ("TIFF", "tiff"),
+    ],
+)
+def test_extension_names_the_original_format(fmt, extension):
+    image = decode(encode(Image.new("RGB", (6, 4), (0, 0, 255)), fmt), max_pixels=100)
+    assert (image.extension, image.width, image.height) == (extension, 6, 4)
+    assert np.abs(image.pixels[1, 1].astype(int) - [0, 0, 255]).max() <= 2  # JPEG, WebP: lossy
+
+
+def test_first_decode_in_a_fresh_process_reads_every_format():
+    # Pillow registers WebP and TIFF lazily; decode must not depend on an earlier caller.
+    script = (
+        "import sys; from server.images import decode; "
+        "print(decode(sys.stdin.buffer.read(), max_pixels=100).extension)"
+    )
+    webp = encode(Image.new("RGB", (4, 4)), "WEBP")
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=webp, capture_output=True, check=True
+    )
+    assert done.stdout.decode().strip() == "webp"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        files.truncated_jpeg(64, 64),
+        files.html_page(),
+        b"",
+        encode(Image.new("RGB", (4, 4)), "PPM"),
+    ],
+    ids=["truncated", "html", "empty", "ppm-not-allowed"],
+)
+def test_undecodable_data_is_unsupported(data):
+    error = error_of(decode, data, max_pixels=10**6)
+    assert error.code == "unsupported_image"
+    assert error.message.endswith(".") and "Traceback" not in error.message
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    error = error_of(decode, files.png_bomb(3000), max_pixels=10**6)
+    assert error.code == "image_too_large"
+    assert "3000x3000" in error.message
+
+
+def test_bomb_beyond_pillows_own_limit_is_too_large():
+    error = error_of(decode, files.png_bomb(20000), max_pixels=40_000_000)
+    assert error.code == "image_too_large"
+
+
+def test_image_exactly_at_the_pixel_limit_is_accepted():
+    assert decode(files.png_rgb(100, 10), max_pixels=1000).pixels.shape == (10, 100, 3)
+    assert error_of(decode, files.png_rgb(100, 10), max_pixels=999).code == "image_too_large"
+
+
+# --- download ---------------------------------------------------------------
+
+
+def test_download_returns_the_body(server):
+    body = files.png_rgb(20, 20)
+    server.add("/cat.png", body)
+    assert fetch(server.url("/cat.png")) == body
+    assert server.hits["/cat.png"] == 1
+
+
+def test_non_http_scheme_is_a_value_error():
+    with pytest.raises(ValueError):
+        fetch("ftp://example.com/cat.png")
+
+
+def test_http_error_status_is_reported(server):
+    error = error_of(fetch, server.url("/missing.png"))
+    assert error.code == "image_download_failed"
+    assert "404" in error.message and "127.0.0.1" in error.message
+
+
+def test_server_error_status_is_reported(server):
+    server.add("/broken.png", b"oops", status=503)
+    error = error_of(fetch, server.url("/broken.png"))
+    assert error.code == "image_download_failed" and "503" in error.message
+
+
+def test_unreachable_port_fails():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    error = error_of(fetch, f"http://127.0.0.1:{port}/cat.png")
+    assert error.code == "image_download_failed"
+
+
+def test_dns_failure_fails(monkeypatch):
+    def no_such_host(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    error = error_of(fetch, "http://cat-pictures.invalid/cat.png", allow_private=False)
+    assert error.code == "image_download_failed"
+    assert "cat-pictures.invalid" in error.message
+
+
+def test_honest_content_length_over_the_limit_is_refused(server):
+    server.add("/big.png", bytes(5000))
+    error = error_of(fetch, server.url("/big.png"), max_bytes=4999)
+    assert error.code == "image_too_large" and "4,999" in error.message
+
+
+def test_content_length_over_the_limit_is_refused_before_the_body(server):
+    # Reading this body would take 5 s and hit the timeout; the header alone must suffice.
+    server.add_slow("/big-slow.png", bytes(5000), delay_per_chunk=0.1, chunk_size=100)
+    error = error_of(fetch, server.url("/big-slow.png"), max_bytes=4999, timeout=2.0)
+    assert error.code == "image_too_large"
+
+
+def test_body_exactly_at_the_byte_limit_is_accepted(server):
+    server.add("/exact.png", bytes(5000))
+    assert len(fetch(server.url("/exact.png"), max_bytes=5000)) == 5000
+
+
+def test_missing_content_length_is_counted_while_streaming(server):
+    server.add_lying_length("/stream.png", bytes(200_000), claimed_length=None)
+    assert len(fetch(server.url("/stream.png"), max_bytes=200_000)) == 200_000
+    error = error_of(fetch, server.url("/stream.png"), max_bytes=100_000)
+    assert error.code == "image_too_large"
+
+
+def test_lying_content_length_is_counted_while_streaming(server):
+    server.add_lying_length("/liar.png", bytes(200_000), claimed_length=10)
+    error = error_of(fetch, server.url("/liar.png"), max_bytes=100_000)
+    assert error.code == "image_too_large"
+
+
+def test_slow_drip_is_cut_off_by_the_whole_download_timeout(server):
+    # Each chunk arrives well within the timeout; only the overall deadline stops it.
+    server.add_slow("/slow.png", bytes(100 * 50), delay_per_chunk=0.1, chunk_size=100)
+    error = error_of(fetch, server.url("/slow.png"), timeout=0.5)
+    assert error.code == "image_download_failed"
+    assert "0.5 s" in error.message
+
+
+def test_relative_redirects_are_followed(server):
+    body = files.png_rgb(8, 8)
+    server.add("/images/cat.png", body)
+    server.add_redirect("/start", "images/hop")
+    server.add_redirect("/images/hop", "/images/cat.png", status=301)
+    assert fetch(server.url("/start")) == body
+    assert server.hits["/images/hop"] == 1
+
+
+def test_redirects_up_to_the_limit_are_followed(server):
+    server.add("/3", b"image")
+    for hop in range(3):
+        server.add_redirect(f"/{hop}", f"/{hop + 1}", status=307)
+    assert fetch(server.url("/0"), max_redirects=3) == b"image"
+
+
+def test_too_many_redirects_fail(server):
+    server.add("/4", b"image")
+    for hop in range(4):
+        server.add_redirect(f"/{hop}", f"/{hop + 1}")
+    error = error_of(fetch, server.url("/0"), max_redirects=3)
+    assert error.code == "image_download_failed" and "redirect" in error.message
+    assert server.hits["/4"] == 0
+
+
+def test_redirect_to_another_scheme_fails(server):
+    server.add_redirect("/ftp", "ftp://example.com/cat.png")
+    assert error_of(fetch, server.url("/ftp")).code == "image_download_failed"
+
+
+# --- server-side request forgery guard --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/cat.png",
+        "http://localhost/cat.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/cat.png",
+        "http://[::ffff:127.0.0.1]/cat.png",
+        "http://10.1.2.3/cat.png",
+        "http://192.168.0.1/cat.png",
+        "http://0.0.0.0/cat.png",
+        "https://[fe80::1]/cat.png",
+    ],
+)
+def test_private_addresses_are_forbidden(url):
+    error = error_of(fetch, url, allow_private=False, timeout=0.5)
+    assert error.code == "image_url_forbidden"
+    assert "Traceback" not in error.message
+
+
+def test_forbidden_url_is_never_requested(server):
+    server.add("/cat.png", b"image")
+    error = error_of(fetch, server.url("/cat.png"), allow_private=False)
+    assert error.code == "image_url_forbidden" and "127.0.0.1" in error.message
+    assert server.hits["/cat.png"] == 0
+
+
+def test_redirect_to_a_private_address_is_forbidden(server, monkeypatch):
+    # Treat the test server's 127.0.0.1 as public; every other address stays forbidden.
+    real_rule = images._is_forbidden
+    monkeypatch.setattr(
+        images, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip)
+    )
+    server.add("/cat.png", b"image")
+    server.add_redirect("/metadata", "http://169.254.169.254/latest/meta-data/")
+    assert fetch(server.url("/cat.png"), allow_private=False) == b"image"
+    error = error_of(fetch, server.url("/metadata"), allow_private=False, timeout=0.5)
+    assert error.code == "image_url_forbidden" and "169.254.169.254" in error.message
+
+
+@pytest.mark.parametrize(
+    "address, forbidden",
+    [
+        ("8.8.8.8", False),
+        ("2606:4700:4700::1111", False),
+        ("100.64.0.1", True),  # carrier-grade NAT
+        ("224.0.0.1", True),
+        ("240.0.0.1", True),
+        ("172.16.5.4", True),
+        ("fc00::1", True),
+        ("ff02::1", True),
+        ("::ffff:10.0.0.1", True),
+        ("::ffff:8.8.8.8", False),
+        ("::", True),
+    ],
+)
+def test_address_rule(address, forbidden):
+    assert images._is_forbidden(ipaddress.ip_address(address)) is forbidden
+
+
+# --- files ------------------------------------------------------------------
+
+
+def test_sha256_hex():
+    assert sha256_hex(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_save_writes_id_dot_extension_and_no_temporary_files(tmp_path):
+    image_dir = tmp_path / "images" / "nested"
+    path = save(b"first", image_dir, "job-1", "png")
+    assert path == image_dir / "job-1.png" and path.read_bytes() == b"first"
+    save(b"second", image_dir, "job-1", "png")
+    save(b"other", image_dir, "job-2", "jpg")
+    assert sorted(os.listdir(image_dir)) == ["job-1.png", "job-2.jpg"]
+    assert path.read_bytes() == b"second"
+    assert find_saved(image_dir, "job-2") == image_dir / "job-2.jpg"
+
+
+def test_find_saved_misses(tmp_path):
+    assert find_saved(tmp_path / "absent", "job-1") is None
+    save(b"x", tmp_path, "job-10", "png")
+    assert find_saved(tmp_path, "job-1") is None
+
+
+def test_save_refuses_path_traversal(tmp_path):
+    with pytest.raises(ValueError):
+        save(b"x", tmp_path, "../escape", "png")
+    assert list(tmp_path.iterdir()) == []
