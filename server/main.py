@@ -1,0 +1,178 @@
+"""Wiring: the store, the processor thread and the WebSocket/HTTP server.
+
+One port serves both: `GET /ping` and `GET /health` are answered as plain
+HTTP in `process_request`; a WebSocket upgrade on `/` starts a
+`Conversation` in the server's per-connection thread.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from typing import Callable
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.sync.server import Server, ServerConnection, serve
+
+from server import __version__, logs
+from server.config import Settings
+from server.connection import Conversation
+from server.processor import JobEvents, Processor
+from server.sam_model import CheckpointError, SamModel, check_checkpoint, load_sam
+from server.store import Store, StoreUnavailable, open_store
+
+log = logging.getLogger(__name__)
+
+# The WebSocket layer drops frames past this multiple of MAX_MESSAGE_BYTES
+# with a bare close 1009; up to it, the request is read and refused with a
+# typed `message_too_large` error.
+HARD_MESSAGE_LIMIT_FACTOR = 4
+
+
+def _http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status.value, status.phrase, headers, body)
+
+
+class App:
+    """The running service. `start()` returns at once; `stop()` ends it cleanly."""
+
+    def __init__(self, settings: Settings, store: Store, load_model: Callable[[], SamModel]):
+        self.settings = settings
+        self.store = store
+        self.server_id = f"cap-{uuid.uuid4().hex[:8]}"
+        self.events = JobEvents()
+        self.admission = threading.Lock()  # makes the queue_full check and insert one step
+        self.stopping = threading.Event()
+        self.fatal: Exception | None = None
+        self.processor = Processor(
+            store=store,
+            settings=settings,
+            load_model=load_model,
+            events=self.events,
+            server_id=self.server_id,
+            on_fatal=self._on_fatal,
+        )
+        self._connections = 0
+        self._connections_lock = threading.Lock()
+        self._server: Server | None = None
+        self._serve_thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return self._server.socket.getsockname()[1]
+
+    def start(self) -> None:
+        self.processor.start()
+        self._server = serve(
+            self._handle,
+            self.settings.host,
+            self.settings.port,
+            process_request=self._process_request,
+            max_size=self.settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR,
+        )
+        self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)
+        self._serve_thread.start()
+        log.info("listening on %s:%d (server id %s)", self.settings.host, self.port, self.server_id)
+
+    def wait(self) -> None:
+        """Block until a stop is requested (signal) or the processor failed fatally."""
+        self.stopping.wait()
+
+    def stop(self) -> None:
+        """Refuse new work, end every open conversation, stop the processor."""
+        self.stopping.set()
+        if self._server is not None:
+            # Waiting conversations see `stopping`, send `shutting_down` and
+            # mark their records interrupted; shutdown() waits for them.
+            self._server.shutdown(close_connections=False)
+        self.processor.stop(timeout=30)
+        self.store.close()
+
+    def _on_fatal(self, exc: Exception) -> None:
+        self.fatal = exc
+        self.stopping.set()
+
+    # --- per connection --------------------------------------------------------------
+
+    def _handle(self, ws: ServerConnection) -> None:
+        with self._connections_lock:
+            self._connections += 1
+        try:
+            Conversation(ws, self).run()
+        finally:
+            with self._connections_lock:
+                self._connections -= 1
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ping":
+            return _http_response(http.HTTPStatus.OK, b"pong", "text/plain; charset=utf-8")
+        if path == "/health":
+            healthy, body = self.health()
+            status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
+            return _http_response(status, json.dumps(body).encode(), "application/json")
+        if path != "/":
+            return _http_response(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain; charset=utf-8")
+        if self.stopping.is_set():
+            return _http_response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down", "text/plain; charset=utf-8"
+            )
+        return None  # go on with the WebSocket handshake
+
+    def health(self) -> tuple[bool, dict]:
+        store_state, queue_depth = "ok", None
+        try:
+            self.store.check()
+            queue_depth = self.store.count_queued()
+        except StoreUnavailable as exc:
+            store_state = f"error: {exc}"
+        model_loaded = self.processor.ready.is_set() and self.processor.is_alive()
+        body = {
+            "model_loaded": model_loaded,
+            "store": store_state,
+            "queue_depth": queue_depth,
+            "connections": self._connections,
+            "version": __version__,
+        }
+        return model_loaded and store_state == "ok" and not self.stopping.is_set(), body
+
+
+def production_model_loader(settings: Settings) -> Callable[[], SamModel]:
+    def load() -> SamModel:
+        sam = load_sam(settings.sam_model_type, settings.sam_checkpoint, settings.sam_device)
+        return SamModel(sam, settings.sam_model_type)
+
+    return load
+
+
+def serve_forever(settings: Settings) -> int:
+    """`python -m server`: run until SIGTERM or SIGINT; the process exit code."""
+    try:
+        check_checkpoint(settings.sam_model_type, settings.sam_checkpoint)
+    except CheckpointError as exc:
+        print(f"cap: {exc}", file=sys.stderr)
+        return 2
+    store = open_store(settings)
+    app = App(settings, store, production_model_loader(settings))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: app.stopping.set())
+    app.start()
+    app.wait()
+    log.info("stopping")
+    app.stop()
+    if app.fatal is not None:
+        print(f"cap: {app.fatal}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def configure_logging(settings: Settings) -> None:
+    logs.configure(settings.log_level, settings.log_format)

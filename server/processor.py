@@ -1,0 +1,234 @@
+"""The processor thread: the only code that touches the SAM model.
+
+It loads the model, then loops: claim the oldest claimable record, segment
+its image, store the result in SAMOutput, mark the record processed, and
+wake the connection waiting for it. An insert wakes it at once through
+`wake`; the `POLL_INTERVAL` timeout catches records inserted by other
+processes sharing the database. Between jobs it sweeps records stuck past
+`JOB_TIMEOUT` and images past `IMAGE_RETENTION_HOURS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from server import images, jobs, masks
+from server.config import Settings
+from server.protocol import Box
+from server.sam_model import CheckpointError, SamModel
+from server.store import Conflict, Record, Store
+
+log = logging.getLogger(__name__)
+
+CLAIM_CANDIDATES = 8
+ERROR_BACKOFF_SECONDS = 1.0
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class JobEvents:
+    """Per-record wake-ups from the processor to the connection waiting on it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, threading.Event] = {}
+
+    def subscribe(self, job_id: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(job_id, threading.Event())
+
+    def unsubscribe(self, job_id: str) -> None:
+        with self._lock:
+            self._events.pop(job_id, None)
+
+    def notify(self, job_id: str) -> None:
+        with self._lock:
+            event = self._events.get(job_id)
+        if event is not None:
+            event.set()
+
+
+class Processor:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: Settings,
+        load_model: Callable[[], SamModel],
+        events: JobEvents,
+        server_id: str,
+        on_fatal: Callable[[Exception], None],
+    ):
+        self.store = store
+        self.settings = settings
+        self.events = events
+        self.server_id = server_id
+        self.wake = threading.Event()
+        self.ready = threading.Event()
+        self.model: SamModel | None = None
+        self._load_model = load_model
+        self._on_fatal = on_fatal
+        self._stopping = threading.Event()
+        self._pixels: dict[str, np.ndarray] = {}
+        self._pixels_lock = threading.Lock()
+        self._next_sweep = 0.0
+        self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
+
+    # --- used by other threads ---------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stopping.set()
+        self.wake.set()
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def hand_over(self, job_id: str, pixels: np.ndarray) -> None:
+        """Give the processor the decoded image, so that it need not decode it again."""
+        with self._pixels_lock:
+            self._pixels[job_id] = pixels
+
+    def drop(self, job_id: str) -> None:
+        """Forget a handed-over image whose record will not be processed here."""
+        with self._pixels_lock:
+            self._pixels.pop(job_id, None)
+
+    # --- the thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.model = self._load_model()
+        except Exception as exc:  # CheckpointError, or anything else the load raised
+            if not isinstance(exc, CheckpointError):
+                log.exception("loading the model failed")
+            self._on_fatal(exc)
+            return
+        self.ready.set()
+        log.info("model ready: %s on %s", self.model.model_type, self.model.device)
+        while not self._stopping.is_set():
+            try:
+                self.wake.clear()
+                self._sweep_if_due()
+                record = self._claim_next()
+                if record is None:
+                    self.wake.wait(self.settings.poll_interval)
+                else:
+                    self._process(record)
+            except Exception:
+                # The thread must not die: log, back off, and go on.
+                log.exception("processor loop error")
+                self._stopping.wait(ERROR_BACKOFF_SECONDS)
+
+    def _claim_next(self) -> Record | None:
+        now = utcnow()
+        for candidate in self.store.claimable(now, CLAIM_CANDIDATES):
+            try:
+                claimed = jobs.claim(
+                    candidate,
+                    now=now,
+                    server_id=self.server_id,
+                    lease_seconds=self.settings.lease_seconds,
+                    max_attempts=self.settings.max_attempts,
+                )
+                stored = self.store.replace(claimed, etag=candidate["_etag"])
+            except (jobs.TransitionRefused, Conflict):
+                continue  # another processor, or an interruption, got there first
+            self.events.notify(stored["id"])
+            if stored["status"] == jobs.PROCESSING:
+                return stored
+            log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
+            self.drop(stored["id"])
+        return None
+
+    def _process(self, record: Record) -> None:
+        job_id = record["id"]
+        try:
+            pixels = self._pixels_for(record)
+        except images.ImageError as exc:
+            self._fail(job_id, "processing_failed", f"The image is no longer available: {exc.message}")
+            return
+        boxes_xyxy = np.array([Box(**box).to_xyxy() for box in record["boxes"]], dtype=np.float32)
+
+        assert self.model is not None
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                result = self.model.segment(pixels, boxes_xyxy, record["multimask"])
+                break
+            except Exception as exc:
+                log.warning("job %s: model failed on attempt %d: %s", job_id, attempt, exc)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        else:
+            self._fail(job_id, "processing_failed", "The model failed on this image; see the server log.")
+            return
+
+        started = time.perf_counter()
+        wire = masks.wire_masks(result.masks, result.scores, record["boxes"], record["multimask"])
+        rle_ms = (time.perf_counter() - started) * 1000
+        self.store.put_output(
+            {
+                "id": job_id,
+                "masks": wire,
+                "model": self.model.model_type,
+                "createdAt": jobs.format_time(utcnow()),
+                "timings": {
+                    "encode_ms": round(result.encode_ms, 2),
+                    "decode_ms": round(result.decode_ms, 2),
+                    "rle_ms": round(rle_ms, 2),
+                },
+            }
+        )
+        if self.store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow())) is None:
+            log.info("job %s: result stored, but the record was no longer processing", job_id)
+        self.events.notify(job_id)
+
+    def _pixels_for(self, record: Record) -> np.ndarray:
+        """The decoded image: handed over in memory, else from disk, else downloaded again."""
+        with self._pixels_lock:
+            pixels = self._pixels.pop(record["id"], None)
+        if pixels is not None:
+            return pixels
+        settings = self.settings
+        path = images.find_saved(settings.image_dir, record["id"])
+        if path is not None:
+            data = path.read_bytes()
+        else:
+            data = images.download(
+                record["imageUrl"],
+                max_bytes=settings.max_image_bytes,
+                timeout=settings.download_timeout,
+                allow_private=settings.allow_private_urls,
+            )
+        if images.sha256_hex(data) != record["imageSha256"]:
+            raise images.ImageError("unsupported_image", "The image changed since the request was made.")
+        return images.decode(data, max_pixels=settings.max_image_pixels).pixels
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        self.store.update(job_id, lambda r: jobs.fail(r, now=utcnow(), code=code, message=message))
+        self.events.notify(job_id)
+
+    def _sweep_if_due(self) -> None:
+        """End records stuck past JOB_TIMEOUT; delete images past their retention."""
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + min(30.0, self.settings.job_timeout / 2)
+        now = utcnow()
+        for record in self.store.unfinished_before(now - dt.timedelta(seconds=self.settings.job_timeout)):
+            if self.store.update(record["id"], lambda r: jobs.interrupt(r, now=utcnow())) is not None:
+                log.warning("job %s: interrupted by the sweep after JOB_TIMEOUT", record["id"])
+                self.events.notify(record["id"])
+        if self.settings.image_retention_hours > 0:
+            images.delete_older_than(self.settings.image_dir, self.settings.image_retention_hours * 3600)

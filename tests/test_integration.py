@@ -1,0 +1,299 @@
+"""End to end: a real server, a real image HTTP server, a real WebSocket client.
+
+The model is the tiny real SAM (random weights): these tests check shapes,
+encoding, orientation, lifecycle and errors, never mask quality.
+"""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from server import masks
+from tests.conftest import ModelGate, ws_url
+from tests.support import image_files
+from tests.support.client import exchange
+
+
+def box(x, y, width, height):
+    return {"x": x, "y": y, "width": width, "height": height}
+
+
+def request_for(url, *boxes, **extra):
+    return {"image_url": url, "boxes": list(boxes) or [box(4, 4, 20, 20)], **extra}
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def assert_result(outcome, width, height, count, multimask=False):
+    assert outcome.types == ["queued", "status", "result"], outcome.messages
+    queued, status, result = outcome.messages
+    assert queued["position"] >= 1 and queued["id"] == status["id"] == result["id"]
+    assert status["status"] == "processing"
+    assert outcome.close_code == 1000
+    assert result["image"] == {"width": width, "height": height}
+    assert len(result["masks"]) == count
+    for answer in result["masks"]:
+        for mask in answer if multimask else [answer]:
+            assert mask["segmentation"]["size"] == [height, width]
+            decoded = masks.decode(mask["segmentation"])
+            assert decoded.shape == (height, width)
+            assert int(decoded.sum()) == mask["area"]
+            assert 0.0 <= mask["score"] or mask["score"] < 0  # a number
+    assert set(result["timings"]) == {"queue_ms", "download_ms", "encode_ms", "decode_ms", "rle_ms", "total_ms"}
+    assert result["cached_embedding"] is False
+    return result
+
+
+def test_one_box_end_to_end(start_app, image_server):
+    app = start_app()
+    outcome = exchange(ws_url(app), request_for(image_server.url("/rgb.png"), box(4, 4, 20, 20)))
+    result = assert_result(outcome, 64, 48, 1)
+    assert result["masks"][0]["box"] == box(4.0, 4.0, 20.0, 20.0)
+
+    job_id = result["id"]
+    record = app.store.get(job_id)
+    assert record["status"] == "finished" and record["finished"] is not None
+    assert record["imageUrl"] == image_server.url("/rgb.png") and len(record["imageSha256"]) == 64
+    assert (record["width"], record["height"], record["attempts"]) == (64, 48, 1)
+    assert app.store.get_output(job_id)["masks"] == result["masks"]
+    assert (app.settings.image_dir / f"{job_id}.png").is_file()
+
+
+def test_sixteen_boxes(start_app, image_server):
+    app = start_app()
+    boxes = [box(2 * i, i, 10 + i, 8) for i in range(16)]
+    result = assert_result(exchange(ws_url(app), request_for(image_server.url("/photo.jpg"), *boxes)), 320, 240, 16)
+    assert [m["box"] for m in result["masks"]] == [{k: float(v) for k, v in b.items()} for b in boxes]
+    assert (app.settings.image_dir / f"{result['id']}.jpg").is_file()
+
+
+def test_multimask_gives_three_masks_per_box(start_app, image_server):
+    app = start_app()
+    outcome = exchange(ws_url(app), request_for(image_server.url("/rgb.png"), box(0, 0, 9, 9), box(9, 9, 9, 9), multimask=True))
+    result = assert_result(outcome, 64, 48, 2, multimask=True)
+    assert [len(group) for group in result["masks"]] == [3, 3]
+
+
+def test_boxes_are_clipped_to_the_image(start_app, image_server):
+    app = start_app()
+    outcome = exchange(ws_url(app), request_for(image_server.url("/rgb.png"), box(-10, 40, 30, 30)))
+    assert assert_result(outcome, 64, 48, 1)["masks"][0]["box"] == box(0.0, 40.0, 20.0, 8.0)
+
+
+def test_a_box_wholly_outside_the_image_is_refused_before_queueing(start_app, image_server):
+    app = start_app()
+    outcome = exchange(ws_url(app), request_for(image_server.url("/rgb.png"), box(1, 1, 5, 5), box(64, 0, 5, 5)))
+    assert outcome.types == ["error"] and outcome.last["code"] == "invalid_request"
+    assert "boxes[1]" in outcome.last["message"] and outcome.close_code == 1008
+    assert list(app.store.records()) == []
+
+
+def test_exif_orientation_is_applied_before_boxes(start_app, image_server, gate):
+    """Stored 64 wide and 32 tall with Orientation 6: displayed 32 wide and 64 tall."""
+    gate.opened.set()
+    app = start_app(model=gate)
+    image_server.add("/exif.jpg", image_files.jpeg_exif_rotated(64, 32), content_type="image/jpeg")
+    # y 40..60 exists only in the displayed orientation.
+    outcome = exchange(ws_url(app), request_for(image_server.url("/exif.jpg"), box(2, 40, 20, 20)))
+    assert_result(outcome, 32, 64, 1)
+    [seen] = gate.pixels_seen
+    assert seen.shape == (64, 32, 3)
+    assert seen[:28, :12].min() > 200 and seen[40:, 20:].max() < 90  # white block at the displayed top-left
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("rgba.png", lambda: image_files.png_rgba(40, 30)),
+        ("gray.png", lambda: image_files.png_gray(40, 30)),
+        ("cmyk.jpg", lambda: image_files.jpeg_cmyk(40, 30)),
+        ("gray16.png", lambda: image_files.png_gray16(40, 30)),
+    ],
+)
+def test_image_modes(start_app, image_server, gate, name, make):
+    gate.opened.set()
+    app = start_app(model=gate)
+    image_server.add(f"/modes/{name}", make())
+    assert_result(exchange(ws_url(app), request_for(image_server.url(f"/modes/{name}"), box(1, 1, 30, 20))), 40, 30, 1)
+    [seen] = gate.pixels_seen
+    assert seen.shape == (30, 40, 3) and seen.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "path, body, content_type, code, close_code",
+    [
+        ("/bad/truncated.jpg", image_files.truncated_jpeg(64, 48), "image/jpeg", "unsupported_image", 1008),
+        ("/bad/page.png", image_files.html_page(), "text/html", "unsupported_image", 1008),
+        ("/bad/bomb.png", image_files.png_bomb(20000), "image/png", "image_too_large", 1009),
+    ],
+)
+def test_bad_images_get_typed_errors(start_app, image_server, path, body, content_type, code, close_code):
+    app = start_app(max_image_pixels=10_000_000)
+    image_server.add(path, body, content_type=content_type)
+    outcome = exchange(ws_url(app), request_for(image_server.url(path)))
+    assert outcome.types == ["error"] and outcome.last["code"] == code, outcome.messages
+    assert outcome.last["id"] is None and outcome.close_code == close_code
+    assert list(app.store.records()) == []
+
+
+def test_a_missing_image_is_image_download_failed(start_app, image_server):
+    app = start_app()
+    outcome = exchange(ws_url(app), request_for(image_server.url("/no/such/image.png")))
+    assert outcome.last["code"] == "image_download_failed" and "404" in outcome.last["message"]
+    assert outcome.close_code == 1008
+
+
+def test_an_image_over_max_image_bytes_is_image_too_large(start_app, image_server):
+    app = start_app(max_image_bytes=1000)
+    outcome = exchange(ws_url(app), request_for(image_server.url("/photo.jpg")))
+    assert outcome.last["code"] == "image_too_large" and outcome.close_code == 1009
+
+
+def test_invalid_json_and_invalid_requests(start_app):
+    app = start_app()
+    outcome = exchange(ws_url(app), "{not json")
+    assert (outcome.last["code"], outcome.close_code) == ("invalid_json", 1008)
+    outcome = exchange(ws_url(app), {"image_url": "http://x/a.png", "boxes": [box(0, 0, 1, 1)], "multimask": 1})
+    assert (outcome.last["code"], outcome.close_code) == ("invalid_request", 1008)
+    outcome = exchange(ws_url(app), b"\x00binary")
+    assert (outcome.last["code"], outcome.close_code) == ("invalid_request", 1008)
+
+
+def test_a_message_over_the_limit_gets_a_typed_error(start_app):
+    app = start_app(max_message_bytes=2000)
+    outcome = exchange(ws_url(app), json.dumps(request_for("http://x/" + "a" * 3000)))
+    assert outcome.types == ["error"] and outcome.last["code"] == "message_too_large"
+    assert outcome.close_code == 1009
+
+
+def test_a_client_that_sends_nothing_is_told_and_dropped(start_app):
+    app = start_app(request_timeout=0.5)
+    with connect(ws_url(app)) as ws:
+        error = json.loads(ws.recv(timeout=10))
+        assert error["code"] == "invalid_request" and "0.5 s" in error["message"]
+
+
+def test_a_second_message_is_invalid_request_and_the_record_ends(start_app, image_server, gate):
+    app = start_app(model=gate)
+    with connect(ws_url(app)) as ws:
+        ws.send(json.dumps(request_for(image_server.url("/rgb.png"))))
+        queued = json.loads(ws.recv(timeout=10))
+        ws.send("another")
+        messages = [json.loads(ws.recv(timeout=10)) for _ in range(2)]
+    error = messages[-1]
+    assert error["type"] == "error" and error["code"] == "invalid_request" and error["id"] == queued["id"]
+    gate.opened.set()
+    assert wait_for(lambda: app.store.get(queued["id"])["status"] == "interrupted")
+
+
+def test_queue_full_refuses_past_max_queue(start_app, image_server, gate):
+    app = start_app(model=gate, max_queue=1)
+    url = ws_url(app)
+    request = request_for(image_server.url("/rgb.png"))
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", exchange(url, request)))
+    first.start()
+    assert gate.entered.wait(10)  # the first request is being processed, not queued
+    second = threading.Thread(target=lambda: results.setdefault("second", exchange(url, request)))
+    second.start()
+    assert wait_for(lambda: app.store.count_queued() == 1)
+    third = exchange(url, request)
+    assert third.types == ["error"] and third.last["code"] == "queue_full" and third.close_code == 1013
+    gate.opened.set()
+    first.join(30)
+    second.join(30)
+    assert results["first"].types == results["second"].types == ["queued", "status", "result"]
+    assert results["second"].messages[0]["position"] == 1
+
+
+def test_disconnect_mid_processing_leaves_the_record_interrupted(start_app, image_server, gate):
+    app = start_app(model=gate)
+    with connect(ws_url(app)) as ws:
+        ws.send(json.dumps(request_for(image_server.url("/rgb.png"))))
+        job_id = json.loads(ws.recv(timeout=10))["id"]
+        assert json.loads(ws.recv(timeout=10))["status"] == "processing"
+        assert gate.entered.is_set()
+    assert wait_for(lambda: app.store.get(job_id)["status"] == "interrupted")
+    gate.opened.set()  # the processor finishes the job it holds...
+    assert wait_for(lambda: app.store.get_output(job_id) is not None)
+    time.sleep(0.2)
+    record = app.store.get(job_id)
+    assert record["status"] == "interrupted" and record["processed"] is None and record["finished"] is None
+
+
+def test_a_record_interrupted_while_queued_is_never_processed(start_app, image_server, gate):
+    app = start_app(model=gate)
+    url = ws_url(app)
+    holder = threading.Thread(target=exchange, args=(url, request_for(image_server.url("/rgb.png"))))
+    holder.start()
+    assert gate.entered.wait(10)  # the processor is busy with the first job
+    with connect(url) as ws:
+        ws.send(json.dumps(request_for(image_server.url("/photo.jpg"))))
+        queued = json.loads(ws.recv(timeout=10))
+        assert queued["type"] == "queued"
+    assert wait_for(lambda: app.store.get(queued["id"])["status"] == "interrupted")
+    gate.opened.set()
+    holder.join(30)
+    time.sleep(0.5)
+    assert gate.calls == 1
+    record = app.store.get(queued["id"])
+    assert record["status"] == "interrupted" and record["processing"] is None
+
+
+def test_twenty_concurrent_clients_all_get_their_own_results(start_app, image_server):
+    app = start_app()
+    url = ws_url(app)
+    outcomes = [None] * 20
+
+    def client(index):
+        boxes = [box(index, index, 10, 10 + index)] * (1 + index % 3)
+        outcomes[index] = exchange(url, request_for(image_server.url("/rgb.png"), *boxes))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    ids = set()
+    for index, outcome in enumerate(outcomes):
+        result = assert_result(outcome, 64, 48, 1 + index % 3)
+        assert all(m["box"]["height"] == 10 + index for m in result["masks"])
+        ids.add(result["id"])
+    assert len(ids) == 20
+    assert all(record["status"] == "finished" for record in app.store.records())
+
+
+def test_the_processor_is_woken_on_insert_not_by_the_poll(start_app, image_server):
+    """With a 60 s poll, a request can only finish in time if the insert wakes the processor."""
+    app = start_app(poll_interval=60)
+    time.sleep(0.3)  # let the processor fall asleep in its poll wait
+    outcome = exchange(ws_url(app), request_for(image_server.url("/rgb.png")), timeout=20)
+    assert outcome.types == ["queued", "status", "result"]
+
+
+def test_a_model_that_keeps_failing_fails_the_record(start_app, image_server):
+    class BrokenModel:
+        model_type, device, calls = "broken", "cpu", 0
+
+        def segment(self, *args, **kwargs):
+            BrokenModel.calls += 1
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    app = start_app(model=BrokenModel(), max_attempts=2)
+    outcome = exchange(ws_url(app), request_for(image_server.url("/rgb.png")))
+    assert outcome.types == ["queued", "status", "error"]
+    assert (outcome.last["code"], outcome.close_code) == ("processing_failed", 1011)
+    assert BrokenModel.calls == 2
+    record = app.store.get(outcome.last["id"])
+    assert record["status"] == "failed" and record["error"]["code"] == "processing_failed"

@@ -1,0 +1,130 @@
+"""Record lifecycle transitions and the order invariant, pure."""
+
+import datetime as dt
+
+import pytest
+
+from server import jobs
+from server.jobs import TransitionRefused
+
+T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def new(job_id="a", now=T0):
+    return jobs.new_record(
+        job_id, now=now, image_url="http://x/a.png", image_sha256="00" * 32, width=4, height=3,
+        boxes=[{"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0}], multimask=False,
+    )
+
+
+def claim(record, now, max_attempts=3, lease=10.0):
+    return jobs.claim(record, now=now, server_id="s1", lease_seconds=lease, max_attempts=max_attempts)
+
+
+def test_format_time_is_fixed_width_utc_and_round_trips():
+    text = jobs.format_time(T0)
+    assert text == "2026-01-02T03:04:05.123456Z"
+    assert jobs.parse_time(text) == T0
+    assert jobs.format_time(dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)) == "2026-01-02T00:00:00.000000Z"
+
+
+def test_the_happy_path_sets_each_stage_in_order():
+    record = new()
+    assert record["status"] == "queued" and record["id"] == record["uuid"] == "a"
+    record = claim(record, at(1))
+    assert (record["status"], record["attempts"], record["serverId"]) == ("processing", 1, "s1")
+    assert record["leaseUntil"] == jobs.format_time(at(11))
+    record = jobs.mark_processed(record, now=at(2))
+    assert record["status"] == "processed" and record["leaseUntil"] is None
+    record = jobs.mark_finished(record, now=at(3))
+    assert record["status"] == "finished"
+    assert [record[s] for s in jobs.STAGES] == [jobs.format_time(at(s)) for s in range(4)]
+    assert jobs.order_violations(record) == []
+
+
+def test_an_interrupted_record_is_never_claimed():
+    record = jobs.interrupt(new(), now=at(1))
+    assert record["status"] == "interrupted" and jobs.is_terminal(record)
+    with pytest.raises(TransitionRefused):
+        claim(record, at(2))
+
+
+def test_terminal_records_refuse_every_transition():
+    finished = jobs.mark_finished(jobs.mark_processed(claim(new(), at(1)), now=at(2)), now=at(3))
+    failed = jobs.fail(new(), now=at(1), code="processing_failed", message="m")
+    for record in (finished, failed, jobs.interrupt(new(), now=at(1))):
+        for transition in (
+            lambda r: claim(r, at(9)),
+            lambda r: jobs.mark_processed(r, now=at(9)),
+            lambda r: jobs.mark_finished(r, now=at(9)),
+            lambda r: jobs.interrupt(r, now=at(9)),
+            lambda r: jobs.fail(r, now=at(9), code="processing_failed", message="m"),
+        ):
+            with pytest.raises(TransitionRefused):
+                transition(record)
+
+
+def test_stages_cannot_be_skipped():
+    with pytest.raises(TransitionRefused):
+        jobs.mark_processed(new(), now=at(1))
+    with pytest.raises(TransitionRefused):
+        jobs.mark_finished(claim(new(), at(1)), now=at(2))
+
+
+def test_an_interruption_mid_processing_means_finished_is_never_set():
+    record = jobs.interrupt(claim(new(), at(1)), now=at(2))
+    with pytest.raises(TransitionRefused):
+        jobs.mark_processed(record, now=at(3))
+    assert record["finished"] is None and jobs.order_violations(record) == []
+
+
+def test_a_live_lease_cannot_be_claimed_and_an_expired_one_can():
+    record = claim(new(), at(1), lease=10)
+    with pytest.raises(TransitionRefused):
+        claim(record, at(5))
+    reclaimed = claim(record, at(11))
+    assert reclaimed["attempts"] == 2 and reclaimed["processing"] == jobs.format_time(at(11))
+
+
+def test_reclaim_past_max_attempts_fails_the_record():
+    record = new()
+    for n in range(3):
+        record = claim(record, at(20 * n), max_attempts=3)
+    assert record["attempts"] == 3
+    failed = claim(record, at(100), max_attempts=3)
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "processing_failed"
+    assert jobs.order_violations(failed) == []
+
+
+def test_fail_records_the_error():
+    record = jobs.fail(claim(new(), at(1)), now=at(2), code="processing_failed", message="out of memory")
+    assert record["error"] == {"code": "processing_failed", "message": "out of memory"}
+    assert record["failed"] == jobs.format_time(at(2))
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"processing": jobs.format_time(at(-1)), "status": "processing"}, "before createdAt"),
+        ({"processed": jobs.format_time(at(1)), "status": "processed"}, "skip"),
+        ({"status": "processing"}, "latest timestamp"),
+        ({"interrupted": jobs.format_time(at(1)), "failed": jobs.format_time(at(2)), "status": "failed"}, "both"),
+        ({"createdAt": "yesterday"}, "not an ISO-8601"),
+        ({"createdAt": None}, "createdAt is missing"),
+        ({"interrupted": jobs.format_time(at(-5)), "status": "interrupted"}, "before createdAt"),
+    ],
+)
+def test_order_violations_are_named(change, words):
+    problems = jobs.order_violations({**new(), **change})
+    assert any(words in p for p in problems), problems
+
+
+def test_finished_and_interrupted_together_is_a_violation():
+    finished = jobs.mark_finished(jobs.mark_processed(claim(new(), at(1)), now=at(2)), now=at(3))
+    problems = jobs.order_violations({**finished, "interrupted": jobs.format_time(at(4))})
+    assert any("finished and interrupted" in p for p in problems)

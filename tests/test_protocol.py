@@ -1,0 +1,124 @@
+"""Request validation and message building: every error code this layer owns."""
+
+import json
+
+import pytest
+
+from server import protocol
+from server.protocol import Box, ProtocolError, clip_boxes, parse_request
+
+LIMITS = {"max_boxes": 4, "max_message_bytes": 1024}
+GOOD = {"image_url": "https://example.com/cat.jpg", "boxes": [{"x": 10, "y": 20, "width": 200, "height": 150}]}
+
+
+def parse(body, **limits):
+    text = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return parse_request(text, **{**LIMITS, **limits})
+
+
+def refused(body, **limits) -> ProtocolError:
+    with pytest.raises(ProtocolError) as caught:
+        parse(body, **limits)
+    assert caught.value.message.strip(), "an error must carry a sentence"
+    return caught.value
+
+
+def test_a_good_request_parses():
+    request = parse({**GOOD, "multimask": True})
+    assert request.image_url == GOOD["image_url"]
+    assert request.boxes == (Box(10.0, 20.0, 200.0, 150.0),)
+    assert request.multimask is True
+    assert parse(GOOD).multimask is False
+
+
+@pytest.mark.parametrize("text", ["{", "not json", "", '{"image_url": }'])
+def test_invalid_json(text):
+    assert refused(text).code == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ([], "JSON object"),
+        ({**GOOD, "box": []}, "'box'"),  # a typo is caught, and named
+        ({"boxes": GOOD["boxes"]}, "image_url"),
+        ({**GOOD, "image_url": "ftp://example.com/a.png"}, "http or https"),
+        ({**GOOD, "image_url": "file:///etc/passwd"}, "http or https"),
+        ({**GOOD, "image_url": "https:///nohost.png"}, "no host"),
+        ({**GOOD, "image_url": "http://example.com:99999/a.png"}, "not a valid URL"),
+        ({**GOOD, "image_url": 7}, "image_url"),
+        ({**GOOD, "boxes": []}, "non-empty"),
+        ({**GOOD, "boxes": "10,20,30,40"}, "non-empty list"),
+        ({**GOOD, "boxes": [{"x": 0, "y": 0, "width": 1}]}, "exactly the keys"),
+        ({**GOOD, "boxes": [{"x": 0, "y": 0, "width": 1, "height": 1, "z": 1}]}, "exactly the keys"),
+        ({**GOOD, "boxes": [{"x": "0", "y": 0, "width": 1, "height": 1}]}, "finite number"),
+        ({**GOOD, "boxes": [{"x": True, "y": 0, "width": 1, "height": 1}]}, "finite number"),
+        ({**GOOD, "boxes": [{"x": 0, "y": 0, "width": 0, "height": 1}]}, "greater than 0"),
+        ({**GOOD, "boxes": [{"x": 0, "y": 0, "width": 5, "height": -1}]}, "greater than 0"),
+        ({**GOOD, "boxes": [GOOD["boxes"][0]] * 5}, "limit is 4"),
+        ({**GOOD, "multimask": "yes"}, "multimask"),
+    ],
+)
+def test_invalid_request(body, words):
+    error = refused(body)
+    assert error.code == "invalid_request"
+    assert words in error.message
+
+
+def test_non_finite_numbers_are_refused():
+    text = json.dumps(GOOD).replace("10", "NaN", 1)
+    assert refused(text).code == "invalid_request"
+
+
+def test_binary_frame_is_invalid_request():
+    assert refused(json.dumps(GOOD).encode()).code == "invalid_request"
+
+
+def test_message_too_large_counts_utf8_bytes():
+    body = {**GOOD, "image_url": "https://example.com/" + "é" * 500}  # 500 characters, 1000 bytes
+    assert len(json.dumps(body, ensure_ascii=False)) < 1024 < len(json.dumps(body, ensure_ascii=False).encode())
+    error = refused(json.dumps(body, ensure_ascii=False))
+    assert error.code == "message_too_large"
+    assert "1024" in error.message
+
+
+def test_clip_keeps_inside_boxes_and_clips_overhangs():
+    boxes = (Box(10, 20, 30, 40), Box(-10, -5, 50, 50), Box(90, 60, 100, 100))
+    assert clip_boxes(boxes, 100, 80) == (Box(10, 20, 30, 40), Box(0, 0, 40, 45), Box(90, 60, 10, 20))
+
+
+@pytest.mark.parametrize(
+    "box", [Box(100, 0, 5, 5), Box(0, 80, 5, 5), Box(-10, 0, 10, 5), Box(200, 200, 5, 5), Box(-20, -20, 5, 5)]
+)
+def test_box_wholly_outside_is_an_error(box):
+    with pytest.raises(ProtocolError) as caught:
+        clip_boxes((Box(0, 0, 1, 1), box), 100, 80)
+    assert caught.value.code == "invalid_request"
+    assert "boxes[1]" in caught.value.message and "100x80" in caught.value.message
+
+
+def test_box_to_xyxy():
+    assert Box(10, 20, 30, 40).to_xyxy() == (10, 20, 40, 60)
+
+
+def test_messages_are_typed_json():
+    assert json.loads(protocol.queued_message("j", 3)) == {"type": "queued", "id": "j", "position": 3}
+    assert json.loads(protocol.status_message("j", "processing")) == {
+        "type": "status", "id": "j", "status": "processing"
+    }
+    error = json.loads(protocol.error_message(None, "queue_full", "Try later."))
+    assert error == {"type": "error", "id": None, "code": "queue_full", "message": "Try later."}
+    result = json.loads(
+        protocol.result_message("j", width=4, height=3, masks=[], timings={"total_ms": 1.0}, cached_embedding=False)
+    )
+    assert result["image"] == {"width": 4, "height": 3} and result["type"] == "result"
+
+
+def test_every_error_code_has_the_close_code_of_the_contract():
+    expected = {
+        "invalid_json": 1008, "invalid_request": 1008, "message_too_large": 1009,
+        "image_url_forbidden": 1008, "image_download_failed": 1008, "image_too_large": 1009,
+        "unsupported_image": 1008, "queue_full": 1013, "shutting_down": 1001,
+        "processing_failed": 1011, "internal_error": 1011, "job_timeout": 1011,
+    }
+    assert protocol.CLOSE_CODES == expected

@@ -1,0 +1,192 @@
+"""The service as an operator meets it: /ping, /health, the audit command,
+the README's run command, and a full-size checkpoint through the production loader."""
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from segment_anything import sam_model_registry
+
+from server import jobs
+from server.config import CHECKPOINT_URLS
+from server.main import production_model_loader
+from server.sam_model import SamModel
+from server.store.sqlite import SQLiteStore
+from tests.conftest import make_settings, ws_url
+from tests.support.client import exchange
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_ping_answers_while_the_model_loads_and_health_waits_for_it(start_app, tiny_sam):
+    release = threading.Event()
+
+    def slow_load():
+        assert release.wait(30)
+        return SamModel(tiny_sam, "tiny")
+
+    app = start_app(load_model=slow_load, wait_ready=False)
+    assert http_get(app.port, "/ping") == (200, b"pong")
+    status, body = http_get(app.port, "/health")
+    assert status == 503
+    health = json.loads(body)
+    assert health["model_loaded"] is False and health["store"] == "ok"
+    assert set(health) == {"model_loaded", "store", "queue_depth", "connections", "version"}
+
+    release.set()
+    assert app.processor.ready.wait(10)
+    status, body = http_get(app.port, "/health")
+    assert status == 200
+    assert json.loads(body)["model_loaded"] is True and json.loads(body)["queue_depth"] == 0
+
+
+def test_unknown_paths_are_404(start_app):
+    app = start_app()
+    assert http_get(app.port, "/nope")[0] == 404
+
+
+def broken_record(job_id: str) -> dict:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    record = jobs.new_record(
+        job_id, now=now, image_url="http://x/a.png", image_sha256="0" * 64, width=1, height=1,
+        boxes=[{"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0}], multimask=False,
+    )
+    return {**record, "status": "processed", "processed": jobs.format_time(now - dt.timedelta(seconds=5))}
+
+
+def run_audit(sqlite_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SQLITE_PATH": str(sqlite_path)}
+    return subprocess.run(
+        [sys.executable, "-m", "server", "audit"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_audit_lists_broken_records_and_exits_non_zero(tmp_path):
+    path = tmp_path / "audit.sqlite3"
+    store = SQLiteStore(path)
+    good = jobs.new_record(
+        "good", now=dt.datetime.now(dt.timezone.utc), image_url="http://x/a.png", image_sha256="0" * 64,
+        width=1, height=1, boxes=[], multimask=False,
+    )
+    store.insert(good)
+    clean = run_audit(path)
+    assert clean.returncode == 0, clean.stderr
+    assert "audited 1 records: 0 break" in clean.stdout
+
+    store.insert(broken_record("broken-one"))
+    store.close()
+    dirty = run_audit(path)
+    assert dirty.returncode == 1
+    assert "broken-one" in dirty.stdout and "good" not in dirty.stdout.replace("audited", "")
+    assert "skip" in dirty.stdout
+
+
+# --- a full-size checkpoint, written here with random weights -------------------------
+
+
+@pytest.fixture(scope="session")
+def vit_b_checkpoint(tmp_path_factory) -> Path:
+    """A full-size vit_b checkpoint file with random weights (~375 MB), once per session."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoints") / "sam_vit_b_random.pth"
+    torch.save(sam_model_registry["vit_b"]().state_dict(), path)
+    return path
+
+
+def test_a_full_size_vit_b_checkpoint_serves_a_request(tmp_path, vit_b_checkpoint, image_server, start_app):
+    settings = make_settings(tmp_path, sam_model_type="vit_b", sam_checkpoint=vit_b_checkpoint, sam_device="cpu")
+    app = start_app(load_model=production_model_loader(settings), sam_checkpoint=vit_b_checkpoint)
+    outcome = exchange(ws_url(app), {"image_url": image_server.url("/photo.jpg"), "boxes": [{"x": 10, "y": 20, "width": 100, "height": 80}]})
+    assert outcome.types == ["queued", "status", "result"], outcome.messages
+    result = outcome.last
+    assert result["image"] == {"width": 320, "height": 240}
+    assert result["masks"][0]["segmentation"]["size"] == [240, 320]
+    assert app.store.get_output(result["id"])["model"] == "vit_b"
+    assert app.processor.model.predictor.model.image_encoder.img_size == 1024
+
+
+# --- the README's run command ----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_command_env(tmp_path: Path, **settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "COSMOS_"))}
+    env.update(
+        HOST="127.0.0.1", SQLITE_PATH=str(tmp_path / "cap.sqlite3"), IMAGE_DIR=str(tmp_path / "images"),
+        **{k.upper(): str(v) for k, v in settings.items()},
+    )
+    return env
+
+
+def test_the_run_command_serves_ping_and_health(tmp_path, vit_b_checkpoint):
+    """`./scripts/run`, exactly as the README says, with a full-size vit_b checkpoint."""
+    port = free_port()
+    env = run_command_env(tmp_path, port=port, sam_model_type="vit_b", sam_checkpoint=vit_b_checkpoint)
+    process = subprocess.Popen(
+        [str(REPO / "scripts" / "run")], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        ping = health = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                ping = http_get(port, "/ping")
+                health = http_get(port, "/health")
+                if health[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.2)
+        assert ping == (200, b"pong")
+        assert health is not None and health[0] == 200, health
+        assert json.loads(health[1])["model_loaded"] is True
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate()[0]
+    assert "listening on 127.0.0.1" in output, output
+
+
+def test_the_run_command_explains_a_missing_checkpoint(tmp_path):
+    missing = tmp_path / "sam_vit_l_0b3195.pth"
+    env = run_command_env(tmp_path, port=free_port(), sam_model_type="vit_l", sam_checkpoint=missing)
+    done = subprocess.run([str(REPO / "scripts" / "run")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert str(missing) in done.stderr and CHECKPOINT_URLS["vit_l"] in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_corrupt_checkpoint_stops_the_server_with_a_clear_error(tmp_path):
+    corrupt = tmp_path / "sam_vit_b_01ec64.pth"
+    corrupt.write_bytes(b"\x80\x02this is not a checkpoint")
+    env = run_command_env(tmp_path, port=free_port(), sam_model_type="vit_b", sam_checkpoint=corrupt)
+    done = subprocess.run([sys.executable, "-m", "server"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert str(corrupt) in done.stderr and CHECKPOINT_URLS["vit_b"] in done.stderr
+    assert "Traceback" not in done.stderr

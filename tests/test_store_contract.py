@@ -1,0 +1,178 @@
+"""The store contract: every backend must pass this same suite.
+
+The `store` fixture is parametrized by backend; the Cosmos DB store joins
+the list when it exists. Nothing here knows which backend it talks to.
+"""
+
+import datetime as dt
+import threading
+
+import pytest
+
+from server import jobs
+from server.store import Conflict
+from server.store.sqlite import SQLiteStore
+
+T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request, tmp_path):
+    backend = SQLiteStore(tmp_path / "contract.sqlite3")
+    yield backend
+    backend.close()
+
+
+def record(job_id: str, created: float = 0, **fields):
+    base = jobs.new_record(
+        job_id, now=at(created), image_url="http://img/a.png", image_sha256="ab" * 32, width=640,
+        height=480, boxes=[{"x": 1.5, "y": 2.0, "width": 3.0, "height": 4.0}], multimask=True,
+    )
+    return {**base, **fields}
+
+
+def claim(store, job_id, now, lease=10.0):
+    return store.update(
+        job_id, lambda r: jobs.claim(r, now=now, server_id="s1", lease_seconds=lease, max_attempts=3)
+    )
+
+
+def test_insert_then_get_returns_every_field_unchanged(store):
+    original = record("a")
+    stored = store.insert(original)
+    assert stored["_etag"]
+    fetched = store.get("a")
+    assert {k: v for k, v in fetched.items() if k != "_etag"} == original
+    assert fetched["_etag"] == stored["_etag"]
+    assert fetched["multimask"] is True and fetched["boxes"][0]["x"] == 1.5
+
+
+def test_get_of_a_missing_record_is_none(store):
+    assert store.get("nope") is None
+    assert store.get_output("nope") is None
+
+
+def test_replace_with_the_current_etag_writes_and_changes_the_etag(store):
+    stored = store.insert(record("a"))
+    written = store.replace({**stored, "attempts": 1}, etag=stored["_etag"])
+    assert written["_etag"] != stored["_etag"]
+    assert store.get("a")["attempts"] == 1
+    assert store.get("a")["_etag"] == written["_etag"]
+
+
+def test_replace_with_a_stale_etag_is_a_conflict_and_writes_nothing(store):
+    stored = store.insert(record("a"))
+    store.replace({**stored, "attempts": 1}, etag=stored["_etag"])
+    with pytest.raises(Conflict):
+        store.replace({**stored, "attempts": 7}, etag=stored["_etag"])
+    assert store.get("a")["attempts"] == 1
+
+
+def test_interrupt_wins_over_a_claim_that_read_before_it(store):
+    """The race of DESIGN §3: the processor read the record, then the client left."""
+    seen_by_processor = store.insert(record("a"))
+    assert store.update("a", lambda r: jobs.interrupt(r, now=at(1)))["status"] == "interrupted"
+    claimed = jobs.claim(seen_by_processor, now=at(2), server_id="s1", lease_seconds=10, max_attempts=3)
+    with pytest.raises(Conflict):
+        store.replace(claimed, etag=seen_by_processor["_etag"])
+    # Deciding again on the fresh record refuses the claim: it is never processed.
+    assert claim(store, "a", at(2)) is None
+    assert store.get("a")["status"] == "interrupted"
+
+
+def test_claim_wins_over_an_interrupt_that_read_before_it(store):
+    seen_by_connection = store.insert(record("a"))
+    assert claim(store, "a", at(1))["status"] == "processing"
+    with pytest.raises(Conflict):
+        store.replace(jobs.interrupt(seen_by_connection, now=at(2)), etag=seen_by_connection["_etag"])
+    # update() re-reads and decides again: a processing record can still be interrupted.
+    assert store.update("a", lambda r: jobs.interrupt(r, now=at(2)))["status"] == "interrupted"
+
+
+def test_update_of_a_missing_record_is_none(store):
+    assert store.update("nope", lambda r: jobs.interrupt(r, now=at(1))) is None
+
+
+def test_concurrent_updates_lose_nothing(store):
+    """Many threads bump a counter through update(): every bump must land once."""
+    store.insert(record("a"))
+    threads = [
+        threading.Thread(target=lambda: [store.update("a", lambda r: {**r, "attempts": r["attempts"] + 1}) for _ in range(10)])
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get("a")["attempts"] == 80
+
+
+def test_only_one_of_many_racing_claims_wins(store):
+    store.insert(record("a"))
+    first_read = [store.get("a") for _ in range(5)]
+    winners = 0
+    for seen in first_read:
+        try:
+            store.replace(jobs.claim(seen, now=at(1), server_id="s", lease_seconds=5, max_attempts=3), etag=seen["_etag"])
+            winners += 1
+        except Conflict:
+            pass
+    assert winners == 1
+
+
+def test_claimable_lists_queued_and_expired_leases_oldest_first(store):
+    store.insert(record("new", created=30))
+    store.insert(record("old", created=10))
+    store.insert(record("mid", created=20))
+    store.insert(record("gone", created=5))
+    store.update("gone", lambda r: jobs.interrupt(r, now=at(6)))
+    claim(store, "mid", at(21), lease=100)  # lease runs to 121
+    assert [r["id"] for r in store.claimable(at(50), 10)] == ["old", "new"]
+    assert [r["id"] for r in store.claimable(at(200), 10)] == ["old", "mid", "new"]
+    assert [r["id"] for r in store.claimable(at(200), 1)] == ["old"]
+
+
+def test_count_and_position_count_only_queued_records(store):
+    for n, job_id in enumerate(["a", "b", "c", "d"]):
+        store.insert(record(job_id, created=n))
+    claim(store, "a", at(10))
+    assert store.count_queued() == 3
+    assert [store.queue_position(store.get(j)) for j in ("b", "c", "d")] == [1, 2, 3]
+
+
+def test_unfinished_before_lists_non_terminal_old_records(store):
+    store.insert(record("old-queued", created=0))
+    store.insert(record("old-processing", created=1))
+    store.insert(record("old-done", created=2))
+    store.insert(record("young", created=100))
+    claim(store, "old-processing", at(3))
+    store.update("old-done", lambda r: jobs.fail(r, now=at(4), code="processing_failed", message="x"))
+    assert [r["id"] for r in store.unfinished_before(at(50))] == ["old-queued", "old-processing"]
+
+
+def test_records_lists_all_oldest_first(store):
+    for job_id, created in (("b", 2), ("a", 1), ("c", 3)):
+        store.insert(record(job_id, created=created))
+    assert [r["id"] for r in store.records()] == ["a", "b", "c"]
+
+
+def test_outputs_round_trip(store):
+    output = {
+        "id": "a",
+        "masks": [{"box": {"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0}, "score": 0.5, "area": 1,
+                   "bbox": [0, 0, 1, 1], "segmentation": {"size": [1, 1], "counts": "01"}}],
+        "model": "vit_b",
+        "createdAt": jobs.format_time(T0),
+        "timings": {"encode_ms": 1.0, "decode_ms": 2.0},
+    }
+    store.put_output(output)
+    fetched = store.get_output("a")
+    assert {k: v for k, v in fetched.items() if k != "_etag"} == output
+
+
+def test_check_passes_on_a_working_store(store):
+    store.check()
