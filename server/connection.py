@@ -195,7 +195,7 @@ class Conversation:
         if self.store.update(self.job_id, lambda r: jobs.mark_finished(r, now=utcnow())) is None:
             log.warning("job %s: result sent, but the record was no longer processed", self.job_id)
         self.outcome = "finished"
-        self.summary["timings"] = timings
+        self.summary.update(timings)
         self.ws.close(1000)
 
     # --- sending and leaving ---------------------------------------------------------

@@ -7,6 +7,7 @@ HTTP in `process_request`; a WebSocket upgrade on `/` starts a
 
 from __future__ import annotations
 
+import hmac
 import http
 import json
 import logging
@@ -15,6 +16,7 @@ import sys
 import threading
 import uuid
 from typing import Callable
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -112,7 +114,7 @@ class App:
                 self._connections -= 1
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+        path = urlsplit(request.path).path
         if path == "/ping":
             return _http_response(http.HTTPStatus.OK, b"pong", "text/plain; charset=utf-8")
         if path == "/health":
@@ -121,11 +123,27 @@ class App:
             return _http_response(status, json.dumps(body).encode(), "application/json")
         if path != "/":
             return _http_response(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain; charset=utf-8")
+        if self.settings.api_token and not self._has_token(request):
+            return _http_response(
+                http.HTTPStatus.UNAUTHORIZED,
+                b"API token required: send 'Authorization: Bearer <token>' or ?token=<token>",
+                "text/plain; charset=utf-8",
+            )
         if self.stopping.is_set():
             return _http_response(
                 http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down", "text/plain; charset=utf-8"
             )
         return None  # go on with the WebSocket handshake
+
+    def _has_token(self, request: Request) -> bool:
+        """The API token as a Bearer header or a ?token= parameter, compared in constant time."""
+        expected = self.settings.api_token.encode()
+        offered = []
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            offered.append(credentials.strip())
+        offered += parse_qs(urlsplit(request.path).query).get("token", [])
+        return any(hmac.compare_digest(token.encode(), expected) for token in offered)
 
     def health(self) -> tuple[bool, dict]:
         store_state, queue_depth = "ok", None

@@ -297,3 +297,24 @@ def test_a_model_that_keeps_failing_fails_the_record(start_app, image_server):
     assert BrokenModel.calls == 2
     record = app.store.get(outcome.last["id"])
     assert record["status"] == "failed" and record["error"]["code"] == "processing_failed"
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_api_token_is_required_on_the_upgrade(start_app, image_server, how):
+    from websockets.exceptions import InvalidStatus
+
+    app = start_app(api_token="s3cret-token")
+    for wrong in ({}, {"additional_headers": {"Authorization": "Bearer nope"}}):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url(app), **wrong).close()
+        assert refused.value.response.status_code == 401
+    with pytest.raises(InvalidStatus):
+        connect(ws_url(app) + "?token=s3cret-tokeX").close()
+
+    request = request_for(image_server.url("/rgb.png"))
+    if how == "header":
+        with connect(ws_url(app), additional_headers={"Authorization": "Bearer s3cret-token"}) as ws:
+            ws.send(json.dumps(request))
+            assert json.loads(ws.recv(timeout=10))["type"] == "queued"
+    else:
+        assert exchange(ws_url(app) + "?token=s3cret-token", request).types == ["queued", "status", "result"]

@@ -1,0 +1,52 @@
+"""The README and .env.example stay true to the code."""
+
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from server.config import Settings
+from tests.conftest import ws_url
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+SETTINGS = {field.name.upper() for field in dataclasses.fields(Settings)}
+
+
+def test_env_example_lists_exactly_the_settings_the_code_reads():
+    assert set(dotenv_values(REPO / ".env.example")) == SETTINGS
+
+
+def test_env_example_defaults_are_the_code_defaults(tmp_path):
+    from_example = Settings.from_env({}, dotenv=REPO / ".env.example")
+    assert from_example == Settings()
+
+
+def test_readme_settings_table_names_every_setting():
+    table = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    named = {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z_]+)`", cell)}
+    assert named == SETTINGS
+
+
+def test_readme_shows_the_example_client_verbatim():
+    assert (REPO / "examples" / "segment.py").read_text().strip() in README
+
+
+def test_the_example_client_runs_against_a_real_server(start_app, image_server):
+    app = start_app()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "segment.py"), ws_url(app), image_server.url("/photo.jpg")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split('"type": "')[1].split('"')[0] for line in lines] == ["queued", "status", "result"]
+
+
+def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
+    assert "`./scripts/run`" in README and "`./scripts/test`" in README
+    assert "exec ./scripts/test" in (REPO / ".ci" / "run").read_text()
