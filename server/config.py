@@ -105,6 +105,8 @@ class Settings:
                 f"SAM_MODEL_TYPE={self.sam_model_type!r} is not one of "
                 f"{', '.join(CHECKPOINT_URLS)}"
             )
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"LOG_FORMAT={self.log_format!r} must be text or json")
         positive = (

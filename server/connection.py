@@ -23,7 +23,7 @@ from websockets.sync.server import ServerConnection
 from server import images, jobs, protocol
 from server.processor import utcnow
 from server.protocol import CLOSE_CODES, ProtocolError
-from server.store import Record
+from server.store import Record, StoreUnavailable
 
 if TYPE_CHECKING:
     from server.main import App
@@ -219,9 +219,14 @@ class Conversation:
         if self.job_id is not None:
             self.app.events.unsubscribe(self.job_id)
             self.app.processor.drop(self.job_id)
-            interrupted = self.store.update(self.job_id, lambda r: jobs.interrupt(r, now=utcnow()))
-            if interrupted is not None:
-                log.info("job %s: interrupted (%s)", self.job_id, self.outcome)
+            try:
+                interrupted = self.store.update(self.job_id, lambda r: jobs.interrupt(r, now=utcnow()))
+            except StoreUnavailable as exc:
+                # The JOB_TIMEOUT sweep ends the record once the store answers again.
+                log.error("job %s: could not mark the record interrupted: %s", self.job_id, exc)
+            else:
+                if interrupted is not None:
+                    self.outcome = f"{self.outcome} (record interrupted)"
         elapsed_ms = (time.perf_counter() - self.started) * 1000
         log.info(
             "request id=%s outcome=%s total_ms=%.1f %s",

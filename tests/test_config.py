@@ -44,6 +44,7 @@ def test_empty_optional_values_mean_unset(tmp_path):
         ({"MAX_BOXES": "0"}, "MAX_BOXES"),
         ({"DOWNLOAD_TIMEOUT": "-1"}, "DOWNLOAD_TIMEOUT"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ],
 )
 def test_bad_values_name_the_variable(environ, name):
