@@ -109,25 +109,28 @@ class Conversation:
         saved = images.save(data, settings.image_dir, job_id, image.extension)
         try:
             with self.app.admission:
-                self._refuse_if_queue_full()
+                ahead = self._refuse_if_queue_full()
                 # From here on, _leave() cleans up whatever happens.
                 self.job_id = job_id
                 wake_me = self.app.events.subscribe(job_id)
                 self.app.processor.hand_over(job_id, image.pixels)
-                record = self.store.insert(record)
+                self.store.insert(record)
         except ProtocolError:
             saved.unlink(missing_ok=True)
             raise
         self.app.processor.wake.set()
-        self._send(protocol.queued_message(job_id, self.store.queue_position(record)))
+        self._send(protocol.queued_message(job_id, ahead + 1))
         self._wait_and_deliver(wake_me)
 
-    def _refuse_if_queue_full(self) -> None:
-        if self.store.count_queued() >= self.settings.max_queue:
+    def _refuse_if_queue_full(self) -> int:
+        """How many records wait before this one; `queue_full` if MAX_QUEUE already do."""
+        waiting = self.store.count_queued()
+        if waiting >= self.settings.max_queue:
             raise ProtocolError(
                 "queue_full",
                 f"{self.settings.max_queue} requests are already waiting; try again shortly.",
             )
+        return waiting
 
     def _wait_and_deliver(self, wake_me: threading.Event) -> None:
         assert self.job_id is not None
@@ -192,7 +195,8 @@ class Conversation:
                 cached_embedding=False,
             )
         )
-        if self.store.update(self.job_id, lambda r: jobs.mark_finished(r, now=utcnow())) is None:
+        finished = self.store.update(self.job_id, lambda r: jobs.mark_finished(r, now=utcnow()), current=record)
+        if finished is None:
             log.warning("job %s: result sent, but the record was no longer processed", self.job_id)
         self.outcome = "finished"
         self.summary.update(timings)

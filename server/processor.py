@@ -191,7 +191,8 @@ class Processor:
                 },
             }
         )
-        if self.store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow())) is None:
+        processed = self.store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow()), current=record)
+        if processed is None:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
         self.events.notify(job_id)
 

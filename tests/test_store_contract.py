@@ -136,12 +136,19 @@ def test_claimable_lists_queued_and_expired_leases_oldest_first(store):
     assert [r["id"] for r in store.claimable(at(200), 1)] == ["old"]
 
 
-def test_count_and_position_count_only_queued_records(store):
+def test_count_queued_counts_only_queued_records(store):
     for n, job_id in enumerate(["a", "b", "c", "d"]):
         store.insert(record(job_id, created=n))
     claim(store, "a", at(10))
-    assert store.count_queued() == 3
-    assert [store.queue_position(store.get(j)) for j in ("b", "c", "d")] == [1, 2, 3]
+    store.update("b", lambda r: jobs.interrupt(r, now=at(11)))
+    assert store.count_queued() == 2
+
+
+def test_update_from_a_held_copy_skips_the_read_but_still_loses_races(store):
+    held = store.insert(record("a"))
+    assert store.update("a", lambda r: {**r, "attempts": 5}, current=held)["attempts"] == 5
+    # `held` is stale now: the write conflicts, update() re-reads and decides on the fresh record.
+    assert store.update("a", lambda r: {**r, "attempts": r["attempts"] + 1}, current=held)["attempts"] == 6
 
 
 def test_unfinished_before_lists_non_terminal_old_records(store):

@@ -52,10 +52,6 @@ class Store(abc.ABC):
         """How many records wait with status `queued`."""
 
     @abc.abstractmethod
-    def queue_position(self, record: Record) -> int:
-        """1 for the next record to be claimed, 2 for the one after, and so on."""
-
-    @abc.abstractmethod
     def unfinished_before(self, cutoff: dt.datetime) -> list[Record]:
         """Non-terminal records created before `cutoff` (for the sweep)."""
 
@@ -82,14 +78,20 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Release connections."""
 
-    def update(self, job_id: str, transition: Callable[[Record], Record]) -> Record | None:
+    def update(
+        self, job_id: str, transition: Callable[[Record], Record], *, current: Record | None = None
+    ) -> Record | None:
         """Apply a lifecycle transition; None if the record refuses it or is gone.
 
-        A lost race (`Conflict`) re-reads the record and decides again, so the
-        transition always sees the latest state.
+        Starts from `current` when the caller holds a copy it just read or
+        wrote (saving a read), else reads the record. A lost race
+        (`Conflict`) re-reads the record and decides again, so the
+        transition always decides on the latest state.
         """
+        record = current
         for _ in range(UPDATE_RETRIES):
-            record = self.get(job_id)
+            if record is None:
+                record = self.get(job_id)
             if record is None:
                 return None
             try:
@@ -99,5 +101,5 @@ class Store(abc.ABC):
             try:
                 return self.replace(changed, etag=record["_etag"])
             except Conflict:
-                continue
+                record = None
         raise StoreUnavailable(f"record {job_id} kept changing under {UPDATE_RETRIES} updates")

@@ -143,13 +143,6 @@ class SQLiteStore(Store):
     def count_queued(self) -> int:
         return self._execute("SELECT COUNT(*) FROM Queue WHERE status = ?", (jobs.QUEUED,)).fetchone()[0]
 
-    def queue_position(self, record: Record) -> int:
-        ahead = self._execute(
-            "SELECT COUNT(*) FROM Queue WHERE status = ? AND (createdAt < ? OR (createdAt = ? AND id < ?))",
-            (jobs.QUEUED, record["createdAt"], record["createdAt"], record["id"]),
-        ).fetchone()[0]
-        return ahead + 1
-
     def unfinished_before(self, cutoff: dt.datetime) -> list[Record]:
         placeholders = ", ".join("?" * len(jobs.TERMINAL))
         rows = self._execute(
