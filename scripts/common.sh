@@ -41,3 +41,20 @@ preload_tcmalloc() {
         echo "Note: libtcmalloc-minimal4 is not installed; SAM runs slower on the CPU without it." >&2
     fi
 }
+
+# The Cosmos DB emulator the tests start: @vercel/cosmosdb-server, pinned in
+# tests/cosmos_emulator/package-lock.json, installed with npm ci (Node.js
+# from apt-get when it is missing and we are root).
+install_cosmos_emulator() {
+    local folder=tests/cosmos_emulator stamp=tests/cosmos_emulator/node_modules/.cap-lock
+    if ! command -v npm >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Installing Node.js and npm (for the Cosmos DB emulator)..." >&2
+        { apt-get install -y -q nodejs npm || { apt-get update -q && apt-get install -y -q nodejs npm; }; } >/dev/null 2>&1
+    fi
+    command -v npm >/dev/null || { echo "npm is required for the Cosmos DB emulator: install Node.js and npm." >&2; return 1; }
+    if [ "$(sha256sum "$folder/package-lock.json" | cut -d' ' -f1)" != "$(cat "$stamp" 2>/dev/null || true)" ]; then
+        echo "Installing the Cosmos DB emulator (npm ci)..." >&2
+        (cd "$folder" && npm ci --silent --no-audit --no-fund)
+        sha256sum "$folder/package-lock.json" | cut -d' ' -f1 > "$stamp"
+    fi
+}

@@ -44,6 +44,7 @@ class Settings:
     cosmos_queue_container: str = "Queue"
     cosmos_output_container: str = "SAMOutput"
     cosmos_verify_tls: bool = True
+    cosmos_timeout: float = 10.0
     sqlite_path: Path = Path("data/cap.sqlite3")
     sam_model_type: str = "vit_h"
     sam_checkpoint: Path = Path("server/sam_vit_h_4b8939.pth")
@@ -112,7 +113,7 @@ class Settings:
         positive = (
             "max_image_bytes", "max_image_pixels", "download_timeout", "max_boxes",
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
-            "job_timeout", "poll_interval", "max_attempts", "lease_seconds",
+            "job_timeout", "poll_interval", "max_attempts", "lease_seconds", "cosmos_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -60,6 +60,9 @@ class Conversation:
             self._send_error(exc.code, exc.message)
         except ClientGone:
             self.outcome = "client_gone"
+        except StoreUnavailable as exc:
+            log.error("job %s: store unavailable: %s", self.job_id, exc)
+            self._send_error("store_unavailable", "The database is unavailable right now; try again shortly.")
         except Exception:
             log.exception("job %s: unexpected error", self.job_id)
             self._send_error("internal_error", "The server hit an unexpected error; it has been logged.")

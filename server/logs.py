@@ -31,3 +31,5 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # websockets logs every refused handshake at INFO; keep it to warnings.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
+    # The Cosmos DB SDK logs each retry; the store logs what finally failed.
+    logging.getLogger("azure").setLevel(max(logging.ERROR, root.level))

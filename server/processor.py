@@ -23,7 +23,7 @@ from server import images, jobs, masks
 from server.config import Settings
 from server.protocol import Box
 from server.sam_model import CheckpointError, SamModel
-from server.store import Conflict, Record, Store
+from server.store import Conflict, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,9 @@ class Processor:
                     self.wake.wait(self.settings.poll_interval)
                 else:
                     self._process(record)
+            except StoreUnavailable as exc:
+                log.error("processor: store unavailable, retrying: %s", exc)
+                self._stopping.wait(ERROR_BACKOFF_SECONDS)
             except Exception:
                 # The thread must not die: log, back off, and go on.
                 log.exception("processor loop error")

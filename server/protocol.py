@@ -22,6 +22,7 @@ CLOSE_CODES = {
     "image_too_large": 1009,
     "unsupported_image": 1008,
     "queue_full": 1013,
+    "store_unavailable": 1013,
     "shutting_down": 1001,
     "job_timeout": 1011,
     "processing_failed": 1011,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -12,8 +14,10 @@ import pytest
 from server.config import Settings
 from server.main import App
 from server.sam_model import SamModel
+from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
 from tests.support import image_files
+from tests.support.cosmos_emulator import KEY, CosmosEmulator
 from tests.support.http_server import ImageHTTPServer
 from tests.support.tiny_sam import build_tiny_sam
 
@@ -21,6 +25,27 @@ from tests.support.tiny_sam import build_tiny_sam
 @pytest.fixture(scope="session")
 def tiny_sam():
     return build_tiny_sam()
+
+
+@pytest.fixture(scope="session")
+def cosmos_emulator():
+    """The Cosmos DB emulator, one process for the session, stopped by PID at the end."""
+    logging.getLogger("azure").setLevel(logging.ERROR)
+    emulator = CosmosEmulator().start()
+    yield emulator
+    emulator.stop()
+
+
+def cosmos_store(emulator: CosmosEmulator, database: str | None = None) -> CosmosStore:
+    """A Cosmos DB store client; on a fresh database of its own unless one is named."""
+    return CosmosStore(
+        emulator.endpoint, KEY, database=database or new_database_name(), queue_container="Queue",
+        output_container="SAMOutput", verify_tls=False, timeout=5,
+    )
+
+
+def new_database_name() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")
@@ -83,15 +108,15 @@ def gate(tiny_sam) -> ModelGate:
 
 @pytest.fixture
 def start_app(tmp_path, tiny_sam) -> Callable[..., App]:
-    """Start a real server on an ephemeral port: `start_app(model=..., **settings)`."""
+    """Start a real server on an ephemeral port: `start_app(model=..., store=..., **settings)`."""
     apps: list[App] = []
 
-    def start(model=None, load_model=None, wait_ready=True, **overrides) -> App:
+    def start(model=None, load_model=None, store=None, wait_ready=True, **overrides) -> App:
         settings = make_settings(tmp_path, **overrides)
         if load_model is None:
             chosen = model if model is not None else SamModel(tiny_sam, "tiny")
             load_model = lambda: chosen  # noqa: E731
-        app = App(settings, SQLiteStore(settings.sqlite_path), load_model)
+        app = App(settings, store or SQLiteStore(settings.sqlite_path), load_model)
         app.start()
         apps.append(app)
         if wait_ready:

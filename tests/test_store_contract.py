@@ -12,6 +12,7 @@ import pytest
 from server import jobs
 from server.store import Conflict
 from server.store.sqlite import SQLiteStore
+from tests.conftest import cosmos_store
 
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
@@ -20,9 +21,12 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "cosmos"])
 def store(request, tmp_path):
-    backend = SQLiteStore(tmp_path / "contract.sqlite3")
+    if request.param == "sqlite":
+        backend = SQLiteStore(tmp_path / "contract.sqlite3")
+    else:
+        backend = cosmos_store(request.getfixturevalue("cosmos_emulator"))
     yield backend
     backend.close()
 
@@ -100,14 +104,21 @@ def test_update_of_a_missing_record_is_none(store):
 def test_concurrent_updates_lose_nothing(store):
     """Many threads bump a counter through update(): every bump must land once."""
     store.insert(record("a"))
-    threads = [
-        threading.Thread(target=lambda: [store.update("a", lambda r: {**r, "attempts": r["attempts"] + 1}) for _ in range(10)])
-        for _ in range(8)
-    ]
+    errors = []
+
+    def bump_ten_times():
+        try:
+            for _ in range(10):
+                assert store.update("a", lambda r: {**r, "attempts": r["attempts"] + 1}) is not None
+        except Exception as exc:  # reported below: a thread's exception must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump_ten_times) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert errors == []
     assert store.get("a")["attempts"] == 80
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import random
+import time
 from typing import Any, Callable, Iterator
 
 from server import jobs
@@ -18,6 +20,7 @@ from server import jobs
 Record = dict[str, Any]
 
 UPDATE_RETRIES = 16
+CONFLICT_BACKOFF_SECONDS = 0.005
 
 
 class Conflict(Exception):
@@ -89,7 +92,7 @@ class Store(abc.ABC):
         transition always decides on the latest state.
         """
         record = current
-        for _ in range(UPDATE_RETRIES):
+        for attempt in range(1, UPDATE_RETRIES + 1):
             if record is None:
                 record = self.get(job_id)
             if record is None:
@@ -102,4 +105,6 @@ class Store(abc.ABC):
                 return self.replace(changed, etag=record["_etag"])
             except Conflict:
                 record = None
+                # Back off a little, with jitter, so racing writers take turns.
+                time.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS * attempt))
         raise StoreUnavailable(f"record {job_id} kept changing under {UPDATE_RETRIES} updates")

@@ -1,0 +1,74 @@
+"""The Cosmos DB emulator process for tests: start, restart and stop by PID.
+
+`tests/cosmos_emulator/launcher.js` runs `@vercel/cosmosdb-server` 1.0.1
+(installed by scripts/test with `npm ci`) on 127.0.0.1 over HTTPS. It keeps
+everything in memory, so a restart is an empty database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+FOLDER = Path(__file__).resolve().parent.parent / "cosmos_emulator"
+# The emulator accepts any key; this is the public key of Microsoft's emulator.
+KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CosmosEmulator:
+    def __init__(self) -> None:
+        if not (FOLDER / "node_modules" / "@vercel" / "cosmosdb-server").is_dir():
+            raise RuntimeError(
+                f"The Cosmos DB emulator is not installed in {FOLDER}/node_modules: "
+                "run ./scripts/test, which installs it with npm ci."
+            )
+        if shutil.which("node") is None:
+            raise RuntimeError("node is not on PATH; the Cosmos DB emulator needs Node.js.")
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> "CosmosEmulator":
+        self.process = subprocess.Popen(
+            ["node", str(FOLDER / "launcher.js"), str(self.port)],
+            cwd=FOLDER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        line = self.process.stdout.readline().strip()
+        if line != f"ready {self.port}":
+            self.stop()
+            raise RuntimeError(f"the Cosmos DB emulator did not start: {line!r}")
+        return self
+
+    def stop(self) -> None:
+        """Stop the emulator process by its PID."""
+        if self.process is None:
+            return
+        try:
+            os.kill(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+        self.process.stdout.close()
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port; the data is gone, as after a reset."""
+        self.stop()
+        self.start()

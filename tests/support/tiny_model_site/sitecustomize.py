@@ -1,0 +1,32 @@
+"""Test-only: make `python -m server` build the tiny SAM for SAM_MODEL_TYPE=vit_b.
+
+Tests that start real server processes put this folder on PYTHONPATH. The
+server then runs exactly as in production (settings, store, processor, the
+checkpoint loader with torch.load and load_state_dict), but the vit_b
+architecture is swapped for the tiny one, so a checkpoint written from
+`build_tiny_sam()` loads and each request takes milliseconds.
+
+CAP_TEST_SEGMENT_DELAY=<seconds> adds a sleep to every segment call, to stand
+in for a slow model so that a test can act while jobs are provably running.
+"""
+
+import os
+import time
+
+from segment_anything import sam_model_registry
+
+from tests.support.tiny_sam import build_tiny_sam
+
+sam_model_registry["vit_b"] = lambda checkpoint=None: build_tiny_sam()
+
+_delay = float(os.environ.get("CAP_TEST_SEGMENT_DELAY", "0"))
+if _delay:
+    from server.sam_model import SamModel
+
+    _segment = SamModel.segment
+
+    def _slow_segment(self, *args, **kwargs):
+        time.sleep(_delay)
+        return _segment(self, *args, **kwargs)
+
+    SamModel.segment = _slow_segment
