@@ -37,6 +37,15 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _stamp(now: dt.datetime, after: str) -> str:
+    """`now`, but never earlier than the stage before it.
+
+    Replicas on different hosts may disagree about the time; clamping keeps
+    each record's timestamps in order whatever their clocks say.
+    """
+    return format_time(max(now, parse_time(after)))
+
+
 def new_record(
     job_id: str,
     *,
@@ -104,11 +113,10 @@ def claim(
             code="processing_failed",
             message=f"Processing was attempted {record['attempts']} times without finishing.",
         )
-    stamp = format_time(now)
     return {
         **record,
         "status": PROCESSING,
-        PROCESSING: stamp,
+        PROCESSING: _stamp(now, record["createdAt"]),
         "attempts": record["attempts"] + 1,
         "leaseUntil": format_time(now + dt.timedelta(seconds=lease_seconds)),
         "serverId": server_id,
@@ -119,21 +127,26 @@ def mark_processed(record: Record, *, now: dt.datetime) -> Record:
     """The result is stored in SAMOutput."""
     if record["status"] != PROCESSING:
         raise TransitionRefused(f"record is {record['status']}, not processing")
-    return {**record, "status": PROCESSED, PROCESSED: format_time(now), "leaseUntil": None}
+    return {**record, "status": PROCESSED, PROCESSED: _stamp(now, record[PROCESSING]), "leaseUntil": None}
 
 
 def mark_finished(record: Record, *, now: dt.datetime) -> Record:
     """The result was sent to the client."""
     if record["status"] != PROCESSED:
         raise TransitionRefused(f"record is {record['status']}, not processed")
-    return {**record, "status": FINISHED, FINISHED: format_time(now)}
+    return {**record, "status": FINISHED, FINISHED: _stamp(now, record[PROCESSED])}
 
 
 def interrupt(record: Record, *, now: dt.datetime) -> Record:
     """The client went away, or the server gave up on the record."""
     if is_terminal(record):
         raise TransitionRefused(f"record is already {record['status']}")
-    return {**record, "status": INTERRUPTED, INTERRUPTED: format_time(now), "leaseUntil": None}
+    return {**record, "status": INTERRUPTED, INTERRUPTED: _stamp(now, _latest(record)), "leaseUntil": None}
+
+
+def _latest(record: Record) -> str:
+    """The latest forward stage's timestamp."""
+    return max(record[name] for name in STAGES if record.get(name) is not None)
 
 
 def fail(record: Record, *, now: dt.datetime, code: str, message: str) -> Record:
@@ -143,7 +156,7 @@ def fail(record: Record, *, now: dt.datetime, code: str, message: str) -> Record
     return {
         **record,
         "status": FAILED,
-        FAILED: format_time(now),
+        FAILED: _stamp(now, _latest(record)),
         "error": {"code": code, "message": message},
         "leaseUntil": None,
     }

@@ -136,12 +136,11 @@ class Processor:
                 self._stopping.wait(ERROR_BACKOFF_SECONDS)
 
     def _claim_next(self) -> Record | None:
-        now = utcnow()
-        for candidate in self.store.claimable(now, CLAIM_CANDIDATES):
+        for candidate in self.store.claimable(utcnow(), CLAIM_CANDIDATES):
             try:
                 claimed = jobs.claim(
                     candidate,
-                    now=now,
+                    now=utcnow(),  # not the time of the query: the record may be younger than that
                     server_id=self.server_id,
                     lease_seconds=self.settings.lease_seconds,
                     max_attempts=self.settings.max_attempts,

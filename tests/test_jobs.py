@@ -128,3 +128,17 @@ def test_finished_and_interrupted_together_is_a_violation():
     finished = jobs.mark_finished(jobs.mark_processed(claim(new(), at(1)), now=at(2)), now=at(3))
     problems = jobs.order_violations({**finished, "interrupted": jobs.format_time(at(4))})
     assert any("finished and interrupted" in p for p in problems)
+
+
+def test_timestamps_stay_in_order_when_clocks_disagree():
+    """A replica whose clock lags the inserting one still writes ordered timestamps."""
+    record = new(now=at(10))
+    record = claim(record, at(9))  # the claiming host's clock is 1 s behind
+    assert record["processing"] == record["createdAt"]
+    record = jobs.mark_processed(record, now=at(8))
+    assert record["processed"] == record["processing"]
+    record = jobs.mark_finished(record, now=at(7))
+    assert jobs.order_violations(record) == []
+    interrupted = jobs.interrupt(claim(new(now=at(10)), at(12)), now=at(11))
+    assert interrupted["interrupted"] == jobs.format_time(at(12))
+    assert jobs.order_violations(interrupted) == []

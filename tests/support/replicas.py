@@ -33,7 +33,7 @@ class Replica:
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = folder / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "COSMOS_", "CAP_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "COSMOS_", "CAP_", "OMP_"))}
         env.update(
             PYTHONPATH=f"{SITE}{os.pathsep}{REPO}", HOST="127.0.0.1", PORT=str(self.port),
             IMAGE_DIR=str(folder / "images"), SQLITE_PATH=str(folder / "cap.sqlite3"), ALLOW_PRIVATE_URLS="true",
