@@ -54,6 +54,7 @@ class Settings:
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     download_timeout: float = 15.0
+    max_redirects: int = 3
     allow_private_urls: bool = False
     max_boxes: int = 64
     max_message_bytes: int = 64 * 1024
@@ -65,6 +66,7 @@ class Settings:
     max_attempts: int = 3
     lease_seconds: float = 120.0
     embedding_cache_size: int = 8
+    drain_seconds: float = 30.0
     api_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"

@@ -73,14 +73,7 @@ class Conversation:
 
     def _converse(self) -> None:
         settings = self.settings
-        try:
-            message = self.ws.recv(timeout=settings.request_timeout)
-        except TimeoutError:
-            raise ProtocolError(
-                "invalid_request", f"No request arrived within {settings.request_timeout:g} s."
-            ) from None
-        except ConnectionClosed:
-            raise ClientGone() from None
+        message = self._receive_request()
         request = protocol.parse_request(
             message, max_boxes=settings.max_boxes, max_message_bytes=settings.max_message_bytes
         )
@@ -92,6 +85,7 @@ class Conversation:
             max_bytes=settings.max_image_bytes,
             timeout=settings.download_timeout,
             allow_private=settings.allow_private_urls,
+            max_redirects=settings.max_redirects,
         )
         image = images.decode(data, max_pixels=settings.max_image_pixels)
         self.download_ms = (time.perf_counter() - started) * 1000
@@ -125,8 +119,29 @@ class Conversation:
         self._send(protocol.queued_message(job_id, ahead + 1))
         self._wait_and_deliver(wake_me)
 
+    def _receive_request(self) -> str | bytes:
+        """The client's one message, within REQUEST_TIMEOUT, unless the server starts draining."""
+        deadline = time.monotonic() + self.settings.request_timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._refuse_if_draining()
+            try:
+                return self.ws.recv(timeout=min(remaining, SOCKET_CHECK_SECONDS))
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                raise ClientGone() from None
+        raise ProtocolError("invalid_request", f"No request arrived within {self.settings.request_timeout:g} s.")
+
+    def _refuse_if_draining(self) -> None:
+        if self.app.draining.is_set():
+            raise ProtocolError("shutting_down", "The server is shutting down; send the request again later.")
+
     def _refuse_if_queue_full(self) -> int:
-        """How many records wait before this one; `queue_full` if MAX_QUEUE already do."""
+        """How many records wait before this one; `queue_full` if MAX_QUEUE already do.
+
+        A draining server takes no new work: `shutting_down`.
+        """
+        self._refuse_if_draining()
         waiting = self.store.count_queued()
         if waiting >= self.settings.max_queue:
             raise ProtocolError(
@@ -164,7 +179,9 @@ class Conversation:
         deadline = time.monotonic() + self.settings.poll_interval
         while (remaining := deadline - time.monotonic()) > 0:
             if self.app.stopping.is_set():
-                raise ProtocolError("shutting_down", "The server is shutting down; send the request again later.")
+                raise ProtocolError(
+                    "shutting_down", "The server shut down before this request was done; send it again later."
+                )
             if wake_me.wait(min(remaining, SOCKET_CHECK_SECONDS)):
                 wake_me.clear()
                 return

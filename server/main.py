@@ -12,8 +12,10 @@ import http
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
+import time
 import uuid
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +27,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 from server import __version__, logs
 from server.config import Settings
 from server.connection import Conversation
+from server.listener import LimitedListener
 from server.processor import JobEvents, Processor
 from server.sam_model import CheckpointError, SamModel, check_checkpoint, load_sam
 from server.store import Store, StoreUnavailable, open_store
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 # with a bare close 1009; up to it, the request is read and refused with a
 # typed `message_too_large` error.
 HARD_MESSAGE_LIMIT_FACTOR = 4
+WATCHDOG_SECONDS = 1.0
 
 
 def _http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -51,7 +55,9 @@ class App:
         self.server_id = f"cap-{uuid.uuid4().hex[:8]}"
         self.events = JobEvents()
         self.admission = threading.Lock()  # makes the queue_full check and insert one step
-        self.stopping = threading.Event()
+        self.stop_requested = threading.Event()  # a signal, or a fatal error: wait() returns
+        self.draining = threading.Event()  # refuse new work; stored requests go on
+        self.stopping = threading.Event()  # waiting conversations end now with shutting_down
         self.fatal: Exception | None = None
         self.processor = Processor(
             store=store,
@@ -73,34 +79,58 @@ class App:
 
     def start(self) -> None:
         self.processor.start()
+        self.listener = LimitedListener(
+            socket.create_server((self.settings.host, self.settings.port)), self.settings.max_connections
+        )
         self._server = serve(
             self._handle,
-            self.settings.host,
-            self.settings.port,
+            sock=self.listener,
             process_request=self._process_request,
             max_size=self.settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR,
         )
+        self._server.handler = self.listener.track(self._server.handler)
         self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)
         self._serve_thread.start()
         log.info("listening on %s:%d (server id %s)", self.settings.host, self.port, self.server_id)
 
     def wait(self) -> None:
-        """Block until a stop is requested (signal) or the processor failed fatally."""
-        self.stopping.wait()
+        """Block until a stop is requested (signal) or the service cannot go on.
+
+        The processor thread never dies by design; if it does anyway, this
+        returns with `fatal` set, so that the process exits non-zero and a
+        supervisor (Docker) restarts it, rather than serving without
+        processing.
+        """
+        while not self.stop_requested.wait(WATCHDOG_SECONDS):
+            if self.processor.ready.is_set() and not self.processor.is_alive():
+                self.fatal = RuntimeError("The processor thread died (see the log); exiting so that it is restarted.")
+                log.critical("%s", self.fatal)
+                return
 
     def stop(self) -> None:
-        """Refuse new work, end every open conversation, stop the processor."""
+        """Drain, then end whoever still waits, then stop the processor.
+
+        1. Draining: new connections get 503 and new requests `shutting_down`;
+           requests already stored go on for up to DRAIN_SECONDS.
+        2. Stopping: conversations still waiting send `shutting_down` and mark
+           their records interrupted; then the server and the processor stop.
+        """
+        self.draining.set()
+        if self.fatal is None:
+            deadline = time.monotonic() + self.settings.drain_seconds
+            while self._connections and time.monotonic() < deadline:
+                time.sleep(0.05)
         self.stopping.set()
         if self._server is not None:
-            # Waiting conversations see `stopping`, send `shutting_down` and
-            # mark their records interrupted; shutdown() waits for them.
+            # Conversations see `stopping` within a fraction of a second;
+            # shutdown() waits for them to finish.
             self._server.shutdown(close_connections=False)
         self.processor.stop(timeout=30)
         self.store.close()
 
     def _on_fatal(self, exc: Exception) -> None:
         self.fatal = exc
-        self.stopping.set()
+        self.stop_requested.set()
 
     # --- per connection --------------------------------------------------------------
 
@@ -120,6 +150,8 @@ class App:
         if path == "/health":
             healthy, body = self.health()
             status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
+            if self.settings.api_token and not self._has_token(request):
+                body = {"healthy": healthy}  # details only for callers that hold the token
             return _http_response(status, json.dumps(body).encode(), "application/json")
         if path != "/":
             return _http_response(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain; charset=utf-8")
@@ -129,7 +161,7 @@ class App:
                 b"API token required: send 'Authorization: Bearer <token>' or ?token=<token>",
                 "text/plain; charset=utf-8",
             )
-        if self.stopping.is_set():
+        if self.draining.is_set():
             return _http_response(
                 http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down", "text/plain; charset=utf-8"
             )
@@ -160,7 +192,7 @@ class App:
             "connections": self._connections,
             "version": __version__,
         }
-        return model_loaded and store_state == "ok" and not self.stopping.is_set(), body
+        return model_loaded and store_state == "ok" and not self.draining.is_set(), body
 
 
 def production_model_loader(settings: Settings) -> Callable[[], SamModel]:
@@ -181,7 +213,7 @@ def serve_forever(settings: Settings) -> int:
     store = open_store(settings)
     app = App(settings, store, production_model_loader(settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: app.stopping.set())
+        signal.signal(sig, lambda signum, frame: app.stop_requested.set())
     app.start()
     app.wait()
     log.info("stopping")

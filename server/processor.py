@@ -214,6 +214,7 @@ class Processor:
                 max_bytes=settings.max_image_bytes,
                 timeout=settings.download_timeout,
                 allow_private=settings.allow_private_urls,
+                max_redirects=settings.max_redirects,
             )
         if images.sha256_hex(data) != record["imageSha256"]:
             raise images.ImageError("unsupported_image", "The image changed since the request was made.")
