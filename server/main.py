@@ -168,14 +168,18 @@ class App:
         return None  # go on with the WebSocket handshake
 
     def _has_token(self, request: Request) -> bool:
-        """The API token as a Bearer header or a ?token= parameter, compared in constant time."""
-        expected = self.settings.api_token.encode()
+        """An API token as a Bearer header or a ?token= parameter, compared in constant time.
+
+        API_TOKEN may list several tokens, comma-separated, so that a new one
+        can be rolled out before the old one is withdrawn.
+        """
+        accepted = [token.strip().encode() for token in self.settings.api_token.split(",") if token.strip()]
         offered = []
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             offered.append(credentials.strip())
         offered += parse_qs(urlsplit(request.path).query).get("token", [])
-        return any(hmac.compare_digest(token.encode(), expected) for token in offered)
+        return any(hmac.compare_digest(token.encode(), good) for token in offered for good in accepted)
 
     def health(self) -> tuple[bool, dict]:
         store_state, queue_depth = "ok", None

@@ -131,3 +131,14 @@ def test_a_dead_processor_turns_health_red_and_ends_the_process(start_app, image
     client.join(20)
     assert outcomes[0].last["code"] == "shutting_down"
     assert [r["status"] for r in SQLiteStore(app.settings.sqlite_path).records()] == ["interrupted"]
+
+
+def test_two_tokens_during_a_rotation(start_app):
+    app = start_app(api_token="new-token, old-token")
+    for token in ("new-token", "old-token"):
+        with connect(ws_url(app) + f"?token={token}") as ws:
+            ws.send("{")
+            assert json.loads(ws.recv(timeout=10))["code"] == "invalid_json"
+    for wrong in ("new-token, old-token", "other", ""):
+        with pytest.raises(InvalidStatus):
+            connect(ws_url(app), additional_headers={"Authorization": f"Bearer {wrong}"}).close()
