@@ -158,7 +158,7 @@ def test_the_run_command_serves_ping_and_health(tmp_path, vit_b_checkpoint):
                 health = http_get(port, "/health")
                 if health[0] == 200:
                     break
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # not listening yet, reset, or slow while the model loads on a busy machine
                 pass
             time.sleep(0.2)
         assert ping == (200, b"pong")
