@@ -158,7 +158,7 @@ class Conversation:
             if record is None:
                 raise RuntimeError(f"record {self.job_id} vanished from the store")
             status = record["status"]
-            if status in (jobs.PROCESSING, jobs.PROCESSED) and not told_processing:
+            if record["processing"] is not None and not told_processing:  # claimed, even if it ended since
                 self._send(protocol.status_message(self.job_id, jobs.PROCESSING))
                 told_processing = True
             if status == jobs.PROCESSED:

@@ -84,6 +84,8 @@ def parse_request(message: str | bytes, *, max_boxes: int, max_message_bytes: in
         body = json.loads(message)
     except json.JSONDecodeError as exc:
         raise ProtocolError("invalid_json", f"The request is not valid JSON: {exc}.") from None
+    except (RecursionError, ValueError):  # nesting too deep, or an integer literal too long
+        raise ProtocolError("invalid_json", "The request is JSON this server will not parse: too deeply nested, or a number too long.") from None
     if not isinstance(body, dict):
         raise _invalid("The request must be a JSON object with image_url and boxes.")
     unknown = sorted(set(body) - REQUEST_KEYS)
@@ -131,9 +133,13 @@ def _parse_box(index: int, box: Any) -> Box:
     values = {}
     for key in BOX_KEYS:
         value = box[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        try:
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        except OverflowError:  # an integer too large for a float
+            number = math.nan
+        if not math.isfinite(number):
             raise _invalid(f"boxes[{index}].{key} must be a finite number.")
-        values[key] = float(value)
+        values[key] = number
     if values["width"] <= 0 or values["height"] <= 0:
         raise _invalid(f"boxes[{index}] must have width and height greater than 0.")
     return Box(**values)
