@@ -13,12 +13,9 @@ Real parts only: the server runs in-process with the tiny real SAM, the
 client is a real WebSocket client over a real socket, and the images come
 from a real local HTTP server (one 24x16 PNG, so a valid request is quick).
 
-Known server bugs (see the xfail tests at the end): a box value that is an
-integer beyond float range, a JSON document nested deeper than Python's
-recursion limit, and an integer literal of more than 4,300 digits all get
-`internal_error` instead of `invalid_request`/`invalid_json`. The fuzz run
-tolerates `internal_error` for exactly those inputs (and counts them), so that
-it keeps guarding everything else; the xfail tests pin the bugs themselves.
+The run once found three inputs answered `internal_error` (an integer beyond
+float range in a box, JSON nested past the recursion limit, an integer literal
+of over 4,300 digits); they are client errors now, pinned by the tests at the end.
 """
 
 from __future__ import annotations
@@ -111,11 +108,10 @@ def make_urls(image_server) -> Urls:
 @dataclasses.dataclass(frozen=True)
 class Expectation:
     outcomes: frozenset[str]  # acceptable: error codes, "result", BARE_1009
-    known_bug: bool = False  # internal_error is a known bug for this input
 
 
-def expect(*outcomes: str, known_bug: bool = False) -> Expectation:
-    return Expectation(frozenset(outcomes), known_bug)
+def expect(*outcomes: str) -> Expectation:
+    return Expectation(frozenset(outcomes))
 
 
 INVALID = expect("invalid_request")
@@ -166,23 +162,20 @@ def expect_for_value(value: object, urls: Urls) -> Expectation:
     boxes = value.get("boxes")
     if not isinstance(boxes, list) or not 1 <= len(boxes) <= MAX_BOXES:
         return INVALID
-    parsed, huge, bad = [], False, False
+    parsed, bad = [], False
     for box in boxes:
         if not isinstance(box, dict) or set(box) != set(BOX_KEYS):
-            return expect("invalid_request", known_bug=huge)  # huge: an earlier box may crash it first
+            return expect("invalid_request")
         numbers = {key: as_float(box[key]) for key in BOX_KEYS}
-        huge = huge or "huge" in numbers.values()
-        if "bad" in numbers.values():
+        # 10**400 is no finite float: the server refuses it like NaN.
+        if "bad" in numbers.values() or "huge" in numbers.values():
             bad = True
-        elif "huge" not in numbers.values():
+        else:
             if numbers["width"] <= 0 or numbers["height"] <= 0:
                 bad = True
             parsed.append(numbers)
     if bad:
-        return expect("invalid_request", known_bug=huge)
-    if huge:
-        # 10**400 is a finite number, but not a float: refusing it and clipping it are both fair.
-        return expect("invalid_request", "result", *(url - {"ok"}), known_bug=True)
+        return expect("invalid_request")
     if "ok" not in url:
         return Expectation(url)
     return Expectation(clip_outcome(parsed).outcomes | (url - {"ok"}))
@@ -217,7 +210,7 @@ def expect_for_text(text: str, urls: Urls) -> Expectation:
     except (RecursionError, ValueError):
         # Too deep for Python's json, or an integer literal over 4,300 digits:
         # not JSON this server can read, or JSON it must refuse. Either typed code fits.
-        return expect("invalid_json", "invalid_request", known_bug=True)
+        return expect("invalid_json", "invalid_request")
     return expect_for_value(value, urls)
 
 
@@ -346,7 +339,7 @@ def literal_tokens(draw, urls: Urls):
     expected = expect_for_text(text, urls)
     if token.lstrip("-") in ("NaN", "Infinity"):
         # Not JSON by RFC 8259, though Python reads it: either refusal is right.
-        expected = Expectation(expected.outcomes | {"invalid_json"}, expected.known_bug)
+        expected = Expectation(expected.outcomes | {"invalid_json"})
     try:
         parsed = json.loads(text)
     except ValueError:
@@ -373,7 +366,7 @@ def deeply_nested(draw, urls: Urls):
         text = text.replace('"@"', '{"u":' * depth + '"x"' + "}" * depth)
     expected = expect_for_text(text, urls)
     if depth > DEEP:
-        expected = Expectation(expected.outcomes | {"invalid_json", "invalid_request"}, known_bug=True)
+        expected = Expectation(expected.outcomes | {"invalid_json", "invalid_request"})
     return Case(f"nested-{shape}", text, expected)
 
 
@@ -508,7 +501,6 @@ def test_fuzzed_messages_each_get_one_typed_answer(start_app, image_server):
     urls = make_urls(image_server)
     counts: collections.Counter[str] = collections.Counter()
     kinds: collections.Counter[str] = collections.Counter()
-    known_bug_hits: collections.Counter[str] = collections.Counter()
     capped = 0
 
     @settings(
@@ -532,9 +524,6 @@ def test_fuzzed_messages_each_get_one_typed_answer(start_app, image_server):
         label, got = outcome_of(url, case.payload)
         counts[label] += 1
         kinds[case.kind.split(" ")[0]] += 1
-        if label == "internal_error" and case.expected.known_bug:
-            known_bug_hits[case.kind] += 1
-            return
         assert label in case.expected.outcomes, f"{case!r} got {label}: {got.messages}"
         if label == "result":
             check_result(case.value, got)
@@ -562,7 +551,6 @@ def test_fuzzed_messages_each_get_one_typed_answer(start_app, image_server):
         f"0 hangs, 0 silent drops; {capped} valid requests redirected past the cap of {VALID_CAP}"
         f"\n  by outcome: {dict(counts.most_common())}"
         f"\n  by kind: {dict(kinds.most_common())}"
-        f"\n  internal_error on known-bug inputs (see the xfail tests): {dict(known_bug_hits)}"
     )
     assert sent >= EXAMPLES
 
