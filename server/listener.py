@@ -1,17 +1,32 @@
 """The listening socket, with MAX_CONNECTIONS enforced before any thread starts.
 
 websockets' threaded server starts one thread per accepted socket. Past the
-limit, `LimitedListener.accept` answers HTTP 503 itself, inside the accept
-loop, and closes the socket, so a flood of connections cannot make the
-server start a thread for each. `track` wraps the server's per-connection
-handler to count connections out again when they end.
+limit, `LimitedListener.accept` hands the socket to one shared `Refuser`
+thread, which answers HTTP 503, and goes back to accepting, so a flood of
+connections cannot make the server start a thread for each. `track` wraps
+the server's per-connection handler to count connections out again when
+they end.
+
+Why a refuser thread at all:
+- closing a socket while the client's request is unread (or not yet arrived)
+  makes the kernel send RST, and an RST can destroy the 503 before the client
+  reads it;
+- answering before the request has arrived trips clients up (websockets'
+  own client fails an internal assertion when the response and the EOF beat
+  its request out of the door).
+So the refuser reads each refused socket's request head, then answers 503,
+half-closes, and drains until the client hangs up; REFUSAL_LINGER_SECONDS
+bounds the whole exchange. It waits on all refused sockets at once, with
+one selector.
 """
 
 from __future__ import annotations
 
 import select
+import selectors
 import socket
 import threading
+import time
 from typing import Any, Callable
 
 REFUSAL = (
@@ -22,6 +37,8 @@ REFUSAL = (
     b"too many connections (MAX_CONNECTIONS); retry\n"
 )
 POLL_SECONDS = 0.1
+REFUSAL_LINGER_SECONDS = 2.0
+MAX_LINGERING = 1024  # past this, refused sockets are closed at once: a flood gets resets, not memory
 
 
 class LimitedListener:
@@ -32,6 +49,7 @@ class LimitedListener:
         self.refused = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._refuser = Refuser()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)  # getsockname(), and the like
@@ -47,7 +65,7 @@ class LimitedListener:
                     self.open += 1
                     return conn, address
                 self.refused += 1
-            _refuse(conn)
+            self._refuser.refuse(conn)
             self._wait_for_next()
 
     def _wait_for_next(self) -> None:
@@ -64,6 +82,7 @@ class LimitedListener:
     def close(self) -> None:
         self._closed = True
         self._sock.close()
+        self._refuser.close()
 
     def track(self, handler: Callable[[socket.socket, Any], None]) -> Callable[[socket.socket, Any], None]:
         """Wrap the per-connection handler so that a finished connection frees its place."""
@@ -78,13 +97,100 @@ class LimitedListener:
         return handle
 
 
-def _refuse(conn: socket.socket) -> None:
-    try:
-        conn.setblocking(False)
-        conn.send(REFUSAL)
-        conn.shutdown(socket.SHUT_WR)
-        conn.recv(65536)  # drain what the client already sent, so close() sends FIN, not RST
-    except OSError:
-        pass
-    finally:
+class Refuser:
+    """One thread that reads each refused socket's request, answers 503 and closes without a reset."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._pending: dict[socket.socket, _Refusal] = {}
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="refuser", daemon=True)
+        self._thread.start()
+
+    def refuse(self, conn: socket.socket) -> None:
+        with self._lock:
+            if self._closed or len(self._pending) >= MAX_LINGERING:
+                conn.close()
+                return
+            conn.setblocking(False)
+            self._pending[conn] = _Refusal(deadline=time.monotonic() + REFUSAL_LINGER_SECONDS)
+            self._selector.register(conn, selectors.EVENT_READ)
+        self._wake_w.send(b"x")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake_w.send(b"x")
+        self._thread.join(timeout=1)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    break
+                soonest = min((r.deadline for r in self._pending.values()), default=None)
+            timeout = None if soonest is None else max(0.0, soonest - time.monotonic())
+            for key, _ in self._selector.select(timeout):
+                if key.fileobj is self._wake_r:
+                    self._wake_r.recv(4096)
+                else:
+                    self._read(key.fileobj)  # type: ignore[arg-type]
+            now = time.monotonic()
+            with self._lock:
+                expired = [conn for conn, r in self._pending.items() if r.deadline <= now]
+            for conn in expired:
+                self._answer(conn)  # a client that never finished its request still gets the 503
+                self._finish(conn)
+        with self._lock:
+            left = list(self._pending)
+        for conn in left:
+            self._finish(conn)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _read(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        refusal = self._pending[conn]
+        if not data:  # the client hung up (or reset): nothing more to say or wait for
+            self._finish(conn)
+            return
+        seen = refusal.tail + data
+        refusal.tail = seen[-3:]
+        if b"\r\n\r\n" in seen:
+            self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        refusal = self._pending[conn]
+        if refusal.answered:
+            return
+        refusal.answered = True
+        try:
+            conn.send(REFUSAL)  # small enough for any empty send buffer
+            conn.shutdown(socket.SHUT_WR)  # then keep reading until the client closes: no RST
+        except OSError:
+            self._finish(conn)
+
+    def _finish(self, conn: socket.socket) -> None:
+        with self._lock:
+            if self._pending.pop(conn, None) is None:
+                return
+            self._selector.unregister(conn)
         conn.close()
+
+
+class _Refusal:
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.tail = b""  # the last bytes read, to spot the end of the request head across reads
+        self.answered = False

@@ -64,6 +64,23 @@ def refuse_past_the_limit_then_admit_again(app, held):
         assert json.loads(ws.recv(timeout=10))["code"] == "invalid_request"
 
 
+def test_a_refused_client_that_never_sends_its_request_still_gets_the_503_and_a_clean_close(start_app):
+    from server.listener import REFUSAL_LINGER_SECONDS
+
+    app = start_app(max_connections=1, request_timeout=60)
+    with connect(ws_url(app)):
+        silent = socket.create_connection(("127.0.0.1", app.port), timeout=REFUSAL_LINGER_SECONDS + 3)
+        started = time.monotonic()
+        answer = b""
+        while chunk := silent.recv(4096):  # ends with EOF (a FIN), not ConnectionResetError
+            answer += chunk
+        waited = time.monotonic() - started
+        silent.close()
+    assert answer.startswith(b"HTTP/1.1 503") and answer.endswith(b"retry\n")
+    assert REFUSAL_LINGER_SECONDS - 0.5 <= waited <= REFUSAL_LINGER_SECONDS + 2  # it waited for a request first
+    print(f"\nsilent refused client answered after {waited:.2f} s")
+
+
 def test_health_details_need_the_token(start_app):
     app = start_app(api_token="tok-123")
     assert get(app.port, "/ping") == (200, b"pong")  # /ping stays open
