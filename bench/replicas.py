@@ -7,7 +7,7 @@ tiny SAM (as the replica tests do), then alternates rounds: all requests sent
 at once to 1 replica, then spread over 3 replicas sharing one database.
 Prints requests per second for each and their ratio as JSON.
 
---threads-per-replica sets OMP_NUM_THREADS for every replica. Without it each
+--threads-per-replica sets TORCH_THREADS for every replica. Without it each
 process uses torch's default (one thread per core), and replicas sharing a
 machine oversubscribe its cores.
 """
@@ -63,7 +63,7 @@ def main() -> None:
     torch.save(build_tiny_sam().state_dict(), checkpoint)
     emulator = CosmosEmulator().start()
     rates: dict[int, list[float]] = {1: [], 3: []}
-    threads = {"omp_num_threads": args.threads_per_replica} if args.threads_per_replica else {}
+    threads = {"torch_threads": args.threads_per_replica} if args.threads_per_replica else {}
     try:
         with ImageHTTPServer() as images:
             images.add("/photo.jpg", image_files.jpeg_rgb(640, 480), content_type="image/jpeg")

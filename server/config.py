@@ -66,6 +66,8 @@ class Settings:
     max_attempts: int = 3
     lease_seconds: float = 120.0
     embedding_cache_size: int = 8
+    batch_size: int = 0
+    torch_threads: int = 0
     drain_seconds: float = 30.0
     api_token: str | None = None
     log_level: str = "INFO"
@@ -120,5 +122,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be greater than 0")
+        for name in ("embedding_cache_size", "batch_size", "torch_threads"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name.upper()} must be 0 or more")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"PORT={self.port} is not a TCP port")

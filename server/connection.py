@@ -212,14 +212,14 @@ class Conversation:
                 height=record["height"],
                 masks=output["masks"],
                 timings=timings,
-                cached_embedding=False,
+                cached_embedding=output.get("cachedEmbedding", False),
             )
         )
         finished = self.store.update(self.job_id, lambda r: jobs.mark_finished(r, now=utcnow()), current=record)
         if finished is None:
             log.warning("job %s: result sent, but the record was no longer processed", self.job_id)
         self.outcome = "finished"
-        self.summary.update(timings)
+        self.summary.update(timings, cached_embedding=output.get("cachedEmbedding", False))
         self.ws.close(1000)
 
     # --- sending and leaving ---------------------------------------------------------

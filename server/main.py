@@ -29,7 +29,7 @@ from server.config import Settings
 from server.connection import Conversation
 from server.listener import LimitedListener
 from server.processor import JobEvents, Processor
-from server.sam_model import CheckpointError, SamModel, check_checkpoint, load_sam
+from server.sam_model import CheckpointError, SamModel, check_checkpoint, load_sam, set_torch_threads
 from server.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,10 @@ class App:
 
 def production_model_loader(settings: Settings) -> Callable[[], SamModel]:
     def load() -> SamModel:
+        threads = set_torch_threads(settings.torch_threads)
+        log.info("torch uses %d CPU threads", threads)
         sam = load_sam(settings.sam_model_type, settings.sam_checkpoint, settings.sam_device)
-        return SamModel(sam, settings.sam_model_type)
+        return SamModel(sam, settings.sam_model_type, cache_size=settings.embedding_cache_size)
 
     return load
 

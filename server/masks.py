@@ -19,8 +19,11 @@ def encode(masks: torch.Tensor) -> list[dict[str, Any]]:
     if masks.ndim != 3:
         raise ValueError(f"expected N×H×W masks, got shape {tuple(masks.shape)}")
     # COCO RLE runs down columns: pycocotools wants an H×W×N Fortran-ordered
-    # uint8 array. One copy from the N×H×W tensor gives exactly that layout.
-    stacked = np.asfortranarray(masks.to(torch.uint8).cpu().numpy().transpose(1, 2, 0))
+    # uint8 array, which is an N×W×H C-ordered one in memory. One copy of the
+    # boolean tensor (on its device, then to the CPU) gives exactly that; a
+    # bool array reads as uint8 0/1 without another copy.
+    by_column = masks.to(torch.bool).transpose(1, 2).contiguous().cpu().numpy()
+    stacked = by_column.view(np.uint8).transpose(2, 1, 0)
     rles = mask_utils.encode(stacked)
     areas = mask_utils.area(rles)
     bboxes = mask_utils.toBbox(rles)

@@ -1,11 +1,20 @@
 """The processor thread: the only code that touches the SAM model.
 
-It loads the model, then loops: claim the oldest claimable record, segment
-its image, store the result in SAMOutput, mark the record processed, and
-wake the connection waiting for it. An insert wakes it at once through
-`wake`; the `POLL_INTERVAL` timeout catches records inserted by other
-processes sharing the database. Between jobs it sweeps records stuck past
-`JOB_TIMEOUT` and images past `IMAGE_RETENTION_HOURS`.
+It loads the model and warms it up, then loops: claim the oldest claimable
+records (up to BATCH_SIZE), segment their images (one encoder pass for the
+batch, none for images whose embedding is cached), store each result in
+SAMOutput, mark each record processed, and wake the connection waiting for
+it. An insert wakes it at once through `wake`, and it claims again straight
+after a batch, so it never sleeps while records wait; the `POLL_INTERVAL`
+timeout only catches records inserted by other processes sharing the
+database. Between batches it sweeps records stuck past `JOB_TIMEOUT` and
+images past `IMAGE_RETENTION_HOURS`.
+
+Images arrive decoded from the connection threads (`hand_over`), so this
+thread only computes. Writing a result (RLE and two store writes) stays on
+this thread: it costs a few milliseconds against seconds of encoder time
+(see bench/README.md), and a second writer thread would compete with the
+encoder for the same cores.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import torch
 from server import images, jobs, masks
 from server.config import Settings
 from server.protocol import Box
-from server.sam_model import CheckpointError, SamModel
+from server.sam_model import CheckpointError, ImageJob, SamModel, Segmentation
 from server.store import Conflict, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -81,6 +90,7 @@ class Processor:
         self._pixels: dict[str, np.ndarray] = {}
         self._pixels_lock = threading.Lock()
         self._next_sweep = 0.0
+        self.batch_size = 1  # BATCH_SIZE, resolved once the model's device is known
         self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
 
     # --- used by other threads ---------------------------------------------------
@@ -116,17 +126,27 @@ class Processor:
                 log.exception("loading the model failed")
             self._on_fatal(exc)
             return
+        self.batch_size = self.settings.batch_size or (4 if torch.device(self.model.device).type == "cuda" else 1)
+        try:
+            warm_up_ms = self.model.warm_up()
+        except Exception as exc:
+            log.exception("the model's warm-up pass failed")
+            self._on_fatal(exc)
+            return
         self.ready.set()
-        log.info("model ready: %s on %s", self.model.model_type, self.model.device)
+        log.info(
+            "model ready: %s on %s (warm-up %.0f ms, batch size %d)",
+            self.model.model_type, self.model.device, warm_up_ms, self.batch_size,
+        )
         while not self._stopping.is_set():
             try:
                 self.wake.clear()
                 self._sweep_if_due()
-                record = self._claim_next()
-                if record is None:
-                    self.wake.wait(self.settings.poll_interval)
+                batch = self._claim_batch()
+                if batch:
+                    self._process(batch)
                 else:
-                    self._process(record)
+                    self.wake.wait(self.settings.poll_interval)
             except StoreUnavailable as exc:
                 log.error("processor: store unavailable, retrying: %s", exc)
                 self._stopping.wait(ERROR_BACKOFF_SECONDS)
@@ -135,8 +155,12 @@ class Processor:
                 log.exception("processor loop error")
                 self._stopping.wait(ERROR_BACKOFF_SECONDS)
 
-    def _claim_next(self) -> Record | None:
-        for candidate in self.store.claimable(utcnow(), CLAIM_CANDIDATES):
+    def _claim_batch(self) -> list[Record]:
+        """Claim up to `batch_size` of the oldest claimable records."""
+        batch: list[Record] = []
+        for candidate in self.store.claimable(utcnow(), max(CLAIM_CANDIDATES, 2 * self.batch_size)):
+            if len(batch) == self.batch_size:
+                break
             try:
                 claimed = jobs.claim(
                     candidate,
@@ -150,33 +174,46 @@ class Processor:
                 continue  # another processor, or an interruption, got there first
             self.events.notify(stored["id"])
             if stored["status"] == jobs.PROCESSING:
-                return stored
+                batch.append(stored)
+                continue
             log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
             self.drop(stored["id"])
-        return None
+        return batch
 
-    def _process(self, record: Record) -> None:
-        job_id = record["id"]
-        try:
-            pixels = self._pixels_for(record)
-        except images.ImageError as exc:
-            self._fail(job_id, "processing_failed", f"The image is no longer available: {exc.message}")
+    def _process(self, batch: list[Record]) -> None:
+        ready: list[tuple[Record, ImageJob]] = []
+        for record in batch:
+            try:
+                pixels = self._pixels_for(record)
+            except images.ImageError as exc:
+                self._fail(record["id"], "processing_failed", f"The image is no longer available: {exc.message}")
+                continue
+            boxes_xyxy = np.array([Box(**box).to_xyxy() for box in record["boxes"]], dtype=np.float32)
+            ready.append((record, ImageJob(pixels, boxes_xyxy, record["multimask"], record["imageSha256"])))
+        if not ready:
             return
-        boxes_xyxy = np.array([Box(**box).to_xyxy() for box in record["boxes"]], dtype=np.float32)
 
         assert self.model is not None
+        ids = ", ".join(record["id"] for record, _ in ready)
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
-                result = self.model.segment(pixels, boxes_xyxy, record["multimask"])
+                results = self.model.segment_batch([job for _, job in ready])
                 break
             except Exception as exc:
-                log.warning("job %s: model failed on attempt %d: %s", job_id, attempt, exc)
+                log.warning("job %s: model failed on attempt %d: %s", ids, attempt, exc)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
         else:
-            self._fail(job_id, "processing_failed", "The model failed on this image; see the server log.")
+            for record, _ in ready:
+                self._fail(record["id"], "processing_failed", "The model failed on this image; see the server log.")
             return
+        for (record, _), result in zip(ready, results):
+            self._finish(record, result)
 
+    def _finish(self, record: Record, result: Segmentation) -> None:
+        """Store the result, mark the record processed, wake its connection."""
+        assert self.model is not None
+        job_id = record["id"]
         started = time.perf_counter()
         wire = masks.wire_masks(result.masks, result.scores, record["boxes"], record["multimask"])
         rle_ms = (time.perf_counter() - started) * 1000
@@ -186,6 +223,7 @@ class Processor:
                 "masks": wire,
                 "model": self.model.model_type,
                 "createdAt": jobs.format_time(utcnow()),
+                "cachedEmbedding": result.cached_embedding,
                 "timings": {
                     "encode_ms": round(result.encode_ms, 2),
                     "decode_ms": round(result.decode_ms, 2),

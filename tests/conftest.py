@@ -73,7 +73,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
 
 
 class ModelGate:
-    """Wraps the real model; `segment` waits until the test opens the gate.
+    """Wraps the real model; `segment_batch` waits until the test opens the gate.
 
     It lets a test act while a request is provably mid-processing (for
     example, disconnect) without timing guesses. The masks are the real model's.
@@ -87,18 +87,23 @@ class ModelGate:
         if opened:
             self.opened.set()
         self.calls = 0
+        self.batch_sizes = []
         self.pixels_seen = []
 
     @property
     def device(self):
         return self.model.device
 
-    def segment(self, pixels, *args, **kwargs):
+    def warm_up(self):
+        return self.model.warm_up()
+
+    def segment_batch(self, jobs):
         self.calls += 1
-        self.pixels_seen.append(pixels)
+        self.batch_sizes.append(len(jobs))
+        self.pixels_seen.extend(job.pixels for job in jobs)
         self.entered.set()
         assert self.opened.wait(60), "the test never opened the model gate"
-        return self.model.segment(pixels, *args, **kwargs)
+        return self.model.segment_batch(jobs)
 
 
 @pytest.fixture
@@ -114,7 +119,7 @@ def start_app(tmp_path, tiny_sam) -> Callable[..., App]:
     def start(model=None, load_model=None, store=None, wait_ready=True, **overrides) -> App:
         settings = make_settings(tmp_path, **overrides)
         if load_model is None:
-            chosen = model if model is not None else SamModel(tiny_sam, "tiny")
+            chosen = model if model is not None else SamModel(tiny_sam, "tiny", settings.embedding_cache_size)
             load_model = lambda: chosen  # noqa: E731
         app = App(settings, store or SQLiteStore(settings.sqlite_path), load_model)
         app.start()

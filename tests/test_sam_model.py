@@ -1,11 +1,24 @@
-"""The model wrapper with a tiny real SAM: shapes, batching, checkpoint errors."""
+"""The model wrapper with a tiny real SAM: shapes, exactness, batching, the cache, checkpoint errors."""
+
+import os
 
 import numpy as np
 import pytest
 import torch
+from segment_anything import SamPredictor
 
 from server.config import CHECKPOINT_URLS
-from server.sam_model import CheckpointError, SamModel, check_checkpoint, load_sam, resolve_device
+from server.sam_model import (
+    CheckpointError,
+    ImageJob,
+    SamModel,
+    available_cores,
+    check_checkpoint,
+    load_sam,
+    resolve_device,
+    set_torch_threads,
+    upscale_masks,
+)
 
 
 @pytest.fixture
@@ -42,18 +55,107 @@ def test_sixteen_boxes_go_through_one_batched_decoder_call(model, tiny_sam):
     assert result.masks.shape[0] == 16
 
 
-def test_boxes_are_mapped_into_the_model_frame(model, monkeypatch):
-    """Boxes are given in image pixels; the decoder gets them scaled to the 256-pixel model input."""
-    seen = {}
-    original = model.predictor.predict_torch
+@pytest.mark.parametrize("height, width", [(100, 200), (200, 100), (37, 91), (256, 256), (300, 17)])
+@pytest.mark.parametrize("multimask", [False, True])
+def test_masks_and_scores_are_exactly_those_of_segment_anythings_predictor(model, tiny_sam, height, width, multimask):
+    """The batched, cached path does SamPredictor's arithmetic: same bits, not just close."""
+    image = pixels(height, width)
+    boxes = np.array([[0, 0, width, height], [width / 4, height / 5, width / 2, height * 0.9]], np.float32)
+    predictor = SamPredictor(tiny_sam)
+    predictor.set_image(image)
+    with torch.inference_mode():
+        transformed = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes), (height, width))
+        expected_masks, expected_scores, _ = predictor.predict_torch(None, None, boxes=transformed, multimask_output=multimask)
+    result = model.segment(image, boxes, multimask=multimask)
+    assert torch.equal(result.masks, expected_masks)
+    assert torch.equal(result.scores, expected_scores)
 
-    def spy(**kwargs):
-        seen["boxes"] = kwargs["boxes"].clone()
-        return original(**kwargs)
 
-    monkeypatch.setattr(model.predictor, "predict_torch", spy)
-    model.segment(pixels(100, 200), np.array([[0, 0, 200, 100]], np.float32), multimask=False)
-    torch.testing.assert_close(seen["boxes"], torch.tensor([[0.0, 0.0, 256.0, 128.0]]))
+@pytest.mark.parametrize("input_size, original_size", [((256, 128), (100, 50)), ((129, 256), (129, 256)), ((3, 256), (1, 99))])
+def test_upscaling_only_the_image_part_is_bit_identical_to_sams_postprocess(tiny_sam, input_size, original_size):
+    low_res = torch.randn(5, 3, 64, 64)
+    expected = tiny_sam.postprocess_masks(low_res, input_size, original_size)
+    assert torch.equal(upscale_masks(low_res, input_size, original_size, 256), expected)
+
+
+def count_encoder_passes(sam):
+    batches = []
+    hook = sam.image_encoder.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
+    return batches, hook
+
+
+def test_new_boxes_on_a_cached_image_skip_the_encoder_and_give_the_same_masks(tiny_sam):
+    model = SamModel(tiny_sam, "tiny", cache_size=2)
+    image, boxes = pixels(64, 48), np.array([[2, 2, 30, 40]], np.float32)
+    batches, hook = count_encoder_passes(tiny_sam)
+    try:
+        first = model.segment_batch([ImageJob(image, boxes, False, image_key="sha-a")])[0]
+        again = model.segment_batch([ImageJob(image, boxes, False, image_key="sha-a")])[0]
+        other_boxes = model.segment_batch([ImageJob(image, boxes + 3, False, image_key="sha-a")])[0]
+    finally:
+        hook.remove()
+    assert batches == [1], "only the first request may run the encoder"
+    assert (first.cached_embedding, again.cached_embedding, other_boxes.cached_embedding) == (False, True, True)
+    assert again.encode_ms == 0 and first.encode_ms > 0
+    assert torch.equal(first.masks, again.masks) and torch.equal(first.scores, again.scores)
+    assert (model.cache.hits, model.cache.misses) == (2, 1)
+    cached = model.cache.get(("sha-a", "tiny"))
+    assert cached is not None and cached.features.device == model.device  # kept where the model is
+
+
+def test_the_cache_forgets_the_least_recently_used_image_and_size_zero_keeps_nothing(tiny_sam):
+    model = SamModel(tiny_sam, "tiny", cache_size=2)
+    box = np.array([[0, 0, 8, 8]], np.float32)
+    for key in ["a", "b", "a", "c"]:  # "a" was used after "b": "b" goes when "c" comes
+        model.segment_batch([ImageJob(pixels(16, 16), box, False, image_key=key)])
+    assert [key for key in ["a", "b", "c"] if model.cache.get((key, "tiny"))] == ["a", "c"]
+    assert len(model.cache) == 2
+
+    off = SamModel(tiny_sam, "tiny", cache_size=0)
+    off.segment_batch([ImageJob(pixels(16, 16), box, False, image_key="a")])
+    assert not off.segment_batch([ImageJob(pixels(16, 16), box, False, image_key="a")])[0].cached_embedding
+    assert len(off.cache) == 0
+
+
+def test_a_batch_runs_the_encoder_once_for_the_images_not_cached(tiny_sam):
+    model = SamModel(tiny_sam, "tiny", cache_size=8)
+    images = [pixels(40 + 10 * i, 60 - 5 * i) for i in range(4)]
+    box = np.array([[1, 1, 30, 30]], np.float32)
+    alone = [SamModel(tiny_sam, "tiny").segment(image, box, False) for image in images]
+    model.segment_batch([ImageJob(images[1], box, False, image_key="k1")])  # cached beforehand
+    batches, hook = count_encoder_passes(tiny_sam)
+    try:
+        results = model.segment_batch([ImageJob(image, box, False, image_key=f"k{i}") for i, image in enumerate(images)])
+    finally:
+        hook.remove()
+    assert batches == [3], "one encoder pass, for the three images not cached"
+    assert [r.cached_embedding for r in results] == [False, True, False, False]
+    for together, single in zip(results, alone):
+        assert together.masks.shape == single.masks.shape
+        torch.testing.assert_close(together.scores, single.scores, atol=1e-4, rtol=1e-4)
+        differing = (together.masks != single.masks).float().mean().item()
+        assert differing < 0.01, f"batched masks differ from single ones on {differing:.2%} of pixels"
+
+
+def test_warm_up_runs_the_model_once(tiny_sam):
+    model = SamModel(tiny_sam, "tiny", cache_size=4)
+    batches, hook = count_encoder_passes(tiny_sam)
+    try:
+        elapsed_ms = model.warm_up()
+    finally:
+        hook.remove()
+    assert batches == [1] and elapsed_ms > 0
+    assert len(model.cache) == 0  # the blank image is not kept
+
+
+def test_torch_threads_follow_the_setting_or_the_cores():
+    before = torch.get_num_threads()
+    try:
+        assert set_torch_threads(1) == 1 and torch.get_num_threads() == 1
+        assert set_torch_threads(0) == available_cores() == torch.get_num_threads()
+        assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_auto_device_is_cuda_only_when_available():

@@ -186,10 +186,27 @@ def test_outputs_round_trip(store):
         "model": "vit_b",
         "createdAt": jobs.format_time(T0),
         "timings": {"encode_ms": 1.0, "decode_ms": 2.0},
+        "cachedEmbedding": True,
     }
     store.put_output(output)
     fetched = store.get_output("a")
     assert {k: v for k, v in fetched.items() if k != "_etag"} == output
+
+
+def test_a_sqlite_file_from_before_the_embedding_cache_gains_its_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # SAMOutput as the first release created it
+        db.execute("CREATE TABLE SAMOutput (id TEXT PRIMARY KEY, masks TEXT NOT NULL, model TEXT NOT NULL, "
+                   "createdAt TEXT NOT NULL, timings TEXT NOT NULL, _etag TEXT NOT NULL)")
+        db.execute("INSERT INTO SAMOutput VALUES ('old', '[]', 'vit_b', '2026-01-01T00:00:00.000000Z', '{}', 'e')")
+    db.close()
+    store = SQLiteStore(path)
+    assert store.get_output("old")["cachedEmbedding"] is False
+    store.put_output({"id": "new", "masks": [], "model": "vit_b", "createdAt": "2026-01-01T00:00:00.000000Z",
+                      "timings": {}, "cachedEmbedding": True})
+    assert store.get_output("new")["cachedEmbedding"] is True
 
 
 def test_check_passes_on_a_working_store(store):

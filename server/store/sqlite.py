@@ -31,7 +31,9 @@ QUEUE_COLUMNS = {
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
     "serverId": False,
 }
-OUTPUT_COLUMNS = {"id": False, "masks": True, "model": False, "createdAt": False, "timings": True}
+OUTPUT_COLUMNS = {
+    "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS Queue (
@@ -45,9 +47,12 @@ CREATE TABLE IF NOT EXISTS Queue (
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
 CREATE TABLE IF NOT EXISTS SAMOutput (
     id TEXT PRIMARY KEY, masks TEXT NOT NULL, model TEXT NOT NULL,
-    createdAt TEXT NOT NULL, timings TEXT NOT NULL, _etag TEXT NOT NULL
+    createdAt TEXT NOT NULL, timings TEXT NOT NULL, cachedEmbedding INTEGER NOT NULL DEFAULT 0,
+    _etag TEXT NOT NULL
 );
 """
+# Columns added after a release, for files created before it: (table, column, definition).
+ADDED_COLUMNS = [("SAMOutput", "cachedEmbedding", "INTEGER NOT NULL DEFAULT 0")]
 
 
 class _Connection(sqlite3.Connection):
@@ -82,6 +87,9 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._db.executescript(SCHEMA)
+        for table, column, definition in ADDED_COLUMNS:
+            if column not in {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -161,12 +169,16 @@ class SQLiteStore(Store):
         names = list(OUTPUT_COLUMNS) + ["_etag"]
         self._execute(
             f"INSERT OR REPLACE INTO SAMOutput ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-            _to_row(output, OUTPUT_COLUMNS) + [_new_etag()],
+            _to_row({"cachedEmbedding": False, **output}, OUTPUT_COLUMNS) + [_new_etag()],
         )
 
     def get_output(self, job_id: str) -> Record | None:
         row = self._execute("SELECT * FROM SAMOutput WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _from_row(row, OUTPUT_COLUMNS)
+        if row is None:
+            return None
+        output = _from_row(row, OUTPUT_COLUMNS)
+        output["cachedEmbedding"] = bool(output["cachedEmbedding"])
+        return output
 
     # --- housekeeping ----------------------------------------------------------
 

@@ -6,7 +6,7 @@ checkpoint loader with torch.load and load_state_dict), but the vit_b
 architecture is swapped for the tiny one, so a checkpoint written from
 `build_tiny_sam()` loads and each request takes milliseconds.
 
-CAP_TEST_SEGMENT_DELAY=<seconds> adds a sleep to every segment call, to stand
+CAP_TEST_SEGMENT_DELAY=<seconds> adds a sleep to every segment_batch call, to stand
 in for a slow model so that a test can act while jobs are provably running.
 """
 
@@ -23,10 +23,10 @@ _delay = float(os.environ.get("CAP_TEST_SEGMENT_DELAY", "0"))
 if _delay:
     from server.sam_model import SamModel
 
-    _segment = SamModel.segment
+    _segment_batch = SamModel.segment_batch
 
-    def _slow_segment(self, *args, **kwargs):
+    def _slow_segment_batch(self, jobs):
         time.sleep(_delay)
-        return _segment(self, *args, **kwargs)
+        return _segment_batch(self, jobs)
 
-    SamModel.segment = _slow_segment
+    SamModel.segment_batch = _slow_segment_batch
