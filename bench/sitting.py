@@ -1,0 +1,501 @@
+"""One benchmark sitting: every figure of issue 5's table, side by side in one run.
+
+    .venv/bin/python -m bench.sitting --mode quick    # tiny SAM, about a minute
+    .venv/bin/python -m bench.sitting --mode full     # vit_b with random weights (vit_h too on a GPU)
+
+Writes bench/results/<mode>-<machine>.json, .md and .png. Nothing is
+downloaded: full mode writes a checkpoint with random weights and loads it
+through the production loader. The server runs in this process (real
+sockets, real SQLite file, the real Cosmos DB emulator when npm installed it),
+so that its figures and the raw model's come from the same run, alternated
+image by image, on a machine that is shared and noisy: ratios, not absolute
+times, are the result.
+
+Rows (see bench/README.md for what each measures and why):
+ 1 raw model                 SamPredictor.set_image + predict_torch, stock segment-anything
+ 2 one client at a time      end to end ÷ row 1, overhead p50/p99 (SQLite, emulator)
+ 3 cache hit                 same image, new box: end to end ÷ row 2
+ 4 16 concurrent clients     images/s ÷ the raw model's on the same 16 images, just before
+ 5 insert to claim           queue_ms with an idle processor, p50/p99
+ 6 500 sequential requests   RSS after 500 ÷ RSS after 50 (tiny model in both modes)
+ 7 1,000 idle connections    extra RSS per connection, /ping p99 while held
+ 8 16 boxes on one image     decoder + RLE ms per box, stock path vs CAP's
+ 9 GPU encoder               only with CUDA: images/s at batch 1 and 4, fp32 and bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from segment_anything import SamPredictor, sam_model_registry
+
+from bench import plot
+from server import images, jobs, masks
+from server.config import Settings
+from server.main import App, production_model_loader
+from server.sam_model import SamModel, load_sam
+from server.store.sqlite import SQLiteStore
+from tests.support import image_files
+from tests.support.client import exchange
+from tests.support.http_server import ImageHTTPServer
+from tests.support.tiny_sam import build_tiny_sam
+
+RESULTS = Path(__file__).parent / "results"
+BOX = {"x": 100, "y": 80, "width": 300, "height": 200}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def xyxy(box: dict) -> np.ndarray:
+    return np.array([[box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]]], np.float32)
+
+
+class Sitting:
+    """The model, the image server and the figures of one run."""
+
+    def __init__(self, mode: str, runs: int):
+        self.mode, self.runs = mode, runs
+        self.work = Path(tempfile.mkdtemp(prefix="cap-bench-"))
+        self.images = ImageHTTPServer().start()
+        self.rows: dict[str, dict] = {}
+        self._image_count = 0
+        if mode == "quick":
+            self.model_type = "tiny"
+            self.raw_sam = build_tiny_sam()
+            self.load_model = lambda settings: (lambda: SamModel(build_tiny_sam(), "tiny", settings.embedding_cache_size))
+        else:
+            self.model_type = "vit_b"
+            self.checkpoint = self.work / "sam_vit_b_random.pth"
+            torch.manual_seed(0)
+            torch.save(sam_model_registry["vit_b"]().state_dict(), self.checkpoint)
+            self.raw_sam = load_sam("vit_b", self.checkpoint, "auto")
+            self.load_model = production_model_loader
+        self.raw = SamPredictor(self.raw_sam)
+
+    def settings(self, **overrides) -> Settings:
+        base = dict(
+            host="127.0.0.1", port=0, sqlite_path=self.work / f"cap-{time.monotonic_ns()}.sqlite3",
+            image_dir=self.work / "images", allow_private_urls=True, sam_model_type="vit_b",
+            sam_checkpoint=getattr(self, "checkpoint", Path("unused")), log_level="WARNING",
+        )
+        return Settings(**{**base, **overrides})
+
+    def start_app(self, store=None, load_model=None, **overrides) -> App:
+        settings = self.settings(**overrides)
+        app = App(settings, store or SQLiteStore(settings.sqlite_path), (load_model or self.load_model)(settings))
+        app.start()
+        assert app.processor.ready.wait(600), "the model never loaded"
+        return app
+
+    def new_image(self) -> tuple[str, np.ndarray]:
+        """A distinct 640×480-ish JPEG (cold for the cache); its URL and decoded pixels."""
+        self._image_count += 1
+        data = image_files.jpeg_rgb(640 + self._image_count % 50, 480 + self._image_count // 50)
+        path = f"/img-{self._image_count}.jpg"
+        self.images.add(path, data, content_type="image/jpeg")
+        return self.images.url(path), images.decode(data, max_pixels=10**8).pixels
+
+    def raw_ms(self, pixels: np.ndarray, box: dict) -> float:
+        started = time.perf_counter()
+        with torch.inference_mode():
+            self.raw.set_image(pixels)
+            boxes = self.raw.transform.apply_boxes_torch(torch.as_tensor(xyxy(box)), pixels.shape[:2])
+            self.raw.predict_torch(None, None, boxes=boxes, multimask_output=False)
+        return (time.perf_counter() - started) * 1000
+
+
+def request(app: App, url: str, box: dict = BOX, timeout: float = 600) -> tuple[float, dict]:
+    started = time.perf_counter()
+    outcome = exchange(f"ws://127.0.0.1:{app.port}/", {"image_url": url, "boxes": [box]}, timeout=timeout)
+    elapsed = (time.perf_counter() - started) * 1000
+    assert outcome.types == ["queued", "status", "result"], outcome.messages
+    return elapsed, outcome.last
+
+
+# --- rows 1, 2, 3 and 5: one client at a time ------------------------------------------
+
+
+def one_at_a_time(sitting: Sitting, app: App, store_name: str) -> dict:
+    """Alternate raw model and server on the same fresh image; then the same image, a new box."""
+    raw, e2e, hit, queue, added = [], [], [], [], []
+    for run in range(sitting.runs + 1):  # run 0 warms both sides and is not counted
+        url, pixels = sitting.new_image()
+        raw_ms = sitting.raw_ms(pixels, BOX)
+        e2e_ms, result = request(app, url)
+        hit_ms, again = request(app, url, {"x": 20, "y": 30, "width": 150, "height": 100})
+        assert not result["cached_embedding"] and again["cached_embedding"]
+        if run:
+            raw.append(raw_ms)
+            e2e.append(e2e_ms)
+            hit.append(hit_ms)
+            queue.append(result["timings"]["queue_ms"])
+            added.append(e2e_ms - result["timings"]["encode_ms"] - result["timings"]["decode_ms"])
+    overhead = [s - r for s, r in zip(e2e, raw)]
+    return {
+        "store": store_name, "runs": sitting.runs,
+        "raw_ms": raw, "end_to_end_ms": e2e, "cache_hit_ms": hit, "insert_to_claim_ms": queue,
+        "raw_p50_ms": statistics.median(raw), "end_to_end_p50_ms": statistics.median(e2e),
+        "ratio": statistics.median(e2e) / statistics.median(raw),
+        "overhead_p50_ms": statistics.median(overhead), "overhead_p99_ms": percentile(overhead, 99),
+        # The same request's end to end minus its own encoder and decoder time: what CAP adds, without
+        # the run-to-run spread of the encoder (±100 ms on a shared CPU) that the paired difference carries.
+        "added_p50_ms": statistics.median(added), "added_p99_ms": percentile(added, 99),
+        "cache_hit_p50_ms": statistics.median(hit),
+        "cache_hit_ratio": statistics.median(hit) / statistics.median(e2e),
+        "insert_to_claim_p50_ms": statistics.median(queue), "insert_to_claim_p99_ms": percentile(queue, 99),
+    }
+
+
+def cosmos_one_at_a_time(sitting: Sitting) -> dict | None:
+    import urllib3
+
+    from server.store.cosmos import CosmosStore
+    from tests.support.cosmos_emulator import KEY, CosmosEmulator
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the emulator's self-signed certificate
+
+    try:
+        emulator = CosmosEmulator().start()
+    except Exception as exc:  # npm ci not run, or node missing
+        print(f"skipping the Cosmos DB emulator: {exc}")
+        return None
+    try:
+        store = CosmosStore(emulator.endpoint, KEY, database="bench", queue_container="Queue",
+                            output_container="SAMOutput", verify_tls=False, timeout=10)
+        app = sitting.start_app(store=store, poll_interval=1.0)
+        try:
+            return one_at_a_time(sitting, app, "cosmos-emulator")
+        finally:
+            app.stop()
+    finally:
+        emulator.stop()
+
+
+# --- row 4: concurrent clients ---------------------------------------------------------
+
+
+def concurrent(sitting: Sitting, clients: int) -> dict:
+    """A burst of distinct images against the raw model on the same images, just before it."""
+    app = sitting.start_app(max_queue=4 * clients)
+    try:
+        images_ = [sitting.new_image() for _ in range(clients)]
+        raw_seconds = sum(sitting.raw_ms(pixels, BOX) for _, pixels in images_) / 1000
+        latencies: list[float] = [0.0] * clients
+
+        def client(index: int) -> None:
+            latencies[index] = request(app, images_[index][0])[0]
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        gaps = processor_gaps(app)
+    finally:
+        app.stop()
+    achieved, limit = clients / elapsed, clients / raw_seconds
+    return {"clients": clients, "seconds": elapsed, "raw_seconds": raw_seconds, "images_per_s": achieved,
+            "model_limit_images_per_s": limit, "ratio": achieved / limit,
+            "latency_p50_ms": statistics.median(latencies), "latency_p99_ms": percentile(latencies, 99), **gaps}
+
+
+def processor_gaps(app: App) -> dict:
+    """From the records of a busy run: what writing a result costs, and the idle time between jobs.
+
+    write: `processed` − `processing` − encoder − decoder (RLE, the SAMOutput
+    write, the record update). gap: the next record's `processing` − this
+    one's `processed` (waking, the claim query, the claim write).
+    """
+    records = sorted(app.store.records(), key=lambda r: r["processing"])
+    stamp = lambda record, field: jobs.parse_time(record[field]).timestamp() * 1000  # noqa: E731
+    writes, gaps = [], []
+    for record, following in zip(records, records[1:] + [None]):
+        timings = app.store.get_output(record["id"])["timings"]
+        spent = stamp(record, "processed") - stamp(record, "processing")
+        writes.append(spent - timings["encode_ms"] - timings["decode_ms"])
+        if following is not None:
+            gaps.append(stamp(following, "processing") - stamp(record, "processed"))
+    return {"write_result_p50_ms": statistics.median(writes), "write_result_max_ms": max(writes),
+            "between_jobs_p50_ms": statistics.median(gaps), "between_jobs_max_ms": max(gaps)}
+
+
+# --- row 6: memory over 500 requests ---------------------------------------------------
+
+
+def memory_growth(sitting: Sitting, requests: int) -> dict:
+    """Always the tiny model: 500 full-size passes would take most of an hour on a CPU."""
+    tiny = lambda settings: (lambda: SamModel(build_tiny_sam(), "tiny", settings.embedding_cache_size))  # noqa: E731
+    app = sitting.start_app(load_model=tiny)
+    urls = [sitting.new_image()[0] for _ in range(40)]  # more distinct images than the cache holds
+    samples = {}
+    try:
+        for n in range(1, requests + 1):
+            request(app, urls[n % len(urls)], {"x": n % 300, "y": 10, "width": 100, "height": 100})
+            if n in (50, requests):
+                samples[n] = rss_bytes()
+    finally:
+        app.stop()
+    return {"requests": requests, "rss_after_50_mb": samples[50] / 2**20,
+            "rss_after_last_mb": samples[requests] / 2**20, "ratio": samples[requests] / samples[50]}
+
+
+# --- row 7: idle connections -----------------------------------------------------------
+
+
+def upgrade(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    return sock
+
+
+def ping_ms(port: int) -> float:
+    started = time.perf_counter()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as response:
+        assert response.read() == b"pong"
+    return (time.perf_counter() - started) * 1000
+
+
+def idle_connections(sitting: Sitting, count: int) -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * count + 256)), hard))
+    app = sitting.start_app(request_timeout=600, max_connections=count + 64)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(20):
+            ping_ms(app.port)
+        before = rss_bytes()
+        for _ in range(count):
+            held.append(upgrade(app.port))
+        time.sleep(1.0)
+        pings = [ping_ms(app.port) for _ in range(200)]
+        after = rss_bytes()
+    finally:
+        for sock in held:
+            sock.close()
+        app.stop()
+    return {"connections": count, "extra_rss_per_connection_kb": (after - before) / count / 1024,
+            "ping_p50_ms": statistics.median(pings), "ping_p99_ms": percentile(pings, 99),
+            "note": "client sockets live in the same process; their RSS is counted too (an upper bound)"}
+
+
+# --- row 8: the decoder, stock and CAP's ----------------------------------------------------
+
+
+def stock_rle(masks_nchw: torch.Tensor) -> list:
+    """The RLE path before this work: a uint8 copy, then a Fortran-ordered copy."""
+    flat = masks_nchw.reshape(-1, *masks_nchw.shape[-2:])
+    return mask_utils.encode(np.asfortranarray(flat.to(torch.uint8).cpu().numpy().transpose(1, 2, 0)))
+
+
+def decoder_per_box(sitting: Sitting, boxes: int, repeats: int) -> dict:
+    _, pixels = sitting.new_image()
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 300, (boxes, 2))
+    boxes_xyxy = np.concatenate([corners, corners + rng.uniform(40, 300, (boxes, 2))], 1).astype(np.float32)
+    model = SamModel(sitting.raw_sam, sitting.model_type)
+    with torch.inference_mode():
+        [embedding] = model.embed([pixels])
+        sitting.raw.set_image(pixels)
+        transformed = sitting.raw.transform.apply_boxes_torch(torch.as_tensor(boxes_xyxy), pixels.shape[:2])
+
+        def stock() -> None:
+            found, _, _ = sitting.raw.predict_torch(None, None, boxes=transformed, multimask_output=False)
+            stock_rle(found)
+
+        def cap() -> None:
+            found, _ = model.decode(embedding, boxes_xyxy, multimask=False)
+            masks.encode(found[:, 0])
+
+        times: dict[str, list[float]] = {"stock": [], "cap": []}
+        for _ in range(repeats + 1):
+            for name, run in (("stock", stock), ("cap", cap)):  # alternated, so noise hits both alike
+                started = time.perf_counter()
+                run()
+                times[name].append((time.perf_counter() - started) * 1000 / boxes)
+    stock_ms, cap_ms = statistics.median(times["stock"][1:]), statistics.median(times["cap"][1:])
+    return {"boxes": boxes, "stock_ms_per_box": stock_ms, "cap_ms_per_box": cap_ms, "ratio": cap_ms / stock_ms}
+
+
+# --- row 9: GPU only -----------------------------------------------------------------------
+
+
+def gpu_encoder(repeats: int = 10) -> dict | None:
+    if not torch.cuda.is_available():
+        return None
+    sam = sam_model_registry["vit_h"]().cuda().eval()
+    figures = {}
+    for batch in (1, 4):
+        inputs = torch.randn(batch, 3, 1024, 1024, device="cuda")
+        for precision in ("fp32", "bf16"):
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+            with torch.inference_mode(), autocast:
+                sam.image_encoder(inputs)
+                torch.cuda.synchronize()
+                started = time.perf_counter()
+                for _ in range(repeats):
+                    sam.image_encoder(inputs)
+                torch.cuda.synchronize()
+            figures[f"batch{batch}_{precision}_images_per_s"] = batch * repeats / (time.perf_counter() - started)
+    figures["device"] = torch.cuda.get_device_name()
+    return figures
+
+
+# --- the sitting ---------------------------------------------------------------------------
+
+
+def run(mode: str) -> dict:
+    quick = mode == "quick"
+    sitting = Sitting(mode, runs=20 if quick else 5)
+    started = time.perf_counter()
+    try:
+        app = sitting.start_app()
+        try:
+            sqlite = one_at_a_time(sitting, app, "sqlite")
+        finally:
+            app.stop()
+        cosmos = cosmos_one_at_a_time(sitting)
+        rows = {
+            "one_at_a_time_sqlite": sqlite,
+            "one_at_a_time_cosmos": cosmos,
+            "concurrent": concurrent(sitting, 16),
+            "memory": memory_growth(sitting, 500),
+            "idle_connections": idle_connections(sitting, 1000),
+            "decoder": decoder_per_box(sitting, 16, repeats=9 if quick else 5),
+            "gpu": gpu_encoder(),
+        }
+    finally:
+        sitting.images.stop()
+    return {
+        "mode": mode, "model": sitting.model_type, "machine": platform.node(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+        "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", ""), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": time.perf_counter() - started, "rows": rows,
+    }
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def markdown(report: dict) -> str:
+    rows = report["rows"]
+    sqlite, cosmos, conc = rows["one_at_a_time_sqlite"], rows["one_at_a_time_cosmos"], rows["concurrent"]
+    mem, idle, dec = rows["memory"], rows["idle_connections"], rows["decoder"]
+    lines = [
+        f"# Benchmark sitting: {report['mode']} mode, model {report['model']}",
+        "",
+        f"{report['date']} on `{report['machine']}`: {report['cpu_count']} cores, torch threads "
+        f"{report['torch_threads']}, CUDA {report['cuda']}, tcmalloc {report['tcmalloc']}; "
+        f"{report['seconds']:.0f} s in all. Command: `.venv/bin/python -m bench.sitting --mode {report['mode']}`.",
+        "",
+        "| # | scenario | figure | result | target | verdict |",
+        "|---|---|---|---|---|---|",
+        f"| 1 | raw model | set_image + predict_torch, p50 | {fmt(sqlite['raw_p50_ms'], 1)} ms | the limit | |",
+        f"| 2 | one client at a time, SQLite | end to end ÷ row 1; overhead p50 / p99 | {fmt(sqlite['ratio'], 3)}; "
+        f"{fmt(sqlite['overhead_p50_ms'], 1)} / {fmt(sqlite['overhead_p99_ms'], 1)} ms (in-request: "
+        f"{fmt(sqlite['added_p50_ms'], 1)} / {fmt(sqlite['added_p99_ms'], 1)} ms) | ≤ 1.05; p50 ≤ 10 ms | "
+        f"{verdict(sqlite['ratio'] <= 1.05 and sqlite['overhead_p50_ms'] <= 10)} |",
+    ]
+    if cosmos:
+        lines.append(
+            f"| 2 | one client at a time, Cosmos emulator | end to end ÷ row 1; overhead p50 / p99 | "
+            f"{fmt(cosmos['ratio'], 3)}; {fmt(cosmos['overhead_p50_ms'], 1)} / {fmt(cosmos['overhead_p99_ms'], 1)} ms"
+            f" (in-request: {fmt(cosmos['added_p50_ms'], 1)} / {fmt(cosmos['added_p99_ms'], 1)} ms)"
+            f" | ≤ 1.05; p50 ≤ 30 ms | {verdict(cosmos['ratio'] <= 1.05 and cosmos['overhead_p50_ms'] <= 30)} |"
+        )
+    lines += [
+        f"| 3 | same image, new box (cache hit) | end to end ÷ row 2 | {fmt(sqlite['cache_hit_ratio'], 3)} "
+        f"({fmt(sqlite['cache_hit_p50_ms'], 1)} ms) | ≤ 0.10 with vit_b on CPU | {verdict(sqlite['cache_hit_ratio'] <= 0.10)} |",
+        f"| 4 | {conc['clients']} concurrent clients, distinct images | images/s ÷ (1 / row 1) | "
+        f"{fmt(conc['ratio'], 3)} ({fmt(conc['images_per_s'], 2)} of {fmt(conc['model_limit_images_per_s'], 2)} images/s) "
+        f"| ≥ 0.95 | {verdict(conc['ratio'] >= 0.95)} |",
+        f"| 5 | insert to claim (wake-up) | p50 / p99 | {fmt(sqlite['insert_to_claim_p50_ms'])} / "
+        f"{fmt(sqlite['insert_to_claim_p99_ms'])} ms | p50 ≤ 2 ms | {verdict(sqlite['insert_to_claim_p50_ms'] <= 2)} |",
+        f"| 6 | {mem['requests']} sequential requests (tiny model) | RSS after {mem['requests']} ÷ RSS after 50 | "
+        f"{fmt(mem['ratio'], 3)} ({fmt(mem['rss_after_50_mb'], 0)} → {fmt(mem['rss_after_last_mb'], 0)} MB) | ≤ 1.05 "
+        f"| {verdict(mem['ratio'] <= 1.05)} |",
+        f"| 7 | {idle['connections']} idle WebSocket connections | extra RSS per connection; /ping p99 | "
+        f"{fmt(idle['extra_rss_per_connection_kb'], 0)} KB; {fmt(idle['ping_p99_ms'])} ms | ≤ 300 KB; ≤ 50 ms | "
+        f"{verdict(idle['extra_rss_per_connection_kb'] <= 300 and idle['ping_p99_ms'] <= 50)} |",
+        f"| 8 | {dec['boxes']} boxes on one image | decoder + RLE ms per box, stock → CAP | "
+        f"{fmt(dec['stock_ms_per_box'])} → {fmt(dec['cap_ms_per_box'])} ({fmt(dec['ratio'], 3)}×) | report both | |",
+    ]
+    gpu = rows["gpu"]
+    if gpu:
+        lines.append(
+            f"| 9 | vit_h encoder on {gpu['device']} | images/s, batch 1 / 4, fp32 → bf16 | "
+            f"{fmt(gpu['batch1_fp32_images_per_s'])} → {fmt(gpu['batch1_bf16_images_per_s'])} / "
+            f"{fmt(gpu['batch4_fp32_images_per_s'])} → {fmt(gpu['batch4_bf16_images_per_s'])} | report | |"
+        )
+    else:
+        lines.append("| 9 | GPU encoder | images/s | not run: no CUDA device | report | |")
+    if report["mode"] == "quick":
+        lines += ["", "Quick mode checks the harness: the tiny model runs in milliseconds, so the ratio targets "
+                  "(set for vit_b) cannot be met by construction. Read its overheads in ms."]
+    lines += ["", "Row 2's overhead is end to end minus row 1 on the same image (paired); \"in-request\" is end to end "
+              "minus the server's own encoder and decoder time for that request, which the encoder's run-to-run spread "
+              "does not blur.", "", f"Row 4's per-request latency: p50 {fmt(conc['latency_p50_ms'], 0)} ms, p99 {fmt(conc['latency_p99_ms'], 0)} ms. "
+              f"While it ran, writing a result (RLE, SAMOutput, record) took p50 {fmt(conc['write_result_p50_ms'], 1)} ms "
+              f"(max {fmt(conc['write_result_max_ms'], 1)}), and the processor's gap from one record's `processed` to "
+              f"the next one's `processing` was p50 {fmt(conc['between_jobs_p50_ms'], 1)} ms "
+              f"(max {fmt(conc['between_jobs_max_ms'], 1)}). "
+              f"Row 7's /ping p50: {fmt(idle['ping_p50_ms'])} ms; {idle['note']}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=["quick", "full"], default="quick")
+    args = parser.parse_args()
+    report = run(args.mode)
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"{args.mode}-{platform.node() or 'machine'}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(report))
+    plot.latency_by_scenario(report, stem.with_suffix(".png"))
+    print(markdown(report))
+    print(f"written: {stem}.json, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
