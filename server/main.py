@@ -24,7 +24,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from server import __version__, logs
+from server import __version__, images, logs
 from server.config import Settings
 from server.connection import Conversation
 from server.listener import LimitedListener
@@ -34,11 +34,19 @@ from server.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
-# The WebSocket layer drops frames past this multiple of MAX_MESSAGE_BYTES
-# with a bare close 1009; up to it, the request is read and refused with a
-# typed `message_too_large` error.
+# The WebSocket layer drops messages past this multiple of MAX_MESSAGE_BYTES
+# (plus room for an inline image, see `hard_message_limit`) with a bare close
+# 1009; up to it, the request is read and refused with a typed
+# `message_too_large` error.
 HARD_MESSAGE_LIMIT_FACTOR = 4
 WATCHDOG_SECONDS = 1.0
+
+
+def hard_message_limit(settings: Settings) -> int:
+    """The largest message the WebSocket layer reads at all."""
+    return settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR + images.data_url_max_chars(
+        settings.max_image_bytes
+    )
 
 
 def _http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -86,7 +94,7 @@ class App:
             self._handle,
             sock=self.listener,
             process_request=self._process_request,
-            max_size=self.settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR,
+            max_size=hard_message_limit(self.settings),
         )
         self._server.handler = self.listener.track(self._server.handler)
         self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)
