@@ -58,3 +58,14 @@ install_cosmos_emulator() {
         sha256sum "$folder/package-lock.json" | cut -d' ' -f1 > "$stamp"
     fi
 }
+
+# The page's tests drive Debian's chromium through Playwright (never
+# `playwright install`, which downloads a browser of its own). Installed from
+# apt-get when it is missing and we are root; without it those tests skip.
+install_chromium() {
+    if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Installing chromium (for the page's browser tests)..." >&2
+        { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 || true
+    fi
+    [ -x /usr/bin/chromium ] || echo "Note: /usr/bin/chromium is missing; the page's browser tests will be skipped." >&2
+}

@@ -1,8 +1,9 @@
 """Wiring: the store, the processor thread and the WebSocket/HTTP server.
 
-One port serves both: `GET /ping` and `GET /health` are answered as plain
-HTTP in `process_request`; a WebSocket upgrade on `/` starts a
-`Conversation` in the server's per-connection thread.
+One port serves both: `GET /ping`, `GET /health` and the page at `GET /`
+(server/page.html) are answered as plain HTTP in `process_request`; a
+WebSocket upgrade on `/` starts a `Conversation` in the server's
+per-connection thread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 # `message_too_large` error.
 HARD_MESSAGE_LIMIT_FACTOR = 4
 WATCHDOG_SECONDS = 1.0
+# The page people use: one static file, read once. It holds no secret, so it
+# is served without a token; its WebSocket upgrade needs one like any other.
+PAGE = (Path(__file__).resolve().parent / "page.html").read_bytes()
 
 
 def hard_message_limit(settings: Settings) -> int:
@@ -163,6 +168,8 @@ class App:
             return _http_response(status, json.dumps(body).encode(), "application/json")
         if path != "/":
             return _http_response(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain; charset=utf-8")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return _http_response(http.HTTPStatus.OK, PAGE, "text/html; charset=utf-8")
         if self.settings.api_token and not self._has_token(request):
             return _http_response(
                 http.HTTPStatus.UNAUTHORIZED,
