@@ -121,7 +121,8 @@ def overlay(pixels: np.ndarray, result: dict[str, Any]) -> Image.Image:
 def describe_result(result: dict[str, Any]) -> list[str]:
     """The lines printed for a result: one per box, then the timings."""
     image = result["image"]
-    lines = [f"result: {len(result['masks'])} masks for the {image['width']}x{image['height']} image"]
+    count = len(result["masks"])
+    lines = [f"result: {count} mask{'' if count == 1 else 's'} for the {image['width']}x{image['height']} image"]
     for index, answer in enumerate(result["masks"]):
         candidates = answer if isinstance(answer, list) else [answer]
         box = candidates[0]["box"]

@@ -156,6 +156,7 @@ def test_a_local_file_is_sent_as_a_data_url(start_app, tmp_path):
     done = run_client(ws_url(app), "--image", str(path), "--box", "5,5,30,20", "--multimask",
                       "--out", str(out), "--json", str(result_path))
     assert done.returncode == client.EXIT_OK, done.stderr
+    assert "result: 1 mask for the 64x48 image" in done.stdout.splitlines()
     assert Image.open(out).size == (64, 48)
     result = json.loads(result_path.read_text())
     assert len(result["masks"]) == 1 and len(result["masks"][0]) == 3  # --multimask

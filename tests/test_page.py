@@ -244,7 +244,7 @@ def test_a_removed_box_is_not_sent(start_app, image_server, page):
     wait_for_answer(page)
     (request,) = frames.sent
     assert request["boxes"] == [{"x": 100, "y": 100, "width": 100, "height": 80}]
-    assert page.inner_text("#status").startswith("Done: 1 masks")
+    assert page.inner_text("#status").startswith("Done: 1 mask in ")
 
 
 def test_an_image_the_server_cannot_download_shows_the_servers_sentence(start_app, image_server, page):
