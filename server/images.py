@@ -11,7 +11,6 @@ any pixel data is loaded. `save` and `find_saved` keep the original bytes at
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import glob
 import hashlib
@@ -262,7 +261,7 @@ def parse_data_url(url: str, *, max_bytes: int) -> bytes:
         raise _too_large(max_bytes)
     try:
         data = base64.b64decode(payload, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character that is not ASCII
         raise ImageError(
             "invalid_request", "The data: URL's base64 is malformed: it has characters or padding base64 does not allow."
         ) from None

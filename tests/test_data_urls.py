@@ -99,13 +99,15 @@ def test_past_the_hard_limit_the_websocket_layer_drops_the_message(start_app):
         ("data:image/png;base64,%%%notbase64%%%", "invalid_request"),
         ("data:image/png;base64,iVBORw0KGgo", "invalid_request"),  # truncated padding
         ("data:image/png,%89PNG", "invalid_request"),  # not base64
+        ("data:image/png;base64,iVBOé===", "invalid_request"),  # not ASCII
+        ("data:image/png;base64,\ud800AAA", "invalid_request"),  # a lone surrogate, escaped in the JSON
         ("data:text/plain;base64," + base64.b64encode(b"hello").decode(), "unsupported_image"),
         ("data:image/gif;base64," + base64.b64encode(files.png_rgb(8, 8)).decode(), "unsupported_image"),
         (data_url(files.html_page()), "unsupported_image"),  # valid base64, not an image
         (data_url(files.truncated_jpeg(64, 48), "image/jpeg"), "unsupported_image"),
         (data_url(b"GIF89a" + files.png_rgb(8, 8)[6:]), "unsupported_image"),  # garbage after a GIF magic
     ],
-    ids=["bad-base64", "bad-padding", "not-base64", "text", "gif-type", "html", "truncated", "junk"],
+    ids=["bad-base64", "bad-padding", "not-base64", "not-ascii", "surrogate", "text", "gif-type", "html", "truncated", "junk"],
 )
 def test_a_malformed_data_url_gets_a_typed_error(start_app, image_url, code):
     app = start_app()

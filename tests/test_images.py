@@ -258,6 +258,9 @@ def test_a_data_url_gives_back_its_bytes(media_type, data):
         ("data:image/png;base64,iVBOR!!!", "invalid_request", "malformed"),
         ("data:image/png;base64,iVBORw0KGgo", "invalid_request", "malformed"),  # padding missing
         ("data:image/png;base64,iVBO Rw0K", "invalid_request", "malformed"),
+        ("data:image/png;base64,iVBOé===", "invalid_request", "malformed"),  # not ASCII
+        ("data:image/png;base64,\ud800AAA", "invalid_request", "malformed"),  # a lone surrogate, as JSON allows
+        ("data:image/\ud800;base64,AAAA", "unsupported_image", "image/\\ud800"),
         ("data:image/png,rawbytes", "invalid_request", "base64"),
         ("data:image/png;base64", "invalid_request", "base64"),
         ("data:text/plain;base64,aGVsbG8=", "unsupported_image", "text/plain"),

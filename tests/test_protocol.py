@@ -124,6 +124,12 @@ def test_an_oversized_message_that_is_not_json_is_too_large_not_invalid_json():
     assert refused("x" * 1000).code == "invalid_json"
 
 
+def test_a_data_url_with_a_lone_surrogate_is_counted_not_crashed_on():
+    text = json.dumps({**GOOD, "image_url": "data:image/png;base64,\ud800" + "A" * 1100})
+    assert "\\ud800" in text  # JSON escapes it: valid JSON, and not encodable as UTF-8 once parsed
+    assert parse(text).image_url.startswith("data:image/png;base64,\ud800")
+
+
 def test_a_data_url_is_never_echoed_in_an_error():
     error = refused({**GOOD, "image_url": data_url(30), "boxes": []})
     assert error.code == "invalid_request" and "data:" not in error.message
