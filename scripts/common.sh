@@ -28,12 +28,14 @@ install_venv() {
 # tcmalloc makes SAM on the CPU 2-5x faster. Install it when we can (root
 # with apt-get), preload it when it is there, and carry on without it if not.
 preload_tcmalloc() {
+    # awk reads ldconfig's whole output: an early exit would kill ldconfig
+    # with SIGPIPE, which `set -o pipefail` makes fatal to the caller.
     local lib
-    lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
+    lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / && !lib {lib = $NF} END {print lib}')
     if [ -z "$lib" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "Installing libtcmalloc-minimal4 (faster SAM on the CPU)..." >&2
         { apt-get install -y -q libtcmalloc-minimal4 || { apt-get update -q && apt-get install -y -q libtcmalloc-minimal4; }; } >/dev/null 2>&1 || true
-        lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
+        lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / && !lib {lib = $NF} END {print lib}')
     fi
     if [ -n "$lib" ]; then
         export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
