@@ -28,12 +28,14 @@ install_venv() {
 # tcmalloc makes SAM on the CPU 2-5x faster. Install it when we can (root
 # with apt-get), preload it when it is there, and carry on without it if not.
 preload_tcmalloc() {
+    # awk reads ldconfig's whole output: an early exit would kill ldconfig
+    # with SIGPIPE, which `set -o pipefail` makes fatal to the caller.
     local lib
-    lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
+    lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / && !lib {lib = $NF} END {print lib}')
     if [ -z "$lib" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "Installing libtcmalloc-minimal4 (faster SAM on the CPU)..." >&2
         { apt-get install -y -q libtcmalloc-minimal4 || { apt-get update -q && apt-get install -y -q libtcmalloc-minimal4; }; } >/dev/null 2>&1 || true
-        lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
+        lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / && !lib {lib = $NF} END {print lib}')
     fi
     if [ -n "$lib" ]; then
         export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
@@ -57,4 +59,15 @@ install_cosmos_emulator() {
         (cd "$folder" && npm ci --silent --no-audit --no-fund)
         sha256sum "$folder/package-lock.json" | cut -d' ' -f1 > "$stamp"
     fi
+}
+
+# The page's tests drive Debian's chromium through Playwright (never
+# `playwright install`, which downloads a browser of its own). Installed from
+# apt-get when it is missing and we are root; without it those tests skip.
+install_chromium() {
+    if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Installing chromium (for the page's browser tests)..." >&2
+        { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 || true
+    fi
+    [ -x /usr/bin/chromium ] || echo "Note: /usr/bin/chromium is missing; the page's browser tests will be skipped." >&2
 }

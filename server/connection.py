@@ -75,19 +75,15 @@ class Conversation:
         settings = self.settings
         message = self._receive_request()
         request = protocol.parse_request(
-            message, max_boxes=settings.max_boxes, max_message_bytes=settings.max_message_bytes
+            message,
+            max_boxes=settings.max_boxes,
+            max_message_bytes=settings.max_message_bytes,
+            max_image_bytes=settings.max_image_bytes,
         )
         self._refuse_if_queue_full()
 
         started = time.perf_counter()
-        data = images.download(
-            request.image_url,
-            max_bytes=settings.max_image_bytes,
-            timeout=settings.download_timeout,
-            allow_private=settings.allow_private_urls,
-            max_redirects=settings.max_redirects,
-        )
-        image = images.decode(data, max_pixels=settings.max_image_pixels)
+        data, image, image_url = self._read_image(request.image_url)
         self.download_ms = (time.perf_counter() - started) * 1000
         boxes = protocol.clip_boxes(request.boxes, image.width, image.height)
         self.summary = {"boxes": len(boxes), "image": f"{image.width}x{image.height}"}
@@ -96,7 +92,7 @@ class Conversation:
         record = jobs.new_record(
             job_id,
             now=utcnow(),
-            image_url=request.image_url,
+            image_url=image_url,
             image_sha256=images.sha256_hex(data),
             width=image.width,
             height=image.height,
@@ -118,6 +114,26 @@ class Conversation:
         self.app.processor.wake.set()
         self._send(protocol.queued_message(job_id, ahead + 1))
         self._wait_and_deliver(wake_me)
+
+    def _read_image(self, url: str) -> tuple[bytes, images.DecodedImage, str]:
+        """The image's bytes, decoded pixels, and the URL its record keeps.
+
+        A data: URL is read in place and only PNG, JPEG or WebP is accepted;
+        its record keeps a short description, not megabytes of base64.
+        """
+        settings = self.settings
+        if images.is_data_url(url):
+            data = images.parse_data_url(url, max_bytes=settings.max_image_bytes)
+            image = images.decode(data, max_pixels=settings.max_image_pixels, formats=images.DATA_URL_FORMATS)
+            return data, image, images.describe_data_url(url, len(data))
+        data = images.download(
+            url,
+            max_bytes=settings.max_image_bytes,
+            timeout=settings.download_timeout,
+            allow_private=settings.allow_private_urls,
+            max_redirects=settings.max_redirects,
+        )
+        return data, images.decode(data, max_pixels=settings.max_image_pixels), url
 
     def _receive_request(self) -> str | bytes:
         """The client's one message, within REQUEST_TIMEOUT, unless the server starts draining."""

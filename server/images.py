@@ -1,7 +1,8 @@
 """Safe image download and decode (DESIGN §2 error codes, §3 "Image files").
 
 `download` fetches an http(s) URL with a guard against server-side request
-forgery, a byte limit and a deadline for the whole transfer. `decode` turns
+forgery, a byte limit and a deadline for the whole transfer. `parse_data_url`
+reads an image sent inline as a base64 `data:` URL instead. `decode` turns
 the bytes into RGB pixels as displayed, refusing decompression bombs before
 any pixel data is loaded. `save` and `find_saved` keep the original bytes at
 `IMAGE_DIR/<id>.<ext>`.
@@ -9,6 +10,7 @@ any pixel data is loaded. `save` and `find_saved` keep the original bytes at
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
 import hashlib
@@ -30,8 +32,12 @@ from PIL import Image, ImageOps
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK_BYTES = 64 * 1024
 # Raster formats only: no EPS (Ghostscript), PDF or other exotic decoders.
-_ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# A data: URL may carry only these media types, and its bytes must decode as one of them.
+DATA_URL_MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+DATA_URL_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 _EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg"}
+_DISPLAY_NAMES = {"WEBP": "WebP"}
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
@@ -74,6 +80,13 @@ def download(
     Raises ValueError for a non-http(s) URL, ImageError for everything the
     client should hear about.
     """
+    if is_data_url(url):
+        # Only a record's short description of an inline image reaches here:
+        # the image itself was sent to, and saved by, another server.
+        raise ImageError(
+            "image_download_failed",
+            "The image was sent inline as a data: URL, and only the server that received it keeps it.",
+        )
     if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"not an http(s) URL: {url!r}")
     deadline = time.monotonic() + timeout
@@ -213,13 +226,68 @@ def _download_errors(host: str, timeout: float):
         ) from None
 
 
+# --- data: URLs ---------------------------------------------------------------
+
+
+def is_data_url(url: str) -> bool:
+    return url[:5].lower() == "data:"
+
+
+def data_url_max_chars(max_bytes: int) -> int:
+    """The longest a base64 data: URL of at most `max_bytes` image bytes can be."""
+    longest_head = max(len(f"data:{media_type};base64,") for media_type in DATA_URL_MEDIA_TYPES)
+    return longest_head + 4 * -(-max_bytes // 3)  # base64: 4 characters for every 3 bytes
+
+
+def parse_data_url(url: str, *, max_bytes: int) -> bytes:
+    """The image bytes of `data:image/png;base64,...` (or image/jpeg, image/webp).
+
+    Pure: no I/O. The size limit applies to the decoded bytes. Raises
+    ImageError with the code the client should get.
+    """
+    head, comma, payload = url.partition(",")
+    media_type, _, encoding = head[len("data:"):].partition(";")
+    if not comma or encoding.lower() != "base64":
+        raise ImageError(
+            "invalid_request",
+            "A data: URL image must be base64, written data:<media type>;base64,<data>.",
+        )
+    if media_type.lower() not in DATA_URL_MEDIA_TYPES:
+        raise ImageError(
+            "unsupported_image",
+            f"A data: URL image must be image/png, image/jpeg or image/webp, not {media_type[:40]!r}.",
+        )
+    if len(payload) // 4 * 3 > max_bytes + 2:  # refuse before decoding; the exact check follows
+        raise _too_large(max_bytes)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except ValueError:  # binascii.Error, or a character that is not ASCII
+        raise ImageError(
+            "invalid_request", "The data: URL's base64 is malformed: it has characters or padding base64 does not allow."
+        ) from None
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes)
+    if not data:
+        raise ImageError("unsupported_image", "The data: URL holds no image data.")
+    return data
+
+
+def describe_data_url(url: str, size: int) -> str:
+    """What a record keeps instead of an inline image: its media type and size."""
+    media_type = url[len("data:"):].partition(";")[0].lower()
+    return f"data:{media_type};base64,... ({size} bytes, sent inline)"
+
+
 # --- decode -----------------------------------------------------------------
 
 
-def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
-    """Decode the first frame as displayed: EXIF rotation applied, RGB uint8."""
+def decode(data: bytes, *, max_pixels: int, formats: tuple[str, ...] = ALLOWED_FORMATS) -> DecodedImage:
+    """Decode the first frame as displayed: EXIF rotation applied, RGB uint8.
+
+    Only images in `formats` (Pillow's names) are read; others are unsupported_image.
+    """
     Image.init()  # registers every plugin, so that Image.OPEN lists what this build reads
-    formats = [name for name in _ALLOWED_FORMATS if name in Image.OPEN]
+    formats = [name for name in formats if name in Image.OPEN]
     try:
         with Image.open(io.BytesIO(data), formats=formats) as image:
             width, height = image.size
@@ -241,8 +309,7 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
     except Image.UnidentifiedImageError:
         raise ImageError(
             "unsupported_image",
-            "The URL did not return an image this server reads "
-            "(JPEG, PNG, WebP, GIF, BMP or TIFF).",
+            f"The image is not one this server reads: send {_format_names(formats)}.",
         ) from None
     except Exception:  # Pillow's decoders raise many types on bad input.
         raise ImageError(
@@ -250,6 +317,11 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
             "The image could not be decoded; the file may be truncated or corrupt.",
         ) from None
     return DecodedImage(pixels=pixels, extension=extension)
+
+
+def _format_names(formats: list[str]) -> str:
+    names = [_DISPLAY_NAMES.get(name, name) for name in formats if name != "MPO"]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

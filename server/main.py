@@ -1,8 +1,9 @@
 """Wiring: the store, the processor thread and the WebSocket/HTTP server.
 
-One port serves both: `GET /ping` and `GET /health` are answered as plain
-HTTP in `process_request`; a WebSocket upgrade on `/` starts a
-`Conversation` in the server's per-connection thread.
+One port serves both: `GET /ping`, `GET /health` and the page at `GET /`
+(server/page.html) are answered as plain HTTP in `process_request`; a
+WebSocket upgrade on `/` starts a `Conversation` in the server's
+per-connection thread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +26,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from server import __version__, logs
+from server import __version__, images, logs
 from server.config import Settings
 from server.connection import Conversation
 from server.listener import LimitedListener
@@ -34,11 +36,22 @@ from server.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
-# The WebSocket layer drops frames past this multiple of MAX_MESSAGE_BYTES
-# with a bare close 1009; up to it, the request is read and refused with a
-# typed `message_too_large` error.
+# The WebSocket layer drops messages past this multiple of MAX_MESSAGE_BYTES
+# (plus room for an inline image, see `hard_message_limit`) with a bare close
+# 1009; up to it, the request is read and refused with a typed
+# `message_too_large` error.
 HARD_MESSAGE_LIMIT_FACTOR = 4
 WATCHDOG_SECONDS = 1.0
+# The page people use: one static file, read once. It holds no secret, so it
+# is served without a token; its WebSocket upgrade needs one like any other.
+PAGE = (Path(__file__).resolve().parent / "page.html").read_bytes()
+
+
+def hard_message_limit(settings: Settings) -> int:
+    """The largest message the WebSocket layer reads at all."""
+    return settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR + images.data_url_max_chars(
+        settings.max_image_bytes
+    )
 
 
 def _http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -86,7 +99,7 @@ class App:
             self._handle,
             sock=self.listener,
             process_request=self._process_request,
-            max_size=self.settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR,
+            max_size=hard_message_limit(self.settings),
         )
         self._server.handler = self.listener.track(self._server.handler)
         self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)
@@ -155,6 +168,8 @@ class App:
             return _http_response(status, json.dumps(body).encode(), "application/json")
         if path != "/":
             return _http_response(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain; charset=utf-8")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return _http_response(http.HTTPStatus.OK, PAGE, "text/html; charset=utf-8")
         if self.settings.api_token and not self._has_token(request):
             return _http_response(
                 http.HTTPStatus.UNAUTHORIZED,

@@ -12,6 +12,8 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.images import data_url_max_chars, is_data_url
+
 # Error code -> WebSocket close code sent after the error message.
 CLOSE_CODES = {
     "invalid_json": 1008,
@@ -70,22 +72,32 @@ def _invalid(message: str) -> ProtocolError:
     return ProtocolError("invalid_request", message)
 
 
-def parse_request(message: str | bytes, *, max_boxes: int, max_message_bytes: int) -> Request:
-    """Turn the client's one message into a `Request`, or raise `ProtocolError`."""
+def message_limit(max_message_bytes: int, max_image_bytes: int) -> int:
+    """The largest request: MAX_MESSAGE_BYTES plus room for an inline image of MAX_IMAGE_BYTES."""
+    return max_message_bytes + data_url_max_chars(max_image_bytes)
+
+
+def parse_request(
+    message: str | bytes, *, max_boxes: int, max_message_bytes: int, max_image_bytes: int
+) -> Request:
+    """Turn the client's one message into a `Request`, or raise `ProtocolError`.
+
+    The message may exceed `max_message_bytes` only by the length of a data:
+    URL in `image_url`, which may hold up to `max_image_bytes` of image.
+    """
     if isinstance(message, bytes):
         raise _invalid("Send the request as a JSON text message, not a binary frame.")
     size = len(message.encode("utf-8"))
-    if size > max_message_bytes:
-        raise ProtocolError(
-            "message_too_large",
-            f"The request is {size} bytes; the limit is {max_message_bytes} bytes.",
-        )
+    if size > message_limit(max_message_bytes, max_image_bytes):
+        raise _too_large(size, max_message_bytes, max_image_bytes)
     try:
-        body = json.loads(message)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError("invalid_json", f"The request is not valid JSON: {exc}.") from None
-    except (RecursionError, ValueError):  # nesting too deep, or an integer literal too long
-        raise ProtocolError("invalid_json", "The request is JSON this server will not parse: too deeply nested, or a number too long.") from None
+        body = _load_json(message)
+    except ProtocolError:
+        if size > max_message_bytes:
+            raise _too_large(size, max_message_bytes, max_image_bytes) from None
+        raise
+    if size - _inline_image_bytes(body) > max_message_bytes:
+        raise _too_large(size, max_message_bytes, max_image_bytes)
     if not isinstance(body, dict):
         raise _invalid("The request must be a JSON object with image_url and boxes.")
     unknown = sorted(set(body) - REQUEST_KEYS)
@@ -104,16 +116,45 @@ def parse_request(message: str | bytes, *, max_boxes: int, max_message_bytes: in
     )
 
 
+def _load_json(message: str) -> Any:
+    try:
+        return json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"The request is not valid JSON: {exc}.") from None
+    except (RecursionError, ValueError):  # nesting too deep, or an integer literal too long
+        raise ProtocolError("invalid_json", "The request is JSON this server will not parse: too deeply nested, or a number too long.") from None
+
+
+def _inline_image_bytes(body: Any) -> int:
+    """The size of a data: URL in `image_url`: the part of a request that MAX_MESSAGE_BYTES does not count.
+
+    Counted in characters, which is its size in bytes for any valid data: URL
+    (base64 is ASCII) and never more than that for an invalid one.
+    """
+    url = body.get("image_url") if isinstance(body, dict) else None
+    return len(url) if isinstance(url, str) and is_data_url(url) else 0
+
+
+def _too_large(size: int, max_message_bytes: int, max_image_bytes: int) -> ProtocolError:
+    return ProtocolError(
+        "message_too_large",
+        f"The request is {size} bytes; the limit is {max_message_bytes} bytes, not counting "
+        f"an image sent as a data: URL (at most {max_image_bytes} bytes of image).",
+    )
+
+
 def _parse_image_url(url: Any) -> str:
     if not isinstance(url, str) or not url:
         raise _invalid("image_url must be a non-empty string.")
+    if is_data_url(url):
+        return url  # its contents are checked when the image is read, never echoed back
     try:
         parts = urlsplit(url)
         parts.port  # raises ValueError on a malformed port
     except ValueError:
         raise _invalid(f"image_url {url!r} is not a valid URL.") from None
     if parts.scheme not in ("http", "https"):
-        raise _invalid(f"image_url must use http or https, not {parts.scheme or 'no scheme'!r}.")
+        raise _invalid(f"image_url must use http, https or data, not {parts.scheme or 'no scheme'!r}.")
     if not parts.hostname:
         raise _invalid(f"image_url {url!r} has no host.")
     return url

@@ -1,12 +1,14 @@
 """The README and .env.example stay true to the code."""
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 from dotenv import dotenv_values
+from PIL import Image
 
 from server.config import Settings
 from tests.conftest import ws_url
@@ -50,3 +52,18 @@ def test_the_example_client_runs_against_a_real_server(start_app, image_server):
 def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
     assert "`./scripts/run`" in README and "`./scripts/test`" in README
     assert "exec ./scripts/test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_shows_the_command_line_clients_usage_verbatim():
+    done = subprocess.run(
+        [sys.executable, "-m", "server.client", "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "100"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "$ .venv/bin/python -m server.client --help\n" + done.stdout.rstrip() + "\n```" in README
+
+
+def test_readme_shows_the_pages_screenshot():
+    assert "](docs/page.png)" in README
+    with Image.open(REPO / "docs" / "page.png") as screenshot:
+        assert screenshot.format == "PNG" and screenshot.width >= 800

@@ -20,6 +20,7 @@ of over 4,300 digits); they are client errors now, pinned by the tests at the en
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import json
@@ -62,7 +63,10 @@ VALID_CAP = max(150, EXAMPLES // 12)  # requests that run the model; past it, th
 RECV_TIMEOUT = 20.0  # seconds per message: far above any answer, so only a hang trips it
 MAX_BOXES = 64  # the default, which the fuzzed server keeps
 MAX_MESSAGE_BYTES = 65536  # likewise
-HARD_LIMIT = 4 * MAX_MESSAGE_BYTES  # past it, the README promises a bare close 1009
+MAX_IMAGE_BYTES = 65536  # lowered from the default, so that the messages at the hard limit stay small
+# Past it, the README promises a bare close 1009: 4x MAX_MESSAGE_BYTES, plus the
+# longest data: URL of MAX_IMAGE_BYTES (its media type, and 4 base64 characters per 3 bytes).
+HARD_LIMIT = 4 * MAX_MESSAGE_BYTES + len("data:image/webp;base64,") + 4 * math.ceil(MAX_IMAGE_BYTES / 3)
 WIDTH, HEIGHT = 24, 16  # the one image valid requests use
 DEEP = 500  # nesting beyond this may hit Python's recursion limit in json.loads (known bug)
 
@@ -75,7 +79,7 @@ BARE_1009 = "bare close 1009"
 @dataclasses.dataclass(frozen=True)
 class Urls:
     tiny: str  # a 24x16 PNG
-    aliases: tuple[str, ...]  # other spellings of it
+    aliases: tuple[str, ...]  # other spellings of it, its data: URL among them
     page: str  # an HTML page: unsupported_image
     failing: tuple[str, ...]  # 404, a query the server does not route, a closed port
 
@@ -92,7 +96,11 @@ def make_urls(image_server) -> Urls:
     tiny = image_server.url("/fuzz/tiny.png")
     return Urls(
         tiny=tiny,
-        aliases=(tiny + "#fragment", tiny.replace("http://", "HTTP://")),
+        aliases=(
+            tiny + "#fragment",
+            tiny.replace("http://", "HTTP://"),
+            "data:image/png;base64," + base64.b64encode(image_files.png_rgb(WIDTH, HEIGHT)).decode(),
+        ),
         page=image_server.url("/fuzz/page.html"),
         failing=(
             image_server.url("/fuzz/missing.png"),
@@ -118,9 +126,14 @@ INVALID = expect("invalid_request")
 
 
 def url_outcome(url: object, urls: Urls) -> frozenset[str] | None:
-    """None: not an http(s) URL with a host (invalid_request). "ok": the tiny image."""
+    """None: not an http(s) or data: URL (invalid_request). "ok": the tiny image."""
     if not isinstance(url, str) or not url:
         return None
+    if url == urls.tiny or url in urls.aliases:
+        return frozenset({"ok"})
+    if url[:5].lower() == "data:":
+        # Some other data: URL: malformed, not a PNG/JPEG/WebP, too large, or an image after all.
+        return frozenset({"invalid_request", "unsupported_image", "image_too_large", "ok"})
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
@@ -128,8 +141,6 @@ def url_outcome(url: object, urls: Urls) -> frozenset[str] | None:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    if url == urls.tiny or url in urls.aliases:
-        return frozenset({"ok"})
     if url == urls.page:
         return frozenset({"unsupported_image"})
     if url in urls.failing:
@@ -267,7 +278,7 @@ def urls_strategy(draw, urls: Urls):
     return draw(
         st.sampled_from(
             [urls.tiny, urls.tiny, urls.tiny, urls.page, *urls.aliases, *urls.failing,
-             "ftp://127.0.0.1/a.png", "file:///etc/passwd", "http://", "http:///a.png", "javascript:alert(1)",
+             "ftp://127.0.0.1/a.png", "file:///etc/passwd", "data:image/png;base64,iVBOR", "data:text/plain,hi", "http://", "http:///a.png", "javascript:alert(1)",
              "http://127.0.0.1:99999/a.png", "http://[::1/a.png", "//127.0.0.1/a.png", "127.0.0.1/a.png", ""]
         )
         | texts
@@ -428,7 +439,7 @@ def empty_messages(urls: Urls):
 
 
 def oversized(urls: Urls):
-    """Around MAX_MESSAGE_BYTES (a typed message_too_large past it) and 4x it (a bare 1009)."""
+    """Around MAX_MESSAGE_BYTES (a typed message_too_large past it) and HARD_LIMIT (a bare 1009)."""
     sizes = [MAX_MESSAGE_BYTES - 1, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES + 1, HARD_LIMIT, HARD_LIMIT + 1]
 
     def build(size_and_fill):
@@ -496,7 +507,7 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def test_fuzzed_messages_each_get_one_typed_answer(start_app, image_server):
-    app = start_app()  # one server for the whole run
+    app = start_app(max_image_bytes=MAX_IMAGE_BYTES)  # one server for the whole run
     url = ws_url(app)
     urls = make_urls(image_server)
     counts: collections.Counter[str] = collections.Counter()
@@ -547,7 +558,7 @@ def test_fuzzed_messages_each_get_one_typed_answer(start_app, image_server):
     errors = sum(n for label, n in counts.items() if label in README_CODES)
     print(
         f"\nfuzz: {sent} messages in {elapsed:.1f} s ({sent / elapsed:.0f}/s): {counts['result']} results, "
-        f"{errors} typed errors, {counts[BARE_1009]} bare 1009 closes (over 4x MAX_MESSAGE_BYTES), "
+        f"{errors} typed errors, {counts[BARE_1009]} bare 1009 closes (over HARD_LIMIT), "
         f"0 hangs, 0 silent drops; {capped} valid requests redirected past the cap of {VALID_CAP}"
         f"\n  by outcome: {dict(counts.most_common())}"
         f"\n  by kind: {dict(kinds.most_common())}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import ipaddress
 import os
@@ -222,6 +223,83 @@ def test_bomb_beyond_pillows_own_limit_is_too_large():
 def test_image_exactly_at_the_pixel_limit_is_accepted():
     assert decode(files.png_rgb(100, 10), max_pixels=1000).pixels.shape == (10, 100, 3)
     assert error_of(decode, files.png_rgb(100, 10), max_pixels=999).code == "image_too_large"
+
+
+def test_decode_reads_only_the_formats_asked_for():
+    gif = encode(Image.new("RGB", (4, 4)), "GIF")
+    assert decode(gif, max_pixels=100).extension == "gif"
+    error = error_of(decode, gif, max_pixels=100, formats=images.DATA_URL_FORMATS)
+    assert error.code == "unsupported_image" and "JPEG, PNG or WebP" in error.message
+
+
+# --- data: URLs -------------------------------------------------------------
+
+
+def as_data_url(data: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64," + base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize(
+    "media_type, data",
+    [
+        ("image/png", files.png_rgb(20, 10)),
+        ("image/jpeg", files.jpeg_rgb(20, 10)),
+        ("IMAGE/WEBP", encode(Image.new("RGB", (20, 10)), "WEBP")),
+    ],
+)
+def test_a_data_url_gives_back_its_bytes(media_type, data):
+    assert images.parse_data_url(as_data_url(data, media_type), max_bytes=MIB) == data
+    assert images.is_data_url(as_data_url(data, media_type).replace("data:", "DATA:"))
+
+
+@pytest.mark.parametrize(
+    "url, code, words",
+    [
+        ("data:image/png;base64,iVBOR!!!", "invalid_request", "malformed"),
+        ("data:image/png;base64,iVBORw0KGgo", "invalid_request", "malformed"),  # padding missing
+        ("data:image/png;base64,iVBO Rw0K", "invalid_request", "malformed"),
+        ("data:image/png;base64,iVBOé===", "invalid_request", "malformed"),  # not ASCII
+        ("data:image/png;base64,\ud800AAA", "invalid_request", "malformed"),  # a lone surrogate, as JSON allows
+        ("data:image/\ud800;base64,AAAA", "unsupported_image", "image/\\ud800"),
+        ("data:image/png,rawbytes", "invalid_request", "base64"),
+        ("data:image/png;base64", "invalid_request", "base64"),
+        ("data:text/plain;base64,aGVsbG8=", "unsupported_image", "text/plain"),
+        ("data:image/gif;base64,R0lGODlh", "unsupported_image", "image/gif"),
+        ("data:;base64,aGVsbG8=", "unsupported_image", "image/png, image/jpeg or image/webp"),
+        ("data:image/png;base64,", "unsupported_image", "no image data"),
+    ],
+)
+def test_a_malformed_data_url_gets_a_typed_error(url, code, words):
+    error = error_of(images.parse_data_url, url, max_bytes=MIB)
+    assert (error.code, words in error.message) == (code, True), error.message
+
+
+def test_the_data_url_limit_counts_decoded_bytes():
+    data = files.png_rgb(30, 30)
+    assert images.parse_data_url(as_data_url(data), max_bytes=len(data)) == data
+    error = error_of(images.parse_data_url, as_data_url(data), max_bytes=len(data) - 1)
+    assert error.code == "image_too_large" and f"{len(data) - 1:,}" in error.message
+
+
+def test_a_huge_data_url_is_refused_before_decoding():
+    error = error_of(images.parse_data_url, "data:image/png;base64," + "!" * 10_000, max_bytes=1000)
+    assert error.code == "image_too_large"  # not "malformed": the size is known without decoding
+
+
+@pytest.mark.parametrize("max_bytes", [1, 2, 3, 4, 1000, 20 * MIB])
+def test_data_url_max_chars_fits_the_largest_data_url(max_bytes):
+    longest = as_data_url(b"x" * max_bytes, "image/webp")
+    assert images.data_url_max_chars(max_bytes) == len(longest)
+
+
+def test_a_record_keeps_a_short_description_of_a_data_url():
+    url = as_data_url(files.png_rgb(100, 100))
+    assert images.describe_data_url(url, 1234) == "data:image/png;base64,... (1234 bytes, sent inline)"
+
+
+def test_an_inline_image_cannot_be_downloaded_again():
+    error = error_of(fetch, "data:image/png;base64,... (1234 bytes, sent inline)")
+    assert error.code == "image_download_failed" and "data: URL" in error.message
 
 
 # --- download ---------------------------------------------------------------

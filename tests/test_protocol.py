@@ -1,5 +1,6 @@
 """Request validation and message building: every error code this layer owns."""
 
+import base64
 import json
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from server import protocol
 from server.protocol import Box, ProtocolError, clip_boxes, parse_request
 
-LIMITS = {"max_boxes": 4, "max_message_bytes": 1024}
+LIMITS = {"max_boxes": 4, "max_message_bytes": 1024, "max_image_bytes": 3000}
 GOOD = {"image_url": "https://example.com/cat.jpg", "boxes": [{"x": 10, "y": 20, "width": 200, "height": 150}]}
 
 
@@ -42,8 +43,8 @@ def test_invalid_json(text):
         ([], "JSON object"),
         ({**GOOD, "box": []}, "'box'"),  # a typo is caught, and named
         ({"boxes": GOOD["boxes"]}, "image_url"),
-        ({**GOOD, "image_url": "ftp://example.com/a.png"}, "http or https"),
-        ({**GOOD, "image_url": "file:///etc/passwd"}, "http or https"),
+        ({**GOOD, "image_url": "ftp://example.com/a.png"}, "http, https or data"),
+        ({**GOOD, "image_url": "file:///etc/passwd"}, "http, https or data"),
         ({**GOOD, "image_url": "https:///nohost.png"}, "no host"),
         ({**GOOD, "image_url": "http://example.com:99999/a.png"}, "not a valid URL"),
         ({**GOOD, "image_url": 7}, "image_url"),
@@ -80,6 +81,58 @@ def test_message_too_large_counts_utf8_bytes():
     error = refused(json.dumps(body, ensure_ascii=False))
     assert error.code == "message_too_large"
     assert "1024" in error.message
+
+
+# --- data: URLs: MAX_MESSAGE_BYTES does not count them; MAX_IMAGE_BYTES bounds them ---------
+
+
+def data_url(image_bytes: int) -> str:
+    """A data: URL of exactly `image_bytes` bytes (not an image: this layer does not look)."""
+    return "data:image/webp;base64," + base64.b64encode(b"\0" * image_bytes).decode()
+
+
+def test_a_data_url_may_take_the_message_past_max_message_bytes():
+    body = {**GOOD, "image_url": data_url(3000)}  # 4,000 characters of base64
+    assert len(json.dumps(body)) > 4000
+    assert parse(body).image_url == body["image_url"]
+
+
+def test_the_message_limit_is_max_message_bytes_plus_the_longest_data_url():
+    assert protocol.message_limit(1024, 3000) == 1024 + len("data:image/webp;base64,") + 4000
+    assert protocol.message_limit(1024, 3001) == 1024 + len("data:image/webp;base64,") + 4004
+
+
+def test_only_the_data_url_is_not_counted():
+    url = data_url(30)
+    text = json.dumps({**GOOD, "image_url": url}).replace(", ", "," + " " * 1100, 1)  # padding outside the URL
+    assert len(text) - len(url) > 1024 and len(text) < protocol.message_limit(1024, 3000)
+    error = refused(text)
+    assert error.code == "message_too_large"
+    assert "1024" in error.message and "data: URL" in error.message
+    assert parse(text.replace(" " * 1100, " " * 900)).image_url == url  # just under: accepted
+
+
+def test_a_message_past_the_whole_limit_is_refused_before_it_is_parsed():
+    text = json.dumps({**GOOD, "image_url": data_url(3800)})  # 3000 image bytes plus 1024 do not hold it
+    assert len(text) > protocol.message_limit(1024, 3000)
+    assert refused(text).code == "message_too_large"
+    assert refused("[" * 9000).code == "message_too_large"  # never parsed, so never a JSON error
+
+
+def test_an_oversized_message_that_is_not_json_is_too_large_not_invalid_json():
+    assert refused("x" * 2000).code == "message_too_large"
+    assert refused("x" * 1000).code == "invalid_json"
+
+
+def test_a_data_url_with_a_lone_surrogate_is_counted_not_crashed_on():
+    text = json.dumps({**GOOD, "image_url": "data:image/png;base64,\ud800" + "A" * 1100})
+    assert "\\ud800" in text  # JSON escapes it: valid JSON, and not encodable as UTF-8 once parsed
+    assert parse(text).image_url.startswith("data:image/png;base64,\ud800")
+
+
+def test_a_data_url_is_never_echoed_in_an_error():
+    error = refused({**GOOD, "image_url": data_url(30), "boxes": []})
+    assert error.code == "invalid_request" and "data:" not in error.message
 
 
 def test_clip_keeps_inside_boxes_and_clips_overhangs():

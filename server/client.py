@@ -1,0 +1,245 @@
+"""`python -m server.client`: segment an image with a CAP server from the command line.
+
+    python -m server.client ws://host:8080 --image URL_OR_PATH --box x,y,w,h [--box ...]
+        [--multimask] [--token T] [--out overlay.png] [--json result.json]
+
+A plain WebSocket client of the public protocol (README, "The protocol"). A
+local file is sent as a data: URL. It prints the progress and the timings,
+writes the masks over the image as a PNG, and the result message as JSON if
+asked. The exit status says how it went: see the EXIT_ constants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+from PIL import Image, ImageDraw, ImageOps
+from pycocotools import mask as mask_utils
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.sync.client import connect
+
+EXIT_OK = 0
+EXIT_SERVER_ERROR = 1  # the server answered with an error message
+EXIT_LOCAL = 2  # bad arguments, or an image or output file this command cannot read or write
+EXIT_CONNECTION = 3  # no connection, or it closed before an answer
+
+# The page's colours (server/page.html), one per box, and how much they cover the image.
+COLOURS = [
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40),
+]
+OPACITY = 0.5
+OPEN_TIMEOUT = 10
+DOWNLOAD_TIMEOUT = 30
+
+# Magic bytes of the formats a data: URL may carry.
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+
+
+class Failure(Exception):
+    """Stop with this message and exit status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- pure helpers -------------------------------------------------------------------
+
+
+def parse_box(text: str) -> dict[str, float]:
+    """`x,y,w,h` in image pixels, as the protocol's box object."""
+    parts = text.split(",")
+    try:
+        x, y, width, height = (float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not x,y,w,h (four numbers)") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be greater than 0")
+    return {"x": x, "y": y, "width": width, "height": height}
+
+
+def is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+def media_type(data: bytes) -> str | None:
+    """image/png, image/jpeg or image/webp from the file's first bytes; None for anything else."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in _SIGNATURES.items() if data.startswith(magic)), None)
+
+
+def data_url(data: bytes) -> str:
+    kind = media_type(data)
+    if kind is None:
+        raise ValueError("only PNG, JPEG and WebP files can be sent")
+    return f"data:{kind};base64," + base64.b64encode(data).decode("ascii")
+
+
+def best_mask(answer: dict | list[dict]) -> dict:
+    """The mask to draw for one box: with --multimask, the best-scoring candidate."""
+    return max(answer, key=lambda mask: mask["score"]) if isinstance(answer, list) else answer
+
+
+def decode_mask(segmentation: dict[str, Any]) -> np.ndarray:
+    """The H×W bool mask of one wire segmentation (COCO RLE)."""
+    rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def overlay(pixels: np.ndarray, result: dict[str, Any]) -> Image.Image:
+    """The image with each box's mask blended in its colour, and the box outlined."""
+    height, width = pixels.shape[:2]
+    if result["image"] != {"width": width, "height": height}:
+        raise ValueError(
+            f"the server saw a {result['image']['width']}x{result['image']['height']} image, "
+            f"this command a {width}x{height} one"
+        )
+    blended = pixels.astype(np.float32)
+    for index, answer in enumerate(result["masks"]):
+        mask = decode_mask(best_mask(answer)["segmentation"])
+        blended[mask] = (1 - OPACITY) * blended[mask] + OPACITY * np.array(COLOURS[index % len(COLOURS)])
+    image = Image.fromarray(np.round(blended).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for index, answer in enumerate(result["masks"]):
+        box = best_mask(answer)["box"]
+        corners = [box["x"], box["y"], box["x"] + box["width"] - 1, box["y"] + box["height"] - 1]
+        draw.rectangle(corners, outline=COLOURS[index % len(COLOURS)], width=2)
+    return image
+
+
+def describe_result(result: dict[str, Any]) -> list[str]:
+    """The lines printed for a result: one per box, then the timings."""
+    image = result["image"]
+    count = len(result["masks"])
+    lines = [f"result: {count} mask{'' if count == 1 else 's'} for the {image['width']}x{image['height']} image"]
+    for index, answer in enumerate(result["masks"]):
+        candidates = answer if isinstance(answer, list) else [answer]
+        box = candidates[0]["box"]
+        scores = ", ".join(f"{mask['score']:.3f} (area {mask['area']} px)" for mask in candidates)
+        lines.append(
+            f"  box {index + 1} x={box['x']:g} y={box['y']:g} w={box['width']:g} h={box['height']:g}: score {scores}"
+        )
+    timings = ", ".join(f"{name.removesuffix('_ms')} {ms:.1f} ms" for name, ms in result["timings"].items())
+    lines.append(f"timings: {timings}")
+    return lines
+
+
+# --- I/O ----------------------------------------------------------------------------
+
+
+def image_to_send(source: str) -> tuple[str, bytes | None]:
+    """What to send as image_url: the URL itself, or a local file as a data: URL (with its bytes)."""
+    if is_url(source):
+        return source, None
+    if source.lower().startswith("data:"):
+        raise Failure(EXIT_LOCAL, "give a URL or a file path; this command makes the data: URL itself")
+    try:
+        data = Path(source).read_bytes()
+    except OSError as exc:
+        raise Failure(EXIT_LOCAL, f"cannot read {source}: {exc.strerror}") from None
+    try:
+        return data_url(data), data
+    except ValueError as exc:
+        raise Failure(EXIT_LOCAL, f"{source}: {exc}") from None
+
+
+def download(url: str) -> bytes:
+    """The image at `url`, fetched here too, to draw the overlay on."""
+    try:
+        response = requests.get(url, timeout=DOWNLOAD_TIMEOUT)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        raise Failure(EXIT_LOCAL, f"cannot download {url} to draw the overlay on: {exc}") from None
+    return response.content
+
+
+def segment(server: str, request: dict[str, Any], token: str | None) -> dict[str, Any]:
+    """Send the request, print each progress message, and return the result message."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        with connect(server, additional_headers=headers, max_size=None, open_timeout=OPEN_TIMEOUT) as ws:
+            ws.send(json.dumps(request))
+            while True:
+                message = json.loads(ws.recv())
+                kind = message["type"]
+                if kind == "queued":
+                    print(f"queued: position {message['position']} (id {message['id']})", flush=True)
+                elif kind == "status":
+                    print(message["status"], flush=True)
+                elif kind == "result":
+                    return message
+                elif kind == "error":
+                    raise Failure(EXIT_SERVER_ERROR, f"error {message['code']}: {message['message']}")
+    except InvalidURI as exc:
+        raise Failure(EXIT_LOCAL, f"{server} is not a ws:// or wss:// URL: {exc}") from None
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        hint = " (give the server's token with --token)" if status == 401 else ""
+        raise Failure(EXIT_CONNECTION, f"{server} refused the connection: HTTP {status}{hint}") from None
+    except ConnectionClosed:
+        raise Failure(EXIT_CONNECTION, f"{server} closed the connection before answering") from None
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise Failure(EXIT_CONNECTION, f"cannot connect to {server}: {exc}") from None
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    try:
+        path.write_text(json.dumps(result, indent=2))
+    except OSError as exc:
+        raise Failure(EXIT_LOCAL, f"cannot write {path}: {exc.strerror}") from None
+    print(f"wrote {path}")
+
+
+def write_overlay(result: dict[str, Any], image_bytes: bytes, path: Path) -> None:
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as image:
+            pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))  # as the server saw it
+        overlay(pixels, result).save(path, "PNG")
+    except (OSError, ValueError) as exc:  # Pillow's errors are OSError or ValueError
+        raise Failure(EXIT_LOCAL, f"cannot write the overlay {path}: {exc}") from None
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m server.client",
+        description="Send an image and boxes to a CAP server; print the progress, write the masks.",
+        epilog="Exit status: 0 a result, 1 the server answered with an error, "
+        "2 bad arguments or a file that cannot be read or written, 3 no connection.",
+    )
+    parser.add_argument("server", help="the server, e.g. ws://localhost:8080")
+    parser.add_argument("--image", required=True, help="an http(s) URL, or a local PNG, JPEG or WebP file")
+    parser.add_argument("--box", required=True, action="append", type=parse_box, metavar="x,y,w,h",
+                        help="a box in image pixels; repeat for more boxes")
+    parser.add_argument("--multimask", action="store_true", help="three candidate masks per box")
+    parser.add_argument("--token", help="the server's API token, if it needs one")
+    parser.add_argument("--out", type=Path, default=Path("overlay.png"), help="overlay PNG (default: overlay.png)")
+    parser.add_argument("--json", type=Path, help="also write the result message here")
+    args = parser.parse_args(argv)
+    try:
+        image_url, image_bytes = image_to_send(args.image)
+        request = {"image_url": image_url, "boxes": args.box, "multimask": args.multimask}
+        result = segment(args.server, request, args.token)
+        print("\n".join(describe_result(result)), flush=True)
+        if args.json is not None:
+            write_json(result, args.json)
+        write_overlay(result, image_bytes or download(image_url), args.out)
+    except Failure as failure:
+        print(f"cap client: {failure.message}", file=sys.stderr)
+        return failure.status
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

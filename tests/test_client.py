@@ -1,0 +1,206 @@
+"""`python -m server.client`: its pure helpers, and the command against a real server."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from server import client
+from tests.conftest import ws_url
+from tests.support import image_files as files
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_client(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
+    return subprocess.run(
+        [sys.executable, "-m", "server.client", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def rle(mask: np.ndarray) -> dict:
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode()}
+
+
+def decode(segmentation: dict) -> np.ndarray:
+    return mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode()}).astype(bool)
+
+
+def pixels_of(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+# --- pure helpers -------------------------------------------------------------------
+
+
+def test_parse_box():
+    assert client.parse_box("10,20,30.5,40") == {"x": 10, "y": 20, "width": 30.5, "height": 40}
+    for bad in ["10,20,30", "a,b,c,d", "1,2,3,4,5", "1,2,0,4", "1,2,3,-4"]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            client.parse_box(bad)
+
+
+def test_media_type_from_the_first_bytes():
+    webp = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(webp, "WEBP")
+    assert client.media_type(files.png_rgb(4, 4)) == "image/png"
+    assert client.media_type(files.jpeg_rgb(4, 4)) == "image/jpeg"
+    assert client.media_type(webp.getvalue()) == "image/webp"
+    assert client.media_type(b"GIF89a....") is None
+    assert client.media_type(b"") is None
+
+
+def test_data_url_holds_the_exact_bytes():
+    data = files.jpeg_rgb(8, 8)
+    url = client.data_url(data)
+    assert url.startswith("data:image/jpeg;base64,")
+    assert base64.b64decode(url.partition(",")[2]) == data
+    with pytest.raises(ValueError):
+        client.data_url(files.html_page())
+
+
+def test_overlay_blends_each_mask_in_its_colour_and_outlines_its_box():
+    pixels = files.rgb_pattern(40, 30)
+    first = np.zeros((30, 40), dtype=bool)
+    first[5:15, 5:15] = True
+    second = np.zeros((30, 40), dtype=bool)
+    second[10:25, 20:35] = True
+    result = {
+        "image": {"width": 40, "height": 30},
+        "masks": [
+            {"box": {"x": 2, "y": 2, "width": 16, "height": 16}, "score": 0.9, "area": 100, "segmentation": rle(first)},
+            [  # multimask: the best-scoring candidate is drawn
+                {"box": {"x": 18, "y": 8, "width": 20, "height": 20}, "score": 0.1, "segmentation": rle(~second)},
+                {"box": {"x": 18, "y": 8, "width": 20, "height": 20}, "score": 0.8, "segmentation": rle(second)},
+            ],
+        ],
+    }
+    out = np.asarray(client.overlay(pixels, result)).astype(int)
+    outline = np.zeros((30, 40), dtype=bool)
+    for x, y, w, h in [(2, 2, 16, 16), (18, 8, 20, 20)]:
+        outline[y : y + h, x : x + w] = True
+        outline[y + 2 : y + h - 2, x + 2 : x + w - 2] = False  # a 2-pixel outline
+    for mask, colour in [(first, client.COLOURS[0]), (second, client.COLOURS[1])]:
+        inside = mask & ~outline
+        expected = np.round(0.5 * pixels[inside] + 0.5 * np.array(colour))
+        np.testing.assert_array_equal(out[inside], expected)
+    untouched = ~(first | second | outline)
+    np.testing.assert_array_equal(out[untouched], pixels[untouched])
+    assert (out[outline & ~second & ~first] == client.COLOURS[0]).all(axis=1).any()
+
+
+def test_overlay_refuses_an_image_of_another_size():
+    with pytest.raises(ValueError, match="40x30"):
+        client.overlay(files.rgb_pattern(20, 10), {"image": {"width": 40, "height": 30}, "masks": []})
+
+
+def test_describe_result_lists_boxes_scores_and_timings():
+    mask = {"box": {"x": 1, "y": 2, "width": 3, "height": 4}, "score": 0.91234, "area": 7}
+    lines = client.describe_result(
+        {"image": {"width": 64, "height": 48}, "masks": [mask, [mask, dict(mask, score=0.5)]],
+         "timings": {"queue_ms": 1.234, "total_ms": 99.0}}
+    )
+    assert lines == [
+        "result: 2 masks for the 64x48 image",
+        "  box 1 x=1 y=2 w=3 h=4: score 0.912 (area 7 px)",
+        "  box 2 x=1 y=2 w=3 h=4: score 0.912 (area 7 px), 0.500 (area 7 px)",
+        "timings: queue 1.2 ms, total 99.0 ms",
+    ]
+
+
+# --- the command against a real server ----------------------------------------------
+
+
+def test_an_image_url_gives_an_overlay_and_the_result(start_app, image_server, tmp_path):
+    app = start_app()
+    out, result_path = tmp_path / "overlay.png", tmp_path / "result.json"
+    done = run_client(ws_url(app), "--image", image_server.url("/photo.jpg"), "--box", "10,20,100,80",
+                      "--box", "150,100,120,90", "--out", str(out), "--json", str(result_path))
+    assert done.returncode == client.EXIT_OK, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("queued: position 1 (id ") and lines[1] == "processing"
+    assert lines[2] == "result: 2 masks for the 320x240 image"
+    assert lines[3].startswith("  box 1 x=10 y=20 w=100 h=80: score ")
+    assert lines[5].startswith("timings: queue ") and lines[5].endswith(" ms") and " total " in lines[5]
+    assert lines[6:] == [f"wrote {result_path}", f"wrote {out}"]
+
+    result = json.loads(result_path.read_text())
+    assert result["type"] == "result" and len(result["masks"]) == 2
+    overlay = Image.open(out)
+    assert (overlay.format, overlay.size) == ("PNG", (320, 240))
+    # Away from the masks and the box outlines, the overlay is the image itself.
+    covered = decode(result["masks"][0]["segmentation"]) | decode(result["masks"][1]["segmentation"])
+    covered[18:102, 8:112] = covered[98:192, 148:272] = True  # the boxes, outlines included
+    image = pixels_of(files.jpeg_rgb(320, 240))
+    np.testing.assert_array_equal(np.asarray(overlay.convert("RGB"))[~covered], image[~covered])
+
+
+def test_a_local_file_is_sent_as_a_data_url(start_app, tmp_path):
+    app = start_app()
+    path, out, result_path = tmp_path / "local.png", tmp_path / "overlay.png", tmp_path / "result.json"
+    path.write_bytes(files.png_rgb(64, 48))
+    done = run_client(ws_url(app), "--image", str(path), "--box", "5,5,30,20", "--multimask",
+                      "--out", str(out), "--json", str(result_path))
+    assert done.returncode == client.EXIT_OK, done.stderr
+    assert "result: 1 mask for the 64x48 image" in done.stdout.splitlines()
+    assert Image.open(out).size == (64, 48)
+    result = json.loads(result_path.read_text())
+    assert len(result["masks"]) == 1 and len(result["masks"][0]) == 3  # --multimask
+    record = app.store.get(result["id"])
+    assert record["imageUrl"] == f"data:image/png;base64,... ({path.stat().st_size} bytes, sent inline)"
+
+
+def test_a_server_error_exits_1_with_the_servers_sentence(start_app, image_server, tmp_path):
+    app = start_app()
+    out = tmp_path / "overlay.png"
+    done = run_client(ws_url(app), "--image", image_server.url("/missing.png"), "--box", "1,1,5,5", "--out", str(out))
+    assert done.returncode == client.EXIT_SERVER_ERROR
+    assert done.stderr.startswith("cap client: error image_download_failed: The image server 127.0.0.1 answered HTTP 404")
+    assert not out.exists()
+    outside = run_client(ws_url(app), "--image", image_server.url("/photo.jpg"), "--box", "400,400,5,5",
+                         "--out", str(out))
+    assert outside.returncode == client.EXIT_SERVER_ERROR and "error invalid_request:" in outside.stderr
+    assert not out.exists()
+
+
+def test_no_connection_exits_3(start_app, image_server, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    done = run_client(f"ws://127.0.0.1:{closed}", "--image", image_server.url("/photo.jpg"), "--box", "1,1,5,5")
+    assert done.returncode == client.EXIT_CONNECTION and "cannot connect" in done.stderr
+
+    app = start_app(api_token="s3cret")
+    args = [ws_url(app), "--image", image_server.url("/photo.jpg"), "--box", "1,1,5,5", "--out", str(tmp_path / "o.png")]
+    refused = run_client(*args)
+    assert refused.returncode == client.EXIT_CONNECTION and "HTTP 401" in refused.stderr and "--token" in refused.stderr
+    assert run_client(*args, "--token", "s3cret").returncode == client.EXIT_OK
+
+
+def test_what_the_command_cannot_read_exits_2(tmp_path):
+    page = tmp_path / "page.html"
+    page.write_bytes(files.html_page())
+    server = "ws://127.0.0.1:9"  # never reached: each of these stops before connecting
+    cases = [
+        (["--image", str(tmp_path / "missing.png"), "--box", "1,1,5,5"], "cannot read"),
+        (["--image", str(page), "--box", "1,1,5,5"], "only PNG, JPEG and WebP"),
+        (["--image", "data:image/png;base64,AAAA", "--box", "1,1,5,5"], "makes the data: URL itself"),
+        (["--image", str(page), "--box", "1,1,5"], "x,y,w,h"),
+    ]
+    for args, words in cases:
+        done = run_client(server, *args)
+        assert (done.returncode, words in done.stderr) == (client.EXIT_LOCAL, True), done.stderr
