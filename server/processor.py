@@ -161,6 +161,8 @@ class Processor:
         for candidate in self.store.claimable(utcnow(), max(CLAIM_CANDIDATES, 2 * self.batch_size)):
             if len(batch) == self.batch_size:
                 break
+            if self._image_is_elsewhere(candidate):
+                continue
             try:
                 claimed = jobs.claim(
                     candidate,
@@ -179,6 +181,14 @@ class Processor:
             log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
             self.drop(stored["id"])
         return batch
+
+    def _image_is_elsewhere(self, record: Record) -> bool:
+        """An image sent inline (data: URL) that another replica received and this one cannot read.
+
+        Its record is left for the replica that has the image (or, should that
+        one be gone, for the sweep to interrupt after JOB_TIMEOUT).
+        """
+        return images.is_data_url(record["imageUrl"]) and images.find_saved(self.settings.image_dir, record["id"]) is None
 
     def _process(self, batch: list[Record]) -> None:
         ready: list[tuple[Record, ImageJob]] = []

@@ -138,3 +138,32 @@ def test_the_masks_of_an_inline_image_match_those_of_the_same_image_by_url(start
     np.testing.assert_array_equal(
         masks.decode(by_url["masks"][0]["segmentation"]), masks.decode(inline["masks"][0]["segmentation"])
     )
+
+
+def test_another_replica_leaves_an_inline_image_to_the_one_that_received_it(start_app, gate, tmp_path):
+    """Two servers on one SQLite file, each with its own IMAGE_DIR: only the receiver can read the image."""
+    import threading
+    import time
+
+    from server.store.sqlite import SQLiteStore
+
+    receiver = start_app(model=gate, store=SQLiteStore(tmp_path / "cap.sqlite3"))
+    other = start_app(store=SQLiteStore(tmp_path / "cap.sqlite3"), image_dir=tmp_path / "other-images",
+                      poll_interval=0.1)
+    outcomes = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(exchange(ws_url(receiver), request_for(data_url(files.png_rgb(32, 24))), timeout=30)))
+        for _ in range(2)
+    ]
+    threads[0].start()
+    assert gate.entered.wait(10)  # the receiver's processor is busy with the first request
+    threads[1].start()
+    time.sleep(1.0)  # ten of the other server's polls: it sees the queued record and must leave it
+    queued = [r for r in receiver.store.records() if r["status"] == "queued"]
+    assert len(queued) == 1, [r["status"] for r in receiver.store.records()]
+    gate.opened.set()
+    for thread in threads:
+        thread.join(30)
+    assert [o.types for o in outcomes] == [["queued", "status", "result"]] * 2
+    assert {r["serverId"] for r in receiver.store.records()} == {receiver.server_id}
+    assert other.processor.model is not None  # it was running all along
