@@ -125,7 +125,7 @@ def start_app(tmp_path, tiny_sam) -> Callable[..., App]:
         app.start()
         apps.append(app)
         if wait_ready:
-            assert app.processor.ready.wait(60), "the model never loaded"
+            assert app.processor.ready.wait(300), "the model never loaded"
         return app
 
     yield start

@@ -129,7 +129,10 @@ def test_a_dead_processor_turns_health_red_and_ends_the_process(start_app, image
     class DeadlyModel:
         model_type, device = "deadly", "cpu"
 
-        def segment(self, *args, **kwargs):
+        def warm_up(self):
+            return 0.0
+
+        def segment_batch(self, jobs):
             raise ProcessorKiller()
 
     app = start_app(model=DeadlyModel())

@@ -121,7 +121,7 @@ def test_a_full_size_vit_b_checkpoint_serves_a_request(tmp_path, vit_b_checkpoin
     assert result["image"] == {"width": 320, "height": 240}
     assert result["masks"][0]["segmentation"]["size"] == [240, 320]
     assert app.store.get_output(result["id"])["model"] == "vit_b"
-    assert app.processor.model.predictor.model.image_encoder.img_size == 1024
+    assert app.processor.model.sam.image_encoder.img_size == 1024
 
 
 # --- the README's run command ----------------------------------------------------------
