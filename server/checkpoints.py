@@ -63,6 +63,7 @@ def download_checkpoint(url: str, target: Path, progress: IO[str] = sys.stderr, 
                 f"The file from {url} is corrupt: its SHA-256 is {digest[:16]}..., the name says {prefix}...; "
                 "nothing was written. Try again."
             )
+        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide the public weights from the server's user
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)

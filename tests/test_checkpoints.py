@@ -45,6 +45,7 @@ def test_a_good_file_is_verified_and_renamed_into_place(tmp_path, files):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "checkpoints" / "sam.pth").read_bytes() == WEIGHTS
     assert left_in(tmp_path) == ["sam.pth"]  # no temporary file left behind
+    assert (tmp_path / "checkpoints" / "sam.pth").stat().st_mode & 0o777 == 0o644
     assert "100%" in done.stderr and "verified" in done.stderr
 
     again = download(tmp_path, files.url(f"/{NAME}"))
