@@ -27,11 +27,12 @@ install_venv() {
 
 # tcmalloc makes SAM on the CPU 2-5x faster. Install it when we can (root
 # with apt-get), preload it when it is there, and carry on without it if not.
+# The Nix shell (env.nix) names its own in CAP_TCMALLOC, which ldconfig cannot see.
 preload_tcmalloc() {
     # awk reads ldconfig's whole output: an early exit would kill ldconfig
     # with SIGPIPE, which `set -o pipefail` makes fatal to the caller.
-    local lib
-    lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / && !lib {lib = $NF} END {print lib}')
+    local lib=${CAP_TCMALLOC:-}
+    [ -n "$lib" ] || lib=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / && !lib {lib = $NF} END {print lib}')
     if [ -z "$lib" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "Installing libtcmalloc-minimal4 (faster SAM on the CPU)..." >&2
         { apt-get install -y -q libtcmalloc-minimal4 || { apt-get update -q && apt-get install -y -q libtcmalloc-minimal4; }; } >/dev/null 2>&1 || true
@@ -70,4 +71,18 @@ install_chromium() {
         { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 || true
     fi
     [ -x /usr/bin/chromium ] || echo "Note: /usr/bin/chromium is missing; the page's browser tests will be skipped." >&2
+}
+
+# The static checks of the shell scripts and env.nix need shellcheck and
+# nix-instantiate (Debian's nix-bin). Installed from apt-get when missing and
+# we are root; without them those tests fail, saying what to install, because
+# a check that skips itself in CI checks nothing.
+install_lint_tools() {
+    local missing=()
+    command -v shellcheck >/dev/null || missing+=(shellcheck)
+    command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+    if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Installing ${missing[*]} (for the shell script and env.nix checks)..." >&2
+        { apt-get install -y -q "${missing[@]}" || { apt-get update -q && apt-get install -y -q "${missing[@]}"; }; } >/dev/null 2>&1 || true
+    fi
 }

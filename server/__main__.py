@@ -1,11 +1,11 @@
-"""`python -m server` runs the service; `python -m server audit` checks the records."""
+"""`python -m server` runs the service; `audit` checks the records; `download-checkpoint` fetches SAM's weights."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from server.config import Settings, SettingsError
+from server.config import CHECKPOINT_URLS, Settings, SettingsError
 
 
 def audit(settings: Settings) -> int:
@@ -26,9 +26,40 @@ def audit(settings: Settings) -> int:
     return 1 if broken else 0
 
 
+def download_checkpoint(settings: Settings, model_type: str | None, url: str | None) -> int:
+    """Download the official checkpoint of SAM_MODEL_TYPE to SAM_CHECKPOINT; 1 if that fails."""
+    from server.checkpoints import DownloadError, download_checkpoint
+
+    model_type = model_type or settings.sam_model_type
+    if model_type != settings.sam_model_type:
+        official = CHECKPOINT_URLS[model_type].rsplit("/", 1)[1]
+        print(
+            f"cap: SAM_MODEL_TYPE is {settings.sam_model_type}, so the server would not load a {model_type} "
+            f"checkpoint. Set SAM_MODEL_TYPE={model_type} and SAM_CHECKPOINT=server/{official} "
+            "(in .env or the environment), then run this again.",
+            file=sys.stderr,
+        )
+        return 2
+    url = url or CHECKPOINT_URLS[model_type]
+    print(f"Downloading {url} to {settings.sam_checkpoint}", file=sys.stderr)
+    try:
+        download_checkpoint(url, settings.sam_checkpoint)
+    except DownloadError as exc:
+        print(f"cap: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["serve", "audit"], default="serve")
+    commands = parser.add_subparsers(dest="command", title="commands (default: serve)")
+    commands.add_parser("serve", help="run the service")
+    commands.add_parser("audit", help="list records that break the order invariant; exit 1 if any")
+    download = commands.add_parser(
+        "download-checkpoint", help="download the official SAM checkpoint to SAM_CHECKPOINT, verified"
+    )
+    download.add_argument("model_type", nargs="?", choices=list(CHECKPOINT_URLS), help="default: SAM_MODEL_TYPE")
+    download.add_argument("--url", help="download from this mirror instead; its file name must carry the SHA-256 prefix")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -37,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "audit":
         return audit(settings)
+    if args.command == "download-checkpoint":
+        return download_checkpoint(settings, args.model_type, args.url)
 
     from server.main import configure_logging, serve_forever
 

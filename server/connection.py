@@ -236,6 +236,7 @@ class Conversation:
             log.warning("job %s: result sent, but the record was no longer processed", self.job_id)
         self.outcome = "finished"
         self.summary.update(timings, cached_embedding=output.get("cachedEmbedding", False))
+        self.app.metrics.result_sent(timings, output.get("cachedEmbedding", False))
         self.ws.close(1000)
 
     # --- sending and leaving ---------------------------------------------------------
@@ -256,6 +257,7 @@ class Conversation:
 
     def _leave(self) -> None:
         """Whatever happened, the record ends terminal and nothing is left behind."""
+        self.app.metrics.request_ended(self.outcome)
         if self.job_id is not None:
             self.app.events.unsubscribe(self.job_id)
             self.app.processor.drop(self.job_id)

@@ -1,7 +1,7 @@
 """Wiring: the store, the processor thread and the WebSocket/HTTP server.
 
-One port serves both: `GET /ping`, `GET /health` and the page at `GET /`
-(server/page.html) are answered as plain HTTP in `process_request`; a
+One port serves both: `GET /ping`, `GET /health`, `GET /metrics` and the
+page at `GET /` (server/page.html) are answered as plain HTTP in `process_request`; a
 WebSocket upgrade on `/` starts a `Conversation` in the server's
 per-connection thread.
 """
@@ -30,6 +30,8 @@ from server import __version__, images, logs
 from server.config import Settings
 from server.connection import Conversation
 from server.listener import LimitedListener
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server.metrics import Metrics
 from server.processor import JobEvents, Processor
 from server.sam_model import CheckpointError, SamModel, check_checkpoint, load_sam, set_torch_threads
 from server.store import Store, StoreUnavailable, open_store
@@ -82,6 +84,7 @@ class App:
         )
         self._connections = 0
         self._connections_lock = threading.Lock()
+        self.metrics = Metrics(self)
         self._server: Server | None = None
         self._serve_thread: threading.Thread | None = None
 
@@ -105,6 +108,10 @@ class App:
         self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)
         self._serve_thread.start()
         log.info("listening on %s:%d (server id %s)", self.settings.host, self.port, self.server_id)
+
+    @property
+    def connections(self) -> int:
+        return self._connections
 
     def wait(self) -> None:
         """Block until a stop is requested (signal) or the service cannot go on.
@@ -166,6 +173,12 @@ class App:
             if self.settings.api_token and not self._has_token(request):
                 body = {"healthy": healthy}  # details only for callers that hold the token
             return _http_response(status, json.dumps(body).encode(), "application/json")
+        if path == "/metrics":
+            if self.settings.api_token and not self._has_token(request):
+                return _http_response(
+                    http.HTTPStatus.UNAUTHORIZED, b"API token required for /metrics", "text/plain; charset=utf-8"
+                )
+            return _http_response(http.HTTPStatus.OK, self.metrics.text(), METRICS_CONTENT_TYPE)
         if path != "/":
             return _http_response(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain; charset=utf-8")
         if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -208,7 +221,7 @@ class App:
             "model_loaded": model_loaded,
             "store": store_state,
             "queue_depth": queue_depth,
-            "connections": self._connections,
+            "connections": self.connections,
             "version": __version__,
         }
         return model_loaded and store_state == "ok" and not self.draining.is_set(), body

@@ -94,6 +94,10 @@ class ModelGate:
     def device(self):
         return self.model.device
 
+    @property
+    def cache(self):
+        return self.model.cache
+
     def warm_up(self):
         return self.model.warm_up()
 

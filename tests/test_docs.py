@@ -1,5 +1,6 @@
 """The README and .env.example stay true to the code."""
 
+import ast
 import dataclasses
 import os
 import re
@@ -32,6 +33,42 @@ def test_readme_settings_table_names_every_setting():
     first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
     named = {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z_]+)`", cell)}
     assert named == SETTINGS
+
+
+def environment_reads(source: str) -> list[str]:
+    """What a module reads from the environment: each variable's name, `?` for a read whose
+    name is not a literal, and `os.environ` for the whole mapping."""
+    tree = ast.parse(source)
+    reads, named = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+            key, environ = node.slice, node.value
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.environ.get", "os.getenv") and node.args:
+            key, environ = node.args[0], node.func
+        else:
+            continue
+        reads.append(key.value if isinstance(key, ast.Constant) else "?")
+        named.update(id(inner) for inner in ast.walk(environ))
+    reads += [
+        "os.environ" for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and ast.unparse(node) == "os.environ" and id(node) not in named
+    ]
+    return reads
+
+
+def test_the_server_reads_no_environment_variable_outside_settings():
+    """Settings.from_env is the server's only reader of the environment, so the checks above
+    see every setting; a direct read elsewhere would also skip `.env`."""
+    found = {
+        str(path.relative_to(REPO)): environment_reads(path.read_text()) for path in sorted((REPO / "server").rglob("*.py"))
+    }
+    assert found.pop("server/config.py") == ["os.environ"]  # Settings.from_env, the one sanctioned read
+    assert {path: reads for path, reads in found.items() if reads} == {}
+
+
+def test_the_environment_scan_sees_every_kind_of_read():
+    source = "import os\nA = os.environ['CAP_X']\nB = os.getenv('CAP_Y', '')\nC = os.environ.get(name)\nD = dict(os.environ)\n"
+    assert sorted(environment_reads(source)) == ["?", "CAP_X", "CAP_Y", "os.environ"]
 
 
 def test_readme_shows_the_example_client_verbatim():

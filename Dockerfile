@@ -1,0 +1,50 @@
+# CAP's image: python -m server on Python 3.11, for a GPU host with the NVIDIA
+# container toolkit (docker run --gpus all), and for the CPU too.
+#
+# A slim Python image is enough: torch's wheels from PyPI bundle the CUDA
+# runtime, cuDNN and cuBLAS (the nvidia-* packages torch depends on), so the
+# image needs no CUDA base; the host needs only its NVIDIA driver (recent
+# enough for torch 2.14's CUDA 13 build). See README, "Deploying on a GPU VPS".
+FROM python:3.11-slim-bookworm
+
+# tini: a tiny init as PID 1 that hands SIGTERM to the server and reaps zombies.
+# libtcmalloc-minimal4: preloaded below; SAM runs 2-5x faster on the CPU with it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 libtcmalloc-minimal4=2.10-1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && test -f /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# torch first, as scripts/common.sh does, so that no loose "torch"
+# requirement of another package pulls a different build.
+COPY requirements/torch.txt requirements/runtime.txt requirements/
+RUN pip install --no-cache-dir -r requirements/torch.txt \
+    && pip install --no-cache-dir -r requirements/runtime.txt
+
+# A user of its own, not root. Host folders mounted on /app/data and
+# /checkpoints must be writable by uid 10001 (README shows how).
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin cap \
+    && install -d -o cap -g cap /app/data /checkpoints
+COPY server/ server/
+USER 10001:10001
+
+# The checkpoint comes from a volume mounted on /checkpoints (recommended), or
+# is baked into the image at build time:
+#   docker build --build-arg BAKE_CHECKPOINT=true -t cap .
+# For another model type, set SAM_MODEL_TYPE and SAM_CHECKPOINT too, as
+# build arguments (baked) or with docker run -e (volume).
+ARG SAM_MODEL_TYPE=vit_h
+ARG SAM_CHECKPOINT=/checkpoints/sam_vit_h_4b8939.pth
+ARG BAKE_CHECKPOINT=false
+ENV SAM_MODEL_TYPE=${SAM_MODEL_TYPE} \
+    SAM_CHECKPOINT=${SAM_CHECKPOINT}
+RUN if [ "$BAKE_CHECKPOINT" = true ]; then python -m server download-checkpoint; fi
+
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["python", "-m", "server"]

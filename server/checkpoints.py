@@ -1,0 +1,103 @@
+"""`python -m server download-checkpoint`: fetch an official SAM checkpoint, verified.
+
+The official file names carry the first hex digits of the file's SHA-256
+(`sam_vit_h_4b8939.pth`: its hash starts with 4b8939), the torch.hub
+convention. The download is streamed to a temporary file beside the target
+while its SHA-256 is computed; only a file whose hash starts with that prefix
+is renamed into place, so the target is either absent, or a whole, verified
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import requests
+
+CHUNK_BYTES = 1024 * 1024
+HASH_PREFIX = re.compile(r"_([0-9a-f]{6,64})\.pth$")
+
+
+class DownloadError(Exception):
+    """The checkpoint could not be downloaded whole and verified; the message says what to do."""
+
+
+def expected_prefix(url: str) -> str:
+    """The SHA-256 prefix in the URL's file name."""
+    name = Path(urlsplit(url).path).name
+    match = HASH_PREFIX.search(name)
+    if match is None:
+        raise DownloadError(f"{name!r} carries no SHA-256 prefix (like sam_vit_b_01ec64.pth), so it cannot be verified.")
+    return match.group(1)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_checkpoint(url: str, target: Path, progress: IO[str] = sys.stderr, timeout: float = 30) -> None:
+    """Download `url` to `target`, verified against the hash prefix in its file name."""
+    prefix = expected_prefix(url)
+    if target.is_file() and sha256_of(target).startswith(prefix):
+        print(f"{target} is already there and verified (sha256 {prefix}...).", file=progress)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            digest = _stream(url, file, progress, timeout)
+        if not digest.startswith(prefix):
+            raise DownloadError(
+                f"The file from {url} is corrupt: its SHA-256 is {digest[:16]}..., the name says {prefix}...; "
+                "nothing was written. Try again."
+            )
+        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide the public weights from the server's user
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    print(f"{target}: verified (sha256 {prefix}...).", file=progress)
+
+
+def _stream(url: str, file: IO[bytes], progress: IO[str], timeout: float) -> str:
+    """Write the response body to `file` with a progress bar; its SHA-256 hex digest."""
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        with requests.get(url, stream=True, timeout=timeout) as response:
+            response.raise_for_status()
+            total = int(response.headers.get("Content-Length", 0))
+            for chunk in response.iter_content(CHUNK_BYTES):
+                file.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                _show(progress, received, total)
+    except requests.RequestException as exc:
+        raise DownloadError(f"The download from {url} failed after {received} bytes ({exc}); nothing was written. Try again.") from None
+    finally:
+        print(file=progress)
+    if total and received != total:
+        raise DownloadError(f"The download from {url} stopped at {received} of {total} bytes; nothing was written. Try again.")
+    return digest.hexdigest()
+
+
+def _show(progress: IO[str], received: int, total: int) -> None:
+    megabytes = f"{received / 1e6:,.0f} MB"
+    if total:
+        done = received / total
+        bar = "#" * int(done * 30)
+        progress.write(f"\r[{bar:<30}] {done:4.0%} {megabytes} of {total / 1e6:,.0f} MB")
+    else:
+        progress.write(f"\r{megabytes}")
+    progress.flush()

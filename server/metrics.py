@@ -1,0 +1,87 @@
+"""`GET /metrics`: Prometheus text format, from a registry of the App's own.
+
+Counters and the histogram are updated as requests end; the gauges and the
+embedding cache's counters are read from the running App when scraped. Each
+App has its own `CollectorRegistry` (not prometheus_client's global one), so
+that several Apps in one process (the tests) keep apart.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from server.protocol import CLOSE_CODES
+from server.store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from server.main import App
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# From a cached embedding's decoder pass (milliseconds) to a vit_h encoder on a CPU (a minute).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, app: "App"):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cap_requests", "Requests by how they ended: finished, error (with its code) or client_gone.",
+            ["outcome", "code"], registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "cap_request_stage_seconds",
+            "Seconds per finished request: the encoder pass (not when the embedding was cached), "
+            "the mask decoder, and end to end (request received to result sent).",
+            ["stage"], buckets=BUCKETS, registry=self.registry,
+        )
+        self.registry.register(_LiveState(app))
+
+    def request_ended(self, outcome: str) -> None:
+        """Count a conversation's end; `outcome` is `finished`, `client_gone` or an error code."""
+        if outcome in CLOSE_CODES:
+            self.requests.labels("error", outcome).inc()
+        else:
+            self.requests.labels(outcome, "").inc()
+
+    def result_sent(self, timings: dict, cached_embedding: bool) -> None:
+        if not cached_embedding:
+            self.seconds.labels("encode").observe(timings["encode_ms"] / 1000)
+        self.seconds.labels("decode").observe(timings["decode_ms"] / 1000)
+        self.seconds.labels("total").observe(timings["total_ms"] / 1000)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveState(Collector):
+    """What is true right now, read at scrape time."""
+
+    def __init__(self, app: "App"):
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.app
+        yield GaugeMetricFamily("cap_open_connections", "Open WebSocket connections.", value=app.connections)
+        try:
+            yield GaugeMetricFamily("cap_queue_depth", "Records waiting in the store's queue.", value=app.store.count_queued())
+        except StoreUnavailable:
+            pass  # no sample: /health says why
+        model = app.processor.model if app.processor.ready.is_set() else None
+        if model is None:
+            return
+        cache = model.cache
+        yield CounterMetricFamily("cap_embedding_cache_hits", "Images whose embedding came from the cache.", value=cache.hits)
+        yield CounterMetricFamily("cap_embedding_cache_misses", "Images that went through the encoder.", value=cache.misses)
+        if model.device.type == "cuda":
+            yield GaugeMetricFamily(
+                "cap_gpu_memory_allocated_bytes", "GPU memory held by tensors.", value=torch.cuda.memory_allocated(model.device)
+            )
+            yield GaugeMetricFamily(
+                "cap_gpu_memory_reserved_bytes", "GPU memory reserved by torch's caching allocator.",
+                value=torch.cuda.memory_reserved(model.device),
+            )

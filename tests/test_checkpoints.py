@@ -1,0 +1,86 @@
+"""`python -m server download-checkpoint`, run as a command against a real local HTTP server."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.http_server import ImageHTTPServer
+
+REPO = Path(__file__).resolve().parent.parent
+WEIGHTS = os.urandom(3 * 1024 * 1024 + 17)  # a few chunks, and a partial one
+NAME = f"sam_vit_b_{hashlib.sha256(WEIGHTS).hexdigest()[:6]}.pth"  # the official naming, for these bytes
+
+
+@pytest.fixture
+def files():
+    with ImageHTTPServer() as server:
+        yield server
+
+
+def download(tmp_path: Path, url: str, *args: str, model_type: str = "vit_b") -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SAM_MODEL_TYPE": model_type,
+        "SAM_CHECKPOINT": str(tmp_path / "checkpoints" / "sam.pth"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "server", "download-checkpoint", *args, "--url", url],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def left_in(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "checkpoints"
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_good_file_is_verified_and_renamed_into_place(tmp_path, files):
+    files.add(f"/{NAME}", WEIGHTS, content_type="application/octet-stream")
+    done = download(tmp_path, files.url(f"/{NAME}"), "vit_b")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "checkpoints" / "sam.pth").read_bytes() == WEIGHTS
+    assert left_in(tmp_path) == ["sam.pth"]  # no temporary file left behind
+    assert (tmp_path / "checkpoints" / "sam.pth").stat().st_mode & 0o777 == 0o644
+    assert "100%" in done.stderr and "verified" in done.stderr
+
+    again = download(tmp_path, files.url(f"/{NAME}"))
+    assert again.returncode == 0 and "already there" in again.stderr
+    assert files.hits[f"/{NAME}"] == 1  # a verified file is not downloaded twice
+
+
+def test_a_corrupt_file_leaves_nothing_and_says_so(tmp_path, files):
+    corrupt = bytearray(WEIGHTS)
+    corrupt[1000] ^= 0xFF
+    files.add(f"/{NAME}", bytes(corrupt), content_type="application/octet-stream")
+    done = download(tmp_path, files.url(f"/{NAME}"))
+    assert done.returncode == 1
+    assert "corrupt" in done.stderr and "nothing was written" in done.stderr
+    assert left_in(tmp_path) == []
+
+
+def test_an_interrupted_download_leaves_nothing_and_says_so(tmp_path, files):
+    # The server promises the whole file, sends half and closes the connection.
+    files.add(f"/{NAME}", WEIGHTS[: len(WEIGHTS) // 2], headers={"Content-Length": str(len(WEIGHTS))})
+    done = download(tmp_path, files.url(f"/{NAME}"))
+    assert done.returncode == 1
+    assert "nothing was written" in done.stderr and "Traceback" not in done.stderr
+    assert left_in(tmp_path) == []
+
+
+def test_a_file_name_without_a_hash_prefix_is_refused_before_downloading(tmp_path, files):
+    files.add("/sam_vit_b.pth", WEIGHTS)
+    done = download(tmp_path, files.url("/sam_vit_b.pth"))
+    assert done.returncode == 1 and "cannot be verified" in done.stderr
+    assert files.hits["/sam_vit_b.pth"] == 0 and left_in(tmp_path) == []
+
+
+def test_a_model_type_other_than_the_settings_is_refused_with_what_to_set(tmp_path, files):
+    done = download(tmp_path, files.url(f"/{NAME}"), "vit_b", model_type="vit_h")
+    assert done.returncode == 2
+    assert "SAM_MODEL_TYPE=vit_b and SAM_CHECKPOINT=server/sam_vit_b_01ec64.pth" in done.stderr
+    assert files.hits[f"/{NAME}"] == 0
