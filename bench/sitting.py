@@ -141,7 +141,7 @@ def request(app: App, url: str, box: dict = BOX, timeout: float = 600) -> tuple[
 
 def one_at_a_time(sitting: Sitting, app: App, store_name: str) -> dict:
     """Alternate raw model and server on the same fresh image; then the same image, a new box."""
-    raw, e2e, hit, queue, added = [], [], [], [], []
+    raw, e2e, hit, queue, added, download, rle = [], [], [], [], [], [], []
     for run in range(sitting.runs + 1):  # run 0 warms both sides and is not counted
         url, pixels = sitting.new_image()
         raw_ms = sitting.raw_ms(pixels, BOX)
@@ -154,6 +154,8 @@ def one_at_a_time(sitting: Sitting, app: App, store_name: str) -> dict:
             hit.append(hit_ms)
             queue.append(result["timings"]["queue_ms"])
             added.append(e2e_ms - result["timings"]["encode_ms"] - result["timings"]["decode_ms"])
+            download.append(result["timings"]["download_ms"])
+            rle.append(result["timings"]["rle_ms"])
     overhead = [s - r for s, r in zip(e2e, raw)]
     return {
         "store": store_name, "runs": sitting.runs,
@@ -164,6 +166,7 @@ def one_at_a_time(sitting: Sitting, app: App, store_name: str) -> dict:
         # The same request's end to end minus its own encoder and decoder time: what CAP adds, without
         # the run-to-run spread of the encoder (±100 ms on a shared CPU) that the paired difference carries.
         "added_p50_ms": statistics.median(added), "added_p99_ms": percentile(added, 99),
+        "download_p50_ms": statistics.median(download), "rle_p50_ms": statistics.median(rle),
         "cache_hit_p50_ms": statistics.median(hit),
         "cache_hit_ratio": statistics.median(hit) / statistics.median(e2e),
         "insert_to_claim_p50_ms": statistics.median(queue), "insert_to_claim_p99_ms": percentile(queue, 99),
@@ -434,14 +437,14 @@ def markdown(report: dict) -> str:
         f"| 2 | one client at a time, SQLite | end to end ÷ row 1; overhead p50 / p99 | {fmt(sqlite['ratio'], 3)}; "
         f"{fmt(sqlite['overhead_p50_ms'], 1)} / {fmt(sqlite['overhead_p99_ms'], 1)} ms (in-request: "
         f"{fmt(sqlite['added_p50_ms'], 1)} / {fmt(sqlite['added_p99_ms'], 1)} ms) | ≤ 1.05; p50 ≤ 10 ms | "
-        f"{verdict(sqlite['ratio'] <= 1.05 and sqlite['overhead_p50_ms'] <= 10)} |",
+        f"{verdict(sqlite['ratio'] <= 1.05 and sqlite['added_p50_ms'] <= 10)} |",
     ]
     if cosmos:
         lines.append(
             f"| 2 | one client at a time, Cosmos emulator | end to end ÷ row 1; overhead p50 / p99 | "
             f"{fmt(cosmos['ratio'], 3)}; {fmt(cosmos['overhead_p50_ms'], 1)} / {fmt(cosmos['overhead_p99_ms'], 1)} ms"
             f" (in-request: {fmt(cosmos['added_p50_ms'], 1)} / {fmt(cosmos['added_p99_ms'], 1)} ms)"
-            f" | ≤ 1.05; p50 ≤ 30 ms | {verdict(cosmos['ratio'] <= 1.05 and cosmos['overhead_p50_ms'] <= 30)} |"
+            f" | ≤ 1.05; p50 ≤ 30 ms | {verdict(cosmos['ratio'] <= 1.05 and cosmos['added_p50_ms'] <= 30)} |"
         )
     lines += [
         f"| 3 | same image, new box (cache hit) | end to end ÷ row 2 | {fmt(sqlite['cache_hit_ratio'], 3)} "
@@ -474,7 +477,10 @@ def markdown(report: dict) -> str:
                   "(set for vit_b) cannot be met by construction. Read its overheads in ms."]
     lines += ["", "Row 2's overhead is end to end minus row 1 on the same image (paired); \"in-request\" is end to end "
               "minus the server's own encoder and decoder time for that request, which the encoder's run-to-run spread "
-              "does not blur.", "", f"Row 4's per-request latency: p50 {fmt(conc['latency_p50_ms'], 0)} ms, p99 {fmt(conc['latency_p99_ms'], 0)} ms. "
+              "does not blur; the verdict uses it. Of it, p50: download and decode of the 640×480 JPEG "
+              f"{fmt(sqlite['download_p50_ms'], 1)} ms (SQLite) / {fmt(cosmos['download_p50_ms'], 1) if cosmos else '-'} ms "
+              f"(emulator), RLE {fmt(sqlite['rle_p50_ms'], 1)} ms, insert to claim as row 5; the rest is the store "
+              "writes and reads, JSON and the socket.", "", f"Row 4's per-request latency: p50 {fmt(conc['latency_p50_ms'], 0)} ms, p99 {fmt(conc['latency_p99_ms'], 0)} ms. "
               f"While it ran, writing a result (RLE, SAMOutput, record) took p50 {fmt(conc['write_result_p50_ms'], 1)} ms "
               f"(max {fmt(conc['write_result_max_ms'], 1)}), and the processor's gap from one record's `processed` to "
               f"the next one's `processing` was p50 {fmt(conc['between_jobs_p50_ms'], 1)} ms "
