@@ -170,11 +170,11 @@ class App:
         if path == "/health":
             healthy, body = self.health()
             status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
-            if self.settings.api_token and not self._has_token(request):
+            if not self._authorized(request):
                 body = {"healthy": healthy}  # details only for callers that hold the token
             return _http_response(status, json.dumps(body).encode(), "application/json")
         if path == "/metrics":
-            if self.settings.api_token and not self._has_token(request):
+            if not self._authorized(request):
                 return _http_response(
                     http.HTTPStatus.UNAUTHORIZED, b"API token required for /metrics", "text/plain; charset=utf-8"
                 )
@@ -183,7 +183,7 @@ class App:
             return _http_response(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain; charset=utf-8")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _http_response(http.HTTPStatus.OK, PAGE, "text/html; charset=utf-8")
-        if self.settings.api_token and not self._has_token(request):
+        if not self._authorized(request):
             return _http_response(
                 http.HTTPStatus.UNAUTHORIZED,
                 b"API token required: send 'Authorization: Bearer <token>' or ?token=<token>",
@@ -195,12 +195,16 @@ class App:
             )
         return None  # go on with the WebSocket handshake
 
-    def _has_token(self, request: Request) -> bool:
-        """An API token as a Bearer header or a ?token= parameter, compared in constant time.
+    def _authorized(self, request: Request) -> bool:
+        """True without API_TOKEN; with it, the request must carry one of its tokens.
 
-        API_TOKEN may list several tokens, comma-separated, so that a new one
-        can be rolled out before the old one is withdrawn.
+        A token comes as a Bearer header or a ?token= parameter and is
+        compared in constant time. API_TOKEN may list several tokens,
+        comma-separated, so that a new one can be rolled out before the old
+        one is withdrawn.
         """
+        if not self.settings.api_token:
+            return True
         accepted = [token.strip().encode() for token in self.settings.api_token.split(",") if token.strip()]
         offered = []
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
