@@ -18,12 +18,11 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import torch
 
+from bench.burst import burst
 from tests.conftest import new_database_name
 from tests.support import image_files
 from tests.support.client import exchange
@@ -41,13 +40,7 @@ def throughput(replicas: list[Replica], url: str, requests: int) -> float:
         if outcome.types != ["queued", "status", "result"]:
             failures.append(outcome.messages)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(requests)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = burst(client, requests)
     assert not failures, failures[:3]
     return requests / elapsed
 

@@ -34,7 +34,6 @@ import resource
 import socket
 import statistics
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -45,6 +44,7 @@ from pycocotools import mask as mask_utils
 from segment_anything import SamPredictor, sam_model_registry
 
 from bench import plot
+from bench.burst import burst
 from server import images, jobs, masks
 from server.config import Settings
 from server.main import App, production_model_loader
@@ -212,13 +212,7 @@ def concurrent(sitting: Sitting, clients: int) -> dict:
         def client(index: int) -> None:
             latencies[index] = request(app, images_[index][0])[0]
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
+        elapsed = burst(client, clients)
         gaps = processor_gaps(app)
     finally:
         app.stop()
