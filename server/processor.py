@@ -188,7 +188,12 @@ class Processor:
         Its record is left for the replica that has the image (or, should that
         one be gone, for the sweep to interrupt after JOB_TIMEOUT).
         """
-        return images.is_data_url(record["imageUrl"]) and images.find_saved(self.settings.image_dir, record["id"]) is None
+        if not images.is_data_url(record["imageUrl"]):
+            return False
+        with self._pixels_lock:
+            if record["id"] in self._pixels:  # received here: no need to scan IMAGE_DIR
+                return False
+        return images.find_saved(self.settings.image_dir, record["id"]) is None
 
     def _process(self, batch: list[Record]) -> None:
         ready: list[tuple[Record, ImageJob]] = []
