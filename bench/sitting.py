@@ -74,6 +74,11 @@ def xyxy(box: dict) -> np.ndarray:
     return np.array([[box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]]], np.float32)
 
 
+def tiny_model_loader(settings: Settings):
+    """The tiny random SAM, as the App's model loader (the production one reads a checkpoint)."""
+    return lambda: SamModel(build_tiny_sam(), "tiny", settings.embedding_cache_size)
+
+
 class Sitting:
     """The model, the image server and the figures of one run."""
 
@@ -81,15 +86,14 @@ class Sitting:
         self.mode, self.runs = mode, runs
         self.work = Path(tempfile.mkdtemp(prefix="cap-bench-"))
         self.images = ImageHTTPServer().start()
-        self.rows: dict[str, dict] = {}
         self._image_count = 0
+        self.checkpoint = self.work / "sam_vit_b_random.pth"  # written in full mode only
         if mode == "quick":
             self.model_type = "tiny"
             self.raw_sam = build_tiny_sam()
-            self.load_model = lambda settings: (lambda: SamModel(build_tiny_sam(), "tiny", settings.embedding_cache_size))
+            self.load_model = tiny_model_loader
         else:
             self.model_type = "vit_b"
-            self.checkpoint = self.work / "sam_vit_b_random.pth"
             torch.manual_seed(0)
             torch.save(sam_model_registry["vit_b"]().state_dict(), self.checkpoint)
             self.raw_sam = load_sam("vit_b", self.checkpoint, "auto")
@@ -100,7 +104,7 @@ class Sitting:
         base = dict(
             host="127.0.0.1", port=0, sqlite_path=self.work / f"cap-{time.monotonic_ns()}.sqlite3",
             image_dir=self.work / "images", allow_private_urls=True, sam_model_type="vit_b",
-            sam_checkpoint=getattr(self, "checkpoint", Path("unused")), log_level="WARNING",
+            sam_checkpoint=self.checkpoint, log_level="WARNING",
         )
         return Settings(**{**base, **overrides})
 
@@ -247,8 +251,7 @@ def processor_gaps(app: App) -> dict:
 
 def memory_growth(sitting: Sitting, requests: int) -> dict:
     """Always the tiny model: 500 full-size passes would take most of an hour on a CPU."""
-    tiny = lambda settings: (lambda: SamModel(build_tiny_sam(), "tiny", settings.embedding_cache_size))  # noqa: E731
-    app = sitting.start_app(load_model=tiny)
+    app = sitting.start_app(load_model=tiny_model_loader)
     urls = [sitting.new_image()[0] for _ in range(40)]  # more distinct images than the cache holds
     samples = {}
     try:
