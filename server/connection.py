@@ -4,7 +4,7 @@ receive one request ▸ validate ▸ download and decode the image ▸ insert a
 Queue record ▸ `queued` ▸ wait for the record to move (`status`) ▸ send the
 `result` ▸ mark it finished ▸ close 1000.
 
-Every way out is typed: a `ProtocolError` or `ImageError` becomes an `error`
+Every way out is typed: a `ClientError` becomes an `error`
 message and the close code of DESIGN §2; a client that leaves, or any other
 exit, leaves its record `interrupted`, never hanging.
 """
@@ -22,7 +22,7 @@ from websockets.sync.server import ServerConnection
 
 from server import images, jobs, protocol
 from server.processor import utcnow
-from server.protocol import CLOSE_CODES, ProtocolError
+from server.errors import CLOSE_CODES, ClientError
 from server.store import Record, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -54,9 +54,7 @@ class Conversation:
     def run(self) -> None:
         try:
             self._converse()
-        except ProtocolError as exc:
-            self._send_error(exc.code, exc.message)
-        except images.ImageError as exc:
+        except ClientError as exc:
             self._send_error(exc.code, exc.message)
         except ClientGone:
             self.outcome = "client_gone"
@@ -108,7 +106,7 @@ class Conversation:
                 wake_me = self.app.events.subscribe(job_id)
                 self.app.processor.hand_over(job_id, image.pixels)
                 self.store.insert(record)
-        except ProtocolError:
+        except ClientError:
             saved.unlink(missing_ok=True)
             raise
         self.app.processor.wake.set()
@@ -146,11 +144,11 @@ class Conversation:
                 continue
             except ConnectionClosed:
                 raise ClientGone() from None
-        raise ProtocolError("invalid_request", f"No request arrived within {self.settings.request_timeout:g} s.")
+        raise ClientError("invalid_request", f"No request arrived within {self.settings.request_timeout:g} s.")
 
     def _refuse_if_draining(self) -> None:
         if self.app.draining.is_set():
-            raise ProtocolError("shutting_down", "The server is shutting down; send the request again later.")
+            raise ClientError("shutting_down", "The server is shutting down; send the request again later.")
 
     def _refuse_if_queue_full(self) -> int:
         """How many records wait before this one; `queue_full` if MAX_QUEUE already do.
@@ -160,7 +158,7 @@ class Conversation:
         self._refuse_if_draining()
         waiting = self.store.count_queued()
         if waiting >= self.settings.max_queue:
-            raise ProtocolError(
+            raise ClientError(
                 "queue_full",
                 f"{self.settings.max_queue} requests are already waiting; try again shortly.",
             )
@@ -181,9 +179,9 @@ class Conversation:
                 self._deliver(record)
                 return
             if status == jobs.FAILED:
-                raise ProtocolError(record["error"]["code"], record["error"]["message"])
+                raise ClientError(record["error"]["code"], record["error"]["message"])
             if status == jobs.INTERRUPTED:
-                raise ProtocolError(
+                raise ClientError(
                     "job_timeout",
                     f"The server gave up on this request after JOB_TIMEOUT "
                     f"({self.settings.job_timeout:g} s).",
@@ -195,7 +193,7 @@ class Conversation:
         deadline = time.monotonic() + self.settings.poll_interval
         while (remaining := deadline - time.monotonic()) > 0:
             if self.app.stopping.is_set():
-                raise ProtocolError(
+                raise ClientError(
                     "shutting_down", "The server shut down before this request was done; send it again later."
                 )
             if wake_me.wait(min(remaining, SOCKET_CHECK_SECONDS)):
@@ -207,7 +205,7 @@ class Conversation:
                 continue  # still connected, nothing sent: keep waiting
             except ConnectionClosed:
                 raise ClientGone() from None
-            raise ProtocolError("invalid_request", "Send exactly one request per connection.")
+            raise ClientError("invalid_request", "Send exactly one request per connection.")
 
     def _deliver(self, record: Record) -> None:
         assert self.job_id is not None

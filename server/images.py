@@ -29,6 +29,8 @@ import requests
 import urllib3
 from PIL import Image, ImageOps
 
+from server.errors import ClientError
+
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK_BYTES = 64 * 1024
 # Raster formats only: no EPS (Ghostscript), PDF or other exotic decoders.
@@ -39,15 +41,6 @@ DATA_URL_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 _EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg"}
 _DISPLAY_NAMES = {"WEBP": "WebP"}
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
-
-
-class ImageError(Exception):
-    """A typed failure, to be sent to the client."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -77,13 +70,13 @@ def download(
 ) -> bytes:
     """Fetch `url` (http or https), following at most `max_redirects` redirects.
 
-    Raises ValueError for a non-http(s) URL, ImageError for everything the
+    Raises ValueError for a non-http(s) URL, ClientError for everything the
     client should hear about.
     """
     if is_data_url(url):
         # Only a record's short description of an inline image reaches here:
         # the image itself was sent to, and saved by, another server.
-        raise ImageError(
+        raise ClientError(
             "image_download_failed",
             "The image was sent inline as a data: URL, and only the server that received it keeps it.",
         )
@@ -108,13 +101,13 @@ def download(
                         url = urljoin(url, location)
                         continue
                     if response.status_code >= 300:
-                        raise ImageError(
+                        raise ClientError(
                             "image_download_failed",
                             f"The image server {host} answered HTTP {response.status_code}; "
                             "check that the URL is correct and publicly readable.",
                         )
                     return _read_body(response, host, max_bytes, deadline, timeout)
-    raise ImageError(
+    raise ClientError(
         "image_download_failed",
         f"The image URL redirected more than {max_redirects} times; use the image's direct URL.",
     )
@@ -129,7 +122,7 @@ def _check_url(url: str, allow_private: bool) -> str:
     except ValueError:
         port = None
     if parts.scheme not in ("http", "https") or not host or port is None:
-        raise ImageError(
+        raise ClientError(
             "image_download_failed",
             f"The image URL led to {url!r}, which is not a valid http or https URL.",
         )
@@ -138,12 +131,12 @@ def _check_url(url: str, allow_private: bool) -> str:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
-        raise ImageError(
+        raise ClientError(
             "image_download_failed",
             f"The image URL's host {host} could not be resolved; check its spelling.",
         ) from None
     if any(_is_forbidden(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos):
-        raise ImageError(
+        raise ClientError(
             "image_url_forbidden",
             f"The image URL's host {host} resolves to a private, loopback or link-local "
             "address, which this server does not fetch; use a publicly reachable URL.",
@@ -194,14 +187,14 @@ def _remaining(deadline: float, host: str, timeout: float) -> float:
     return remaining
 
 
-def _too_large(max_bytes: int) -> ImageError:
-    return ImageError(
+def _too_large(max_bytes: int) -> ClientError:
+    return ClientError(
         "image_too_large", f"The image is larger than the limit of {max_bytes:,} bytes."
     )
 
 
-def _timed_out(host: str, timeout: float) -> ImageError:
-    return ImageError(
+def _timed_out(host: str, timeout: float) -> ClientError:
+    return ClientError(
         "image_download_failed",
         f"Downloading the image from {host} took longer than the {timeout:g} s timeout.",
     )
@@ -209,18 +202,18 @@ def _timed_out(host: str, timeout: float) -> ImageError:
 
 @contextlib.contextmanager
 def _download_errors(host: str, timeout: float):
-    """Turn network and HTTP library exceptions into ImageError."""
+    """Turn network and HTTP library exceptions into ClientError."""
     try:
         yield
     except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
         raise _timed_out(host, timeout) from None
     except requests.exceptions.SSLError:
-        raise ImageError(
+        raise ClientError(
             "image_download_failed",
             f"The TLS connection to {host} failed; check that its certificate is valid.",
         ) from None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-        raise ImageError(
+        raise ClientError(
             "image_download_failed",
             f"Could not download the image from {host}: the connection failed or was cut.",
         ) from None
@@ -243,17 +236,17 @@ def parse_data_url(url: str, *, max_bytes: int) -> bytes:
     """The image bytes of `data:image/png;base64,...` (or image/jpeg, image/webp).
 
     Pure: no I/O. The size limit applies to the decoded bytes. Raises
-    ImageError with the code the client should get.
+    ClientError with the code the client should get.
     """
     head, comma, payload = url.partition(",")
     media_type, _, encoding = head[len("data:"):].partition(";")
     if not comma or encoding.lower() != "base64":
-        raise ImageError(
+        raise ClientError(
             "invalid_request",
             "A data: URL image must be base64, written data:<media type>;base64,<data>.",
         )
     if media_type.lower() not in DATA_URL_MEDIA_TYPES:
-        raise ImageError(
+        raise ClientError(
             "unsupported_image",
             f"A data: URL image must be image/png, image/jpeg or image/webp, not {media_type[:40]!r}.",
         )
@@ -262,13 +255,13 @@ def parse_data_url(url: str, *, max_bytes: int) -> bytes:
     try:
         data = base64.b64decode(payload, validate=True)
     except ValueError:  # binascii.Error, or a character that is not ASCII
-        raise ImageError(
+        raise ClientError(
             "invalid_request", "The data: URL's base64 is malformed: it has characters or padding base64 does not allow."
         ) from None
     if len(data) > max_bytes:
         raise _too_large(max_bytes)
     if not data:
-        raise ImageError("unsupported_image", "The data: URL holds no image data.")
+        raise ClientError("unsupported_image", "The data: URL holds no image data.")
     return data
 
 
@@ -292,27 +285,27 @@ def decode(data: bytes, *, max_pixels: int, formats: tuple[str, ...] = ALLOWED_F
         with Image.open(io.BytesIO(data), formats=formats) as image:
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(
+                raise ClientError(
                     "image_too_large",
                     f"The image is {width}x{height} pixels, more than the limit of "
                     f"{max_pixels:,} pixels.",
                 )
             extension = _EXTENSIONS.get(image.format, image.format.lower())
             pixels = _to_rgb(ImageOps.exif_transpose(image))
-    except ImageError:
+    except ClientError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(
+        raise ClientError(
             "image_too_large",
             f"The image declares more pixels than the limit of {max_pixels:,} pixels.",
         ) from None
-    except Image.UnidentifiedImageError:
-        raise ImageError(
+    except Image.UnidentifiedClientError:
+        raise ClientError(
             "unsupported_image",
             f"The image is not one this server reads: send {_format_names(formats)}.",
         ) from None
     except Exception:  # Pillow's decoders raise many types on bad input.
-        raise ImageError(
+        raise ClientError(
             "unsupported_image",
             "The image could not be decoded; the file may be truncated or corrupt.",
         ) from None

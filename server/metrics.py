@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.protocol import CLOSE_CODES
+from server.errors import CLOSE_CODES
 from server.store import StoreUnavailable
 
 if TYPE_CHECKING:

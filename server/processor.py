@@ -30,6 +30,7 @@ import torch
 
 from server import images, jobs, masks
 from server.config import Settings
+from server.errors import ClientError
 from server.protocol import Box
 from server.sam_model import CheckpointError, ImageJob, SamModel, Segmentation
 from server.store import Conflict, Record, Store, StoreUnavailable
@@ -200,7 +201,7 @@ class Processor:
         for record in batch:
             try:
                 pixels = self._pixels_for(record)
-            except images.ImageError as exc:
+            except ClientError as exc:
                 self._fail(record["id"], "processing_failed", f"The image is no longer available: {exc.message}")
                 continue
             boxes_xyxy = np.array([Box(**box).to_xyxy() for box in record["boxes"]], dtype=np.float32)
@@ -270,7 +271,7 @@ class Processor:
                 max_redirects=settings.max_redirects,
             )
         if images.sha256_hex(data) != record["imageSha256"]:
-            raise images.ImageError("unsupported_image", "The image changed since the request was made.")
+            raise ClientError("unsupported_image", "The image changed since the request was made.")
         return images.decode(data, max_pixels=settings.max_image_pixels).pixels
 
     def _fail(self, job_id: str, code: str, message: str) -> None:

@@ -12,37 +12,12 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.errors import CLOSE_CODES, ClientError
+from server.errors import invalid as _invalid
 from server.images import data_url_max_chars, is_data_url
-
-# Error code -> WebSocket close code sent after the error message.
-CLOSE_CODES = {
-    "invalid_json": 1008,
-    "invalid_request": 1008,
-    "message_too_large": 1009,
-    "image_url_forbidden": 1008,
-    "image_download_failed": 1008,
-    "image_too_large": 1009,
-    "unsupported_image": 1008,
-    "queue_full": 1013,
-    "store_unavailable": 1013,
-    "shutting_down": 1001,
-    "job_timeout": 1011,
-    "processing_failed": 1011,
-    "internal_error": 1011,
-}
 
 REQUEST_KEYS = {"image_url", "boxes", "multimask"}
 BOX_KEYS = ("x", "y", "width", "height")
-
-
-class ProtocolError(Exception):
-    """A request the server refuses, with the error code sent to the client."""
-
-    def __init__(self, code: str, message: str):
-        assert code in CLOSE_CODES, code
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +43,6 @@ class Request:
     multimask: bool = False
 
 
-def _invalid(message: str) -> ProtocolError:
-    return ProtocolError("invalid_request", message)
-
-
 def message_limit(max_message_bytes: int, max_image_bytes: int) -> int:
     """The largest request: MAX_MESSAGE_BYTES plus room for an inline image of MAX_IMAGE_BYTES."""
     return max_message_bytes + data_url_max_chars(max_image_bytes)
@@ -80,7 +51,7 @@ def message_limit(max_message_bytes: int, max_image_bytes: int) -> int:
 def parse_request(
     message: str | bytes, *, max_boxes: int, max_message_bytes: int, max_image_bytes: int
 ) -> Request:
-    """Turn the client's one message into a `Request`, or raise `ProtocolError`.
+    """Turn the client's one message into a `Request`, or raise `ClientError`.
 
     The message may exceed `max_message_bytes` only by the length of a data:
     URL in `image_url`, which may hold up to `max_image_bytes` of image.
@@ -92,7 +63,7 @@ def parse_request(
         raise _too_large(size, max_message_bytes, max_image_bytes)
     try:
         body = _load_json(message)
-    except ProtocolError:
+    except ClientError:
         if size > max_message_bytes:
             raise _too_large(size, max_message_bytes, max_image_bytes) from None
         raise
@@ -120,9 +91,9 @@ def _load_json(message: str) -> Any:
     try:
         return json.loads(message)
     except json.JSONDecodeError as exc:
-        raise ProtocolError("invalid_json", f"The request is not valid JSON: {exc}.") from None
+        raise ClientError("invalid_json", f"The request is not valid JSON: {exc}.") from None
     except (RecursionError, ValueError):  # nesting too deep, or an integer literal too long
-        raise ProtocolError("invalid_json", "The request is JSON this server will not parse: too deeply nested, or a number too long.") from None
+        raise ClientError("invalid_json", "The request is JSON this server will not parse: too deeply nested, or a number too long.") from None
 
 
 def _inline_image_bytes(body: Any) -> int:
@@ -135,8 +106,8 @@ def _inline_image_bytes(body: Any) -> int:
     return len(url) if isinstance(url, str) and is_data_url(url) else 0
 
 
-def _too_large(size: int, max_message_bytes: int, max_image_bytes: int) -> ProtocolError:
-    return ProtocolError(
+def _too_large(size: int, max_message_bytes: int, max_image_bytes: int) -> ClientError:
+    return ClientError(
         "message_too_large",
         f"The request is {size} bytes; the limit is {max_message_bytes} bytes, not counting "
         f"an image sent as a data: URL (at most {max_image_bytes} bytes of image).",

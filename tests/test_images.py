@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from server import images
-from server.images import ImageError, decode, download, find_saved, save, sha256_hex
+from server.errors import ClientError
+from server.images import decode, download, find_saved, save, sha256_hex
 from tests.support import image_files as files
 from tests.support.http_server import ImageHTTPServer
 
@@ -34,8 +35,8 @@ def fetch(url: str, **overrides) -> bytes:
     return download(url, **options)
 
 
-def error_of(call, *args, **kwargs) -> ImageError:
-    with pytest.raises(ImageError) as caught:
+def error_of(call, *args, **kwargs) -> ClientError:
+    with pytest.raises(ClientError) as caught:
         call(*args, **kwargs)
     return caught.value
 

@@ -6,7 +6,9 @@ import json
 import pytest
 
 from server import protocol
-from server.protocol import Box, ProtocolError, clip_boxes, parse_request
+from server import errors
+from server.errors import ClientError
+from server.protocol import Box, clip_boxes, parse_request
 
 LIMITS = {"max_boxes": 4, "max_message_bytes": 1024, "max_image_bytes": 3000}
 GOOD = {"image_url": "https://example.com/cat.jpg", "boxes": [{"x": 10, "y": 20, "width": 200, "height": 150}]}
@@ -17,8 +19,8 @@ def parse(body, **limits):
     return parse_request(text, **{**LIMITS, **limits})
 
 
-def refused(body, **limits) -> ProtocolError:
-    with pytest.raises(ProtocolError) as caught:
+def refused(body, **limits) -> ClientError:
+    with pytest.raises(ClientError) as caught:
         parse(body, **limits)
     assert caught.value.message.strip(), "an error must carry a sentence"
     return caught.value
@@ -144,7 +146,7 @@ def test_clip_keeps_inside_boxes_and_clips_overhangs():
     "box", [Box(100, 0, 5, 5), Box(0, 80, 5, 5), Box(-10, 0, 10, 5), Box(200, 200, 5, 5), Box(-20, -20, 5, 5)]
 )
 def test_box_wholly_outside_is_an_error(box):
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(ClientError) as caught:
         clip_boxes((Box(0, 0, 1, 1), box), 100, 80)
     assert caught.value.code == "invalid_request"
     assert "boxes[1]" in caught.value.message and "100x80" in caught.value.message
@@ -174,4 +176,4 @@ def test_every_error_code_has_the_close_code_of_the_contract():
         "unsupported_image": 1008, "queue_full": 1013, "store_unavailable": 1013, "shutting_down": 1001,
         "processing_failed": 1011, "internal_error": 1011, "job_timeout": 1011,
     }
-    assert protocol.CLOSE_CODES == expected
+    assert errors.CLOSE_CODES == expected
