@@ -299,7 +299,7 @@ def decode(data: bytes, *, max_pixels: int, formats: tuple[str, ...] = ALLOWED_F
             "image_too_large",
             f"The image declares more pixels than the limit of {max_pixels:,} pixels.",
         ) from None
-    except Image.UnidentifiedClientError:
+    except Image.UnidentifiedImageError:
         raise ClientError(
             "unsupported_image",
             f"The image is not one this server reads: send {_format_names(formats)}.",
