@@ -69,6 +69,8 @@ class Settings:
     batch_size: int = 0
     torch_threads: int = 0
     drain_seconds: float = 30.0
+    send_timeout: float = 30.0
+    pixel_budget_mb: int = 2048
     api_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
@@ -118,6 +120,7 @@ class Settings:
             "max_image_bytes", "max_image_pixels", "download_timeout", "max_boxes",
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
             "job_timeout", "poll_interval", "max_attempts", "lease_seconds", "cosmos_timeout",
+            "send_timeout", "pixel_budget_mb",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -4,9 +4,10 @@ receive one request ▸ validate ▸ download and decode the image ▸ insert a
 Queue record ▸ `queued` ▸ wait for the record to move (`status`) ▸ send the
 `result` ▸ mark it finished ▸ close 1000.
 
-Every way out is typed: a `ClientError` becomes an `error`
-message and the close code of DESIGN §2; a client that leaves, or any other
-exit, leaves its record `interrupted`, never hanging.
+Every way out is typed: a `ClientError` becomes an `error` message and its
+close code (docs/protocol.md); a client that leaves, or any other exit,
+leaves its record `interrupted`, never hanging. Every send has a deadline
+(SEND_TIMEOUT), so a client that stops reading cannot hold its thread.
 """
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection
 
 from server import images, jobs, protocol
-from server.processor import utcnow
-from server.errors import CLOSE_CODES, ClientError
+from server.deadlines import socket_deadline
+from server.errors import ClientError
+from server.intake import Intake
+from server.clock import utcnow
 from server.store import Record, StoreUnavailable
-
-if TYPE_CHECKING:
-    from server.main import App
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +35,15 @@ SOCKET_CHECK_SECONDS = 0.2
 
 
 class ClientGone(Exception):
-    """The client closed the connection."""
+    """The client closed the connection, or stopped reading for longer than SEND_TIMEOUT."""
 
 
 class Conversation:
-    def __init__(self, ws: ServerConnection, app: "App"):
+    def __init__(self, ws: ServerConnection, intake: Intake):
         self.ws = ws
-        self.app = app
-        self.settings = app.settings
-        self.store = app.store
+        self.intake = intake
+        self.settings = intake.settings
+        self.store = intake.store
         self.job_id: str | None = None
         self.started = time.perf_counter()
         self.download_ms = 0.0
@@ -70,48 +69,54 @@ class Conversation:
     # --- the steps -----------------------------------------------------------------
 
     def _converse(self) -> None:
-        settings = self.settings
-        message = self._receive_request()
-        request = protocol.parse_request(
-            message,
-            max_boxes=settings.max_boxes,
-            max_message_bytes=settings.max_message_bytes,
-            max_image_bytes=settings.max_image_bytes,
-        )
-        self._refuse_if_queue_full()
+        # Nothing of the request's message, bytes or pixels is held past
+        # admission: the pixels went to the processor, the bytes to IMAGE_DIR.
+        position, wake_me = self._admit(self._receive_and_parse())
+        self._send(protocol.queued_message(self.job_id, position))
+        self._wait_and_deliver(wake_me)
 
+    def _receive_and_parse(self) -> protocol.Request:
+        request = protocol.parse_request(
+            self._receive_request(),
+            max_boxes=self.settings.max_boxes,
+            max_message_bytes=self.settings.max_message_bytes,
+            max_image_bytes=self.settings.max_image_bytes,
+        )
+        self.intake.queue_position()  # refuse early, before downloading anything
+        return request
+
+    def _admit(self, request: protocol.Request) -> tuple[int, threading.Event]:
+        """Read the image, save it, insert the record and hand the pixels over."""
+        settings = self.settings
         started = time.perf_counter()
         data, image, image_url = self._read_image(request.image_url)
         self.download_ms = (time.perf_counter() - started) * 1000
-        boxes = protocol.clip_boxes(request.boxes, image.width, image.height)
-        self.summary = {"boxes": len(boxes), "image": f"{image.width}x{image.height}"}
-
-        job_id = str(uuid.uuid4())
-        record = jobs.new_record(
-            job_id,
-            now=utcnow(),
-            image_url=image_url,
-            image_sha256=images.sha256_hex(data),
-            width=image.width,
-            height=image.height,
-            boxes=[box.to_dict() for box in boxes],
-            multimask=request.multimask,
-        )
-        saved = images.save(data, settings.image_dir, job_id, image.extension)
         try:
-            with self.app.admission:
-                ahead = self._refuse_if_queue_full()
-                # From here on, _leave() cleans up whatever happens.
-                self.job_id = job_id
-                wake_me = self.app.events.subscribe(job_id)
-                self.app.processor.hand_over(job_id, image.pixels)
-                self.store.insert(record)
-        except ClientError:
-            saved.unlink(missing_ok=True)
+            boxes = protocol.clip_boxes(request.boxes, image.width, image.height)
+            self.summary = {"boxes": len(boxes), "image": f"{image.width}x{image.height}"}
+            job_id = str(uuid.uuid4())
+            record = jobs.new_record(
+                job_id,
+                now=utcnow(),
+                image_url=image_url,
+                image_sha256=images.sha256_hex(data),
+                width=image.width,
+                height=image.height,
+                boxes=[box.to_dict() for box in boxes],
+                multimask=request.multimask,
+            )
+            saved = images.save(data, settings.image_dir, job_id, image.extension)
+            try:
+                admitted = self.intake.admit(record, image)
+            except BaseException:
+                saved.unlink(missing_ok=True)
+                raise
+        except BaseException:
+            if image.reservation is not None:
+                image.reservation.release()
             raise
-        self.app.processor.wake.set()
-        self._send(protocol.queued_message(job_id, ahead + 1))
-        self._wait_and_deliver(wake_me)
+        self.job_id = job_id  # from here on, _leave() ends the record whatever happens
+        return admitted
 
     def _read_image(self, url: str) -> tuple[bytes, images.DecodedImage, str]:
         """The image's bytes, decoded pixels, and the URL its record keeps.
@@ -122,7 +127,9 @@ class Conversation:
         settings = self.settings
         if images.is_data_url(url):
             data = images.parse_data_url(url, max_bytes=settings.max_image_bytes)
-            image = images.decode(data, max_pixels=settings.max_image_pixels, formats=images.DATA_URL_FORMATS)
+            image = images.decode(
+                data, max_pixels=settings.max_image_pixels, formats=images.DATA_URL_FORMATS, budget=self.intake.budget
+            )
             return data, image, images.describe_data_url(url, len(data))
         data = images.download(
             url,
@@ -131,13 +138,13 @@ class Conversation:
             allow_private=settings.allow_private_urls,
             max_redirects=settings.max_redirects,
         )
-        return data, images.decode(data, max_pixels=settings.max_image_pixels), url
+        return data, images.decode(data, max_pixels=settings.max_image_pixels, budget=self.intake.budget), url
 
     def _receive_request(self) -> str | bytes:
         """The client's one message, within REQUEST_TIMEOUT, unless the server starts draining."""
         deadline = time.monotonic() + self.settings.request_timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            self._refuse_if_draining()
+            self.intake.refuse_if_draining()
             try:
                 return self.ws.recv(timeout=min(remaining, SOCKET_CHECK_SECONDS))
             except TimeoutError:
@@ -145,24 +152,6 @@ class Conversation:
             except ConnectionClosed:
                 raise ClientGone() from None
         raise ClientError("invalid_request", f"No request arrived within {self.settings.request_timeout:g} s.")
-
-    def _refuse_if_draining(self) -> None:
-        if self.app.draining.is_set():
-            raise ClientError("shutting_down", "The server is shutting down; send the request again later.")
-
-    def _refuse_if_queue_full(self) -> int:
-        """How many records wait before this one; `queue_full` if MAX_QUEUE already do.
-
-        A draining server takes no new work: `shutting_down`.
-        """
-        self._refuse_if_draining()
-        waiting = self.store.count_queued()
-        if waiting >= self.settings.max_queue:
-            raise ClientError(
-                "queue_full",
-                f"{self.settings.max_queue} requests are already waiting; try again shortly.",
-            )
-        return waiting
 
     def _wait_and_deliver(self, wake_me: threading.Event) -> None:
         assert self.job_id is not None
@@ -192,10 +181,7 @@ class Conversation:
         """Sleep until the processor wakes us or POLL_INTERVAL passes; watch the socket meanwhile."""
         deadline = time.monotonic() + self.settings.poll_interval
         while (remaining := deadline - time.monotonic()) > 0:
-            if self.app.stopping.is_set():
-                raise ClientError(
-                    "shutting_down", "The server shut down before this request was done; send it again later."
-                )
+            self.intake.refuse_if_stopping()
             if wake_me.wait(min(remaining, SOCKET_CHECK_SECONDS)):
                 wake_me.clear()
                 return
@@ -234,31 +220,34 @@ class Conversation:
             log.warning("job %s: result sent, but the record was no longer processed", self.job_id)
         self.outcome = "finished"
         self.summary.update(timings, cached_embedding=output.get("cachedEmbedding", False))
-        self.app.metrics.result_sent(timings, output.get("cachedEmbedding", False))
+        self.intake.metrics.result_sent(timings, output.get("cachedEmbedding", False))
         self.ws.close(1000)
 
     # --- sending and leaving ---------------------------------------------------------
 
     def _send(self, text: str) -> None:
-        try:
-            self.ws.send(text)
-        except ConnectionClosed:
-            raise ClientGone() from None
+        """Send one message within SEND_TIMEOUT: a client that stops reading cannot hold this thread."""
+        with socket_deadline(self.ws.socket, self.settings.send_timeout) as deadline:
+            try:
+                self.ws.send(text)
+            except (ConnectionClosed, OSError):
+                raise ClientGone() from None
+        if deadline.expired:
+            raise ClientGone()
 
     def _send_error(self, code: str, message: str) -> None:
         self.outcome = code
         try:
-            self.ws.send(protocol.error_message(self.job_id, code, message))
-            self.ws.close(CLOSE_CODES[code], code)
-        except ConnectionClosed:
+            self._send(protocol.error_message(self.job_id, code, message))
+            self.ws.close(ClientError(code, message).close_code, code)
+        except (ClientGone, ConnectionClosed, OSError):
             pass
 
     def _leave(self) -> None:
         """Whatever happened, the record ends terminal and nothing is left behind."""
-        self.app.metrics.request_ended(self.outcome)
+        self.intake.metrics.request_ended(self.outcome)
         if self.job_id is not None:
-            self.app.events.unsubscribe(self.job_id)
-            self.app.processor.drop(self.job_id)
+            self.intake.release(self.job_id)
             try:
                 interrupted = self.store.update(self.job_id, lambda r: jobs.interrupt(r, now=utcnow()))
             except StoreUnavailable as exc:

@@ -16,6 +16,7 @@ import glob
 import hashlib
 import io
 import ipaddress
+import logging
 import os
 import socket
 import tempfile
@@ -29,7 +30,10 @@ import requests
 import urllib3
 from PIL import Image, ImageOps
 
+from server.budget import DECODE_BYTES_PER_PIXEL, HELD_BYTES_PER_PIXEL, PixelBudget, Reservation
 from server.errors import ClientError
+
+log = logging.getLogger(__name__)
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK_BYTES = 64 * 1024
@@ -40,6 +44,8 @@ DATA_URL_MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": 
 DATA_URL_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 _EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg"}
 _DISPLAY_NAMES = {"WEBP": "WebP"}
+# SAM scales the long side to 1024 pixels: past this ratio the short side is under 4.
+MAX_ASPECT_RATIO = 256
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
@@ -47,6 +53,7 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 class DecodedImage:
     pixels: np.ndarray  # uint8, (H, W, 3), C-contiguous RGB, EXIF orientation applied
     extension: str  # of the original bytes' format, e.g. "jpg"
+    reservation: Reservation | None = None  # its pixels' share of the PIXEL_BUDGET_MB budget
 
     @property
     def width(self) -> int:
@@ -274,25 +281,36 @@ def describe_data_url(url: str, size: int) -> str:
 # --- decode -----------------------------------------------------------------
 
 
-def decode(data: bytes, *, max_pixels: int, formats: tuple[str, ...] = ALLOWED_FORMATS) -> DecodedImage:
+def decode(
+    data: bytes,
+    *,
+    max_pixels: int,
+    formats: tuple[str, ...] = ALLOWED_FORMATS,
+    budget: PixelBudget | None = None,
+    force: bool = False,
+) -> DecodedImage:
     """Decode the first frame as displayed: EXIF rotation applied, RGB uint8.
 
-    Only images in `formats` (Pillow's names) are read; others are unsupported_image.
+    Only images in `formats` (Pillow's names) are read; others are
+    unsupported_image. With a `budget`, the decode's memory is reserved from
+    it once the header is read, before any pixel is (`queue_full` when it is
+    spent, unless `force`); the returned image holds the smaller reservation
+    of its pixels, for the caller to release.
     """
     Image.init()  # registers every plugin, so that Image.OPEN lists what this build reads
     formats = [name for name in formats if name in Image.OPEN]
+    reservation = None
     try:
         with Image.open(io.BytesIO(data), formats=formats) as image:
             width, height = image.size
-            if width * height > max_pixels:
-                raise ClientError(
-                    "image_too_large",
-                    f"The image is {width}x{height} pixels, more than the limit of "
-                    f"{max_pixels:,} pixels.",
-                )
+            _check_size(width, height, max_pixels)
+            if budget is not None:
+                reservation = budget.reserve(width * height * DECODE_BYTES_PER_PIXEL, force=force)
             extension = _EXTENSIONS.get(image.format, image.format.lower())
             pixels = _to_rgb(ImageOps.exif_transpose(image))
-    except ClientError:
+        if reservation is not None:
+            reservation.shrink(width * height * HELD_BYTES_PER_PIXEL)
+    except ClientError:  # the budget's refusal comes before its reservation
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ClientError(
@@ -305,11 +323,28 @@ def decode(data: bytes, *, max_pixels: int, formats: tuple[str, ...] = ALLOWED_F
             f"The image is not one this server reads: send {_format_names(formats)}.",
         ) from None
     except Exception:  # Pillow's decoders raise many types on bad input.
+        if reservation is not None:
+            reservation.release()
         raise ClientError(
             "unsupported_image",
             "The image could not be decoded; the file may be truncated or corrupt.",
         ) from None
-    return DecodedImage(pixels=pixels, extension=extension)
+    return DecodedImage(pixels=pixels, extension=extension, reservation=reservation)
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    """Refuse images over MAX_IMAGE_PIXELS, and images too thin for SAM to see anything in."""
+    if width * height > max_pixels:
+        raise ClientError(
+            "image_too_large",
+            f"The image is {width}x{height} pixels, more than the limit of {max_pixels:,} pixels.",
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ClientError(
+            "unsupported_image",
+            f"The image is {width}x{height} pixels: one side is more than {MAX_ASPECT_RATIO} times the "
+            "other, so the model (which scales the long side to 1024) would see a strip under 4 pixels wide.",
+        )
 
 
 def _format_names(formats: list[str]) -> str:
@@ -339,22 +374,46 @@ def sha256_hex(data: bytes) -> str:
 
 
 def save(data: bytes, image_dir: Path, job_id: str, extension: str) -> Path:
-    """Write IMAGE_DIR/<job_id>.<extension> through a temporary file and a rename."""
+    """Write IMAGE_DIR/<job_id>.<extension> through a temporary file and a rename.
+
+    A disk that is full or read-only is `store_unavailable` for the client;
+    the server's /health reports it too (`writable_problem`).
+    """
     if Path(job_id).name != job_id or job_id.startswith(".") or not extension.isalnum():
         raise ValueError(f"unsafe image file name: {job_id!r}.{extension!r}")
     image_dir = Path(image_dir)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    target = image_dir / f"{job_id}.{extension}"
-    fd, temporary = tempfile.mkstemp(dir=image_dir, prefix=f".{job_id}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+        image_dir.mkdir(parents=True, exist_ok=True)
+        target = image_dir / f"{job_id}.{extension}"
+        fd, temporary = tempfile.mkstemp(dir=image_dir, prefix=f".{job_id}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        log.error("cannot write the image to IMAGE_DIR %s: %s", image_dir, exc)
+        raise ClientError(
+            "store_unavailable",
+            f"The server cannot store the image right now ({exc.strerror or exc}); try again later.",
+        ) from None
     return target
+
+
+def writable_problem(directory: Path) -> str | None:
+    """Why files cannot be written in `directory` (created if missing), or None when they can."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory, prefix=".write-check.") as probe:
+            probe.write(b"x")  # a full disk still lets an empty file be created
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return f"{directory} is not writable: {exc.strerror or exc}"
+    return None
 
 
 def find_saved(image_dir: Path, job_id: str) -> Path | None:

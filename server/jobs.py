@@ -162,6 +162,13 @@ def fail(record: Record, *, now: dt.datetime, code: str, message: str) -> Record
     }
 
 
+def fail_unclaimed(record: Record, *, now: dt.datetime, code: str, message: str) -> Record:
+    """Fail a record that no processor holds (queued, or its lease expired), and no other."""
+    if record["status"] != QUEUED and not lease_expired(record, now):
+        raise TransitionRefused(f"record is {record['status']}, held by a processor")
+    return fail(record, now=now, code=code, message=message)
+
+
 def order_violations(record: Record) -> list[str]:
     """What is wrong with this record's timestamps; empty when it is sound.
 

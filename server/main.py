@@ -1,16 +1,14 @@
-"""Wiring: the store, the processor thread and the WebSocket/HTTP server.
+"""Wiring and lifecycle: the store, the processor thread and the WebSocket server; start, drain, stop.
 
-One port serves both: `GET /ping`, `GET /health`, `GET /metrics` and the
-page at `GET /` (server/page.html) are answered as plain HTTP in `process_request`; a
-WebSocket upgrade on `/` starts a `Conversation` in the server's
-per-connection thread.
+One port serves both: plain HTTP (the page, /ping, /health, /metrics) is
+answered by `server.routes`; a WebSocket upgrade on `/` starts a
+`Conversation` (server/connection.py) in the server's per-connection
+thread, which sees the rest of the server only through an `Intake`.
 """
 
 from __future__ import annotations
 
-import hmac
-import http
-import json
+import contextlib
 import logging
 import signal
 import socket
@@ -18,23 +16,21 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
 
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from server import __version__, images, logs
+from server import images, logs
+from server.budget import PixelBudget
 from server.config import Settings
 from server.connection import Conversation
+from server.intake import Intake
 from server.listener import LimitedListener
-from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from server.metrics import Metrics
+from server.metrics import LiveState, Metrics
 from server.processor import JobEvents, Processor
+from server.routes import Health, Routes
 from server.sam_model import CheckpointError, SamModel, check_checkpoint, load_sam, set_torch_threads
-from server.store import Store, StoreUnavailable, open_store
+from server.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +40,9 @@ log = logging.getLogger(__name__)
 # `message_too_large` error.
 HARD_MESSAGE_LIMIT_FACTOR = 4
 WATCHDOG_SECONDS = 1.0
-# The page people use: one static file, read once. It holds no secret, so it
-# is served without a token; its WebSocket upgrade needs one like any other.
-PAGE = (Path(__file__).resolve().parent / "page.html").read_bytes()
+# After DRAIN_SECONDS, how long a stop may still take: conversations end
+# with `shutting_down`, then the processor gets what is left of this.
+STOP_GRACE_SECONDS = 10.0
 
 
 def hard_message_limit(settings: Settings) -> int:
@@ -56,20 +52,15 @@ def hard_message_limit(settings: Settings) -> int:
     )
 
 
-def _http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
-    return Response(status.value, status.phrase, headers, body)
-
-
 class App:
-    """The running service. `start()` returns at once; `stop()` ends it cleanly."""
+    """The running service. `start()` returns at once; `stop()` ends it within DRAIN_SECONDS + STOP_GRACE_SECONDS."""
 
     def __init__(self, settings: Settings, store: Store, load_model: Callable[[], SamModel]):
         self.settings = settings
         self.store = store
         self.server_id = f"cap-{uuid.uuid4().hex[:8]}"
         self.events = JobEvents()
-        self.admission = threading.Lock()  # makes the queue_full check and insert one step
+        self.budget = PixelBudget(settings.pixel_budget_mb * 2**20)
         self.stop_requested = threading.Event()  # a signal, or a fatal error: wait() returns
         self.draining = threading.Event()  # refuse new work; stored requests go on
         self.stopping = threading.Event()  # waiting conversations end now with shutting_down
@@ -79,12 +70,33 @@ class App:
             settings=settings,
             load_model=load_model,
             events=self.events,
+            budget=self.budget,
             server_id=self.server_id,
             on_fatal=self._on_fatal,
         )
         self._connections = 0
         self._connections_lock = threading.Lock()
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(
+            LiveState(connections=lambda: self._connections, queue_depth=store.count_queued, model=self._loaded_model)
+        )
+        self.health = Health(
+            settings,
+            store,
+            model_loaded=lambda: self._loaded_model() is not None,
+            connections=lambda: self._connections,
+            draining=self.draining,
+        )
+        self.intake = Intake(
+            settings=settings,
+            store=store,
+            processor=self.processor,
+            events=self.events,
+            budget=self.budget,
+            metrics=self.metrics,
+            draining=self.draining,
+            stopping=self.stopping,
+        )
+        self._routes = Routes(settings, self.health, self.metrics, self.draining)
         self._server: Server | None = None
         self._serve_thread: threading.Thread | None = None
 
@@ -92,6 +104,10 @@ class App:
     def port(self) -> int:
         assert self._server is not None, "start() first"
         return self._server.socket.getsockname()[1]
+
+    @property
+    def connections(self) -> int:
+        return self._connections
 
     def start(self) -> None:
         self.processor.start()
@@ -101,17 +117,13 @@ class App:
         self._server = serve(
             self._handle,
             sock=self.listener,
-            process_request=self._process_request,
+            process_request=self._routes.process_request,
             max_size=hard_message_limit(self.settings),
         )
         self._server.handler = self.listener.track(self._server.handler)
         self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)
         self._serve_thread.start()
         log.info("listening on %s:%d (server id %s)", self.settings.host, self.port, self.server_id)
-
-    @property
-    def connections(self) -> int:
-        return self._connections
 
     def wait(self) -> None:
         """Block until a stop is requested (signal) or the service cannot go on.
@@ -128,12 +140,16 @@ class App:
                 return
 
     def stop(self) -> None:
-        """Drain, then end whoever still waits, then stop the processor.
+        """Drain, then end whoever still waits, then stop the processor: at most DRAIN_SECONDS + STOP_GRACE_SECONDS.
 
         1. Draining: new connections get 503 and new requests `shutting_down`;
            requests already stored go on for up to DRAIN_SECONDS.
         2. Stopping: conversations still waiting send `shutting_down` and mark
-           their records interrupted; then the server and the processor stop.
+           their records interrupted. A connection still open after half the
+           grace (a client that does not read, say) has its socket shut.
+        3. The processor finishes its batch if it can within the rest of the
+           grace; a batch that runs on past it is left: its records' leases
+           run out, and another replica (or this one, restarted) takes them.
         """
         self.draining.set()
         if self.fatal is None:
@@ -141,94 +157,44 @@ class App:
             while self._connections and time.monotonic() < deadline:
                 time.sleep(0.05)
         self.stopping.set()
+        grace_ends = time.monotonic() + STOP_GRACE_SECONDS
         if self._server is not None:
-            # Conversations see `stopping` within a fraction of a second;
-            # shutdown() waits for them to finish.
-            self._server.shutdown(close_connections=False)
-        self.processor.stop(timeout=30)
+            self._shut_server(timeout=STOP_GRACE_SECONDS / 2)
+        self.processor.stop(timeout=max(0.0, grace_ends - time.monotonic()))
+        if self.processor.is_alive():
+            log.warning("the processor was still busy at the end of the stop grace; its records will be retried")
         self.store.close()
+
+    def _shut_server(self, timeout: float) -> None:
+        """Stop accepting, and wait for the conversations to end; cut their sockets if they outlast `timeout`."""
+        server = self._server
+        assert server is not None
+        # Conversations see `stopping` within a fraction of a second; shutdown() waits for them.
+        closer = threading.Thread(target=server.shutdown, kwargs={"close_connections": False}, daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            for connection in list(server.connections):
+                with contextlib.suppress(OSError):
+                    connection.socket.shutdown(socket.SHUT_RDWR)
+            closer.join(1.0)
 
     def _on_fatal(self, exc: Exception) -> None:
         self.fatal = exc
         self.stop_requested.set()
 
-    # --- per connection --------------------------------------------------------------
+    def _loaded_model(self) -> SamModel | None:
+        processor = self.processor
+        return processor.model if processor.ready.is_set() and processor.is_alive() else None
 
     def _handle(self, ws: ServerConnection) -> None:
         with self._connections_lock:
             self._connections += 1
         try:
-            Conversation(ws, self).run()
+            Conversation(ws, self.intake).run()
         finally:
             with self._connections_lock:
                 self._connections -= 1
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
-        if path == "/ping":
-            return _http_response(http.HTTPStatus.OK, b"pong", "text/plain; charset=utf-8")
-        if path == "/health":
-            healthy, body = self.health()
-            status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
-            if not self._authorized(request):
-                body = {"healthy": healthy}  # details only for callers that hold the token
-            return _http_response(status, json.dumps(body).encode(), "application/json")
-        if path == "/metrics":
-            if not self._authorized(request):
-                return _http_response(
-                    http.HTTPStatus.UNAUTHORIZED, b"API token required for /metrics", "text/plain; charset=utf-8"
-                )
-            return _http_response(http.HTTPStatus.OK, self.metrics.text(), METRICS_CONTENT_TYPE)
-        if path != "/":
-            return _http_response(http.HTTPStatus.NOT_FOUND, b"not found", "text/plain; charset=utf-8")
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return _http_response(http.HTTPStatus.OK, PAGE, "text/html; charset=utf-8")
-        if not self._authorized(request):
-            return _http_response(
-                http.HTTPStatus.UNAUTHORIZED,
-                b"API token required: send 'Authorization: Bearer <token>' or ?token=<token>",
-                "text/plain; charset=utf-8",
-            )
-        if self.draining.is_set():
-            return _http_response(
-                http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down", "text/plain; charset=utf-8"
-            )
-        return None  # go on with the WebSocket handshake
-
-    def _authorized(self, request: Request) -> bool:
-        """True without API_TOKEN; with it, the request must carry one of its tokens.
-
-        A token comes as a Bearer header or a ?token= parameter and is
-        compared in constant time. API_TOKEN may list several tokens,
-        comma-separated, so that a new one can be rolled out before the old
-        one is withdrawn.
-        """
-        if not self.settings.api_token:
-            return True
-        accepted = [token.strip().encode() for token in self.settings.api_token.split(",") if token.strip()]
-        offered = []
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            offered.append(credentials.strip())
-        offered += parse_qs(urlsplit(request.path).query).get("token", [])
-        return any(hmac.compare_digest(token.encode(), good) for token in offered for good in accepted)
-
-    def health(self) -> tuple[bool, dict]:
-        store_state, queue_depth = "ok", None
-        try:
-            self.store.check()
-            queue_depth = self.store.count_queued()
-        except StoreUnavailable as exc:
-            store_state = f"error: {exc}"
-        model_loaded = self.processor.ready.is_set() and self.processor.is_alive()
-        body = {
-            "model_loaded": model_loaded,
-            "store": store_state,
-            "queue_depth": queue_depth,
-            "connections": self.connections,
-            "version": __version__,
-        }
-        return model_loaded and store_state == "ok" and not self.draining.is_set(), body
 
 
 def production_model_loader(settings: Settings) -> Callable[[], SamModel]:
@@ -248,6 +214,10 @@ def serve_forever(settings: Settings) -> int:
     except CheckpointError as exc:
         print(f"cap: {exc}", file=sys.stderr)
         return 2
+    problem = storage_problem(settings)
+    if problem:
+        print(f"cap: {problem}", file=sys.stderr)
+        return 2
     store = open_store(settings)
     app = App(settings, store, production_model_loader(settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -260,6 +230,21 @@ def serve_forever(settings: Settings) -> int:
         print(f"cap: {app.fatal}", file=sys.stderr)
         return 2
     return 0
+
+
+def storage_problem(settings: Settings) -> str | None:
+    """One sentence if IMAGE_DIR, or the SQLite file's folder, cannot be written; else None."""
+    problem = images.writable_problem(settings.image_dir)
+    if problem:
+        return f"IMAGE_DIR {problem}: give the server's user write access, or set IMAGE_DIR to a writable folder."
+    if not settings.cosmos_endpoint:
+        problem = images.writable_problem(settings.sqlite_path.parent)
+        if problem:
+            return (
+                f"The SQLite store's folder {problem}: give the server's user write access, "
+                "or set SQLITE_PATH to a file in a writable folder."
+            )
+    return None
 
 
 def configure_logging(settings: Settings) -> None:

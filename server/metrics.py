@@ -1,14 +1,15 @@
 """`GET /metrics`: Prometheus text format, from a registry of the App's own.
 
 Counters and the histogram are updated as requests end; the gauges and the
-embedding cache's counters are read from the running App when scraped. Each
-App has its own `CollectorRegistry` (not prometheus_client's global one), so
-that several Apps in one process (the tests) keep apart.
+embedding cache's counters are read from a `LiveState` when scraped. Each
+server has its own `CollectorRegistry` (not prometheus_client's global one),
+so that several servers in one process (the tests) keep apart.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+import dataclasses
+from typing import Callable, Iterator
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -16,18 +17,25 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from server.errors import CLOSE_CODES
+from server.sam_model import SamModel
 from server.store import StoreUnavailable
-
-if TYPE_CHECKING:
-    from server.main import App
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # From a cached embedding's decoder pass (milliseconds) to a vit_h encoder on a CPU (a minute).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveState:
+    """What is true right now, read at scrape time."""
+
+    connections: Callable[[], int]
+    queue_depth: Callable[[], int]  # may raise StoreUnavailable
+    model: Callable[[], SamModel | None]  # None until the model is loaded
+
+
 class Metrics:
-    def __init__(self, app: "App"):
+    def __init__(self, live: LiveState):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "cap_requests", "Requests by how they ended: finished, error (with its code) or client_gone.",
@@ -39,7 +47,7 @@ class Metrics:
             "the mask decoder, and end to end (request received to result sent).",
             ["stage"], buckets=BUCKETS, registry=self.registry,
         )
-        self.registry.register(_LiveState(app))
+        self.registry.register(_LiveCollector(live))
 
     def request_ended(self, outcome: str) -> None:
         """Count a conversation's end; `outcome` is `finished`, `client_gone` or an error code."""
@@ -58,20 +66,18 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _LiveState(Collector):
-    """What is true right now, read at scrape time."""
-
-    def __init__(self, app: "App"):
-        self.app = app
+class _LiveCollector(Collector):
+    def __init__(self, live: LiveState):
+        self.live = live
 
     def collect(self) -> Iterator[Metric]:
-        app = self.app
-        yield GaugeMetricFamily("cap_open_connections", "Open WebSocket connections.", value=app.connections)
+        live = self.live
+        yield GaugeMetricFamily("cap_open_connections", "Open WebSocket connections.", value=live.connections())
         try:
-            yield GaugeMetricFamily("cap_queue_depth", "Records waiting in the store's queue.", value=app.store.count_queued())
+            yield GaugeMetricFamily("cap_queue_depth", "Records waiting in the store's queue.", value=live.queue_depth())
         except StoreUnavailable:
             pass  # no sample: /health says why
-        model = app.processor.model if app.processor.ready.is_set() else None
+        model = live.model()
         if model is None:
             return
         cache = model.cache

@@ -10,8 +10,11 @@ timeout only catches records inserted by other processes sharing the
 database. Between batches it sweeps records stuck past `JOB_TIMEOUT` and
 images past `IMAGE_RETENTION_HOURS`.
 
-Images arrive decoded from the connection threads (`hand_over`), so this
-thread only computes. Writing a result (RLE and two store writes) stays on
+Images arrive decoded from the connection threads (`hand_over`). An image
+this replica lacks (another replica received the request) is fetched again
+by the `Refetcher`'s threads, never this one, so a slow image host cannot
+stall the model. A batch that fails is tried again one request at a time,
+so that only a request that fails alone fails. Writing a result (RLE and two store writes) stays on
 this thread: it costs a few milliseconds against seconds of encoder time
 (see bench/README.md), and a second writer thread would compete with the
 encoder for the same cores.
@@ -29,20 +32,20 @@ import numpy as np
 import torch
 
 from server import images, jobs, masks
+from server.budget import PixelBudget, Reservation
+from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
 from server.protocol import Box
+from server.refetch import Refetcher
 from server.sam_model import CheckpointError, ImageJob, SamModel, Segmentation
 from server.store import Conflict, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 CLAIM_CANDIDATES = 8
+CLAIM_PAGES = 32  # at most 256 records looked at per claim round
 ERROR_BACKOFF_SECONDS = 1.0
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 class JobEvents:
@@ -75,6 +78,7 @@ class Processor:
         settings: Settings,
         load_model: Callable[[], SamModel],
         events: JobEvents,
+        budget: PixelBudget,
         server_id: str,
         on_fatal: Callable[[Exception], None],
     ):
@@ -88,7 +92,9 @@ class Processor:
         self._load_model = load_model
         self._on_fatal = on_fatal
         self._stopping = threading.Event()
-        self._pixels: dict[str, np.ndarray] = {}
+        self._pixels: dict[str, tuple[np.ndarray, Reservation | None]] = {}
+        self.budget = budget
+        self.fetcher = Refetcher(settings, store, on_ready=self._image_arrived)
         self._pixels_lock = threading.Lock()
         self._next_sweep = 0.0
         self.batch_size = 1  # BATCH_SIZE, resolved once the model's device is known
@@ -107,15 +113,25 @@ class Processor:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def hand_over(self, job_id: str, pixels: np.ndarray) -> None:
-        """Give the processor the decoded image, so that it need not decode it again."""
+    def hand_over(self, job_id: str, pixels: np.ndarray, reservation: Reservation | None) -> None:
+        """Give the processor the decoded image, so that it need not decode it again.
+
+        Its share of the pixel budget goes back once the encoder has run, or on `drop`.
+        """
         with self._pixels_lock:
-            self._pixels[job_id] = pixels
+            self._pixels[job_id] = (pixels, reservation)
 
     def drop(self, job_id: str) -> None:
         """Forget a handed-over image whose record will not be processed here."""
         with self._pixels_lock:
-            self._pixels.pop(job_id, None)
+            _, reservation = self._pixels.pop(job_id, (None, None))
+        if reservation is not None:
+            reservation.release()
+
+    def _image_arrived(self, job_id: str) -> None:
+        """The refetcher saved a record's image, or failed the record: look again now."""
+        self.events.notify(job_id)
+        self.wake.set()
 
     # --- the thread ----------------------------------------------------------------
 
@@ -157,74 +173,116 @@ class Processor:
                 self._stopping.wait(ERROR_BACKOFF_SECONDS)
 
     def _claim_batch(self) -> list[Record]:
-        """Claim up to `batch_size` of the oldest claimable records."""
+        """Claim up to `batch_size` of the oldest records this replica can take.
+
+        Pages through the claimable records (oldest first), so that records
+        this replica cannot take (another replica's inline images, images
+        still being fetched) never hide the ones it can.
+        """
         batch: list[Record] = []
-        for candidate in self.store.claimable(utcnow(), max(CLAIM_CANDIDATES, 2 * self.batch_size)):
-            if len(batch) == self.batch_size:
+        after = None
+        for _ in range(CLAIM_PAGES):
+            page = self.store.claimable(utcnow(), CLAIM_CANDIDATES, after=after)
+            for candidate in page:
+                if len(batch) == self.batch_size:
+                    return batch
+                if not self._image_is_here(candidate):
+                    continue
+                stored = self._claim(candidate)
+                if stored is not None:
+                    batch.append(stored)
+            if len(page) < CLAIM_CANDIDATES or len(batch) == self.batch_size:
                 break
-            if self._image_is_elsewhere(candidate):
-                continue
-            try:
-                claimed = jobs.claim(
-                    candidate,
-                    now=utcnow(),  # not the time of the query: the record may be younger than that
-                    server_id=self.server_id,
-                    lease_seconds=self.settings.lease_seconds,
-                    max_attempts=self.settings.max_attempts,
-                )
-                stored = self.store.replace(claimed, etag=candidate["_etag"])
-            except (jobs.TransitionRefused, Conflict):
-                continue  # another processor, or an interruption, got there first
-            self.events.notify(stored["id"])
-            if stored["status"] == jobs.PROCESSING:
-                batch.append(stored)
-                continue
-            log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
-            self.drop(stored["id"])
+            after = page[-1]["createdAt"]
         return batch
 
-    def _image_is_elsewhere(self, record: Record) -> bool:
-        """An image sent inline (data: URL) that another replica received and this one cannot read.
+    def _claim(self, candidate: Record) -> Record | None:
+        """The claimed record, or None when another processor (or an interruption) got there first."""
+        try:
+            claimed = jobs.claim(
+                candidate,
+                now=utcnow(),  # not the time of the query: the record may be younger than that
+                server_id=self.server_id,
+                lease_seconds=self.settings.lease_seconds,
+                max_attempts=self.settings.max_attempts,
+            )
+            stored = self.store.replace(claimed, etag=candidate["_etag"])
+        except (jobs.TransitionRefused, Conflict):
+            return None
+        self.events.notify(stored["id"])
+        if stored["status"] == jobs.PROCESSING:
+            return stored
+        log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
+        self.drop(stored["id"])
+        return None
 
-        Its record is left for the replica that has the image (or, should that
-        one be gone, for the sweep to interrupt after JOB_TIMEOUT).
+    def _image_is_here(self, record: Record) -> bool:
+        """Whether this replica holds the record's image: handed over, or in IMAGE_DIR.
+
+        An image it lacks is fetched again from the record's URL by the
+        fetcher's thread, never this one, and the record is claimed once it
+        is saved. An image sent inline (data: URL) to another replica cannot
+        be fetched: that record is left to the replica that has it (or,
+        should that one be gone, to the sweep after JOB_TIMEOUT).
         """
-        if not images.is_data_url(record["imageUrl"]):
-            return False
         with self._pixels_lock:
             if record["id"] in self._pixels:  # received here: no need to scan IMAGE_DIR
-                return False
-        return images.find_saved(self.settings.image_dir, record["id"]) is None
+                return True
+        if images.find_saved(self.settings.image_dir, record["id"]) is not None:
+            return True
+        if not images.is_data_url(record["imageUrl"]):
+            self.fetcher.fetch(record)
+        return False
 
     def _process(self, batch: list[Record]) -> None:
         ready: list[tuple[Record, ImageJob]] = []
+        reservations: list[Reservation] = []
         for record in batch:
             try:
-                pixels = self._pixels_for(record)
+                pixels, reservation = self._pixels_for(record)
             except ClientError as exc:
                 self._fail(record["id"], "processing_failed", f"The image is no longer available: {exc.message}")
                 continue
+            if reservation is not None:
+                reservations.append(reservation)
             boxes_xyxy = np.array([Box(**box).to_xyxy() for box in record["boxes"]], dtype=np.float32)
             ready.append((record, ImageJob(pixels, boxes_xyxy, record["multimask"], record["imageSha256"])))
-        if not ready:
-            return
+        try:
+            if len(ready) > 1:
+                self._segment_together(ready)
+            elif ready:
+                self._segment_alone(*ready[0])
+        finally:
+            for reservation in reservations:
+                reservation.release()
 
+    def _segment_together(self, ready: list[tuple[Record, ImageJob]]) -> None:
+        """One encoder pass for the batch; if it fails, each request alone, so that only a guilty one fails."""
         assert self.model is not None
-        ids = ", ".join(record["id"] for record, _ in ready)
-        for attempt in range(1, self.settings.max_attempts + 1):
-            try:
-                results = self.model.segment_batch([job for _, job in ready])
-                break
-            except Exception as exc:
-                log.warning("job %s: model failed on attempt %d: %s", ids, attempt, exc)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-        else:
-            for record, _ in ready:
-                self._fail(record["id"], "processing_failed", "The model failed on this image; see the server log.")
+        try:
+            results = self.model.segment_batch([job for _, job in ready])
+        except Exception as exc:
+            log.warning("a batch of %d failed (%s); trying each request alone", len(ready), exc)
+            _empty_cuda_cache()
+            for record, job in ready:
+                self._segment_alone(record, job)
             return
         for (record, _), result in zip(ready, results):
             self._finish(record, result)
+
+    def _segment_alone(self, record: Record, job: ImageJob) -> None:
+        assert self.model is not None
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                [result] = self.model.segment_batch([job])
+                break
+            except Exception as exc:
+                log.warning("job %s: model failed on attempt %d: %s", record["id"], attempt, exc)
+                _empty_cuda_cache()
+        else:
+            self._fail(record["id"], "processing_failed", "The model failed on this image; see the server log.")
+            return
+        self._finish(record, result)
 
     def _finish(self, record: Record, result: Segmentation) -> None:
         """Store the result, mark the record processed, wake its connection."""
@@ -252,27 +310,21 @@ class Processor:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
         self.events.notify(job_id)
 
-    def _pixels_for(self, record: Record) -> np.ndarray:
-        """The decoded image: handed over in memory, else from disk, else downloaded again."""
+    def _pixels_for(self, record: Record) -> tuple[np.ndarray, Reservation | None]:
+        """The decoded image and its share of the pixel budget: handed over in memory, else read from IMAGE_DIR."""
         with self._pixels_lock:
-            pixels = self._pixels.pop(record["id"], None)
-        if pixels is not None:
-            return pixels
-        settings = self.settings
-        path = images.find_saved(settings.image_dir, record["id"])
-        if path is not None:
-            data = path.read_bytes()
-        else:
-            data = images.download(
-                record["imageUrl"],
-                max_bytes=settings.max_image_bytes,
-                timeout=settings.download_timeout,
-                allow_private=settings.allow_private_urls,
-                max_redirects=settings.max_redirects,
-            )
+            handed_over = self._pixels.pop(record["id"], None)
+        if handed_over is not None:
+            return handed_over
+        path = images.find_saved(self.settings.image_dir, record["id"])
+        if path is None:
+            raise ClientError("image_download_failed", "The image file was deleted before it was processed.")
+        data = path.read_bytes()
         if images.sha256_hex(data) != record["imageSha256"]:
             raise ClientError("unsupported_image", "The image changed since the request was made.")
-        return images.decode(data, max_pixels=settings.max_image_pixels).pixels
+        # Forced: the record is claimed, and this thread must not be refused its own work.
+        image = images.decode(data, max_pixels=self.settings.max_image_pixels, budget=self.budget, force=True)
+        return image.pixels, image.reservation
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         self.store.update(job_id, lambda r: jobs.fail(r, now=utcnow(), code=code, message=message))
@@ -290,3 +342,9 @@ class Processor:
                 self.events.notify(record["id"])
         if self.settings.image_retention_hours > 0:
             images.delete_older_than(self.settings.image_dir, self.settings.image_retention_hours * 3600)
+
+
+def _empty_cuda_cache() -> None:
+    """After a failure (CUDA out of memory, say), give the cached blocks back before trying again."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

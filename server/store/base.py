@@ -47,8 +47,11 @@ class Store(abc.ABC):
         """Write `record` if the stored one still has `etag`, else raise `Conflict`."""
 
     @abc.abstractmethod
-    def claimable(self, now: dt.datetime, limit: int) -> list[Record]:
-        """Queued records and records whose lease expired, oldest first."""
+    def claimable(self, now: dt.datetime, limit: int, after: str | None = None) -> list[Record]:
+        """Queued records and records whose lease expired, oldest first.
+
+        `after` (a `createdAt` value) pages on: only records created after it.
+        """
 
     @abc.abstractmethod
     def count_queued(self) -> int:

@@ -198,12 +198,13 @@ class CosmosStore(Store):
 
         return self._call("query", run)
 
-    def claimable(self, now: dt.datetime, limit: int) -> list[Record]:
+    def claimable(self, now: dt.datetime, limit: int, after: str | None = None) -> list[Record]:
         items = self._query(
             0,
-            "SELECT TOP @limit * FROM c WHERE c.status = @queued "
-            "OR (c.status = @processing AND c.leaseUntil <= @now) ORDER BY c.createdAt",
+            "SELECT TOP @limit * FROM c WHERE (c.status = @queued "
+            "OR (c.status = @processing AND c.leaseUntil <= @now)) AND c.createdAt > @after ORDER BY c.createdAt",
             limit=limit, queued=jobs.QUEUED, processing=jobs.PROCESSING, now=jobs.format_time(now),
+            after=after or "",
         )
         return [_clean(item) for item in items]
 

@@ -140,11 +140,11 @@ class SQLiteStore(Store):
             raise Conflict(f"record {record['id']} changed since it was read")
         return stored
 
-    def claimable(self, now: dt.datetime, limit: int) -> list[Record]:
+    def claimable(self, now: dt.datetime, limit: int, after: str | None = None) -> list[Record]:
         rows = self._execute(
-            "SELECT * FROM Queue WHERE status = ? OR (status = ? AND leaseUntil <= ?) "
+            "SELECT * FROM Queue WHERE (status = ? OR (status = ? AND leaseUntil <= ?)) AND createdAt > ? "
             "ORDER BY createdAt, id LIMIT ?",
-            (jobs.QUEUED, jobs.PROCESSING, jobs.format_time(now), limit),
+            (jobs.QUEUED, jobs.PROCESSING, jobs.format_time(now), after or "", limit),
         ).fetchall()
         return [_record(row) for row in rows]
 

@@ -1,0 +1,88 @@
+"""What a connection may do with the rest of the server: admission, hand-over, release.
+
+A `Conversation` (server/connection.py) sees only an `Intake`: it never
+reaches into the App, the processor or the metrics. Admission is one step
+under a lock (refuse when draining or when MAX_QUEUE records wait, then
+insert), so that concurrent connections cannot overfill the queue; the
+decoded pixels are handed to the processor with the record, so that it need
+not decode them again; release takes back whatever a request left behind
+(its wake-up, its pixels and their share of the pixel budget).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from server.budget import PixelBudget
+from server.config import Settings
+from server.errors import ClientError
+from server.images import DecodedImage
+from server.metrics import Metrics
+from server.processor import JobEvents, Processor
+from server.store import Record, Store
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        processor: Processor,
+        events: JobEvents,
+        budget: PixelBudget,
+        metrics: Metrics,
+        draining: threading.Event,
+        stopping: threading.Event,
+    ):
+        self.settings = settings
+        self.store = store
+        self.budget = budget
+        self.metrics = metrics
+        self._processor = processor
+        self._events = events
+        self._draining = draining
+        self._stopping = stopping
+        self._admission = threading.Lock()  # makes the queue_full check and the insert one step
+
+    def refuse_if_draining(self) -> None:
+        if self._draining.is_set():
+            raise ClientError("shutting_down", "The server is shutting down; send the request again later.")
+
+    def refuse_if_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise ClientError(
+                "shutting_down", "The server shut down before this request was done; send it again later."
+            )
+
+    def queue_position(self) -> int:
+        """How many records wait; `queue_full` if MAX_QUEUE already do, `shutting_down` when draining."""
+        self.refuse_if_draining()
+        waiting = self.store.count_queued()
+        if waiting >= self.settings.max_queue:
+            raise ClientError(
+                "queue_full", f"{self.settings.max_queue} requests are already waiting; try again shortly."
+            )
+        return waiting
+
+    def admit(self, record: Record, image: DecodedImage) -> tuple[int, threading.Event]:
+        """Insert the record and hand its pixels over; its position in the queue and its wake-up.
+
+        Once this returns, the caller must `release` the record's id whatever happens.
+        """
+        job_id = record["id"]
+        with self._admission:
+            ahead = self.queue_position()
+            wake_me = self._events.subscribe(job_id)
+            self._processor.hand_over(job_id, image.pixels, image.reservation)
+            try:
+                self.store.insert(record)
+            except BaseException:
+                self.release(job_id)
+                raise
+        self._processor.wake.set()
+        return ahead + 1, wake_me
+
+    def release(self, job_id: str) -> None:
+        self._events.unsubscribe(job_id)
+        self._processor.drop(job_id)

@@ -1,0 +1,147 @@
+"""Plain HTTP on the WebSocket port: the page, /ping, /health, /metrics, and the token check.
+
+websockets calls `Routes.process_request` for every request before the
+handshake: an HTTP answer here ends it, `None` lets the WebSocket upgrade on
+`/` go on to a conversation.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.sync.server import ServerConnection
+
+from server import __version__, images
+from server.config import Settings
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server.metrics import Metrics
+from server.store import Store, StoreUnavailable
+
+# The page people use: one static file, read once. It holds no secret, so it
+# is served without a token; its WebSocket upgrade needs one like any other.
+PAGE = (Path(__file__).resolve().parent / "page.html").read_bytes()
+# How long the store's and the disk's state is reused by /health: anyone may
+# call /health, and each look costs database operations (request units on
+# Cosmos DB) and a small disk write.
+HEALTH_CACHE_SECONDS = 1.0
+
+
+def _response(status: http.HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status.value, status.phrase, headers, body)
+
+
+class Health:
+    """`/health`: fresh for what costs nothing, at most HEALTH_CACHE_SECONDS old for the store and the disk."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        model_loaded: Callable[[], bool],
+        connections: Callable[[], int],
+        draining: threading.Event,
+    ):
+        self.settings = settings
+        self.store = store
+        self.model_loaded = model_loaded
+        self.connections = connections
+        self.draining = draining
+        self._lock = threading.Lock()
+        self._checked_at = -float("inf")
+        self._storage: tuple[str, int | None, str] = ("unknown", None, "unknown")
+
+    def state(self) -> tuple[bool, dict]:
+        store_state, queue_depth, images_state = self._storage_state()
+        model_loaded = self.model_loaded()
+        body = {
+            "model_loaded": model_loaded,
+            "store": store_state,
+            "images": images_state,
+            "queue_depth": queue_depth,
+            "connections": self.connections(),
+            "version": __version__,
+        }
+        healthy = model_loaded and store_state == "ok" and images_state == "ok" and not self.draining.is_set()
+        return healthy, body
+
+    def _storage_state(self) -> tuple[str, int | None, str]:
+        with self._lock:  # one caller looks; the others wait for its answer
+            if time.monotonic() - self._checked_at >= HEALTH_CACHE_SECONDS:
+                self._storage = self._look()
+                self._checked_at = time.monotonic()
+            return self._storage
+
+    def _look(self) -> tuple[str, int | None, str]:
+        store_state, queue_depth = "ok", None
+        try:
+            self.store.check()
+            queue_depth = self.store.count_queued()
+        except StoreUnavailable as exc:
+            store_state = f"error: {exc}"
+        problem = images.writable_problem(self.settings.image_dir)
+        return store_state, queue_depth, f"error: {problem}" if problem else "ok"
+
+
+class Routes:
+    def __init__(self, settings: Settings, health: Health, metrics: Metrics, draining: threading.Event):
+        self.settings = settings
+        self.health = health
+        self.metrics = metrics
+        self.draining = draining
+        self._tokens = [token.strip().encode() for token in (settings.api_token or "").split(",") if token.strip()]
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/ping":
+            return _response(http.HTTPStatus.OK, b"pong")
+        if len(request.headers.get_all("Authorization")) > 1:
+            return _response(http.HTTPStatus.BAD_REQUEST, b"send one Authorization header, not several")
+        if path == "/health":
+            healthy, body = self.health.state()
+            status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
+            if not self.authorized(request):
+                body = {"healthy": healthy}  # details only for callers that hold the token
+            return _response(status, json.dumps(body).encode(), "application/json")
+        if path == "/metrics":
+            if not self.authorized(request):
+                return _response(http.HTTPStatus.UNAUTHORIZED, b"API token required for /metrics")
+            return _response(http.HTTPStatus.OK, self.metrics.text(), METRICS_CONTENT_TYPE)
+        if path != "/":
+            return _response(http.HTTPStatus.NOT_FOUND, b"not found")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return _response(http.HTTPStatus.OK, PAGE, "text/html; charset=utf-8")
+        if not self.authorized(request):
+            return _response(
+                http.HTTPStatus.UNAUTHORIZED, b"API token required: send 'Authorization: Bearer <token>' or ?token=<token>"
+            )
+        if self.draining.is_set():
+            return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down")
+        return None  # go on with the WebSocket handshake
+
+    def authorized(self, request: Request) -> bool:
+        """True without API_TOKEN; with it, the request must carry one of its tokens.
+
+        A token comes as a Bearer header or a ?token= parameter and is
+        compared in constant time. API_TOKEN may list several tokens,
+        comma-separated, so that a new one can be rolled out before the old
+        one is withdrawn.
+        """
+        if not self._tokens:
+            return True
+        offered = []
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            offered.append(credentials.strip())
+        offered += parse_qs(urlsplit(request.path).query).get("token", [])
+        return any(hmac.compare_digest(token.encode(), good) for token in offered for good in self._tokens)
