@@ -59,7 +59,7 @@ def parse_request(
     """
     if isinstance(message, bytes):
         raise _invalid("Send the request as a JSON text message, not a binary frame.")
-    size = len(message.encode("utf-8"))
+    size = len(message) if message.isascii() else len(message.encode("utf-8"))  # no copy when ASCII
     # Refuse by size before parsing: parsing costs many times a message's size
     # (a few kB of compressed `{},{},...` inflate to megabytes of JSON and then
     # to hundreds of megabytes of Python objects). Only one string, a data:

@@ -67,6 +67,12 @@ def jpeg_exif_rotated(w: int, h: int) -> bytes:
     return _encode(stored, "JPEG", quality=95, exif=exif.tobytes())
 
 
+def noise_png(w: int, h: int, seed: int = 0) -> bytes:
+    """Random pixels: a model's masks on it are ragged, so their RLE is long."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return _encode(Image.fromarray(pixels), "PNG")
+
+
 def png_rgba(w: int, h: int) -> bytes:
     """RGBA PNG: colour `rgb_pattern(w, h)`, alpha 0 in the left half, 128 in the right."""
     alpha = np.zeros((h, w, 1), dtype=np.uint8)
