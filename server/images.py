@@ -307,7 +307,7 @@ def decode(
             if budget is not None:
                 reservation = budget.reserve(width * height * DECODE_BYTES_PER_PIXEL, force=force)
             extension = _EXTENSIONS.get(image.format, image.format.lower())
-            pixels = _to_rgb(ImageOps.exif_transpose(image))
+            pixels = _to_rgb(ImageOps.exif_transpose(image, in_place=True) or image)
         if reservation is not None:
             reservation.shrink(width * height * HELD_BYTES_PER_PIXEL)
     except ClientError:  # the budget's refusal comes before its reservation
@@ -362,7 +362,8 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         low, high = min(values.min(), 0.0), max(values.max(), 1.0)
         gray = ((values - low) * (255 / (high - low)) + 0.5).astype(np.uint8)
     else:
-        return np.array(image.convert("RGB"), dtype=np.uint8)
+        # asarray wraps the bytes Pillow hands out instead of copying them again.
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
 
 
