@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection
 
-from server import images, jobs, protocol
+from server import fetch, images, jobs, protocol
 from server.processor import utcnow
 from server.errors import CLOSE_CODES, ClientError
 from server.store import Record, StoreUnavailable
@@ -124,7 +124,7 @@ class Conversation:
             data = images.parse_data_url(url, max_bytes=settings.max_image_bytes)
             image = images.decode(data, max_pixels=settings.max_image_pixels, formats=images.DATA_URL_FORMATS)
             return data, image, images.describe_data_url(url, len(data))
-        data = images.download(
+        data = fetch.download(
             url,
             max_bytes=settings.max_image_bytes,
             timeout=settings.download_timeout,

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import images, jobs, masks
+from server import fetch, images, jobs, masks
 from server.config import Settings
 from server.errors import ClientError
 from server.protocol import Box
@@ -263,7 +263,7 @@ class Processor:
         if path is not None:
             data = path.read_bytes()
         else:
-            data = images.download(
+            data = fetch.download(
                 record["imageUrl"],
                 max_bytes=settings.max_image_bytes,
                 timeout=settings.download_timeout,
