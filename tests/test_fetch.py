@@ -567,3 +567,12 @@ def test_https_refuses_an_untrusted_certificate(https_server, resolver):
     error = error_of(https_server.url("/cat.png", host=NAME))
     assert error.code == "image_download_failed" and "certificate" in error.message
     assert https_server.hits["/cat.png"] == 0
+
+
+def test_https_dripping_headers_is_cut_off_at_the_deadline(https_server, resolver, trust_certificate):
+    resolver[NAME] = ["127.0.0.1"]
+    https_server.add_raw("/drip.png", b"HTTP/1.1 200 OK\r\nX-Drip: ", then=b"a", every=0.05, for_seconds=10)
+    started = time.monotonic()
+    error = error_of(https_server.url("/drip.png", host=NAME), timeout=1.0)
+    assert error.code == "image_download_failed" and "1 s timeout" in error.message, error.message
+    assert time.monotonic() - started < 2.0
