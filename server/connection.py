@@ -20,11 +20,11 @@ import uuid
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection
 
-from server import images, jobs, protocol
+from server import fetch, images, jobs, protocol
+from server.clock import utcnow
 from server.deadlines import socket_deadline
 from server.errors import ClientError
 from server.intake import Intake
-from server.clock import utcnow
 from server.store import Record, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Conversation:
                 data, max_pixels=settings.max_image_pixels, formats=images.DATA_URL_FORMATS, budget=self.intake.budget
             )
             return data, image, images.describe_data_url(url, len(data))
-        data = images.download(
+        data = fetch.download(
             url,
             max_bytes=settings.max_image_bytes,
             timeout=settings.download_timeout,

@@ -42,3 +42,7 @@ class ClientError(Exception):
 
 def invalid(message: str) -> ClientError:
     return ClientError("invalid_request", message)
+
+
+def image_too_large(max_bytes: int) -> ClientError:
+    return ClientError("image_too_large", f"The image is larger than the limit of {max_bytes:,} bytes.")

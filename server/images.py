@@ -1,8 +1,7 @@
-"""Safe image download and decode (DESIGN §2 error codes, §3 "Image files").
+"""Safe image decode, inline images and saved files (README.md: the protocol, "How it works").
 
-`download` fetches an http(s) URL with a guard against server-side request
-forgery, a byte limit and a deadline for the whole transfer. `parse_data_url`
-reads an image sent inline as a base64 `data:` URL instead. `decode` turns
+Downloading an http(s) URL is `server.fetch`. `parse_data_url` reads an
+image sent inline as a base64 `data:` URL instead. `decode` turns
 the bytes into RGB pixels as displayed, refusing decompression bombs before
 any pixel data is loaded. `save` and `find_saved` keep the original bytes at
 `IMAGE_DIR/<id>.<ext>`.
@@ -15,28 +14,21 @@ import contextlib
 import glob
 import hashlib
 import io
-import ipaddress
 import logging
 import os
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 import numpy as np
-import requests
-import urllib3
 from PIL import Image, ImageOps
 
 from server.budget import DECODE_BYTES_PER_PIXEL, HELD_BYTES_PER_PIXEL, PixelBudget, Reservation
-from server.errors import ClientError
+from server.errors import ClientError, image_too_large
 
 log = logging.getLogger(__name__)
 
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_CHUNK_BYTES = 64 * 1024
 # Raster formats only: no EPS (Ghostscript), PDF or other exotic decoders.
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # A data: URL may carry only these media types, and its bytes must decode as one of them.
@@ -62,168 +54,6 @@ class DecodedImage:
     @property
     def height(self) -> int:
         return self.pixels.shape[0]
-
-
-# --- download ---------------------------------------------------------------
-
-
-def download(
-    url: str,
-    *,
-    max_bytes: int,
-    timeout: float,
-    allow_private: bool,
-    max_redirects: int = 3,
-) -> bytes:
-    """Fetch `url` (http or https), following at most `max_redirects` redirects.
-
-    Raises ValueError for a non-http(s) URL, ClientError for everything the
-    client should hear about.
-    """
-    if is_data_url(url):
-        # Only a record's short description of an inline image reaches here:
-        # the image itself was sent to, and saved by, another server.
-        raise ClientError(
-            "image_download_failed",
-            "The image was sent inline as a data: URL, and only the server that received it keeps it.",
-        )
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    deadline = time.monotonic() + timeout
-    with requests.Session() as session:
-        session.trust_env = False  # no proxies or .netrc: fetch exactly what was checked
-        for _ in range(max_redirects + 1):
-            host = _check_url(url, allow_private)
-            with _download_errors(host, timeout):
-                response = session.get(
-                    url,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=_remaining(deadline, host, timeout),
-                    headers={"Accept-Encoding": "identity"},
-                )
-                with response:
-                    location = response.headers.get("Location")
-                    if response.status_code in _REDIRECT_STATUSES and location:
-                        url = urljoin(url, location)
-                        continue
-                    if response.status_code >= 300:
-                        raise ClientError(
-                            "image_download_failed",
-                            f"The image server {host} answered HTTP {response.status_code}; "
-                            "check that the URL is correct and publicly readable.",
-                        )
-                    return _read_body(response, host, max_bytes, deadline, timeout)
-    raise ClientError(
-        "image_download_failed",
-        f"The image URL redirected more than {max_redirects} times; use the image's direct URL.",
-    )
-
-
-def _check_url(url: str, allow_private: bool) -> str:
-    """Return the URL's host, after refusing it if it must not be fetched."""
-    parts = urlsplit(url)
-    host = parts.hostname
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        port = None
-    if parts.scheme not in ("http", "https") or not host or port is None:
-        raise ClientError(
-            "image_download_failed",
-            f"The image URL led to {url!r}, which is not a valid http or https URL.",
-        )
-    if allow_private:
-        return host
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise ClientError(
-            "image_download_failed",
-            f"The image URL's host {host} could not be resolved; check its spelling.",
-        ) from None
-    if any(_is_forbidden(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos):
-        raise ClientError(
-            "image_url_forbidden",
-            f"The image URL's host {host} resolves to a private, loopback or link-local "
-            "address, which this server does not fetch; use a publicly reachable URL.",
-        )
-    return host
-
-
-def _is_forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True for any address that is not a public unicast address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or not ip.is_global
-    )
-
-
-def _read_body(
-    response: requests.Response, host: str, max_bytes: int, deadline: float, timeout: float
-) -> bytes:
-    """Stream the body, counting bytes as they arrive and watching the deadline."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes)
-    connection = response.raw.connection
-    body = bytearray()
-    while True:
-        remaining = _remaining(deadline, host, timeout)
-        if connection is not None and connection.sock is not None:
-            connection.sock.settimeout(remaining)
-        chunk = response.raw.read1(_CHUNK_BYTES, decode_content=True)
-        if not chunk:
-            return bytes(body)
-        body += chunk
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
-
-
-def _remaining(deadline: float, host: str, timeout: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise _timed_out(host, timeout)
-    return remaining
-
-
-def _too_large(max_bytes: int) -> ClientError:
-    return ClientError(
-        "image_too_large", f"The image is larger than the limit of {max_bytes:,} bytes."
-    )
-
-
-def _timed_out(host: str, timeout: float) -> ClientError:
-    return ClientError(
-        "image_download_failed",
-        f"Downloading the image from {host} took longer than the {timeout:g} s timeout.",
-    )
-
-
-@contextlib.contextmanager
-def _download_errors(host: str, timeout: float):
-    """Turn network and HTTP library exceptions into ClientError."""
-    try:
-        yield
-    except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
-        raise _timed_out(host, timeout) from None
-    except requests.exceptions.SSLError:
-        raise ClientError(
-            "image_download_failed",
-            f"The TLS connection to {host} failed; check that its certificate is valid.",
-        ) from None
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-        raise ClientError(
-            "image_download_failed",
-            f"Could not download the image from {host}: the connection failed or was cut.",
-        ) from None
 
 
 # --- data: URLs ---------------------------------------------------------------
@@ -258,7 +88,7 @@ def parse_data_url(url: str, *, max_bytes: int) -> bytes:
             f"A data: URL image must be image/png, image/jpeg or image/webp, not {media_type[:40]!r}.",
         )
     if len(payload) // 4 * 3 > max_bytes + 2:  # refuse before decoding; the exact check follows
-        raise _too_large(max_bytes)
+        raise image_too_large(max_bytes)
     try:
         data = base64.b64decode(payload, validate=True)
     except ValueError:  # binascii.Error, or a character that is not ASCII
@@ -266,7 +96,7 @@ def parse_data_url(url: str, *, max_bytes: int) -> bytes:
             "invalid_request", "The data: URL's base64 is malformed: it has characters or padding base64 does not allow."
         ) from None
     if len(data) > max_bytes:
-        raise _too_large(max_bytes)
+        raise image_too_large(max_bytes)
     if not data:
         raise ClientError("unsupported_image", "The data: URL holds no image data.")
     return data

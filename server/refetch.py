@@ -18,7 +18,7 @@ import queue
 import threading
 from typing import Callable
 
-from server import images, jobs
+from server import fetch, images, jobs
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
@@ -67,7 +67,7 @@ class Refetcher:
     def _fetch(self, record: Record) -> None:
         settings = self.settings
         try:
-            data = images.download(
+            data = fetch.download(
                 record["imageUrl"],
                 max_bytes=settings.max_image_bytes,
                 timeout=settings.download_timeout,

@@ -158,3 +158,30 @@ def test_a_download_past_download_timeout_fails(start_app, image_server, how, de
     assert outcome.types == ["error"] and outcome.last["code"] == "image_download_failed", outcome.messages
     assert outcome.close_code == 1008
     assert timeout <= elapsed < timeout + 5
+
+
+@pytest.mark.parametrize(
+    "how, head, drip",
+    [
+        ("drips its headers one byte every 50 ms", b"HTTP/1.1 200 OK\r\nX-Drip: ", b"a"),
+        (
+            "sends gzip of empty deflate blocks, endlessly",
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff",
+            b"\x00\x00\x00\xff\xff" * 10_000,
+        ),
+    ],
+    ids=["header-drip", "gzip-empty-blocks"],
+)
+def test_a_response_that_never_ends_is_cut_off(start_app, image_server, how, head, drip):
+    timeout = 1.0
+    app = start_app(download_timeout=timeout)
+    image_server.add_raw("/bombs/endless", head, then=drip, every=0.05 if len(drip) == 1 else 0.0, for_seconds=15)
+
+    started = time.perf_counter()
+    outcome = exchange(ws_url(app), request_for(image_server.url("/bombs/endless")), timeout=60)
+    elapsed = time.perf_counter() - started
+
+    print(f"\nimage server {how}, DOWNLOAD_TIMEOUT {timeout:g} s -> {outcome.last.get('code')} after {elapsed:.2f} s")
+    assert outcome.types == ["error"] and outcome.last["code"] == "image_download_failed", outcome.messages
+    assert elapsed < timeout + 1
+    assert list(app.store.records()) == []

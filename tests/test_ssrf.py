@@ -2,14 +2,15 @@
 
 Names are resolved by a patched resolver (socket.getaddrinfo), so a test can
 make "images.example.test" point anywhere without a DNS server. Only refusals
-are tested: no request ever leaves 127.0.0.1.
+are tested: no request ever leaves 127.0.0.1. tests/test_fetch.py tests the
+guard itself, DNS rebinding included.
 """
 
 import socket
 
 import pytest
 
-from server import images
+from server import fetch
 from tests.conftest import ws_url
 from tests.support.client import exchange
 
@@ -64,11 +65,29 @@ def test_a_name_resolving_to_a_private_address_is_refused(start_app, resolver, a
 
 def test_a_redirect_to_a_name_resolving_privately_is_refused(start_app, image_server, resolver, monkeypatch):
     # The image server's own 127.0.0.1 counts as public here, so the first hop is allowed.
-    real_rule = images._is_forbidden
-    monkeypatch.setattr(images, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip))
+    real_rule = fetch._is_forbidden
+    monkeypatch.setattr(fetch, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip))
     resolver["metadata.example.test"] = ["169.254.169.254"]
     image_server.add_redirect("/hop", "http://metadata.example.test/latest/meta-data/")
     app = start_app(allow_private_urls=False)
     outcome = refused(app, image_server.url("/hop"))
     assert outcome.last["code"] == "image_url_forbidden"
     assert image_server.hits["/hop"] == 1  # the first hop was fetched, the second never
+
+
+def test_a_url_whose_host_parsers_disagree_on_is_refused_unfetched(start_app, image_server, resolver, monkeypatch):
+    """Read by urlsplit, the host is images.example.test; HTTP libraries connect to 127.0.0.1.
+
+    The name resolves to an address counted as public here (and never
+    connected to), so only reading the URL strictly stops the request.
+    """
+    real_rule = fetch._is_forbidden
+    monkeypatch.setattr(fetch, "_is_forbidden", lambda ip: str(ip) != "198.51.100.7" and real_rule(ip))
+    resolver["images.example.test"] = ["198.51.100.7"]
+    image_server.add("/admin/x.png", b"secret")
+    app = start_app(allow_private_urls=False)
+    outcome = refused(app, f"http://127.0.0.1:{image_server.port}\\@images.example.test/../admin/x.png")
+    assert outcome.last["code"] == "invalid_request" and "backslash" in outcome.last["message"]
+    assert outcome.close_code == 1008
+    assert image_server.hits["/admin/x.png"] == 0
+    assert list(app.store.records()) == []

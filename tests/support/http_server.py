@@ -5,12 +5,16 @@
         download(server.url("/cat.png"), ...)
 
 Routes match the request path exactly (query included); anything else is 404.
-Every response closes its connection. `hits[path]` counts requests per path.
+Every response closes its connection. `hits[path]` counts requests per path,
+`host_headers[path]` lists the Host header of each. With `tls` (a server-side
+SSLContext) it speaks https. `add_raw` sends bytes verbatim, for responses no
+honest server sends: dripped, flooded or malformed.
 """
 
 from __future__ import annotations
 
 import collections
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,14 +24,21 @@ Respond = Callable[[BaseHTTPRequestHandler], None]
 
 
 class ImageHTTPServer:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.hits: collections.Counter[str] = collections.Counter()
+        self.host_headers: collections.defaultdict[str, list[str]] = collections.defaultdict(list)
+        self._address = (host, port)
+        self._tls = tls
         self._routes: dict[str, Respond] = {}
+        self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> ImageHTTPServer:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._stopping.clear()
+        self._server = ThreadingHTTPServer(self._address, self._handler_class())
+        if self._tls is not None:
+            self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -36,6 +47,7 @@ class ImageHTTPServer:
 
     def stop(self) -> None:
         if self._server is not None:
+            self._stopping.set()
             self._server.shutdown()
             self._server.server_close()
             self._thread.join()
@@ -51,8 +63,10 @@ class ImageHTTPServer:
     def port(self) -> int:
         return self._server.server_address[1]
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        """The URL of `path`, naming `host` (default: the address listened on)."""
+        scheme = "http" if self._tls is None else "https"
+        return f"{scheme}://{host or self._address[0]}:{self.port}{path}"
 
     # --- routes -------------------------------------------------------------
 
@@ -120,16 +134,35 @@ class ImageHTTPServer:
 
         self._routes[path] = respond
 
+    def add_raw(
+        self, path: str, head: bytes, then: bytes = b"", every: float = 0.0, for_seconds: float = 0.0
+    ) -> None:
+        """Send `head` verbatim (status line, headers, body: anything), then `then`
+        every `every` seconds for `for_seconds`, or until the client leaves or the
+        server stops."""
+        stopping = self._stopping
+
+        def respond(handler: BaseHTTPRequestHandler) -> None:
+            handler.wfile.write(head)
+            handler.wfile.flush()
+            give_up_at = time.monotonic() + for_seconds
+            while then and time.monotonic() < give_up_at and not stopping.wait(every):
+                handler.wfile.write(then)
+                handler.wfile.flush()
+
+        self._routes[path] = respond
+
     # --- plumbing -----------------------------------------------------------
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        routes, hits = self._routes, self.hits
+        routes, hits, host_headers = self._routes, self.hits, self.host_headers
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
                 hits[self.path] += 1
+                host_headers[self.path].append(self.headers.get("Host", ""))
                 self.close_connection = True
                 respond = routes.get(self.path)
                 try:
@@ -138,7 +171,7 @@ class ImageHTTPServer:
                         self.wfile.write(b"not found")
                     else:
                         respond(self)
-                except ConnectionError:
+                except (ConnectionError, ssl.SSLError):
                     pass  # the client gave up, as download tests make it do
 
             def log_message(self, format: str, *args) -> None:
