@@ -5,7 +5,7 @@ Queue record ▸ `queued` ▸ wait for the record to move (`status`) ▸ send th
 `result` ▸ mark it finished ▸ close 1000.
 
 Every way out is typed: a `ClientError` becomes an `error`
-message and the close code of DESIGN §2; a client that leaves, or any other
+message and the close code of docs/protocol.md; a client that leaves, or any other
 exit, leaves its record `interrupted`, never hanging.
 """
 

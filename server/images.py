@@ -1,4 +1,4 @@
-"""Safe image download and decode (DESIGN §2 error codes, §3 "Image files").
+"""Safe image download and decode (error codes: docs/protocol.md; image files: docs/records.md).
 
 `download` fetches an http(s) URL with a guard against server-side request
 forgery, a byte limit and a deadline for the whole transfer. `parse_data_url`
