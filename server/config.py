@@ -1,7 +1,7 @@
 """Settings: environment variables, with a `.env` file read when present.
 
 Every setting the code reads is a field of `Settings`; the names and defaults
-follow DESIGN §4 (mirrored in the README and `.env.example`). The environment
+are documented in docs/settings.md and `.env.example`. The environment
 wins over `.env`. A malformed value is a `SettingsError` naming the variable.
 """
 

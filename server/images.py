@@ -1,4 +1,4 @@
-"""Safe image decode, inline images and saved files (README.md: the protocol, "How it works").
+"""Safe image decode, inline images and saved files (error codes: docs/protocol.md; image files: docs/records.md).
 
 Downloading an http(s) URL is `server.fetch`. `parse_data_url` reads an
 image sent inline as a base64 `data:` URL instead. `decode` turns

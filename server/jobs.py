@@ -1,4 +1,4 @@
-"""The Queue record and its lifecycle (DESIGN §3). Pure: no store, no clock.
+"""The Queue record and its lifecycle (docs/records.md). Pure: no store, no clock.
 
 A record moves forward through createdAt -> processing -> processed ->
 finished, or stops early in a terminal `interrupted` or `failed`. Each

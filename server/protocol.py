@@ -1,7 +1,7 @@
 """Wire protocol version 1: parse and validate requests, build messages.
 
-Pure functions only: no sockets, no store, no model. See DESIGN §2 and the
-README's protocol section.
+Pure functions only: no sockets, no store, no model. The protocol is
+documented in docs/protocol.md.
 """
 
 from __future__ import annotations

@@ -1,38 +1,95 @@
-"""The README and .env.example stay true to the code."""
+"""README.md, docs/ and .env.example stay true to the code, and their links resolve."""
 
 import ast
 import dataclasses
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dotenv import dotenv_values
 from PIL import Image
 
 from server.config import Settings
+from server.errors import CLOSE_CODES
 from tests.conftest import ws_url
+from tests.support import image_files
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+DOCS = REPO / "docs"
+PROTOCOL = (DOCS / "protocol.md").read_text()
+SETTINGS_DOC = (DOCS / "settings.md").read_text()
 SETTINGS = {field.name.upper() for field in dataclasses.fields(Settings)}
+# Every page whose links must resolve.
+PAGES = [REPO / "README.md", REPO / "bench" / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of every body row of every table (header and rule rows left out)."""
+    rows = []
+    for block in re.split(r"\n(?!\|)", markdown):
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        for line in lines[2:]:
+            rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+    return rows
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under `heading` up to the next heading of the same or a higher level."""
+    level = heading.split(" ", 1)[0]
+    start = markdown.index(heading + "\n") + len(heading) + 1
+    following = re.search(rf"^#{{1,{len(level)}}} ", markdown[start:], re.M)
+    return markdown[start : start + following.start()] if following else markdown[start:]
+
+
+# --- settings ------------------------------------------------------------------------------
 
 
 def test_env_example_lists_exactly_the_settings_the_code_reads():
     assert set(dotenv_values(REPO / ".env.example")) == SETTINGS
 
 
-def test_env_example_defaults_are_the_code_defaults(tmp_path):
+def test_env_example_defaults_are_the_code_defaults():
     from_example = Settings.from_env({}, dotenv=REPO / ".env.example")
     assert from_example == Settings()
 
 
-def test_readme_settings_table_names_every_setting():
-    table = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
-    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
-    named = {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z_]+)`", cell)}
-    assert named == SETTINGS
+def documented_settings() -> dict[str, str]:
+    """docs/settings.md: each setting's name -> the default its table row states."""
+    documented = {}
+    for cells in table_rows(SETTINGS_DOC):
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+        if len(cells) == 3 and len(names) == 1 and cells[0] == f"`{names[0]}`":
+            assert names[0] not in documented, f"{names[0]} has two rows in docs/settings.md"
+            documented[names[0]] = cells[1]
+    return documented
+
+
+def test_docs_settings_has_a_row_for_every_setting_and_no_other():
+    assert set(documented_settings()) == SETTINGS
+
+
+def test_docs_settings_states_each_code_default():
+    """Each row's default, read back through Settings.from_env, is the code's default."""
+    for name, cell in documented_settings().items():
+        if cell == "unset":
+            assert getattr(Settings(), name.lower()) is None, f"{name}: documented as unset"
+            continue
+        value = re.match(r"`([^`]*)`", cell)
+        assert value, f"{name}: the default cell {cell!r} has no `value`"
+        read_back = Settings.from_env({name: value.group(1)}, dotenv=None)
+        assert read_back == Settings(), f"{name}: docs/settings.md says {value.group(1)!r}, the code's default differs"
+
+
+def test_readmes_common_settings_are_real_settings():
+    named = {
+        name for cells in table_rows(section(README, "## Settings")) for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+    }
+    assert named and named <= SETTINGS, named - SETTINGS
 
 
 def environment_reads(source: str) -> list[str]:
@@ -71,19 +128,153 @@ def test_the_environment_scan_sees_every_kind_of_read():
     assert sorted(environment_reads(source)) == ["?", "CAP_X", "CAP_Y", "os.environ"]
 
 
+# --- the protocol ----------------------------------------------------------------------------
+
+
+def test_docs_protocol_lists_every_error_code_with_its_close_code():
+    documented = {}
+    for cells in table_rows(section(PROTOCOL, "## Errors")):
+        code = re.fullmatch(r"`([a-z_]+)`", cells[0])
+        if code:
+            assert code.group(1) not in documented, f"{code.group(1)} has two rows"
+            documented[code.group(1)] = int(cells[1])
+    assert documented == CLOSE_CODES
+
+
+# --- links -----------------------------------------------------------------------------------
+
+
+def without_code(markdown: str) -> str:
+    """The text outside fenced code blocks and inline code spans."""
+    markdown = re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S)
+    return re.sub(r"`[^`\n]*`", "", markdown)
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of a page: lower case, punctuation dropped, spaces to hyphens."""
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in found:
+            n += 1
+            candidate = f"{slug}-{n}"
+        found.add(candidate)
+    return found
+
+
+def relative_links(markdown: str) -> list[str]:
+    targets = re.findall(r"\]\(([^)\s]+)\)", without_code(markdown))
+    return [target for target in targets if not re.match(r"[a-z]+:", target)]
+
+
+def broken_links(page: Path) -> list[str]:
+    broken = []
+    for target in relative_links(page.read_text()):
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved.read_text()):
+            broken.append(f"{target}: no heading #{anchor} in {resolved.name}")
+    return broken
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+def test_every_relative_link_resolves_to_a_file_and_heading(page):
+    assert relative_links(page.read_text()), "no relative links found: the scan is broken"
+    assert broken_links(page) == []
+
+
+def test_the_link_check_catches_a_missing_file_and_a_missing_heading(tmp_path):
+    (tmp_path / "other.md").write_text("# Other\n\n## A section, with `code`\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Page\n\n## Here\n\n[ok](other.md#a-section-with-code) [ok](#here) [ok](other.md)\n"
+        "[gone](missing.md) [gone](other.md#nowhere) [gone](#not-here) [web](https://example.com/x)\n"
+        "```\n[not a link](inside-code.md)\n```\n"
+    )
+    assert broken_links(page) == [
+        "missing.md: no such file",
+        "other.md#nowhere: no heading #nowhere in other.md",
+        "#not-here: no heading #not-here in page.md",
+    ]
+
+
+def test_the_docs_table_of_contents_lists_every_document():
+    listed = set(re.findall(r"\]\(([\w-]+\.md)\)", (DOCS / "README.md").read_text()))
+    assert listed == {path.name for path in DOCS.glob("*.md")} - {"README.md"}
+
+
+def test_nothing_cites_the_design_input():
+    """Code and docs cite README.md and docs/, never the design input they were written from."""
+    citation = re.compile("DESIGN" + r"(\.md| §)")
+    texts = [*PAGES, *REPO.glob("server/**/*.py"), *REPO.glob("tests/**/*.py"), *REPO.glob("bench/*.py")]
+    assert [str(path.relative_to(REPO)) for path in texts if citation.search(path.read_text())] == []
+
+
+# --- examples, as they run -------------------------------------------------------------------
+
+
 def test_readme_shows_the_example_client_verbatim():
     assert (REPO / "examples" / "segment.py").read_text().strip() in README
 
 
-def test_the_example_client_runs_against_a_real_server(start_app, image_server):
+def sample_output(markdown: str, command: str) -> tuple[str, list[str]]:
+    """The paragraph before a code block that starts with `$ <command>`, and the block's output lines."""
+    start = markdown.index("```\n$ " + command)
+    block = markdown[start + 4 : markdown.index("```", start + 4)]
+    lines = block.splitlines()
+    while lines[0].endswith("\\"):  # the command goes on
+        lines.pop(0)
+    paragraph = markdown[markdown.rindex("\n\n", 0, start - 1) : start]
+    return paragraph, [line for line in lines[1:] if not line.startswith("$ ")]
+
+
+def test_the_example_clients_run_matches_its_documented_output(start_app, image_server):
+    """examples/segment.py against a real server: the same messages, with the same keys, as docs/protocol.md shows."""
     app = start_app()
     done = subprocess.run(
         [sys.executable, str(REPO / "examples" / "segment.py"), ws_url(app), image_server.url("/photo.jpg")],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert [line.split('"type": "')[1].split('"')[0] for line in lines] == ["queued", "status", "result"]
+    before, documented = sample_output(PROTOCOL, ".venv/bin/python examples/segment.py")
+    assert "random weights" in before, "the sample output must say which model made it"
+
+    def shape(value):
+        if isinstance(value, dict):
+            return {key: shape(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [shape(item) for item in value]
+        return value if value in ("queued", "status", "result", "processing") else type(value).__name__
+
+    ran = [shape(json.loads(line)) for line in done.stdout.splitlines()]
+    assert [message["type"] for message in ran] == ["queued", "status", "result"]
+    assert ran == [shape(json.loads(line)) for line in documented]
+
+
+def normalised(line: str) -> str:
+    line = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", line)
+    return re.sub(r"-?\d+(\.\d+)?", "N", line)
+
+
+def test_the_command_line_clients_run_matches_the_readmes_sample(start_app, tmp_path):
+    """python -m server.client, run with the README's arguments: the same lines, numbers aside."""
+    app = start_app()
+    work = tmp_path / "client"
+    work.mkdir()
+    (work / "scene.png").write_bytes(image_files.png_rgb(1200, 800))
+    command = ".venv/bin/python -m server.client ws://localhost:8080 --image scene.png"
+    before, documented = sample_output(README, command)
+    assert "random weights" in before, "the sample output must say which model made it"
+    arguments = re.search(re.escape(command) + r"(.*?)\n(?!\s)", README[README.index("$ " + command) :], re.S).group(1)
+    done = subprocess.run(
+        [sys.executable, "-m", "server.client", ws_url(app), "--image", "scene.png", *arguments.replace("\\\n", " ").split()],
+        cwd=work, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert [normalised(line) for line in done.stdout.splitlines()] == [normalised(line) for line in documented]
 
 
 def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
@@ -104,3 +295,13 @@ def test_readme_shows_the_pages_screenshot():
     assert "](docs/page.png)" in README
     with Image.open(REPO / "docs" / "page.png") as screenshot:
         assert screenshot.format == "PNG" and screenshot.width >= 800
+
+
+# --- benchmarks ------------------------------------------------------------------------------
+
+
+def test_docs_benchmarks_shows_the_committed_full_result():
+    committed = (REPO / "bench" / "results" / "full-vm.md").read_text()
+    rows = [line for line in committed.splitlines() if line.startswith("|")]
+    assert len(rows) == 12
+    assert "\n".join(rows) in (DOCS / "benchmarks.md").read_text()

@@ -77,7 +77,7 @@ def test_replace_with_a_stale_etag_is_a_conflict_and_writes_nothing(store):
 
 
 def test_interrupt_wins_over_a_claim_that_read_before_it(store):
-    """The race of DESIGN §3: the processor read the record, then the client left."""
+    """The race of docs/records.md: the processor read the record, then the client left."""
     seen_by_processor = store.insert(record("a"))
     assert store.update("a", lambda r: jobs.interrupt(r, now=at(1)))["status"] == "interrupted"
     claimed = jobs.claim(seen_by_processor, now=at(2), server_id="s1", lease_seconds=10, max_attempts=3)

@@ -1,4 +1,4 @@
-"""The store interface: the `Queue` and `SAMOutput` containers of DESIGN §3.
+"""The store interface: the `Queue` and `SAMOutput` containers of docs/records.md.
 
 Records are plain dicts with camelCase fields plus `_etag`, an opaque version
 string that changes on every write. Every write after the insert names the
