@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from server.config import CHECKPOINT_URLS, Settings, SettingsError
+from server.config import CHECKPOINT_URLS, Settings, SettingsError, checkpoint_name
 
 
 def audit(settings: Settings) -> int:
@@ -32,11 +32,11 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
 
     model_type = model_type or settings.sam_model_type
     if model_type != settings.sam_model_type:
-        official = CHECKPOINT_URLS[model_type].rsplit("/", 1)[1]
+        target = settings.sam_checkpoint.parent / checkpoint_name(model_type)
         print(
             f"cap: SAM_MODEL_TYPE is {settings.sam_model_type}, so the server would not load a {model_type} "
-            f"checkpoint. Set SAM_MODEL_TYPE={model_type} and SAM_CHECKPOINT=server/{official} "
-            "(in .env or the environment), then run this again.",
+            f"checkpoint: set SAM_MODEL_TYPE={model_type} and SAM_CHECKPOINT={target} "
+            "(in .env, the environment, or Docker's --env-file), then run this again.",
             file=sys.stderr,
         )
         return 2
@@ -46,6 +46,13 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
         download_checkpoint(url, settings.sam_checkpoint)
     except DownloadError as exc:
         print(f"cap: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"cap: cannot write {settings.sam_checkpoint} ({exc.strerror}): make its folder writable by this user "
+            "(in Docker, a volume on /checkpoints owned by uid 10001), or set SAM_CHECKPOINT to a path that is.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -44,8 +44,12 @@ def env_file(environ: Mapping[str, str]) -> Path | None:
     if name is None:
         return Path(".env")
     if name and not Path(name).is_file():
-        raise SettingsError(f"{ENV_FILE_VARIABLE}={name!r} names no file; point it at a dotenv file, or set it empty to read none")
+        raise SettingsError(f"{ENV_FILE_VARIABLE}={name!r} names no file: point it at a dotenv file, or set it empty to read none.")
     return Path(name) if name else None
+
+
+# What a malformed value should have been, by the field's type.
+_EXPECTED = {bool: "true or false", int: "a whole number", float: "a number"}
 
 
 def _bool(text: str) -> bool:
@@ -128,7 +132,7 @@ class Settings:
                 else:
                     fields[field.name] = kind(raw)
             except ValueError as exc:
-                raise SettingsError(f"{name}={raw!r} is not valid: {exc}") from None
+                raise SettingsError(f"{name}={raw!r} is not valid: set it to {_EXPECTED.get(kind, kind.__name__)}.") from None
         if "SAM_CHECKPOINT" not in values and fields.get("sam_model_type") in CHECKPOINT_URLS:
             # The default file follows the model type: server/ and its official file name.
             fields["sam_checkpoint"] = Path("server") / checkpoint_name(fields["sam_model_type"])
@@ -140,8 +144,8 @@ class Settings:
         """Refuse values that are well-formed but make no sense."""
         if self.sam_model_type not in CHECKPOINT_URLS:
             raise SettingsError(
-                f"SAM_MODEL_TYPE={self.sam_model_type!r} is not one of "
-                f"{', '.join(CHECKPOINT_URLS)}"
+                f"SAM_MODEL_TYPE={self.sam_model_type!r} is not a model type: set it to one of "
+                f"{', '.join(CHECKPOINT_URLS)}."
             )
         for model_type in CHECKPOINT_URLS:
             if self.sam_checkpoint.name == checkpoint_name(model_type) and model_type != self.sam_model_type:
@@ -149,12 +153,12 @@ class Settings:
                 raise SettingsError(
                     f"SAM_CHECKPOINT={str(self.sam_checkpoint)!r} is the {model_type} checkpoint but "
                     f"SAM_MODEL_TYPE={self.sam_model_type}: set SAM_CHECKPOINT={self.sam_checkpoint.parent / mine} "
-                    f"as well, or SAM_MODEL_TYPE={model_type}"
+                    f"as well, or SAM_MODEL_TYPE={model_type}."
                 )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise SettingsError(f"LOG_LEVEL={self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r} must be DEBUG, INFO, WARNING or ERROR.")
         if self.log_format not in ("text", "json"):
-            raise SettingsError(f"LOG_FORMAT={self.log_format!r} must be text or json")
+            raise SettingsError(f"LOG_FORMAT={self.log_format!r} must be text or json.")
         positive = (
             "max_image_bytes", "max_image_pixels", "download_timeout", "max_boxes",
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
@@ -162,9 +166,9 @@ class Settings:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise SettingsError(f"{name.upper()} must be greater than 0")
+                raise SettingsError(f"{name.upper()} must be greater than 0.")
         for name in ("embedding_cache_size", "batch_size", "torch_threads"):
             if getattr(self, name) < 0:
-                raise SettingsError(f"{name.upper()} must be 0 or more")
+                raise SettingsError(f"{name.upper()} must be 0 or more.")
         if not 0 <= self.port <= 65535:
-            raise SettingsError(f"PORT={self.port} is not a TCP port")
+            raise SettingsError(f"PORT={self.port} is not a TCP port: set it to a number from 0 to 65535.")

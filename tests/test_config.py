@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from server.config import Settings, SettingsError
+from tests.support.sentences import assert_one_sentence
 
 
 def test_defaults_follow_the_design(tmp_path):
@@ -51,6 +52,7 @@ def test_bad_values_name_the_variable(environ, name):
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(environ, dotenv=None)
     assert name in str(caught.value)
+    assert_one_sentence(str(caught.value))
 
 
 def test_cap_env_file_names_the_dotenv_file_and_empty_means_none(tmp_path, monkeypatch):

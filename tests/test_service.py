@@ -163,13 +163,3 @@ def test_the_run_command_explains_a_missing_checkpoint(tmp_path):
     assert done.returncode == 2
     assert str(missing) in done.stderr and CHECKPOINT_URLS["vit_l"] in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_a_corrupt_checkpoint_stops_the_server_with_a_clear_error(tmp_path):
-    corrupt = tmp_path / "sam_vit_b_01ec64.pth"
-    corrupt.write_bytes(b"\x80\x02this is not a checkpoint")
-    env = run_command_env(tmp_path, port=free_port(), sam_model_type="vit_b", sam_checkpoint=corrupt)
-    done = subprocess.run([sys.executable, "-m", "server"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert str(corrupt) in done.stderr and CHECKPOINT_URLS["vit_b"] in done.stderr
-    assert "Traceback" not in done.stderr
