@@ -76,6 +76,11 @@ def test_deploy_run_prints_exactly_the_commands_the_readme_shows(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "docker load -i cap-image.tar\n" in done.stdout
     assert "--gpus all -p 8080:8080" in done.stdout and "-v /srv/cap/checkpoints:/checkpoints:ro" in done.stdout
+    # The checkpoint is fetched with the server's own settings (a vit_b cap.env fetches vit_b), before it starts.
+    lines = done.stdout.splitlines()
+    fetch = next(i for i, line in enumerate(lines) if line.endswith("python -m server download-checkpoint"))
+    assert "--env-file /srv/cap/cap.env -v /srv/cap/checkpoints:/checkpoints cap " in lines[fetch]
+    assert fetch < next(i for i, line in enumerate(lines) if line.startswith("docker run -d"))
     assert f"```\n{done.stdout}```" in README
     assert not (tmp_path / "calls").exists()  # printing runs nothing
 
