@@ -1,10 +1,12 @@
-"""`python -m server` runs the service; `audit` checks the records; `download-checkpoint` fetches SAM's weights."""
+"""`python -m server` (or `cap`, once installed) runs the service; `audit` checks the records;
+`download-checkpoint` fetches SAM's weights."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from server import program_name
 from server.config import CHECKPOINT_URLS, Settings, SettingsError, checkpoint_name
 
 
@@ -58,7 +60,9 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=program_name("server"), description="Run CAP, check its records, or fetch SAM's weights."
+    )
     commands = parser.add_subparsers(dest="command", title="commands (default: serve)")
     commands.add_parser("serve", help="run the service")
     commands.add_parser("audit", help="list records that break the order invariant; exit 1 if any")

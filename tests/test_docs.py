@@ -75,6 +75,13 @@ def test_the_example_client_runs_against_a_real_server(start_app, image_server):
     lines = done.stdout.splitlines()
     assert [line.split('"type": "')[1].split('"')[0] for line in lines] == ["queued", "status", "result"]
 
+    failed = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "segment.py"), ws_url(app), image_server.url("/missing.png")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr  # an error answer is a failure
+    assert '"code": "image_download_failed"' in failed.stdout
+
 
 def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
     assert "`./scripts/run`" in README and "`./scripts/test`" in README
