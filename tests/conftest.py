@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -156,6 +157,16 @@ def start_app(tmp_path, tiny_sam) -> Callable[..., App]:
     yield start
     for app in apps:
         app.stop()
+
+
+def processor_is_waiting(app: App) -> bool:
+    """Whether the processor thread is asleep in its poll wait (nothing to claim), from its live stack."""
+    frame = sys._current_frames().get(app.processor._thread.ident)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names[:3] == ["wait", "wait", "_run"]  # Condition.wait, in Event.wait, in the processor's loop
 
 
 def ws_url(app: App) -> str:

@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pycocotools import mask as mask_utils
 from server import client
 from tests.conftest import ws_url
 from tests.support import image_files as files
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -191,9 +191,7 @@ def test_a_server_error_exits_1_with_the_servers_sentence(start_app, image_serve
 
 
 def test_no_connection_exits_3(start_app, image_server, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()
     done = run_client(f"ws://127.0.0.1:{closed}", "--image", image_server.url("/photo.jpg"), "--box", "1,1,5,5")
     assert done.returncode == client.EXIT_CONNECTION and "cannot connect" in done.stderr
 

@@ -19,6 +19,7 @@ from server.errors import ClientError
 from server.images import decode, download, find_saved, save, sha256_hex
 from tests.support import image_files as files
 from tests.support.http_server import ImageHTTPServer
+from tests.support.ports import free_port
 
 MIB = 1024 * 1024
 
@@ -331,10 +332,7 @@ def test_server_error_status_is_reported(server):
 
 
 def test_unreachable_port_fails():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    error = error_of(fetch, f"http://127.0.0.1:{port}/cat.png")
+    error = error_of(fetch, f"http://127.0.0.1:{free_port()}/cat.png")
     assert error.code == "image_download_failed"
 
 

@@ -188,11 +188,9 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
     assert_one_sentence(message)
 
 
-def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path, tiny_sam):
-    path = tmp_path / "tiny.pth"
-    torch.save(tiny_sam.state_dict(), path)
+def test_a_checkpoint_of_another_model_is_a_clear_error(tiny_checkpoint):
     with pytest.raises(CheckpointError) as caught:
-        load_sam("vit_b", path, "cpu")
+        load_sam("vit_b", tiny_checkpoint, "cpu")
     assert "its weights do not fit a vit_b model" in str(caught.value)
     assert_one_sentence(str(caught.value))
 
