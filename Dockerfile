@@ -20,8 +20,15 @@ ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
 WORKDIR /app
 # torch first, as scripts/common.sh does, so that no loose "torch"
 # requirement of another package pulls a different build.
+# By default torch comes from PyPI: its CUDA 13.0 build, for GPUs from sm_75
+# (Turing) on and an NVIDIA driver 580 or newer. For an older driver or GPU,
+# build against one of PyTorch's own wheel indexes that carries the pinned torch
+# and torchvision, e.g. CUDA 12.6 (driver 525.60 or newer):
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 -t cap .
+# Only torch's step uses it; the other packages still come from PyPI.
+ARG TORCH_INDEX_URL=https://pypi.org/simple
 COPY requirements/torch.txt requirements/runtime.txt requirements/
-RUN pip install --no-cache-dir -r requirements/torch.txt \
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" -r requirements/torch.txt \
     && pip install --no-cache-dir -r requirements/runtime.txt
 
 # A user of its own, not root. Host folders mounted on /app/data and

@@ -29,7 +29,7 @@ from tests.support.client import exchange
 from tests.support.cosmos_emulator import KEY, CosmosEmulator
 from tests.support.http_server import ImageHTTPServer
 from tests.support.replicas import Replica
-from tests.support.tiny_sam import build_tiny_sam
+from tests.support.tiny_sam import write_tiny_checkpoint
 
 
 def throughput(replicas: list[Replica], url: str, requests: int) -> float:
@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cap-bench-replicas-"))
     checkpoint = work / "tiny.pth"
-    torch.save(build_tiny_sam().state_dict(), checkpoint)
+    write_tiny_checkpoint(checkpoint)
     emulator = CosmosEmulator().start()
     rates: dict[int, list[float]] = {1: [], 3: []}
     threads = {"torch_threads": args.threads_per_replica} if args.threads_per_replica else {}

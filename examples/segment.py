@@ -14,3 +14,4 @@ with connect(server) as ws:
         print(json.dumps(message))
         if message["type"] in ("result", "error"):
             break
+sys.exit(1 if message["type"] == "error" else 0)

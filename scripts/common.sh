@@ -1,14 +1,18 @@
 # Shared by scripts/run and scripts/test: sourced, not run.
 
-# Create .venv/ and install the pinned requirements, torch first. Skips the
-# install when the requirement files have not changed since the last one.
+# Create .venv/ and install the pinned requirements, torch first. The stamp
+# .venv/.cap-requirements holds one "sha256  file" line per requirements file
+# installed, so the install is skipped when every file asked for is there
+# unchanged: ./scripts/run (runtime) after ./scripts/test (runtime + test)
+# installs nothing, and neither does the reverse.
 #   install_venv requirements/runtime.txt [requirements/test.txt ...]
 install_venv() {
     local files=(requirements/torch.txt "$@")
-    local want have stamp=.venv/.cap-requirements
-    want=$(cat "${files[@]}" | sha256sum | cut -d' ' -f1)
-    have=$(cat "$stamp" 2>/dev/null || true)
-    if [ -x .venv/bin/python ] && [ "$want" = "$have" ]; then
+    local stamp=.venv/.cap-requirements file missing=()
+    for file in "${files[@]}"; do
+        grep -qxF "$(sha256sum "$file")" "$stamp" 2>/dev/null || missing+=("$file")
+    done
+    if [ -x .venv/bin/python ] && [ ${#missing[@]} -eq 0 ]; then
         return 0
     fi
     if [ ! -x .venv/bin/python ]; then
@@ -16,13 +20,24 @@ install_venv() {
             echo "Could not create .venv with ${PYTHON:-python3}: install Python 3.11 and its venv module (apt-get install python3-venv)." >&2
             return 1
         }
+        rm -f "$stamp"
     fi
-    echo "Installing pinned requirements into .venv (the first time takes a few minutes: torch is ~5 GB)..." >&2
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/torch.txt
+    echo "Installing ${missing[*]} into .venv (the first time, torch and its CUDA libraries download about 5 GB)..." >&2
+    # torch first, with pip's progress shown: it is the long part.
+    .venv/bin/python -m pip install --disable-pip-version-check --progress-bar on -r requirements/torch.txt
     local args=()
     for file in "$@"; do args+=(-r "$file"); done
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "${args[@]}"
-    echo "$want" > "$stamp"
+    # Keep the lines of files still installed as they are; add the ones just installed.
+    {
+        if [ -f "$stamp" ]; then
+            while read -r line; do
+                if printf '%s\n' "$line" | sha256sum --check --status 2>/dev/null; then printf '%s\n' "$line"; fi
+            done < "$stamp"
+        fi
+        sha256sum "${files[@]}"
+    } | sort -u > "$stamp.new"
+    mv "$stamp.new" "$stamp"
 }
 
 # tcmalloc makes SAM on the CPU 2-5x faster. Install it when we can (root

@@ -1,11 +1,13 @@
-"""`python -m server` runs the service; `audit` checks the records; `download-checkpoint` fetches SAM's weights."""
+"""`python -m server` (or `cap`, once installed) runs the service; `audit` checks the records;
+`download-checkpoint` fetches SAM's weights."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from server.config import CHECKPOINT_URLS, Settings, SettingsError
+from server import program_name
+from server.config import CHECKPOINT_URLS, Settings, SettingsError, checkpoint_name
 
 
 def audit(settings: Settings) -> int:
@@ -32,11 +34,11 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
 
     model_type = model_type or settings.sam_model_type
     if model_type != settings.sam_model_type:
-        official = CHECKPOINT_URLS[model_type].rsplit("/", 1)[1]
+        target = settings.sam_checkpoint.parent / checkpoint_name(model_type)
         print(
             f"cap: SAM_MODEL_TYPE is {settings.sam_model_type}, so the server would not load a {model_type} "
-            f"checkpoint. Set SAM_MODEL_TYPE={model_type} and SAM_CHECKPOINT=server/{official} "
-            "(in .env or the environment), then run this again.",
+            f"checkpoint: set SAM_MODEL_TYPE={model_type} and SAM_CHECKPOINT={target} "
+            "(in .env, the environment, or Docker's --env-file), then run this again.",
             file=sys.stderr,
         )
         return 2
@@ -47,11 +49,20 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
     except DownloadError as exc:
         print(f"cap: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(
+            f"cap: cannot write {settings.sam_checkpoint} ({exc.strerror}): make its folder writable by this user "
+            "(in Docker, a volume on /checkpoints owned by uid 10001), or set SAM_CHECKPOINT to a path that is.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=program_name("server"), description="Run CAP, check its records, or fetch SAM's weights."
+    )
     commands = parser.add_subparsers(dest="command", title="commands (default: serve)")
     commands.add_parser("serve", help="run the service")
     commands.add_parser("audit", help="list records that break the order invariant; exit 1 if any")

@@ -1,12 +1,14 @@
-"""`python -m server.client`: segment an image with a CAP server from the command line.
+"""`python -m server.client` (or `cap-client`, once installed): segment an image with a CAP
+server from the command line.
 
     python -m server.client ws://host:8080 --image URL_OR_PATH --box x,y,w,h [--box ...]
         [--multimask] [--token T] [--out overlay.png] [--json result.json]
 
 A plain WebSocket client of the public protocol (README, "The protocol"). A
-local file is sent as a data: URL. It prints the progress and the timings,
-writes the masks over the image as a PNG, and the result message as JSON if
-asked. The exit status says how it went: see the EXIT_ constants.
+local file is sent as a data: URL. It prints the progress and the timings, and
+writes files only where asked: the masks over the image as a PNG (--out) and
+the result message as JSON (--json). The exit status says how it went: see
+the EXIT_ constants.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from PIL import Image, ImageDraw, ImageOps
 from pycocotools import mask as mask_utils
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect
+
+from server import program_name
 
 EXIT_OK = 0
 EXIT_SERVER_ERROR = 1  # the server answered with an error message
@@ -213,8 +217,8 @@ def write_overlay(result: dict[str, Any], image_bytes: bytes, path: Path) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m server.client",
-        description="Send an image and boxes to a CAP server; print the progress, write the masks.",
+        prog=program_name("server.client"),
+        description="Send an image and boxes to a CAP server; print the progress and the result; write files only where asked.",
         epilog="Exit status: 0 a result, 1 the server answered with an error, "
         "2 bad arguments or a file that cannot be read or written, 3 no connection.",
     )
@@ -224,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a box in image pixels; repeat for more boxes")
     parser.add_argument("--multimask", action="store_true", help="three candidate masks per box")
     parser.add_argument("--token", help="the server's API token, if it needs one")
-    parser.add_argument("--out", type=Path, default=Path("overlay.png"), help="overlay PNG (default: overlay.png)")
-    parser.add_argument("--json", type=Path, help="also write the result message here")
+    parser.add_argument("--out", type=Path, help="write the masks over the image here, as a PNG")
+    parser.add_argument("--json", type=Path, help="write the result message here, as JSON")
     args = parser.parse_args(argv)
     try:
         image_url, image_bytes = image_to_send(args.image)
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(describe_result(result)), flush=True)
         if args.json is not None:
             write_json(result, args.json)
-        write_overlay(result, image_bytes or download(image_url), args.out)
+        if args.out is not None:
+            write_overlay(result, image_bytes or download(image_url), args.out)
     except Failure as failure:
         print(f"cap client: {failure.message}", file=sys.stderr)
         return failure.status

@@ -2,7 +2,9 @@
 
 Every setting the code reads is a field of `Settings`; the names and defaults
 are documented in docs/settings.md and `.env.example`. The environment
-wins over `.env`. A malformed value is a `SettingsError` naming the variable.
+wins over `.env`. `CAP_ENV_FILE` names another dotenv file to read instead of
+`.env` (empty: none), which is how tests keep a user's `.env` out of the
+servers they start. A malformed value is a `SettingsError` naming the variable.
 """
 
 from __future__ import annotations
@@ -21,8 +23,33 @@ CHECKPOINT_URLS = {
 }
 
 
+def checkpoint_name(model_type: str) -> str:
+    """The official checkpoint's file name for `model_type`, e.g. sam_vit_b_01ec64.pth."""
+    return CHECKPOINT_URLS[model_type].rsplit("/", 1)[1]
+
+
+# The variable that names the dotenv file to read; unset means `.env` in the
+# working directory, empty means none.
+ENV_FILE_VARIABLE = "CAP_ENV_FILE"
+_FROM_ENVIRONMENT = Path("<CAP_ENV_FILE, else .env>")
+
+
 class SettingsError(ValueError):
     """A setting has a value the server cannot use."""
+
+
+def env_file(environ: Mapping[str, str]) -> Path | None:
+    """The dotenv file to read: the one CAP_ENV_FILE names (empty: none), else `.env`."""
+    name = environ.get(ENV_FILE_VARIABLE)
+    if name is None:
+        return Path(".env")
+    if name and not Path(name).is_file():
+        raise SettingsError(f"{ENV_FILE_VARIABLE}={name!r} names no file: point it at a dotenv file, or set it empty to read none.")
+    return Path(name) if name else None
+
+
+# What a malformed value should have been, by the field's type.
+_EXPECTED = {bool: "true or false", int: "a whole number", float: "a number"}
 
 
 def _bool(text: str) -> bool:
@@ -77,13 +104,20 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+        cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = _FROM_ENVIRONMENT
     ) -> "Settings":
-        """Build settings from `.env` (if it exists) overlaid by `environ`."""
+        """Build settings from a dotenv file (if it exists) overlaid by `environ`.
+
+        The file is `dotenv` when given (None: no file), else the one
+        `env_file` picks from `environ`.
+        """
+        environ = os.environ if environ is None else environ
+        if dotenv is _FROM_ENVIRONMENT:
+            dotenv = env_file(environ)
         values: dict[str, str] = {}
         if dotenv is not None and dotenv.is_file():
             values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
-        values.update(os.environ if environ is None else environ)
+        values.update(environ)
 
         fields = {}
         for field in dataclasses.fields(cls):
@@ -100,7 +134,10 @@ class Settings:
                 else:
                     fields[field.name] = kind(raw)
             except ValueError as exc:
-                raise SettingsError(f"{name}={raw!r} is not valid: {exc}") from None
+                raise SettingsError(f"{name}={raw!r} is not valid: set it to {_EXPECTED.get(kind, kind.__name__)}.") from None
+        if "SAM_CHECKPOINT" not in values and fields.get("sam_model_type") in CHECKPOINT_URLS:
+            # The default file follows the model type: server/ and its official file name.
+            fields["sam_checkpoint"] = Path("server") / checkpoint_name(fields["sam_model_type"])
         settings = cls(**fields)
         settings.check()
         return settings
@@ -109,13 +146,21 @@ class Settings:
         """Refuse values that are well-formed but make no sense."""
         if self.sam_model_type not in CHECKPOINT_URLS:
             raise SettingsError(
-                f"SAM_MODEL_TYPE={self.sam_model_type!r} is not one of "
-                f"{', '.join(CHECKPOINT_URLS)}"
+                f"SAM_MODEL_TYPE={self.sam_model_type!r} is not a model type: set it to one of "
+                f"{', '.join(CHECKPOINT_URLS)}."
             )
+        for model_type in CHECKPOINT_URLS:
+            if self.sam_checkpoint.name == checkpoint_name(model_type) and model_type != self.sam_model_type:
+                mine = checkpoint_name(self.sam_model_type)
+                raise SettingsError(
+                    f"SAM_CHECKPOINT={str(self.sam_checkpoint)!r} is the {model_type} checkpoint but "
+                    f"SAM_MODEL_TYPE={self.sam_model_type}: set SAM_CHECKPOINT={self.sam_checkpoint.parent / mine} "
+                    f"as well, or SAM_MODEL_TYPE={model_type}."
+                )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise SettingsError(f"LOG_LEVEL={self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r} must be DEBUG, INFO, WARNING or ERROR.")
         if self.log_format not in ("text", "json"):
-            raise SettingsError(f"LOG_FORMAT={self.log_format!r} must be text or json")
+            raise SettingsError(f"LOG_FORMAT={self.log_format!r} must be text or json.")
         positive = (
             "max_image_bytes", "max_image_pixels", "download_timeout", "max_boxes",
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
@@ -124,9 +169,9 @@ class Settings:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise SettingsError(f"{name.upper()} must be greater than 0")
+                raise SettingsError(f"{name.upper()} must be greater than 0.")
         for name in ("embedding_cache_size", "batch_size", "torch_threads"):
             if getattr(self, name) < 0:
-                raise SettingsError(f"{name.upper()} must be 0 or more")
+                raise SettingsError(f"{name.upper()} must be 0 or more.")
         if not 0 <= self.port <= 65535:
-            raise SettingsError(f"PORT={self.port} is not a TCP port")
+            raise SettingsError(f"PORT={self.port} is not a TCP port: set it to a number from 0 to 65535.")

@@ -9,9 +9,11 @@ thread, which sees the rest of the server only through an `Intake`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -22,14 +24,16 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from server import images, logs
 from server.budget import PixelBudget
-from server.config import Settings
+from server.config import Settings, SettingsError
 from server.connection import Conversation
 from server.intake import Intake
 from server.listener import LimitedListener
 from server.metrics import LiveState, Metrics
 from server.processor import JobEvents, Processor
 from server.routes import Health, Routes
-from server.sam_model import CheckpointError, SamModel, check_checkpoint, load_sam, set_torch_threads
+from server.sam_model import (
+    CheckpointError, DeviceError, SamModel, check_checkpoint, check_device, load_sam, set_torch_threads,
+)
 from server.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -208,21 +212,31 @@ def production_model_loader(settings: Settings) -> Callable[[], SamModel]:
 
 
 def serve_forever(settings: Settings) -> int:
-    """`python -m server`: run until SIGTERM or SIGINT; the process exit code."""
+    """`python -m server`: run until SIGTERM or SIGINT; the process exit code.
+
+    What stops it from starting (the device, the checkpoint, the port, the
+    store) is one sentence on stderr and exit status 2, before any thread starts.
+    """
     try:
+        check_device(settings.sam_device)
         check_checkpoint(settings.sam_model_type, settings.sam_checkpoint)
-    except CheckpointError as exc:
+        with _listening_socket(settings):
+            pass  # the port is free (App binds it again, below)
+        problem = storage_problem(settings)
+        if problem:
+            raise SettingsError(problem)
+        store = _open_store(settings)
+    except (DeviceError, CheckpointError, SettingsError) as exc:
         print(f"cap: {exc}", file=sys.stderr)
         return 2
-    problem = storage_problem(settings)
-    if problem:
-        print(f"cap: {problem}", file=sys.stderr)
-        return 2
-    store = open_store(settings)
     app = App(settings, store, production_model_loader(settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: app.stop_requested.set())
-    app.start()
+    try:
+        app.start()
+    except OSError as exc:  # taken in the moment since the check above
+        print(f"cap: {_listen_error(settings, exc)}", file=sys.stderr)
+        return 2
     app.wait()
     log.info("stopping")
     app.stop()
@@ -245,6 +259,33 @@ def storage_problem(settings: Settings) -> str | None:
                 "or set SQLITE_PATH to a file in a writable folder."
             )
     return None
+
+
+def _listen_error(settings: Settings, exc: OSError) -> str:
+    where = f"{settings.host}:{settings.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"Port {settings.port} is in use on {settings.host} (another CAP?): stop that process, or set PORT to a free port."
+    if exc.errno == errno.EACCES:
+        return f"Not allowed to listen on {where}: set PORT to 1024 or above, or run as a user that may bind it."
+    return f"Cannot listen on {where} ({exc.strerror}): set HOST to an address of this machine (0.0.0.0 for all) and PORT to a free port."
+
+
+def _listening_socket(settings: Settings) -> socket.socket:
+    try:
+        return socket.create_server((settings.host, settings.port))
+    except OSError as exc:
+        raise SettingsError(_listen_error(settings, exc)) from None
+
+
+def _open_store(settings: Settings) -> Store:
+    try:
+        return open_store(settings)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(
+            f"Cannot open the SQLite store {settings.sqlite_path.resolve()} ({reason}): make its folder writable "
+            "by this user (in Docker, a volume on /app/data owned by uid 10001), or set SQLITE_PATH elsewhere."
+        ) from None
 
 
 def configure_logging(settings: Settings) -> None:

@@ -63,19 +63,43 @@ def set_torch_threads(setting: int) -> int:
     return threads
 
 
-def _download_hint(model_type: str) -> str:
-    return (
-        f"Download the official {model_type} checkpoint from {CHECKPOINT_URLS[model_type]} "
-        "and set SAM_CHECKPOINT to its path (and SAM_MODEL_TYPE to its model type)."
-    )
+class DeviceError(Exception):
+    """SAM_DEVICE names a device this machine does not have; the message is one sentence for a person."""
+
+
+def check_device(setting: str) -> None:
+    """Fail fast, before anything starts, when SAM_DEVICE cannot be used here."""
+    if setting == "auto":
+        return
+    try:
+        device = torch.device(setting)
+    except RuntimeError:
+        raise DeviceError(f"SAM_DEVICE={setting!r} is not a device name: set it to auto, cpu, cuda or cuda:N.") from None
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"SAM_DEVICE={setting} but torch {torch.__version__} sees no CUDA GPU: check that nvidia-smi lists one "
+            f"(with a driver new enough for CUDA {torch.version.cuda}) and, in Docker, that the container runs with "
+            "--gpus all; or set SAM_DEVICE=auto to run on the CPU."
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(
+            f"SAM_DEVICE={setting} but this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0: "
+            "set SAM_DEVICE=cuda or an index that exists."
+        )
+
+
+def _fetch_hint(model_type: str) -> str:
+    return f"`python -m server download-checkpoint` (from {CHECKPOINT_URLS[model_type]})"
 
 
 def check_checkpoint(model_type: str, checkpoint: Path) -> None:
     """Fail fast, before anything starts, when the checkpoint file is not there."""
     if not checkpoint.is_file():
         raise CheckpointError(
-            f"No SAM checkpoint at {checkpoint.resolve()} (SAM_CHECKPOINT, model type "
-            f"{model_type}). {_download_hint(model_type)}"
+            f"No SAM checkpoint at {checkpoint.resolve()} (SAM_CHECKPOINT, for SAM_MODEL_TYPE={model_type}): "
+            f"download it with {_fetch_hint(model_type)}, or set SAM_CHECKPOINT to where the file is."
         )
 
 
@@ -87,11 +111,13 @@ def load_sam(model_type: str, checkpoint: Path, device: str) -> Sam:
         sam = sam_model_registry[model_type]()
         sam.load_state_dict(state)
     except Exception as exc:  # torch raises many kinds for a bad file
-        summary = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        wrong = (
+            f"its weights do not fit a {model_type} model" if "state_dict" in str(exc)
+            else f"it is not a complete PyTorch checkpoint, {type(exc).__name__}"
+        )
         raise CheckpointError(
-            f"The SAM checkpoint {checkpoint.resolve()} could not be loaded as a {model_type} "
-            f"model ({type(exc).__name__}: {summary}). The file may be corrupt, truncated, or for "
-            f"another model type. {_download_hint(model_type)}"
+            f"The SAM checkpoint {checkpoint.resolve()} cannot be loaded ({wrong}): download it again with "
+            f"{_fetch_hint(model_type)}, or set SAM_MODEL_TYPE to the model type it was made for."
         ) from None
     return sam.to(resolve_device(device)).eval()
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -11,7 +14,7 @@ from typing import Callable
 
 import pytest
 
-from server.config import Settings
+from server.config import ENV_FILE_VARIABLE, Settings
 from server.main import App
 from server.sam_model import SamModel
 from server.store.cosmos import CosmosStore
@@ -19,12 +22,31 @@ from server.store.sqlite import SQLiteStore
 from tests.support import image_files
 from tests.support.cosmos_emulator import KEY, CosmosEmulator
 from tests.support.http_server import ImageHTTPServer
-from tests.support.tiny_sam import build_tiny_sam
+from tests.support.replicas import Replica
+from tests.support.tiny_sam import build_tiny_sam, write_tiny_checkpoint
+
+# Tests never read the user's `.env`: not here, and not in any process started
+# from here, which inherits this (tests/support/processes.server_env sets it too).
+os.environ[ENV_FILE_VARIABLE] = ""
 
 
 @pytest.fixture(scope="session")
 def tiny_sam():
     return build_tiny_sam()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The tiny SAM's weights as a checkpoint file, for real `python -m server` processes."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "sam_tiny.pth")
+
+
+@pytest.fixture
+def start_replica():
+    """`start_replica(folder, **settings)`: a real `python -m server` (see tests/support/replicas.py),
+    stopped with its process group when the test ends, whether it passed or not."""
+    with contextlib.ExitStack() as started:
+        yield lambda folder, **settings: started.enter_context(Replica(folder, **settings))
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +157,16 @@ def start_app(tmp_path, tiny_sam) -> Callable[..., App]:
     yield start
     for app in apps:
         app.stop()
+
+
+def processor_is_waiting(app: App) -> bool:
+    """Whether the processor thread is asleep in its poll wait (nothing to claim), from its live stack."""
+    frame = sys._current_frames().get(app.processor._thread.ident)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names[:3] == ["wait", "wait", "_run"]  # Condition.wait, in Event.wait, in the processor's loop
 
 
 def ws_url(app: App) -> str:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.http_server import ImageHTTPServer
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.processes import REPO, server_env
 WEIGHTS = os.urandom(3 * 1024 * 1024 + 17)  # a few chunks, and a partial one
 NAME = f"sam_vit_b_{hashlib.sha256(WEIGHTS).hexdigest()[:6]}.pth"  # the official naming, for these bytes
 
@@ -22,12 +21,7 @@ def files():
 
 
 def download(tmp_path: Path, url: str, *args: str, model_type: str = "vit_b") -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "SAM_MODEL_TYPE": model_type,
-        "SAM_CHECKPOINT": str(tmp_path / "checkpoints" / "sam.pth"),
-    }
+    env = server_env(PYTHONPATH=REPO, SAM_MODEL_TYPE=model_type, SAM_CHECKPOINT=tmp_path / "checkpoints" / "sam.pth")
     return subprocess.run(
         [sys.executable, "-m", "server", "download-checkpoint", *args, "--url", url],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
@@ -79,8 +73,18 @@ def test_a_file_name_without_a_hash_prefix_is_refused_before_downloading(tmp_pat
     assert files.hits["/sam_vit_b.pth"] == 0 and left_in(tmp_path) == []
 
 
+def test_a_folder_it_cannot_write_is_one_sentence_not_a_traceback(tmp_path, files):
+    files.add(f"/{NAME}", WEIGHTS, content_type="application/octet-stream")
+    (tmp_path / "checkpoints").write_text("a file where the checkpoint's folder should be")
+    done = download(tmp_path, files.url(f"/{NAME}"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"cap: cannot write {tmp_path / 'checkpoints' / 'sam.pth'}")
+
+
 def test_a_model_type_other_than_the_settings_is_refused_with_what_to_set(tmp_path, files):
     done = download(tmp_path, files.url(f"/{NAME}"), "vit_b", model_type="vit_h")
     assert done.returncode == 2
-    assert "SAM_MODEL_TYPE=vit_b and SAM_CHECKPOINT=server/sam_vit_b_01ec64.pth" in done.stderr
+    # The file goes beside the configured one (in Docker, /checkpoints: server/ is not writable there).
+    beside = tmp_path / "checkpoints" / "sam_vit_b_01ec64.pth"
+    assert f"SAM_MODEL_TYPE=vit_b and SAM_CHECKPOINT={beside} " in done.stderr
     assert files.hits[f"/{NAME}"] == 0

@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +19,15 @@ from pycocotools import mask as mask_utils
 from server import client
 from tests.conftest import ws_url
 from tests.support import image_files as files
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_client(*args: str) -> subprocess.CompletedProcess:
+def run_client(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
     return subprocess.run(
-        [sys.executable, "-m", "server.client", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "server.client", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -164,6 +164,19 @@ def test_a_local_file_is_sent_as_a_data_url(start_app, tmp_path):
     assert record["imageUrl"] == f"data:image/png;base64,... ({path.stat().st_size} bytes, sent inline)"
 
 
+def test_the_sample_photograph_is_sent_and_files_are_written_only_where_asked(start_app, tmp_path):
+    """The quick start's command: the shipped sample, from another folder, without --out or --json."""
+    app = start_app()
+    sample = REPO / "examples" / "images" / "chelsea.jpg"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run_client(ws_url(app), "--image", str(sample), "--box", "130,60,80,70", cwd=elsewhere)
+    assert done.returncode == client.EXIT_OK, done.stderr
+    assert "result: 1 mask for the 451x300 image" in done.stdout.splitlines()
+    assert "wrote" not in done.stdout
+    assert list(elsewhere.iterdir()) == []  # no overlay.png left behind in the working folder
+
+
 def test_a_server_error_exits_1_with_the_servers_sentence(start_app, image_server, tmp_path):
     app = start_app()
     out = tmp_path / "overlay.png"
@@ -178,9 +191,7 @@ def test_a_server_error_exits_1_with_the_servers_sentence(start_app, image_serve
 
 
 def test_no_connection_exits_3(start_app, image_server, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()
     done = run_client(f"ws://127.0.0.1:{closed}", "--image", image_server.url("/photo.jpg"), "--box", "1,1,5,5")
     assert done.returncode == client.EXIT_CONNECTION and "cannot connect" in done.stderr
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from server.config import Settings, SettingsError
+from tests.support.sentences import assert_one_sentence
 
 
 def test_defaults_follow_the_design(tmp_path):
@@ -51,3 +52,28 @@ def test_bad_values_name_the_variable(environ, name):
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(environ, dotenv=None)
     assert name in str(caught.value)
+    assert_one_sentence(str(caught.value))
+
+
+def test_cap_env_file_names_the_dotenv_file_and_empty_means_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("PORT=9001\n")
+    other = tmp_path / "other.env"
+    other.write_text("PORT=9002\n")
+    assert Settings.from_env({}).port == 9001  # unset: .env in the working directory
+    assert Settings.from_env({"CAP_ENV_FILE": str(other)}).port == 9002
+    assert Settings.from_env({"CAP_ENV_FILE": ""}).port == 8080  # empty: no file at all
+    with pytest.raises(SettingsError, match="CAP_ENV_FILE"):
+        Settings.from_env({"CAP_ENV_FILE": str(tmp_path / "missing.env")})
+
+
+def test_a_checkpoint_named_for_another_model_type_is_refused_with_what_to_set():
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"SAM_MODEL_TYPE": "vit_b", "SAM_CHECKPOINT": "/checkpoints/sam_vit_h_4b8939.pth"}, dotenv=None)
+    assert "SAM_CHECKPOINT=/checkpoints/sam_vit_b_01ec64.pth" in str(caught.value)
+    assert Settings.from_env({"SAM_MODEL_TYPE": "vit_b", "SAM_CHECKPOINT": "/c/sam_vit_b_01ec64.pth"}, dotenv=None)
+
+
+def test_the_default_checkpoint_follows_the_model_type():
+    settings = Settings.from_env({"SAM_MODEL_TYPE": "vit_b"}, dotenv=None)
+    assert settings.sam_checkpoint == Path("server/sam_vit_b_01ec64.pth")

@@ -6,7 +6,6 @@ import json
 import random
 import string
 import threading
-import time
 
 import pytest
 
@@ -14,9 +13,10 @@ from server import jobs
 from server.processor import utcnow
 from server.store import Conflict, StoreUnavailable
 from server.store.cosmos import MAX_ITEM_BYTES, CosmosStore, ItemTooLarge
-from tests.conftest import cosmos_store, new_database_name, ws_url
+from tests.conftest import cosmos_store, new_database_name, processor_is_waiting, ws_url
 from tests.support.client import exchange
 from tests.support.cosmos_emulator import KEY
+from tests.support.waiting import wait_for
 
 
 def new_record(job_id, created=None):
@@ -111,11 +111,11 @@ def test_operations_per_request(cosmos_emulator, start_app, image_server):
     """Count every store operation of one request, end to end (and print it for the README)."""
     store = cosmos_store(cosmos_emulator)
     app = start_app(store=store, poll_interval=30)
-    time.sleep(0.3)  # the processor's first, empty claim query
+    assert wait_for(lambda: processor_is_waiting(app))  # after its first, empty claim query
     before = dict(store.operations)
     outcome = exchange(ws_url(app), {"image_url": image_server.url("/rgb.png"), "boxes": [{"x": 1, "y": 1, "width": 9, "height": 9}]})
     assert outcome.types == ["queued", "status", "result"]
-    time.sleep(0.3)  # the processor's claim query after the job
+    assert wait_for(lambda: processor_is_waiting(app))  # after its claim query after the job
     used = {op: count - before.get(op, 0) for op, count in store.operations.items() if count - before.get(op, 0)}
     print(f"\nCosmos DB operations for one request: {used}")
     assert used.get("query", 0) <= 4  # count before download, count at admission, claim, claim again (empty)
@@ -153,17 +153,12 @@ def test_the_service_survives_a_database_restart(cosmos_emulator, start_app, ima
 
     cosmos_emulator.stop()
     try:
-        deadline = time.monotonic() + 60
-        while health_status(app) != 503:
-            assert time.monotonic() < deadline, "/health never went red"
+        assert wait_for(lambda: health_status(app) == 503, 60), "/health never went red"
         assert exchange(ws_url(app), request, timeout=60).last["code"] == "store_unavailable"
     finally:
         cosmos_emulator.start()  # same port, empty: the containers are gone
 
-    deadline = time.monotonic() + 60
-    while health_status(app) != 200:
-        assert time.monotonic() < deadline, "/health never went green again"
-        time.sleep(0.2)
+    assert wait_for(lambda: health_status(app) == 200, 60, interval=0.2), "/health never went green again"
     assert app.processor.is_alive()
     assert exchange(ws_url(app), request).types == ["queued", "status", "result"]
     assert [r["status"] for r in store.records()] == ["finished"]

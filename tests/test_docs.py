@@ -1,4 +1,4 @@
-"""README.md, docs/ and .env.example stay true to the code, and their links resolve."""
+"""README.md and docs/ stay true to the code, and their links resolve (.env.example: test_env_example.py)."""
 
 import ast
 import dataclasses
@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from dotenv import dotenv_values
 from PIL import Image
 
 from server.config import Settings
@@ -47,15 +46,6 @@ def section(markdown: str, heading: str) -> str:
 
 
 # --- settings ------------------------------------------------------------------------------
-
-
-def test_env_example_lists_exactly_the_settings_the_code_reads():
-    assert set(dotenv_values(REPO / ".env.example")) == SETTINGS
-
-
-def test_env_example_defaults_are_the_code_defaults():
-    from_example = Settings.from_env({}, dotenv=REPO / ".env.example")
-    assert from_example == Settings()
 
 
 def documented_settings() -> dict[str, str]:
@@ -275,6 +265,13 @@ def test_the_command_line_clients_run_matches_the_readmes_sample(start_app, tmp_
     )
     assert done.returncode == 0, done.stderr
     assert [normalised(line) for line in done.stdout.splitlines()] == [normalised(line) for line in documented]
+
+    failed = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "segment.py"), ws_url(app), image_server.url("/missing.png")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr  # an error answer is a failure
+    assert '"code": "image_download_failed"' in failed.stdout
 
 
 def test_readme_names_the_two_commands_and_ci_runs_the_test_command():

@@ -26,18 +26,18 @@ import dataclasses
 import json
 import math
 import os
-import socket
 import time
 import urllib.request
 from urllib.parse import urlsplit
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ws_url
 from tests.support import image_files
 from tests.support.client import exchange
+from tests.support.waiting import wait_for
+from tests.support.ports import free_port
 
 # The README's error table, code -> close code. Written out here rather than
 # imported from server.protocol, so that the server is checked against the
@@ -84,12 +84,6 @@ class Urls:
     failing: tuple[str, ...]  # 404, a query the server does not route, a closed port
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def make_urls(image_server) -> Urls:
     image_server.add("/fuzz/tiny.png", image_files.png_rgb(WIDTH, HEIGHT))
     image_server.add("/fuzz/page.html", image_files.html_page(), content_type="text/html")
@@ -105,7 +99,7 @@ def make_urls(image_server) -> Urls:
         failing=(
             image_server.url("/fuzz/missing.png"),
             tiny + "?query=1",  # routes match the query too: 404
-            f"http://127.0.0.1:{closed_port()}/fuzz/tiny.png",
+            f"http://127.0.0.1:{free_port()}/fuzz/tiny.png",
         ),
     )
 
@@ -548,10 +542,7 @@ def test_fuzzed_messages_each_get_one_typed_answer(start_app, image_server):
     after = exchange(url, {"image_url": urls.tiny, "boxes": [{"x": 2, "y": 2, "width": 10, "height": 8}]})
     assert after.types == ["queued", "status", "result"] and after.close_code == 1000
     assert http_get(app.port, "/ping") == (200, b"pong")
-    deadline = time.monotonic() + 10
-    while json.loads(http_get(app.port, "/health")[1])["connections"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert json.loads(http_get(app.port, "/health")[1])["connections"] == 0
+    assert wait_for(lambda: json.loads(http_get(app.port, "/health")[1])["connections"] == 0, 10)
     records = list(app.store.records())
     assert len(records) == counts["result"] + 1 and all(r["status"] == "finished" for r in records)
 

@@ -5,17 +5,18 @@ encoding, orientation, lifecycle and errors, never mask quality.
 """
 
 import json
+import math
 import threading
-import time
 
 import numpy as np
 import pytest
 from websockets.sync.client import connect
 
 from server import masks
-from tests.conftest import ModelGate, ws_url
+from tests.conftest import processor_is_waiting, ws_url
 from tests.support import image_files
 from tests.support.client import exchange
+from tests.support.waiting import wait_for
 
 
 def box(x, y, width, height):
@@ -24,15 +25,6 @@ def box(x, y, width, height):
 
 def request_for(url, *boxes, **extra):
     return {"image_url": url, "boxes": list(boxes) or [box(4, 4, 20, 20)], **extra}
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def assert_result(outcome, width, height, count, multimask=False):
@@ -49,7 +41,8 @@ def assert_result(outcome, width, height, count, multimask=False):
             decoded = masks.decode(mask["segmentation"])
             assert decoded.shape == (height, width)
             assert int(decoded.sum()) == mask["area"]
-            assert 0.0 <= mask["score"] or mask["score"] < 0  # a number
+            assert type(mask["score"]) is float and math.isfinite(mask["score"])
+            assert mask["score"] == round(mask["score"], 4)  # four decimals on the wire
     assert set(result["timings"]) == {"queue_ms", "download_ms", "encode_ms", "decode_ms", "rle_ms", "total_ms"}
     assert isinstance(result["cached_embedding"], bool)
     return result
@@ -227,7 +220,8 @@ def test_disconnect_mid_processing_leaves_the_record_interrupted(start_app, imag
     assert wait_for(lambda: app.store.get(job_id)["status"] == "interrupted")
     gate.opened.set()  # the processor finishes the job it holds...
     assert wait_for(lambda: app.store.get_output(job_id) is not None)
-    time.sleep(0.2)
+    # One request after it: the processor works in order, so when that one is answered it is done with the first.
+    assert exchange(ws_url(app), request_for(image_server.url("/photo.jpg"))).types == ["queued", "status", "result"]
     record = app.store.get(job_id)
     assert record["status"] == "interrupted" and record["processed"] is None and record["finished"] is None
 
@@ -245,8 +239,9 @@ def test_a_record_interrupted_while_queued_is_never_processed(start_app, image_s
     assert wait_for(lambda: app.store.get(queued["id"])["status"] == "interrupted")
     gate.opened.set()
     holder.join(30)
-    time.sleep(0.5)
-    assert gate.calls == 1
+    # A later request is answered only after the processor has passed the interrupted one by.
+    assert exchange(url, request_for(image_server.url("/rgb.png"))).types == ["queued", "status", "result"]
+    assert gate.calls == 2  # the first request and the later one: never the interrupted record
     record = app.store.get(queued["id"])
     assert record["status"] == "interrupted" and record["processing"] is None
 
@@ -277,7 +272,7 @@ def test_twenty_concurrent_clients_all_get_their_own_results(start_app, image_se
 def test_the_processor_is_woken_on_insert_not_by_the_poll(start_app, image_server):
     """With a 60 s poll, a request can only finish in time if the insert wakes the processor."""
     app = start_app(poll_interval=60)
-    time.sleep(0.3)  # let the processor fall asleep in its poll wait
+    assert wait_for(lambda: processor_is_waiting(app))  # asleep in its 60 s poll wait
     outcome = exchange(ws_url(app), request_for(image_server.url("/rgb.png")), timeout=20)
     assert outcome.types == ["queued", "status", "result"]
 

@@ -19,6 +19,7 @@ import time
 
 from tests.conftest import ws_url
 from tests.support.client import exchange
+from tests.support.waiting import wait_for
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
@@ -161,15 +162,6 @@ def open_connections(port: int) -> int:
         while chunk := sock.recv(65536):
             answer += chunk
     return json.loads(answer.split(b"\r\n\r\n", 1)[1])["connections"]
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def request_for(url: str) -> dict:

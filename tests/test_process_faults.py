@@ -1,29 +1,20 @@
 """A real `python -m server` process, stopped by SIGTERM or killed by SIGKILL, on SQLite."""
 
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
-import torch
 
 from server.store.sqlite import SQLiteStore
 from tests.support.client import exchange
-from tests.support.replicas import REPO, Replica
-from tests.support.tiny_sam import build_tiny_sam
+from tests.support.processes import REPO, server_env
+from tests.support.replicas import Replica
+from tests.support.waiting import wait_for
 
 TERMINAL = {"finished", "interrupted", "failed"}
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "sam_tiny.pth"
-    torch.save(build_tiny_sam().state_dict(), path)
-    return path
 
 
 def start_clients(server: Replica, image_server, count: int):
@@ -39,25 +30,20 @@ def start_clients(server: Replica, image_server, count: int):
     return threads, outcomes
 
 
-def wait_until(condition, timeout, message):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-
-
 def records(path):
     return list(SQLiteStore(path).records())
 
 
 @pytest.mark.parametrize("drain_seconds, everyone_served", [(0.5, False), (30, True)])
-def test_sigterm_under_load_drains_then_exits_zero(tmp_path, tiny_checkpoint, image_server, drain_seconds, everyone_served):
+def test_sigterm_under_load_drains_then_exits_zero(
+    tmp_path, tiny_checkpoint, image_server, start_replica, drain_seconds, everyone_served
+):
     db = tmp_path / "server" / "cap.sqlite3"
-    server = Replica(tmp_path / "server", sam_checkpoint=tiny_checkpoint, cap_test_segment_delay=0.3,
+    server = start_replica(tmp_path / "server", sam_checkpoint=tiny_checkpoint, cap_test_segment_delay=0.3,
                      drain_seconds=drain_seconds, poll_interval=0.2)
     server.wait_healthy()
     threads, outcomes = start_clients(server, image_server, 10)
-    wait_until(lambda: len(records(db)) == 10, 30, "the 10 requests were never all stored")
+    assert wait_for(lambda: len(records(db)) == 10, 30), "the 10 requests were never all stored"
 
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(60) == 0
@@ -78,27 +64,25 @@ def test_sigterm_under_load_drains_then_exits_zero(tmp_path, tiny_checkpoint, im
     print(f"\nSIGTERM with DRAIN_SECONDS={drain_seconds}: {len(results)} results, {len(told)} shutting_down, exit 0")
 
 
-def test_kill_9_mid_run_then_restart_ends_every_record(tmp_path, tiny_checkpoint, image_server):
+def test_kill_9_mid_run_then_restart_ends_every_record(tmp_path, tiny_checkpoint, image_server, start_replica):
     folder = tmp_path / "server"
     db = folder / "cap.sqlite3"
     settings = dict(sam_checkpoint=tiny_checkpoint, cap_test_segment_delay=0.1, job_timeout=4, lease_seconds=1,
                     poll_interval=0.2)
-    first = Replica(folder, **settings)
+    first = start_replica(folder, **settings)
     first.wait_healthy()
     threads, _ = start_clients(first, image_server, 30)
-    wait_until(lambda: (lambda rs: len(rs) == 30 and sum(r["status"] == "finished" for r in rs) >= 3)(records(db)),
-               60, "30 stored requests with 3 finished never happened")
+    assert wait_for(lambda: (lambda rs: len(rs) == 30 and sum(r["status"] == "finished" for r in rs) >= 3)(records(db)),
+                    60), "30 stored requests with 3 finished never happened"
     first.kill()
     killed = records(db)
     for thread in threads:
         thread.join(30)
 
-    second = Replica(folder, **settings)  # a restart on the same SQLite file
-    try:
-        second.wait_healthy()
-        wait_until(lambda: all(r["status"] in TERMINAL for r in records(db)), 60, "records left non-terminal after restart")
-    finally:
-        assert second.stop() == 0
+    second = start_replica(folder, **settings)  # a restart on the same SQLite file
+    second.wait_healthy()
+    assert wait_for(lambda: all(r["status"] in TERMINAL for r in records(db)), 60), "records left non-terminal after restart"
+    assert second.stop() == 0
 
     final = {r["id"]: r for r in records(db)}
     assert len(final) == 30
@@ -109,7 +93,7 @@ def test_kill_9_mid_run_then_restart_ends_every_record(tmp_path, tiny_checkpoint
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     audit = subprocess.run([sys.executable, "-m", "server", "audit"], cwd=REPO, capture_output=True, text=True,
-                           env={**os.environ, "SQLITE_PATH": str(db)}, timeout=60)
+                           env=server_env(SQLITE_PATH=db), timeout=60)
     assert audit.returncode == 0, audit.stdout
     at_kill = {s: sum(r["status"] == s for r in killed) for s in {r["status"] for r in killed}}
     after = {s: sum(r["status"] == s for r in final.values()) for s in {r["status"] for r in final.values()}}

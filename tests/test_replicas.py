@@ -1,49 +1,36 @@
 """Several `python -m server` processes sharing one Cosmos DB database."""
 
-import os
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-import torch
 
 from tests.conftest import cosmos_store, new_database_name
 from tests.support.client import exchange
 from tests.support.cosmos_emulator import KEY
-from tests.support.replicas import REPO, Replica
-from tests.support.tiny_sam import build_tiny_sam
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "sam_tiny.pth"
-    torch.save(build_tiny_sam().state_dict(), path)
-    return path
+from tests.support.processes import REPO, server_env
+from tests.support.replicas import Replica
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
-def start_replicas(tmp_path, cosmos_emulator, tiny_checkpoint):
-    started = []
-
+def start_replicas(tmp_path, cosmos_emulator, tiny_checkpoint, start_replica):
     def start(count: int, database: str, **settings) -> list[Replica]:
         replicas = [
-            Replica(
-                tmp_path / f"replica-{len(started) + i}",
+            start_replica(
+                tmp_path / f"replica-{i}",
                 cosmos_endpoint=cosmos_emulator.endpoint, cosmos_key=KEY, cosmos_verify_tls="false",
                 cosmos_database=database, sam_checkpoint=tiny_checkpoint, **settings,
             )
             for i in range(count)
         ]
-        started.extend(replicas)
         for replica in replicas:
             replica.wait_healthy()
         return replicas
 
-    yield start
-    for replica in started:
-        replica.stop()
+    return start
 
 
 def run_clients(replicas, image_server, count):
@@ -87,8 +74,7 @@ def test_three_replicas_serve_sixty_clients_each_record_processed_once(start_rep
 
 
 def audit(database, endpoint) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COSMOS_")}
-    env.update(COSMOS_ENDPOINT=endpoint, COSMOS_KEY=KEY, COSMOS_VERIFY_TLS="false", COSMOS_DATABASE=database)
+    env = server_env(COSMOS_ENDPOINT=endpoint, COSMOS_KEY=KEY, COSMOS_VERIFY_TLS="false", COSMOS_DATABASE=database)
     return subprocess.run([sys.executable, "-m", "server", "audit"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -108,13 +94,11 @@ def test_a_replica_killed_mid_run_leaves_no_record_in_limbo(start_replicas, cosm
     clients.start()
     # Kill once every request is stored (so the victim's own clients have
     # records that nobody will deliver) and the victim holds a claim.
-    deadline = time.monotonic() + 60
-    while True:
+    def victim_holds_a_claim_on_24_records() -> bool:
         records = list(store.records())
-        if len(records) == 24 and any(r["status"] == "processing" and r["serverId"] == victim_id for r in records):
-            break
-        assert time.monotonic() < deadline, f"never saw 24 records with a claim by the victim: {len(records)}"
-        time.sleep(0.05)
+        return len(records) == 24 and any(r["status"] == "processing" and r["serverId"] == victim_id for r in records)
+
+    assert wait_for(victim_holds_a_claim_on_24_records, 60), "never saw 24 records with a claim by the victim"
     victim.kill()
     killed_at = time.monotonic()
     clients.join(180)
@@ -125,14 +109,12 @@ def test_a_replica_killed_mid_run_leaves_no_record_in_limbo(start_replicas, cosm
             assert outcome.types == ["queued", "status", "result"], (i, outcome.messages)
 
     # Within JOB_TIMEOUT (plus a sweep period), nothing is left non-terminal.
-    deadline = killed_at + job_timeout * 2 + 10
-    while True:
-        records = list(store.records())
-        open_records = [r for r in records if r["status"] not in ("finished", "interrupted", "failed")]
-        if not open_records:
-            break
-        assert time.monotonic() < deadline, f"records left in limbo: {[(r['id'], r['status']) for r in open_records]}"
-        time.sleep(0.5)
+    def open_records() -> list[dict]:
+        return [r for r in store.records() if r["status"] not in ("finished", "interrupted", "failed")]
+
+    limit = killed_at + job_timeout * 2 + 10 - time.monotonic()
+    assert wait_for(lambda: not open_records(), limit, interval=0.5), f"records left in limbo: {open_records()}"
+    records = list(store.records())
     statuses = {s: sum(1 for r in records if r["status"] == s) for s in {r["status"] for r in records}}
     reclaimed = sum(1 for r in records if r["attempts"] > 1)
     print(f"\nafter kill -9: {statuses}, reclaimed after the lease expired: {reclaimed}")

@@ -17,6 +17,7 @@ from server import logs
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ws_url
 from tests.support.client import exchange
+from tests.support.waiting import wait_for
 
 BOX = {"x": 2, "y": 2, "width": 20, "height": 20}
 
@@ -34,7 +35,7 @@ def test_max_connections_refuses_with_503_before_starting_a_thread(start_app):
     app = start_app(max_connections=3, request_timeout=60)  # the held sockets stay quiet throughout
     with contextlib.ExitStack() as stack:
         held = [stack.enter_context(connect(ws_url(app))) for _ in range(3)]
-        time.sleep(0.2)
+        assert wait_for(lambda: app.connections == 3)  # each one's handler thread is running
         refuse_past_the_limit_then_admit_again(app, held)
 
 
@@ -55,10 +56,7 @@ def refuse_past_the_limit_then_admit_again(app, held):
     print(f"\nrefused past MAX_CONNECTIONS=3 in {elapsed_ms:.1f} ms; threads {threads_before} before and after")
 
     held.pop().close()
-    deadline = time.monotonic() + 5
-    while app.listener.open >= 3:  # the freed place comes back once its handler ends
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    assert wait_for(lambda: app.listener.open < 3, 5)  # the freed place comes back once its handler ends
     with connect(ws_url(app)) as ws:
         ws.send(json.dumps({"image_url": "http://x/", "boxes": "no"}))
         assert json.loads(ws.recv(timeout=10))["code"] == "invalid_request"

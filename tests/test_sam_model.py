@@ -10,15 +10,18 @@ from segment_anything import SamPredictor
 from server.config import CHECKPOINT_URLS
 from server.sam_model import (
     CheckpointError,
+    DeviceError,
     ImageJob,
     SamModel,
     available_cores,
     check_checkpoint,
+    check_device,
     load_sam,
     resolve_device,
     set_torch_threads,
     upscale_masks,
 )
+from tests.support.sentences import assert_one_sentence
 
 
 @pytest.fixture
@@ -169,7 +172,8 @@ def test_a_missing_checkpoint_names_the_file_and_the_download_url(tmp_path):
         check_checkpoint("vit_l", path)
     message = str(caught.value)
     assert str(path) in message and CHECKPOINT_URLS["vit_l"] in message
-    assert "\n" not in message
+    assert "download-checkpoint" in message
+    assert_one_sentence(message)
 
 
 @pytest.mark.parametrize("content", [b"", b"definitely not a torch file", b"PK\x03\x04" + b"\0" * 100])
@@ -180,12 +184,22 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
         load_sam("vit_b", path, "cpu")
     message = str(caught.value)
     assert str(path) in message and CHECKPOINT_URLS["vit_b"] in message
-    assert "could not be loaded as a vit_b model" in message and "\n" not in message
+    assert "it is not a complete PyTorch checkpoint" in message
+    assert_one_sentence(message)
 
 
-def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path, tiny_sam):
-    path = tmp_path / "tiny.pth"
-    torch.save(tiny_sam.state_dict(), path)
+def test_a_checkpoint_of_another_model_is_a_clear_error(tiny_checkpoint):
     with pytest.raises(CheckpointError) as caught:
-        load_sam("vit_b", path, "cpu")
-    assert "could not be loaded as a vit_b model" in str(caught.value)
+        load_sam("vit_b", tiny_checkpoint, "cpu")
+    assert "its weights do not fit a vit_b model" in str(caught.value)
+    assert_one_sentence(str(caught.value))
+
+
+@pytest.mark.parametrize("setting, words", [("tpu0", "is not a device name"), ("cuda:99", "CUDA")])
+def test_a_device_this_machine_lacks_is_one_sentence_before_anything_loads(setting, words):
+    with pytest.raises(DeviceError) as caught:
+        check_device(setting)
+    assert words in str(caught.value) and f"SAM_DEVICE={setting}" in str(caught.value).replace("'", "")
+    assert_one_sentence(str(caught.value))
+    check_device("cpu")
+    check_device("auto")

@@ -3,9 +3,7 @@ the README's run command, and a full-size checkpoint through the production load
 
 import datetime as dt
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,8 +23,8 @@ from server.sam_model import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
 from tests.support.client import exchange
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.ports import free_port
+from tests.support.processes import REPO, running, server_env
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -75,7 +73,7 @@ def broken_record(job_id: str) -> dict:
 
 
 def run_audit(sqlite_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SQLITE_PATH": str(sqlite_path)}
+    env = server_env(SQLITE_PATH=sqlite_path)
     return subprocess.run(
         [sys.executable, "-m", "server", "audit"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
@@ -128,29 +126,18 @@ def test_a_full_size_vit_b_checkpoint_serves_a_request(tmp_path, vit_b_checkpoin
 # --- the README's run command ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_command_env(tmp_path: Path, **settings) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "COSMOS_"))}
-    env.update(
-        HOST="127.0.0.1", SQLITE_PATH=str(tmp_path / "cap.sqlite3"), IMAGE_DIR=str(tmp_path / "images"),
-        **{k.upper(): str(v) for k, v in settings.items()},
-    )
-    return env
+    return server_env(HOST="127.0.0.1", SQLITE_PATH=tmp_path / "cap.sqlite3", IMAGE_DIR=tmp_path / "images", **settings)
 
 
 def test_the_run_command_serves_ping_and_health(tmp_path, vit_b_checkpoint):
     """`./scripts/run`, exactly as the README says, with a full-size vit_b checkpoint."""
     port = free_port()
     env = run_command_env(tmp_path, port=port, sam_model_type="vit_b", sam_checkpoint=vit_b_checkpoint)
-    process = subprocess.Popen(
-        [str(REPO / "scripts" / "run")], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
+    log = tmp_path / "run.log"
+    with log.open("w") as output, running(
+        [str(REPO / "scripts" / "run")], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
+    ) as process:
         deadline = time.monotonic() + 240
         ping = health = None
         while time.monotonic() < deadline and process.poll() is None:
@@ -162,16 +149,12 @@ def test_the_run_command_serves_ping_and_health(tmp_path, vit_b_checkpoint):
             except OSError:  # not listening yet, reset, or slow while the model loads on a busy machine
                 pass
             time.sleep(0.2)
-        assert ping == (200, b"pong")
-        assert health is not None and health[0] == 200, health
+        assert ping == (200, b"pong"), log.read_text()
+        assert health is not None and health[0] == 200, (health, log.read_text())
         assert json.loads(health[1])["model_loaded"] is True
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        output = process.communicate()[0]
-    assert "listening on 127.0.0.1" in output, output
+    assert "listening on 127.0.0.1" in log.read_text(), log.read_text()
 
 
 def test_the_run_command_explains_a_missing_checkpoint(tmp_path):
@@ -180,14 +163,4 @@ def test_the_run_command_explains_a_missing_checkpoint(tmp_path):
     done = subprocess.run([str(REPO / "scripts" / "run")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert str(missing) in done.stderr and CHECKPOINT_URLS["vit_l"] in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_a_corrupt_checkpoint_stops_the_server_with_a_clear_error(tmp_path):
-    corrupt = tmp_path / "sam_vit_b_01ec64.pth"
-    corrupt.write_bytes(b"\x80\x02this is not a checkpoint")
-    env = run_command_env(tmp_path, port=free_port(), sam_model_type="vit_b", sam_checkpoint=corrupt)
-    done = subprocess.run([sys.executable, "-m", "server"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert str(corrupt) in done.stderr and CHECKPOINT_URLS["vit_b"] in done.stderr
     assert "Traceback" not in done.stderr

@@ -7,22 +7,16 @@ everything in memory, so a restart is an empty database.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
 from pathlib import Path
+
+from tests.support import processes
+from tests.support.ports import free_port
 
 FOLDER = Path(__file__).resolve().parent.parent / "cosmos_emulator"
 # The emulator accepts any key; this is the public key of Microsoft's emulator.
 KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class CosmosEmulator:
@@ -34,7 +28,7 @@ class CosmosEmulator:
             )
         if shutil.which("node") is None:
             raise RuntimeError("node is not on PATH; the Cosmos DB emulator needs Node.js.")
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     @property
@@ -48,7 +42,7 @@ class CosmosEmulator:
     def start(self) -> "CosmosEmulator":
         self.process = subprocess.Popen(
             ["node", str(FOLDER / "launcher.js"), str(self.port)],
-            cwd=FOLDER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=FOLDER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         line = self.process.stdout.readline().strip()
         if line != f"ready {self.port}":
@@ -57,14 +51,10 @@ class CosmosEmulator:
         return self
 
     def stop(self) -> None:
-        """Stop the emulator process by its PID."""
+        """Stop the emulator's process group (its PID's), SIGKILL at once: its data is in memory anyway."""
         if self.process is None:
             return
-        try:
-            os.kill(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(10)
+        processes.stop(self.process, grace=0)
         self.process.stdout.close()
         self.process = None
 

@@ -1,30 +1,31 @@
-"""Real `python -m server` processes for multi-replica tests.
+"""Real `python -m server` processes for tests that need whole servers.
 
 Each replica runs the production entry point with the tiny model (see
 tiny_model_site/sitecustomize.py), its own port and image folder, and the
-settings the test passes (a shared Cosmos DB database, for instance).
+settings the test passes (a shared Cosmos DB database, for instance). Its
+environment is `processes.server_env`: none of the user's settings, no
+`.env`. Use it as a context manager, or through the `start_replica` fixture
+in conftest.py: either way it is stopped, process group and all, when the
+test ends, failed or not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import processes
+from tests.support.ports import free_port
+
+REPO = processes.REPO
 SITE = Path(__file__).resolve().parent / "tiny_model_site"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Replica:
@@ -32,17 +33,22 @@ class Replica:
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = folder / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "COSMOS_", "CAP_", "OMP_"))}
-        env.update(
-            PYTHONPATH=f"{SITE}{os.pathsep}{REPO}", HOST="127.0.0.1", PORT=str(self.port),
-            IMAGE_DIR=str(folder / "images"), SQLITE_PATH=str(folder / "cap.sqlite3"), ALLOW_PRIVATE_URLS="true",
-            SAM_MODEL_TYPE="vit_b", SAM_DEVICE="cpu",
-            **{k.upper(): str(v) for k, v in settings.items()},
+        env = processes.server_env(
+            HOST="127.0.0.1", PORT=self.port, IMAGE_DIR=folder / "images", SQLITE_PATH=folder / "cap.sqlite3",
+            ALLOW_PRIVATE_URLS="true", SAM_MODEL_TYPE="vit_b", SAM_DEVICE="cpu", **settings,
         )
+        env["PYTHONPATH"] = f"{SITE}{os.pathsep}{REPO}"
+        self._stack = contextlib.ExitStack()
         with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "server"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            self.process = self._stack.enter_context(
+                processes.running([sys.executable, "-m", "server"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
+
+    def __enter__(self) -> "Replica":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
     @property
     def url(self) -> str:
@@ -77,10 +83,6 @@ class Replica:
         self.process.wait(10)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        """SIGTERM (SIGKILL after 60 s) to its process group; the exit status."""
+        self._stack.close()
         return self.process.wait()

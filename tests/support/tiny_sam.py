@@ -9,6 +9,7 @@ orientation and the code paths around them are exactly those of vit_h.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -40,3 +41,9 @@ def build_tiny_sam(seed: int = 0) -> Sam:
         pixel_std=[58.395, 57.12, 57.375],
     )
     return sam.eval()
+
+
+def write_tiny_checkpoint(path: Path) -> Path:
+    """Save `build_tiny_sam()`'s weights to `path`, as a checkpoint file the production loader reads."""
+    torch.save(build_tiny_sam().state_dict(), path)
+    return path

@@ -1,0 +1,54 @@
+"""CAP as an installed package: `pip install .` gives the `cap` and `cap-client` commands, which
+run from any folder, with the page installed beside the code."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import REPO, server_env
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """`pip install .` of a copy of the sources (so that no build folder lands in the repository), into
+    a prefix of its own, from this venv's packages: no download."""
+    work = tmp_path_factory.mktemp("package")
+    source = work / "source"
+    source.mkdir()
+    shutil.copy(REPO / "pyproject.toml", source)
+    for folder in ("server", "requirements"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pth"))
+    prefix = work / "prefix"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+         "--disable-pip-version-check", "--quiet", "--prefix", str(prefix), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return prefix
+
+
+def run(installed: Path, command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    site = next(installed.glob("lib/python3*/site-packages"))
+    env = server_env(PYTHONPATH=site, COLUMNS="100")
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cap_and_cap_client_run_from_another_folder(installed, tmp_path):
+    cap = run(installed, [str(installed / "bin" / "cap"), "--help"], tmp_path)
+    assert cap.returncode == 0, cap.stderr
+    assert cap.stdout.startswith("usage: cap [-h] {serve,audit,download-checkpoint}")
+    client = run(installed, [str(installed / "bin" / "cap-client"), "--help"], tmp_path)
+    assert client.returncode == 0, client.stderr
+    assert client.stdout.startswith("usage: cap-client [-h] --image IMAGE --box x,y,w,h")
+
+
+def test_the_installed_package_holds_the_page(installed, tmp_path):
+    done = run(installed, [sys.executable, "-c", "import server, server.main; print(server.__file__, len(server.main.PAGE))"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    path, size = done.stdout.split()
+    assert Path(path).is_relative_to(installed)  # the installed copy, not the repository's
+    assert int(size) == (REPO / "server" / "page.html").stat().st_size
