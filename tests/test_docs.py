@@ -249,7 +249,7 @@ def normalised(line: str) -> str:
     return re.sub(r"-?\d+(\.\d+)?", "N", line)
 
 
-def test_the_command_line_clients_run_matches_the_readmes_sample(start_app, tmp_path):
+def test_the_command_line_clients_run_matches_the_readmes_sample(start_app, tmp_path, image_server):
     """python -m server.client, run with the README's arguments: the same lines, numbers aside."""
     app = start_app()
     work = tmp_path / "client"
