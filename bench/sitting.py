@@ -339,8 +339,8 @@ def decoder_per_box(sitting: Sitting, boxes: int, repeats: int) -> dict:
             stock_rle(found)
 
         def cap() -> None:
-            found, _ = model.decode(embedding, boxes_xyxy, multimask=False)
-            masks.encode(found[:, 0])
+            low_res, scores = model.decode(embedding, boxes_xyxy, multimask=False)
+            masks.wire_masks(low_res, scores, model.postprocess(embedding), [{}] * boxes, False)
 
         times: dict[str, list[float]] = {"stock": [], "cap": []}
         for _ in range(repeats + 1):

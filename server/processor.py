@@ -231,7 +231,9 @@ class Processor:
         assert self.model is not None
         job_id = record["id"]
         started = time.perf_counter()
-        wire = masks.wire_masks(result.masks, result.scores, record["boxes"], record["multimask"])
+        wire = masks.wire_masks(
+            result.low_res, result.scores, result.postprocess, [{"box": box} for box in record["boxes"]], record["multimask"]
+        )
         rle_ms = (time.perf_counter() - started) * 1000
         self.store.put_output(
             {

@@ -7,10 +7,10 @@ Only the processor thread calls into a `SamModel`. It does what
   model type, on the model's device, so that new boxes on a known image skip
   the encoder;
 - on CUDA the encoder runs under bfloat16 autocast;
-- all boxes of one image go through one decoder call, and the masks are
-  upsampled and thresholded on the device, upsampling only the low-resolution
-  rows and columns that cover the image (bit-identical to SAM's
-  `postprocess_masks`, which upsamples the padding too).
+- all boxes of one image go through one decoder call;
+- it stops at SAM's low-resolution logits (N × C × 256 × 256): `masks.wire_masks`
+  makes the image-sized masks one at a time, each only where it can be
+  positive, so that memory does not grow with boxes × candidates × pixels.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Hashable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from server.config import CHECKPOINT_URLS
+from server.masks import Postprocess
 
 
 class CheckpointError(Exception):
@@ -108,8 +108,9 @@ class ImageJob:
 
 @dataclasses.dataclass
 class Segmentation:
-    masks: torch.Tensor  # bool, N boxes × C candidates × H × W (C is 3 with multimask, else 1)
+    low_res: torch.Tensor  # float32 logits, N boxes × C candidates × s × s (C is 3 with multimask, else 1)
     scores: torch.Tensor  # float, N × C (SAM's predicted IoU)
+    postprocess: Postprocess  # how `masks.wire_masks` turns `low_res` into masks of the image
     encode_ms: float  # the encoder pass this image was part of (0 when cached)
     decode_ms: float
     cached_embedding: bool
@@ -152,25 +153,6 @@ class EmbeddingCache:
             self._entries.popitem(last=False)
 
 
-def upscale_masks(
-    low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int], encoder_size: int
-) -> torch.Tensor:
-    """SAM's `postprocess_masks`, without upsampling the padding below and right of the image.
-
-    SAM upsamples the low-resolution logits to the encoder's square input,
-    crops the image's part, and resizes that to the original size. Bilinear
-    upsampling by an integer factor only reads a source row (column) up to
-    one past the output rows it writes, so cropping the low-resolution logits
-    to the image's part, plus one, first gives the very same numbers.
-    """
-    factor = encoder_size // low_res.shape[-1]
-    rows = min(low_res.shape[-2], -(-input_size[0] // factor) + 1)
-    cols = min(low_res.shape[-1], -(-input_size[1] // factor) + 1)
-    masks = F.interpolate(low_res[..., :rows, :cols], scale_factor=factor, mode="bilinear", align_corners=False)
-    masks = masks[..., : input_size[0], : input_size[1]]
-    return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
-
-
 class SamModel:
     """One SAM model on one device, used by one thread."""
 
@@ -208,12 +190,13 @@ class SamModel:
         results = []
         for index, (job, embedding) in enumerate(zip(jobs, embeddings)):
             decoding = time.perf_counter()
-            masks, scores = self.decode(embedding, job.boxes_xyxy, job.multimask)  # type: ignore[arg-type]
+            low_res, scores = self.decode(embedding, job.boxes_xyxy, job.multimask)  # type: ignore[arg-type]
             self._synchronize()
             results.append(
                 Segmentation(
-                    masks=masks,
+                    low_res=low_res,
                     scores=scores,
+                    postprocess=self.postprocess(embedding),  # type: ignore[arg-type]
                     encode_ms=encode_ms if index in missing else 0.0,
                     decode_ms=(time.perf_counter() - decoding) * 1000,
                     cached_embedding=index not in missing,
@@ -238,7 +221,10 @@ class SamModel:
         ]
 
     def decode(self, embedding: Embedding, boxes_xyxy: np.ndarray, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """All boxes of one image through the prompt encoder and mask decoder at once (as `predict_torch`)."""
+        """All boxes of one image through the prompt encoder and mask decoder at once (as `predict_torch`).
+
+        Returns SAM's low-resolution logits (N × C × s × s) and scores (N × C).
+        """
         boxes = torch.as_tensor(boxes_xyxy, dtype=torch.float32, device=self.device)
         boxes = self.transform.apply_boxes_torch(boxes, embedding.original_size)
         sparse, dense = self.sam.prompt_encoder(points=None, boxes=boxes, masks=None)
@@ -249,10 +235,13 @@ class SamModel:
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
-        logits = upscale_masks(
-            low_res, embedding.input_size, embedding.original_size, self.sam.image_encoder.img_size
+        return low_res, scores
+
+    def postprocess(self, embedding: Embedding) -> Postprocess:
+        """How SAM's `postprocess_masks` and threshold map this image's low-res logits onto it."""
+        return Postprocess(
+            self.sam.image_encoder.img_size, embedding.input_size, embedding.original_size, self.sam.mask_threshold
         )
-        return logits > self.sam.mask_threshold, scores
 
     def warm_up(self) -> float:
         """One pass on a blank image, so that the first real request does not pay for lazy set-up; ms."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
+from server import masks
 from server.config import CHECKPOINT_URLS
 from server.sam_model import (
     CheckpointError,
@@ -17,7 +18,6 @@ from server.sam_model import (
     load_sam,
     resolve_device,
     set_torch_threads,
-    upscale_masks,
 )
 
 
@@ -30,16 +30,17 @@ def pixels(height, width):
     return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def test_one_mask_per_box_at_image_size(model):
+def test_one_low_res_map_per_box_and_the_image_size_to_make_masks_at(model):
     result = model.segment(pixels(48, 64), np.array([[0, 0, 10, 10], [5, 5, 60, 40]], np.float32), multimask=False)
-    assert result.masks.shape == (2, 1, 48, 64) and result.masks.dtype == torch.bool
+    assert result.low_res.shape == (2, 1, 64, 64) and result.low_res.dtype == torch.float32  # the tiny model's 64×64
     assert result.scores.shape == (2, 1)
+    assert result.postprocess == masks.Postprocess(256, (192, 256), (48, 64), 0.0)
     assert result.encode_ms > 0 and result.decode_ms > 0
 
 
 def test_multimask_gives_three_candidates(model):
     result = model.segment(pixels(30, 20), np.array([[0, 0, 10, 10]], np.float32), multimask=True)
-    assert result.masks.shape == (1, 3, 30, 20)
+    assert result.low_res.shape == (1, 3, 64, 64)
 
 
 def test_sixteen_boxes_go_through_one_batched_decoder_call(model, tiny_sam):
@@ -52,30 +53,28 @@ def test_sixteen_boxes_go_through_one_batched_decoder_call(model, tiny_sam):
         hook.remove()
     assert len(calls) == 1, "all boxes of a request must share one decoder pass"
     assert calls[0][0] == 16
-    assert result.masks.shape[0] == 16
+    assert result.low_res.shape[0] == 16
 
 
 @pytest.mark.parametrize("height, width", [(100, 200), (200, 100), (37, 91), (256, 256), (300, 17)])
 @pytest.mark.parametrize("multimask", [False, True])
 def test_masks_and_scores_are_exactly_those_of_segment_anythings_predictor(model, tiny_sam, height, width, multimask):
-    """The batched, cached path does SamPredictor's arithmetic: same bits, not just close."""
+    """The batched, cached path does SamPredictor's arithmetic: same logits and scores, same masks."""
     image = pixels(height, width)
     boxes = np.array([[0, 0, width, height], [width / 4, height / 5, width / 2, height * 0.9]], np.float32)
     predictor = SamPredictor(tiny_sam)
     predictor.set_image(image)
     with torch.inference_mode():
         transformed = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes), (height, width))
-        expected_masks, expected_scores, _ = predictor.predict_torch(None, None, boxes=transformed, multimask_output=multimask)
+        expected_masks, expected_scores, expected_low_res = predictor.predict_torch(
+            None, None, boxes=transformed, multimask_output=multimask
+        )
     result = model.segment(image, boxes, multimask=multimask)
-    assert torch.equal(result.masks, expected_masks)
+    assert torch.equal(result.low_res, expected_low_res)
     assert torch.equal(result.scores, expected_scores)
-
-
-@pytest.mark.parametrize("input_size, original_size", [((256, 128), (100, 50)), ((129, 256), (129, 256)), ((3, 256), (1, 99))])
-def test_upscaling_only_the_image_part_is_bit_identical_to_sams_postprocess(tiny_sam, input_size, original_size):
-    low_res = torch.randn(5, 3, 64, 64)
-    expected = tiny_sam.postprocess_masks(low_res, input_size, original_size)
-    assert torch.equal(upscale_masks(low_res, input_size, original_size, 256), expected)
+    wire = masks.wire_masks(result.low_res, result.scores, result.postprocess, [{}, {}], multimask)
+    for k, entry in enumerate(m for group in wire for m in (group if multimask else [group])):
+        np.testing.assert_array_equal(masks.decode(entry["segmentation"]), expected_masks.flatten(0, 1)[k].numpy())
 
 
 def count_encoder_passes(sam):
@@ -97,7 +96,7 @@ def test_new_boxes_on_a_cached_image_skip_the_encoder_and_give_the_same_masks(ti
     assert batches == [1], "only the first request may run the encoder"
     assert (first.cached_embedding, again.cached_embedding, other_boxes.cached_embedding) == (False, True, True)
     assert again.encode_ms == 0 and first.encode_ms > 0
-    assert torch.equal(first.masks, again.masks) and torch.equal(first.scores, again.scores)
+    assert torch.equal(first.low_res, again.low_res) and torch.equal(first.scores, again.scores)
     assert (model.cache.hits, model.cache.misses) == (2, 1)
     cached = model.cache.get(("sha-a", "tiny"))
     assert cached is not None and cached.features.device == model.device  # kept where the model is
@@ -131,10 +130,10 @@ def test_a_batch_runs_the_encoder_once_for_the_images_not_cached(tiny_sam):
     assert batches == [3], "one encoder pass, for the three images not cached"
     assert [r.cached_embedding for r in results] == [False, True, False, False]
     for together, single in zip(results, alone):
-        assert together.masks.shape == single.masks.shape
+        assert together.low_res.shape == single.low_res.shape and together.postprocess == single.postprocess
         torch.testing.assert_close(together.scores, single.scores, atol=1e-4, rtol=1e-4)
-        differing = (together.masks != single.masks).float().mean().item()
-        assert differing < 0.01, f"batched masks differ from single ones on {differing:.2%} of pixels"
+        differing = ((together.low_res > 0) != (single.low_res > 0)).float().mean().item()
+        assert differing < 0.01, f"batched masks differ from single ones on {differing:.2%} of low-res cells"
 
 
 def test_warm_up_runs_the_model_once(tiny_sam):
