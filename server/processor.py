@@ -28,10 +28,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import images, jobs, masks
+from server import images, jobs, masks, prompts
 from server.config import Settings
 from server.errors import ClientError
-from server.protocol import Box
 from server.sam_model import CheckpointError, ImageJob, SamModel, Segmentation
 from server.store import Conflict, Record, Store, StoreUnavailable
 
@@ -204,8 +203,8 @@ class Processor:
             except ClientError as exc:
                 self._fail(record["id"], "processing_failed", f"The image is no longer available: {exc.message}")
                 continue
-            boxes_xyxy = np.array([Box(**box).to_xyxy() for box in record["boxes"]], dtype=np.float32)
-            ready.append((record, ImageJob(pixels, boxes_xyxy, record["multimask"], record["imageSha256"])))
+            job = ImageJob(pixels, prompts.from_boxes(record["boxes"]), record["multimask"], record["imageSha256"])
+            ready.append((record, job))
         if not ready:
             return
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
+from segment_anything import sam_model_registry
 
 from server.config import Settings
 from server.main import App
@@ -25,6 +27,15 @@ from tests.support.tiny_sam import build_tiny_sam
 @pytest.fixture(scope="session")
 def tiny_sam():
     return build_tiny_sam()
+
+
+@pytest.fixture(scope="session")
+def vit_b_checkpoint(tmp_path_factory) -> Path:
+    """A full-size vit_b checkpoint file with random weights (~375 MB), in the official layout, once per session."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoints") / "sam_vit_b_random.pth"
+    torch.save(sam_model_registry["vit_b"]().state_dict(), path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +111,9 @@ class ModelGate:
 
     def warm_up(self):
         return self.model.warm_up()
+
+    def has_embedding(self, image_key):
+        return self.model.has_embedding(image_key)
 
     def segment_batch(self, jobs):
         self.calls += 1

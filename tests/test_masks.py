@@ -179,6 +179,7 @@ MEMORY_PROBE = """
 import json, resource, sys
 import numpy as np, torch
 from server import masks
+from server.prompts import Prompt
 from server.sam_model import ImageJob, SamModel
 from tests.support.tiny_sam import build_tiny_sam
 
@@ -191,7 +192,7 @@ height, width = 5000, 8000  # 40 Mpx, one flat colour (what a tiny PNG decodes t
 pixels = np.full((height, width, 3), 128, np.uint8)
 model = SamModel(build_tiny_sam(), "tiny")
 model.warm_up()
-boxes = np.array([(i * 120.0, i * 70.0, i * 120.0 + 400.0, i * 70.0 + 300.0) for i in range(64)], np.float32)
+boxes = [Prompt(box=(i * 120.0, i * 70.0, i * 120.0 + 400.0, i * 70.0 + 300.0)) for i in range(64)]
 before = status_kb("VmHWM")
 # A safety net, not the measure: a regression fails here with MemoryError instead of eating the machine.
 limit = (status_kb("VmSize") + 4 * 1024 * 1024) * 1024
