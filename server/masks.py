@@ -1,4 +1,4 @@
-"""SAM's low-resolution logits to masks of the image, as COCO run-length encoding (RLE).
+"""SAM's low-resolution logits to masks of the image: COCO run-length encoding (RLE), and polygons.
 
 SAM's decoder gives a low-resolution logit map per mask (256×256 for the
 official models); `Sam.postprocess_masks` resizes it bilinearly to the
@@ -15,7 +15,8 @@ to one. A pixel is therefore positive only if some positive low-resolution
 logit lies in its support; the rows and columns whose support touches the
 positive part of L bound the crop that is computed. The crop is thresholded
 and turned into COCO's column-major runs at its place in the image, without
-ever building an image-sized array.
+ever building an image-sized array; polygons (`server.polygons`) are traced
+on the same crop.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
+
+from server.polygons import outer_rings
+
+OUTPUTS = ("rle", "polygons")  # what a mask can carry: `segmentation` (COCO RLE), `polygons`
 
 @dataclasses.dataclass(frozen=True)
 class Postprocess:
@@ -196,23 +201,37 @@ def decode(segmentation: dict[str, Any]) -> np.ndarray:
     return mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")})
 
 
+def wire_mask(crop: Crop, output: Sequence[str] = ("rle",)) -> dict[str, Any]:
+    """`area`, `bbox`, and `segmentation` (with "rle" in `output`) and/or `polygons` (with "polygons")."""
+    entry = wire_rle(crop_rle(crop))
+    if "rle" not in output:
+        del entry["segmentation"]
+    if "polygons" in output:
+        entry["polygons"] = outer_rings(crop.mask, crop.top, crop.left)
+    return entry
+
+
 def wire_masks(
     low_res: torch.Tensor,
     scores: torch.Tensor,
     postprocess: Postprocess,
     echoes: Sequence[dict[str, Any]],
     multimask: bool,
+    output: Sequence[str] = ("rle",),
 ) -> list[Any]:
     """The `masks` list of a result: one entry per prompt, or a list of 3 per prompt with multimask.
 
     `low_res` is N prompts × C candidates × s × s logits and `scores` N × C, as
     `SamModel.segment_batch` gives them; `echoes[i]` is merged into every mask
     of prompt i (`{"box": ...}` in protocol 1, `{"prompt": ...}` in 1.1).
+    `output` is the request's: "rle" and/or "polygons" (see `wire_mask`).
     Masks are made one at a time, so memory holds one crop, never N × C images.
     """
     count, candidates = low_res.shape[:2]
     if len(echoes) != count:
         raise ValueError(f"{count} prompts' logits but {len(echoes)} echoes")
+    if not output or set(output) - set(OUTPUTS):
+        raise ValueError(f"output must be a non-empty list of {OUTPUTS}, not {output!r}")
     upsampler = Upsampler(postprocess, low_res.shape[-1])
     low_res = low_res.detach().float().cpu()
     flat_scores = scores.reshape(-1).tolist()
@@ -222,7 +241,7 @@ def wire_masks(
             {
                 **echo,
                 "score": round(flat_scores[index * candidates + candidate], 4),
-                **wire_rle(crop_rle(upsampler.crop(low_res[index, candidate].numpy()))),
+                **wire_mask(upsampler.crop(low_res[index, candidate].numpy()), output),
             }
             for candidate in range(candidates)
         ]

@@ -198,16 +198,20 @@ before = status_kb("VmHWM")
 limit = (status_kb("VmSize") + 4 * 1024 * 1024) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 [result] = model.segment_batch([ImageJob(pixels, boxes, multimask=False)])
-wire = masks.wire_masks(result.low_res, result.scores, result.postprocess, [{}] * 64, False)
+wire = masks.wire_masks(result.low_res, result.scores, result.postprocess, [{}] * 64, False, ["rle", "polygons"])
 # and the worst case, every logit positive: each mask is the whole image
 full = torch.full((3, 1) + tuple(result.low_res.shape[-2:]), 4.0)
-worst = masks.wire_masks(full, torch.zeros(3, 1), result.postprocess, [{}] * 3, False)
-print(json.dumps({"before_kb": before, "after_kb": status_kb("VmHWM"), "areas": [m["area"] for m in wire + worst]}))
+worst = masks.wire_masks(full, torch.zeros(3, 1), result.postprocess, [{}] * 3, False, ["rle", "polygons"])
+print(json.dumps({
+    "before_kb": before, "after_kb": status_kb("VmHWM"), "areas": [m["area"] for m in wire + worst],
+    "rings": [len(m["polygons"]) for m in wire + worst],
+}))
 """
 
 
 def test_64_boxes_on_a_flat_40_megapixel_image_stay_under_1_5_gb():
-    """Masks are made one at a time from the low-res logits: peak memory does not grow with boxes × pixels."""
+    """Masks (RLE and polygons) are made one at a time from the low-res logits: peak memory does not grow
+    with boxes × pixels."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(
         [sys.executable, "-c", MEMORY_PROBE], cwd=root, capture_output=True, text=True, timeout=300,
@@ -218,4 +222,5 @@ def test_64_boxes_on_a_flat_40_megapixel_image_stay_under_1_5_gb():
     grown_mb = (report["after_kb"] - report["before_kb"]) / 1024
     print(f"peak RSS grew by {grown_mb:.0f} MB")
     assert report["areas"][-3:] == [5000 * 8000] * 3  # the worst case did make whole-image masks
+    assert report["rings"][-3:] == [1] * 3
     assert grown_mb < 1536, f"peak RSS grew by {grown_mb:.0f} MB"
