@@ -48,6 +48,7 @@ from bench.burst import burst
 from server import images, jobs, masks
 from server.config import Settings
 from server.main import App, production_model_loader
+from server.prompts import Prompt
 from server.sam_model import SamModel, load_sam
 from server.store.sqlite import SQLiteStore
 from tests.support import image_files
@@ -329,6 +330,7 @@ def decoder_per_box(sitting: Sitting, boxes: int, repeats: int) -> dict:
     corners = rng.uniform(0, 300, (boxes, 2))
     boxes_xyxy = np.concatenate([corners, corners + rng.uniform(40, 300, (boxes, 2))], 1).astype(np.float32)
     model = SamModel(sitting.raw_sam, sitting.model_type)
+    box_prompts = [Prompt(box=tuple(map(float, box))) for box in boxes_xyxy]
     with torch.inference_mode():
         [embedding] = model.embed([pixels])
         sitting.raw.set_image(pixels)
@@ -339,8 +341,8 @@ def decoder_per_box(sitting: Sitting, boxes: int, repeats: int) -> dict:
             stock_rle(found)
 
         def cap() -> None:
-            found, _ = model.decode(embedding, boxes_xyxy, multimask=False)
-            masks.encode(found[:, 0])
+            low_res, scores = model.decode(embedding, box_prompts, multimask=False)
+            masks.wire_masks(low_res, scores, model.postprocess(embedding), [{}] * boxes, False)
 
         times: dict[str, list[float]] = {"stock": [], "cap": []}
         for _ in range(repeats + 1):

@@ -1,40 +1,199 @@
-"""Masks to COCO run-length encoding (RLE), as the wire protocol sends them."""
+"""SAM's low-resolution logits to masks of the image: COCO run-length encoding (RLE), and polygons.
+
+SAM's decoder gives a low-resolution logit map per mask (256×256 for the
+official models); `Sam.postprocess_masks` resizes it bilinearly to the
+encoder's square input, crops the image's part, resizes that to the image,
+and the mask is where the result exceeds `mask_threshold`. Done like that
+for every mask at once, a large image costs boxes × candidates × pixels
+float32 values: gigabytes for a few megabytes of request.
+
+Here each mask is made alone, and only where it can be positive. Both
+resizes are linear and separable, so the image's logits are A · L · Bᵀ, with
+A (height × 256) and B (width × 256) holding the interpolation weights of
+each image row and column: at most four non-negative weights each, summing
+to one. A pixel is therefore positive only if some positive low-resolution
+logit lies in its support; the rows and columns whose support touches the
+positive part of L bound the crop that is computed. The crop is thresholded
+and turned into COCO's column-major runs at its place in the image, without
+ever building an image-sized array; polygons (`server.polygons`) are traced
+on the same crop.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from server.polygons import outer_rings
 
-def encode(masks: torch.Tensor) -> list[dict[str, Any]]:
-    """Encode N boolean H×W masks; each entry has `segmentation`, `area` and `bbox`.
+OUTPUTS = ("rle", "polygons")  # what a mask can carry: `segmentation` (COCO RLE), `polygons`
 
-    `segmentation` is `{"size": [H, W], "counts": str}`: what
-    `pycocotools.mask.encode` writes, with `counts` decoded to text, so that
-    `pycocotools.mask.decode` gives back the exact mask in image orientation.
+@dataclasses.dataclass(frozen=True)
+class Postprocess:
+    """How SAM maps a low-resolution logit map onto the image (`Sam.postprocess_masks` + threshold)."""
+
+    encoder_size: int  # the encoder's square input, 1024 for the official models
+    input_size: tuple[int, int]  # the image resized for the encoder, before padding (height, width)
+    original_size: tuple[int, int]  # the image (height, width)
+    threshold: float = 0.0  # `Sam.mask_threshold`
+
+
+@dataclasses.dataclass
+class Crop:
+    """A mask as the part of the image where it can be positive: `mask` sits at (top, left)."""
+
+    top: int
+    left: int
+    mask: np.ndarray  # bool, rows × columns (a column-major view); 0×0 for an empty mask
+    size: tuple[int, int]  # the image (height, width)
+
+
+def _resize_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two source indices and weights of each output index of a bilinear resize (align_corners=False).
+
+    As `torch.nn.functional.interpolate` computes them, in float32 like it:
+    source = (i + 0.5) · in/out − 0.5, clamped at 0; the next index is
+    clamped at the last one.
     """
-    if masks.ndim != 3:
-        raise ValueError(f"expected N×H×W masks, got shape {tuple(masks.shape)}")
-    # COCO RLE runs down columns: pycocotools wants an H×W×N Fortran-ordered
-    # uint8 array, which is an N×W×H C-ordered one in memory. One copy of the
-    # boolean tensor (on its device, then to the CPU) gives exactly that; a
-    # bool array reads as uint8 0/1 without another copy.
-    by_column = masks.to(torch.bool).transpose(1, 2).contiguous().cpu().numpy()
-    stacked = by_column.view(np.uint8).transpose(2, 1, 0)
-    rles = mask_utils.encode(stacked)
-    areas = mask_utils.area(rles)
-    bboxes = mask_utils.toBbox(rles)
-    return [
-        {
-            "area": int(area),
-            "bbox": [round(float(v), 2) for v in bbox],
-            "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-        }
-        for rle, area, bbox in zip(rles, areas, bboxes)
-    ]
+    half = np.float32(0.5)
+    scale = np.float32(in_size) / np.float32(out_size)
+    source = np.maximum(scale * (np.arange(out_size, dtype=np.float32) + half) - half, np.float32(0))
+    first = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+    second = np.minimum(first + 1, in_size - 1)
+    fraction = np.clip(source - first, 0, 1)
+    return np.stack([first, second], 1), np.stack([1 - fraction, fraction], 1)
+
+
+def _axis_taps(low_res: int, encoder_size: int, input_len: int, original_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each image row (or column): the four low-resolution indices it reads and their weights."""
+    up_index, up_weight = _resize_taps(low_res, encoder_size)  # low-res -> encoder square
+    down_index, down_weight = _resize_taps(input_len, original_len)  # its first input_len -> image
+    index = up_index[down_index].reshape(original_len, 4)
+    weight = (down_weight[:, :, None] * up_weight[down_index]).reshape(original_len, 4)
+    return index, weight
+
+
+def _combine(lines: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Row i of the result is the sum over k of weight[i, k] · lines[index[i, k]]."""
+    result = lines[index[:, 0]] * weight[:, 0, None]
+    for k in range(1, index.shape[1]):
+        result += lines[index[:, k]] * weight[:, k, None]
+    return result
+
+
+@dataclasses.dataclass
+class _Taps:
+    """Per image row (or column): the four low-res lines it reads, their weights, and runs of equal support."""
+
+    index: np.ndarray  # n × 4 int
+    weight: np.ndarray  # n × 4 float32
+    support: np.ndarray  # n × 4 bool: weight > 0
+
+    @classmethod
+    def along(cls, low_res: int, encoder_size: int, input_len: int, original_len: int) -> _Taps:
+        index, weight = _axis_taps(low_res, encoder_size, input_len, original_len)
+        return cls(index, weight.astype(np.float32), weight > 0)
+
+    def span(self, positive: np.ndarray) -> tuple[int, int]:
+        """The first and past-the-last line whose support reads a positive low-res line."""
+        touched = np.flatnonzero((positive[self.index] & self.support).any(1))
+        return (int(touched[0]), int(touched[-1]) + 1) if touched.size else (0, 0)
+
+    def runs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where runs of lines reading the same low-res lines begin in [start, stop), and their lengths."""
+        support = np.where(self.support[start:stop], self.index[start:stop], -1)
+        begins = np.concatenate([[0], np.flatnonzero((support[1:] != support[:-1]).any(1)) + 1])
+        return begins, np.diff(np.append(begins, stop - start))
+
+
+class Upsampler:
+    """Turns low-resolution logit maps of one image into masks, one at a time.
+
+    Within the crop, runs of rows (and of columns) that read the same
+    low-resolution lines make blocks. A block whose low-res support is all
+    above the threshold is all in the mask, one all at or below it all out:
+    a convex combination lies between its extremes. Only the pixels of the
+    other blocks, along the mask's edges, are computed.
+    """
+
+    def __init__(self, postprocess: Postprocess, low_res: int):
+        self.postprocess = postprocess
+        height, width = postprocess.original_size
+        self._rows = _Taps.along(low_res, postprocess.encoder_size, postprocess.input_size[0], height)
+        self._cols = _Taps.along(low_res, postprocess.encoder_size, postprocess.input_size[1], width)
+
+    def crop(self, logits: np.ndarray) -> Crop:
+        """The mask of one low-resolution logit map (s × s float32), computed only where it can be positive."""
+        threshold = self.postprocess.threshold
+        positive = logits > threshold
+        top, bottom = self._rows.span(positive.any(1))
+        left, right = self._cols.span(positive.any(0))
+        if top == bottom or left == right:
+            return Crop(0, 0, np.zeros((0, 0), dtype=bool), self.postprocess.original_size)
+        row_begins, row_lengths = self._rows.runs(top, bottom)
+        col_begins, col_lengths = self._cols.runs(left, right)
+
+        # The extremes of each block's support: rows' support first, then columns'.
+        def extremes(values: np.ndarray, index: np.ndarray, support: np.ndarray, pick, empty: float) -> np.ndarray:
+            return pick(np.where(support[..., None], values[index], empty), axis=1)
+
+        row_index, row_support = self._rows.index[top:bottom], self._rows.support[top:bottom]
+        col_index, col_support = self._cols.index[left:right], self._cols.support[left:right]
+        blocks = []
+        for pick, empty in ((np.min, np.inf), (np.max, -np.inf)):
+            by_rows = extremes(logits, row_index[row_begins], row_support[row_begins], pick, empty)  # row runs × s
+            blocks.append(extremes(by_rows.T, col_index[col_begins], col_support[col_begins], pick, empty))
+        lowest, highest = blocks  # column runs × row runs
+        inside, edge = lowest > threshold, (highest > threshold) & (lowest <= threshold)
+
+        # Kept column by column (crop columns × rows), as COCO runs go.
+        by_columns = np.repeat(np.repeat(inside, col_lengths, 0), row_lengths, 1)
+        if edge.any():
+            # Rows first, on the low-res columns the crop reads, transposed (low-res column × crop row).
+            first = int(col_index.min())
+            source = logits[:, first : int(col_index.max()) + 1]
+            by_rows = _combine(source, row_index, self._rows.weight[top:bottom]).T.copy()
+            col_weight = self._cols.weight[left:right]
+            for run in np.flatnonzero(edge.any(1)):
+                rows = np.flatnonzero(np.repeat(edge[run], row_lengths))
+                columns = slice(col_begins[run], col_begins[run] + col_lengths[run])
+                values = _combine(by_rows[:, rows], col_index[columns] - first, col_weight[columns])
+                by_columns[columns, rows] = values > threshold
+        return Crop(top, left, by_columns.T, self.postprocess.original_size)
+
+
+def crop_rle(crop: Crop) -> dict[str, Any]:
+    """Compressed COCO RLE of the image-sized mask that is `crop` at its place, zero elsewhere."""
+    height, width = crop.size
+    rows, cols = crop.mask.shape
+    counts: list[int] | np.ndarray = [height * width]
+    if crop.mask.any():
+        # COCO runs go down each column, then on to the next. Pad each crop column
+        # with a zero above and below: +1 steps start runs, -1 steps end them.
+        padded = np.zeros((cols, rows + 2), dtype=np.int8)
+        padded[:, 1:-1] = crop.mask.T  # crop columns × rows
+        column, row = np.nonzero(np.diff(padded, axis=1))
+        edges = (crop.left + column) * height + crop.top + row  # start, end, start, end ... (linear)
+        # A run reaching a column's bottom goes on at the next column's top when the crop is full-height.
+        touching = np.nonzero(edges[1:-1:2] == edges[2::2])[0]
+        edges = np.delete(edges, np.concatenate([2 * touching + 1, 2 * touching + 2]))
+        counts = np.diff(np.concatenate([[0], edges, [height * width]]))
+        if counts[-1] == 0:  # the mask's last pixel is set: no closing run of zeros, as pycocotools writes it
+            counts = counts[:-1]
+    return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+
+
+def wire_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """`segmentation`, `area` and `bbox` of one compressed RLE, as the wire protocol sends them."""
+    return {
+        "area": int(mask_utils.area(rle)),
+        "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
+        "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+    }
 
 
 def decode(segmentation: dict[str, Any]) -> np.ndarray:
@@ -42,21 +201,49 @@ def decode(segmentation: dict[str, Any]) -> np.ndarray:
     return mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")})
 
 
-def wire_masks(
-    masks: torch.Tensor, scores: torch.Tensor, boxes: list[dict[str, float]], multimask: bool
-) -> list[Any]:
-    """The `masks` list of a result: one entry per box, or 3 per box with multimask.
+def wire_mask(crop: Crop, output: Sequence[str] = ("rle",)) -> dict[str, Any]:
+    """`area`, `bbox`, and `segmentation` (with "rle" in `output`) and/or `polygons` (with "polygons")."""
+    entry = wire_rle(crop_rle(crop))
+    if "rle" not in output:
+        del entry["segmentation"]
+    if "polygons" in output:
+        entry["polygons"] = outer_rings(crop.mask, crop.top, crop.left)
+    return entry
 
-    `masks` is N×C×H×W boolean and `scores` N×C, as `SamModel.segment` returns them.
+
+def wire_masks(
+    low_res: torch.Tensor,
+    scores: torch.Tensor,
+    postprocess: Postprocess,
+    echoes: Sequence[dict[str, Any]],
+    multimask: bool,
+    output: Sequence[str] = ("rle",),
+) -> list[Any]:
+    """The `masks` list of a result: one entry per prompt, or a list of 3 per prompt with multimask.
+
+    `low_res` is N prompts × C candidates × s × s logits and `scores` N × C, as
+    `SamModel.segment_batch` gives them; `echoes[i]` is merged into every mask
+    of prompt i (`{"box": ...}` in protocol 1, `{"prompt": ...}` in 1.1).
+    `output` is the request's: "rle" and/or "polygons" (see `wire_mask`).
+    Masks are made one at a time, so memory holds one crop, never N × C images.
     """
-    count, candidates, height, width = masks.shape
-    encoded = encode(masks.reshape(count * candidates, height, width))
+    count, candidates = low_res.shape[:2]
+    if len(echoes) != count:
+        raise ValueError(f"{count} prompts' logits but {len(echoes)} echoes")
+    if not output or set(output) - set(OUTPUTS):
+        raise ValueError(f"output must be a non-empty list of {OUTPUTS}, not {output!r}")
+    upsampler = Upsampler(postprocess, low_res.shape[-1])
+    low_res = low_res.detach().float().cpu()
     flat_scores = scores.reshape(-1).tolist()
     answers = []
-    for index, box in enumerate(boxes):
+    for index, echo in enumerate(echoes):
         group = [
-            {"box": box, "score": round(flat_scores[k], 4), **encoded[k]}
-            for k in range(index * candidates, (index + 1) * candidates)
+            {
+                **echo,
+                "score": round(flat_scores[index * candidates + candidate], 4),
+                **wire_mask(upsampler.crop(low_res[index, candidate].numpy()), output),
+            }
+            for candidate in range(candidates)
         ]
         answers.append(group if multimask else group[0])
     return answers

@@ -31,12 +31,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import images, jobs, masks
+from server import images, jobs, masks, prompts
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
-from server.protocol import Box
 from server.refetch import Refetcher
 from server.sam_model import CheckpointError, ImageJob, SamModel, Segmentation
 from server.store import Conflict, Record, Store, StoreUnavailable
@@ -245,8 +244,8 @@ class Processor:
                 continue
             if reservation is not None:
                 reservations.append(reservation)
-            boxes_xyxy = np.array([Box(**box).to_xyxy() for box in record["boxes"]], dtype=np.float32)
-            ready.append((record, ImageJob(pixels, boxes_xyxy, record["multimask"], record["imageSha256"])))
+            job = ImageJob(pixels, prompts.from_boxes(record["boxes"]), record["multimask"], record["imageSha256"])
+            ready.append((record, job))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
@@ -289,7 +288,9 @@ class Processor:
         assert self.model is not None
         job_id = record["id"]
         started = time.perf_counter()
-        wire = masks.wire_masks(result.masks, result.scores, record["boxes"], record["multimask"])
+        wire = masks.wire_masks(
+            result.low_res, result.scores, result.postprocess, [{"box": box} for box in record["boxes"]], record["multimask"]
+        )
         rle_ms = (time.perf_counter() - started) * 1000
         self.store.put_output(
             {

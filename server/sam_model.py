@@ -1,16 +1,18 @@
-"""Segment Anything: load a checkpoint, and turn images and boxes into masks.
+"""Segment Anything: load a checkpoint, and turn images and prompts into mask logits.
 
-Only the processor thread calls into a `SamModel`. It does what
-`SamPredictor.set_image` + `predict_torch` do, with the same arithmetic, but:
+Only the processor thread calls into a `SamModel`. For each prompt it gives
+what `SamPredictor.set_image` + `predict` give for that prompt alone, with
+the same arithmetic, but:
 - several images go through the encoder as one batch (`segment_batch`);
 - embeddings are kept in an LRU cache keyed by the image's SHA-256 and the
-  model type, on the model's device, so that new boxes on a known image skip
-  the encoder;
+  model type, on the model's device, so that new prompts on a known image
+  skip the encoder;
 - on CUDA the encoder runs under bfloat16 autocast;
-- all boxes of one image go through one decoder call, and the masks are
-  upsampled and thresholded on the device, upsampling only the low-resolution
-  rows and columns that cover the image (bit-identical to SAM's
-  `postprocess_masks`, which upsamples the padding too).
+- the prompts of one image that have the same token structure (points
+  count, box or not, mask or not) go through one decoder call;
+- it stops at SAM's low-resolution logits (N × C × 256 × 256): `masks.wire_masks`
+  makes the image-sized masks one at a time, each only where it can be
+  positive, so that memory does not grow with prompts × candidates × pixels.
 """
 
 from __future__ import annotations
@@ -21,16 +23,17 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Hashable
+from typing import Hashable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from server.config import CHECKPOINT_URLS
+from server.masks import Postprocess
+from server.prompts import Prompt
 
 
 class CheckpointError(Exception):
@@ -124,21 +127,26 @@ def load_sam(model_type: str, checkpoint: Path, device: str) -> Sam:
 
 @dataclasses.dataclass
 class ImageJob:
-    """One image and its boxes (x0, y0, x1, y1 in image pixels), for `segment_batch`."""
+    """One image and its prompts, for `segment_batch`."""
 
-    pixels: np.ndarray  # RGB, H×W×3 uint8
-    boxes_xyxy: np.ndarray  # N×4 float32
+    pixels: np.ndarray | None  # RGB, H×W×3 uint8; None only when the embedding of image_key is cached
+    prompts: list[Prompt]  # may be empty: the image's embedding is made (and cached), no masks
     multimask: bool
     image_key: str | None = None  # the image's SHA-256; None keeps it out of the cache
 
 
 @dataclasses.dataclass
 class Segmentation:
-    masks: torch.Tensor  # bool, N boxes × C candidates × H × W (C is 3 with multimask, else 1)
-    scores: torch.Tensor  # float, N × C (SAM's predicted IoU)
+    low_res: torch.Tensor  # float32 logits on the CPU, N prompts × C candidates × s × s (C: 3 with multimask, else 1)
+    scores: torch.Tensor  # float32 on the CPU, N × C (SAM's predicted IoU)
+    postprocess: Postprocess  # how `masks.wire_masks` turns `low_res` into masks of the image
     encode_ms: float  # the encoder pass this image was part of (0 when cached)
     decode_ms: float
     cached_embedding: bool
+
+    def mask_input(self, prompt: int, candidate: int = 0) -> np.ndarray:
+        """One mask's low-res logits (1 × s × s), as a later prompt's `mask_input` takes them."""
+        return self.low_res[prompt, candidate : candidate + 1].numpy().copy()
 
 
 @dataclasses.dataclass
@@ -160,6 +168,10 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether `key` is kept; unlike `get`, neither counted nor made recent."""
+        return key in self._entries
+
     def get(self, key: Hashable) -> Embedding | None:
         found = self._entries.get(key)
         if found is None:
@@ -178,23 +190,29 @@ class EmbeddingCache:
             self._entries.popitem(last=False)
 
 
-def upscale_masks(
-    low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int], encoder_size: int
-) -> torch.Tensor:
-    """SAM's `postprocess_masks`, without upsampling the padding below and right of the image.
+@runtime_checkable
+class SegmentationModel(Protocol):
+    """What the processor needs of a model: `SamModel`, or a test's double of it."""
 
-    SAM upsamples the low-resolution logits to the encoder's square input,
-    crops the image's part, and resizes that to the original size. Bilinear
-    upsampling by an integer factor only reads a source row (column) up to
-    one past the output rows it writes, so cropping the low-resolution logits
-    to the image's part, plus one, first gives the very same numbers.
-    """
-    factor = encoder_size // low_res.shape[-1]
-    rows = min(low_res.shape[-2], -(-input_size[0] // factor) + 1)
-    cols = min(low_res.shape[-1], -(-input_size[1] // factor) + 1)
-    masks = F.interpolate(low_res[..., :rows, :cols], scale_factor=factor, mode="bilinear", align_corners=False)
-    masks = masks[..., : input_size[0], : input_size[1]]
-    return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+    model_type: str
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def cache(self) -> EmbeddingCache: ...
+
+    def warm_up(self) -> float:
+        """One pass on a blank image; the milliseconds it took."""
+        ...
+
+    def has_embedding(self, image_key: str) -> bool:
+        """Whether the embedding of the image with this SHA-256 is cached (a job may then omit its pixels)."""
+        ...
+
+    def segment_batch(self, jobs: list[ImageJob]) -> list[Segmentation]:
+        """Each job's prompts on its image: one `Segmentation` per job, in order."""
+        ...
 
 
 class SamModel:
@@ -212,9 +230,12 @@ class SamModel:
     def device(self) -> torch.device:
         return self.sam.device
 
-    def segment(self, pixels: np.ndarray, boxes_xyxy: np.ndarray, multimask: bool) -> Segmentation:
-        """Masks for each box on one RGB image, without the cache."""
-        return self.segment_batch([ImageJob(pixels, boxes_xyxy, multimask)])[0]
+    def segment(self, pixels: np.ndarray, prompts: list[Prompt], multimask: bool) -> Segmentation:
+        """Mask logits for each prompt on one RGB image, without the cache."""
+        return self.segment_batch([ImageJob(pixels, prompts, multimask)])[0]
+
+    def has_embedding(self, image_key: str) -> bool:
+        return (image_key, self.model_type) in self.cache
 
     @torch.inference_mode()
     def segment_batch(self, jobs: list[ImageJob]) -> list[Segmentation]:
@@ -223,8 +244,11 @@ class SamModel:
         keys = [(job.image_key, self.model_type) if job.image_key else None for job in jobs]
         embeddings = [self.cache.get(key) if key else None for key in keys]
         missing = [index for index, embedding in enumerate(embeddings) if embedding is None]
+        without_pixels = [jobs[i].image_key for i in missing if jobs[i].pixels is None]
+        if without_pixels:
+            raise LookupError(f"no pixels, and no cached embedding, for the image {without_pixels[0]}")
         if missing:
-            for index, embedding in zip(missing, self.embed([jobs[i].pixels for i in missing])):
+            for index, embedding in zip(missing, self.embed([jobs[i].pixels for i in missing])):  # type: ignore[misc]
                 embeddings[index] = embedding
                 if keys[index]:
                     self.cache.put(keys[index], embedding)
@@ -234,12 +258,13 @@ class SamModel:
         results = []
         for index, (job, embedding) in enumerate(zip(jobs, embeddings)):
             decoding = time.perf_counter()
-            masks, scores = self.decode(embedding, job.boxes_xyxy, job.multimask)  # type: ignore[arg-type]
-            self._synchronize()
+            low_res, scores = self.decode(embedding, job.prompts, job.multimask)  # type: ignore[arg-type]
+            low_res, scores = low_res.float().cpu(), scores.float().cpu()  # small; the mask cache keeps them
             results.append(
                 Segmentation(
-                    masks=masks,
+                    low_res=low_res,
                     scores=scores,
+                    postprocess=self.postprocess(embedding),  # type: ignore[arg-type]
                     encode_ms=encode_ms if index in missing else 0.0,
                     decode_ms=(time.perf_counter() - decoding) * 1000,
                     cached_embedding=index not in missing,
@@ -263,28 +288,68 @@ class SamModel:
             for i, pixels in enumerate(images)
         ]
 
-    def decode(self, embedding: Embedding, boxes_xyxy: np.ndarray, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """All boxes of one image through the prompt encoder and mask decoder at once (as `predict_torch`)."""
-        boxes = torch.as_tensor(boxes_xyxy, dtype=torch.float32, device=self.device)
-        boxes = self.transform.apply_boxes_torch(boxes, embedding.original_size)
-        sparse, dense = self.sam.prompt_encoder(points=None, boxes=boxes, masks=None)
-        low_res, scores = self.sam.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=self._dense_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+    def decode(
+        self, embedding: Embedding, prompts: list[Prompt], multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's low-res logits (N × C × s × s) and scores (N × C) of each prompt, on the model's device.
+
+        Prompt `i` gets what `SamPredictor.predict` gives for it alone. SAM adds
+        a "not a point" token to points without a box, so prompts only share a
+        decoder call with prompts of the same structure; one call per structure.
+        """
+        candidates = 3 if multimask else 1
+        side = self.sam.prompt_encoder.mask_input_size
+        low_res = torch.empty((len(prompts), candidates, *side), device=self.device)
+        scores = torch.empty((len(prompts), candidates), device=self.device)
+        groups: dict[tuple[int, bool, bool], list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            groups.setdefault(prompt.structure, []).append(index)
+        for indices in groups.values():
+            group = [prompts[i] for i in indices]
+            sparse, dense = self.sam.prompt_encoder(**self._prompt_tensors(group, embedding.original_size))
+            group_low_res, group_scores = self.sam.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=self._dense_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
+            where = torch.as_tensor(indices, device=self.device)
+            low_res[where], scores[where] = group_low_res, group_scores
+        return low_res, scores
+
+    def _prompt_tensors(self, group: list[Prompt], original_size: tuple[int, int]) -> dict:
+        """The prompt encoder's `points`, `boxes` and `masks` for prompts of one structure, as `predict` makes them."""
+        first = group[0]
+        points = boxes = masks = None
+        if first.points:
+            coords = np.array([[(point.x, point.y) for point in prompt.points] for prompt in group], dtype=float)
+            labels = np.array([[point.label for point in prompt.points] for prompt in group])
+            points = (
+                torch.as_tensor(self.transform.apply_coords(coords, original_size), dtype=torch.float, device=self.device),
+                torch.as_tensor(labels, dtype=torch.int, device=self.device),
+            )
+        if first.box is not None:
+            corners = np.array([prompt.box for prompt in group], dtype=float)
+            boxes = torch.as_tensor(self.transform.apply_boxes(corners, original_size), dtype=torch.float, device=self.device)
+        if first.mask_input is not None:
+            stacked = np.stack([prompt.mask_input for prompt in group])  # type: ignore[misc]
+            if stacked.shape[-2:] != tuple(self.sam.prompt_encoder.mask_input_size):
+                raise ValueError(f"mask_input must be 1 × {self.sam.prompt_encoder.mask_input_size}, not {stacked.shape[1:]}")
+            masks = torch.as_tensor(stacked, dtype=torch.float, device=self.device)
+        return {"points": points, "boxes": boxes, "masks": masks}
+
+    def postprocess(self, embedding: Embedding) -> Postprocess:
+        """How SAM's `postprocess_masks` and threshold map this image's low-res logits onto it."""
+        return Postprocess(
+            self.sam.image_encoder.img_size, embedding.input_size, embedding.original_size, self.sam.mask_threshold
         )
-        logits = upscale_masks(
-            low_res, embedding.input_size, embedding.original_size, self.sam.image_encoder.img_size
-        )
-        return logits > self.sam.mask_threshold, scores
 
     def warm_up(self) -> float:
         """One pass on a blank image, so that the first real request does not pay for lazy set-up; ms."""
         started = time.perf_counter()
         blank = np.zeros((480, 640, 3), dtype=np.uint8)
-        self.segment(blank, np.array([[0, 0, 320, 240]], dtype=np.float32), multimask=True)
+        self.segment(blank, [Prompt(box=(0, 0, 320, 240))], multimask=True)
         return (time.perf_counter() - started) * 1000
 
     def _encoder_precision(self) -> contextlib.AbstractContextManager:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
+from segment_anything import sam_model_registry
 
 from server.config import ENV_FILE_VARIABLE, Settings
 from server.main import App
@@ -47,6 +49,15 @@ def start_replica():
     stopped with its process group when the test ends, whether it passed or not."""
     with contextlib.ExitStack() as started:
         yield lambda folder, **settings: started.enter_context(Replica(folder, **settings))
+
+
+@pytest.fixture(scope="session")
+def vit_b_checkpoint(tmp_path_factory) -> Path:
+    """A full-size vit_b checkpoint file with random weights (~375 MB), in the official layout, once per session."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoints") / "sam_vit_b_random.pth"
+    torch.save(sam_model_registry["vit_b"]().state_dict(), path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +133,9 @@ class ModelGate:
 
     def warm_up(self):
         return self.model.warm_up()
+
+    def has_embedding(self, image_key):
+        return self.model.has_embedding(image_key)
 
     def segment_batch(self, jobs):
         self.calls += 1

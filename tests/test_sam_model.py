@@ -7,19 +7,21 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
+from server import masks
+from server.prompts import Point, Prompt
 from server.config import CHECKPOINT_URLS
 from server.sam_model import (
     CheckpointError,
     DeviceError,
     ImageJob,
     SamModel,
+    SegmentationModel,
     available_cores,
     check_checkpoint,
     check_device,
     load_sam,
     resolve_device,
     set_torch_threads,
-    upscale_masks,
 )
 from tests.support.sentences import assert_one_sentence
 
@@ -33,52 +35,54 @@ def pixels(height, width):
     return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def test_one_mask_per_box_at_image_size(model):
-    result = model.segment(pixels(48, 64), np.array([[0, 0, 10, 10], [5, 5, 60, 40]], np.float32), multimask=False)
-    assert result.masks.shape == (2, 1, 48, 64) and result.masks.dtype == torch.bool
+def boxes(*corners):
+    return [Prompt(box=tuple(map(float, box))) for box in corners]
+
+
+def test_one_low_res_map_per_box_and_the_image_size_to_make_masks_at(model):
+    result = model.segment(pixels(48, 64), boxes([0, 0, 10, 10], [5, 5, 60, 40]), multimask=False)
+    assert result.low_res.shape == (2, 1, 64, 64) and result.low_res.dtype == torch.float32  # the tiny model's 64×64
     assert result.scores.shape == (2, 1)
+    assert result.postprocess == masks.Postprocess(256, (192, 256), (48, 64), 0.0)
     assert result.encode_ms > 0 and result.decode_ms > 0
 
 
 def test_multimask_gives_three_candidates(model):
-    result = model.segment(pixels(30, 20), np.array([[0, 0, 10, 10]], np.float32), multimask=True)
-    assert result.masks.shape == (1, 3, 30, 20)
+    result = model.segment(pixels(30, 20), boxes([0, 0, 10, 10]), multimask=True)
+    assert result.low_res.shape == (1, 3, 64, 64)
 
 
 def test_sixteen_boxes_go_through_one_batched_decoder_call(model, tiny_sam):
     calls = []
     hook = tiny_sam.mask_decoder.register_forward_hook(lambda module, args, output: calls.append(output[0].shape))
     try:
-        boxes = np.array([[i, i, i + 20, i + 20] for i in range(16)], np.float32)
-        result = model.segment(pixels(64, 64), boxes, multimask=False)
+        result = model.segment(pixels(64, 64), boxes(*[[i, i, i + 20, i + 20] for i in range(16)]), multimask=False)
     finally:
         hook.remove()
     assert len(calls) == 1, "all boxes of a request must share one decoder pass"
     assert calls[0][0] == 16
-    assert result.masks.shape[0] == 16
+    assert result.low_res.shape[0] == 16
 
 
 @pytest.mark.parametrize("height, width", [(100, 200), (200, 100), (37, 91), (256, 256), (300, 17)])
 @pytest.mark.parametrize("multimask", [False, True])
 def test_masks_and_scores_are_exactly_those_of_segment_anythings_predictor(model, tiny_sam, height, width, multimask):
-    """The batched, cached path does SamPredictor's arithmetic: same bits, not just close."""
+    """The batched, cached path does SamPredictor's arithmetic: same logits and scores, same masks."""
     image = pixels(height, width)
-    boxes = np.array([[0, 0, width, height], [width / 4, height / 5, width / 2, height * 0.9]], np.float32)
+    corners = np.array([[0, 0, width, height], [width / 4, height / 5, width / 2, height * 0.9]], np.float32)
     predictor = SamPredictor(tiny_sam)
     predictor.set_image(image)
     with torch.inference_mode():
-        transformed = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes), (height, width))
-        expected_masks, expected_scores, _ = predictor.predict_torch(None, None, boxes=transformed, multimask_output=multimask)
-    result = model.segment(image, boxes, multimask=multimask)
-    assert torch.equal(result.masks, expected_masks)
+        transformed = torch.as_tensor(predictor.transform.apply_boxes(corners, (height, width)), dtype=torch.float)
+        expected_masks, expected_scores, expected_low_res = predictor.predict_torch(
+            None, None, boxes=transformed, multimask_output=multimask
+        )
+    result = model.segment(image, boxes(*corners), multimask=multimask)
+    assert torch.equal(result.low_res, expected_low_res)
     assert torch.equal(result.scores, expected_scores)
-
-
-@pytest.mark.parametrize("input_size, original_size", [((256, 128), (100, 50)), ((129, 256), (129, 256)), ((3, 256), (1, 99))])
-def test_upscaling_only_the_image_part_is_bit_identical_to_sams_postprocess(tiny_sam, input_size, original_size):
-    low_res = torch.randn(5, 3, 64, 64)
-    expected = tiny_sam.postprocess_masks(low_res, input_size, original_size)
-    assert torch.equal(upscale_masks(low_res, input_size, original_size, 256), expected)
+    wire = masks.wire_masks(result.low_res, result.scores, result.postprocess, [{}, {}], multimask)
+    for k, entry in enumerate(m for group in wire for m in (group if multimask else [group])):
+        np.testing.assert_array_equal(masks.decode(entry["segmentation"]), expected_masks.flatten(0, 1)[k].numpy())
 
 
 def count_encoder_passes(sam):
@@ -89,18 +93,18 @@ def count_encoder_passes(sam):
 
 def test_new_boxes_on_a_cached_image_skip_the_encoder_and_give_the_same_masks(tiny_sam):
     model = SamModel(tiny_sam, "tiny", cache_size=2)
-    image, boxes = pixels(64, 48), np.array([[2, 2, 30, 40]], np.float32)
+    image, box = pixels(64, 48), boxes([2, 2, 30, 40])
     batches, hook = count_encoder_passes(tiny_sam)
     try:
-        first = model.segment_batch([ImageJob(image, boxes, False, image_key="sha-a")])[0]
-        again = model.segment_batch([ImageJob(image, boxes, False, image_key="sha-a")])[0]
-        other_boxes = model.segment_batch([ImageJob(image, boxes + 3, False, image_key="sha-a")])[0]
+        first = model.segment_batch([ImageJob(image, box, False, image_key="sha-a")])[0]
+        again = model.segment_batch([ImageJob(image, box, False, image_key="sha-a")])[0]
+        other_boxes = model.segment_batch([ImageJob(image, boxes([5, 5, 33, 43]), False, image_key="sha-a")])[0]
     finally:
         hook.remove()
     assert batches == [1], "only the first request may run the encoder"
     assert (first.cached_embedding, again.cached_embedding, other_boxes.cached_embedding) == (False, True, True)
     assert again.encode_ms == 0 and first.encode_ms > 0
-    assert torch.equal(first.masks, again.masks) and torch.equal(first.scores, again.scores)
+    assert torch.equal(first.low_res, again.low_res) and torch.equal(first.scores, again.scores)
     assert (model.cache.hits, model.cache.misses) == (2, 1)
     cached = model.cache.get(("sha-a", "tiny"))
     assert cached is not None and cached.features.device == model.device  # kept where the model is
@@ -108,7 +112,7 @@ def test_new_boxes_on_a_cached_image_skip_the_encoder_and_give_the_same_masks(ti
 
 def test_the_cache_forgets_the_least_recently_used_image_and_size_zero_keeps_nothing(tiny_sam):
     model = SamModel(tiny_sam, "tiny", cache_size=2)
-    box = np.array([[0, 0, 8, 8]], np.float32)
+    box = boxes([0, 0, 8, 8])
     for key in ["a", "b", "a", "c"]:  # "a" was used after "b": "b" goes when "c" comes
         model.segment_batch([ImageJob(pixels(16, 16), box, False, image_key=key)])
     assert [key for key in ["a", "b", "c"] if model.cache.get((key, "tiny"))] == ["a", "c"]
@@ -123,7 +127,7 @@ def test_the_cache_forgets_the_least_recently_used_image_and_size_zero_keeps_not
 def test_a_batch_runs_the_encoder_once_for_the_images_not_cached(tiny_sam):
     model = SamModel(tiny_sam, "tiny", cache_size=8)
     images = [pixels(40 + 10 * i, 60 - 5 * i) for i in range(4)]
-    box = np.array([[1, 1, 30, 30]], np.float32)
+    box = boxes([1, 1, 30, 30])
     alone = [SamModel(tiny_sam, "tiny").segment(image, box, False) for image in images]
     model.segment_batch([ImageJob(images[1], box, False, image_key="k1")])  # cached beforehand
     batches, hook = count_encoder_passes(tiny_sam)
@@ -134,10 +138,10 @@ def test_a_batch_runs_the_encoder_once_for_the_images_not_cached(tiny_sam):
     assert batches == [3], "one encoder pass, for the three images not cached"
     assert [r.cached_embedding for r in results] == [False, True, False, False]
     for together, single in zip(results, alone):
-        assert together.masks.shape == single.masks.shape
+        assert together.low_res.shape == single.low_res.shape and together.postprocess == single.postprocess
         torch.testing.assert_close(together.scores, single.scores, atol=1e-4, rtol=1e-4)
-        differing = (together.masks != single.masks).float().mean().item()
-        assert differing < 0.01, f"batched masks differ from single ones on {differing:.2%} of pixels"
+        differing = ((together.low_res > 0) != (single.low_res > 0)).float().mean().item()
+        assert differing < 0.01, f"batched masks differ from single ones on {differing:.2%} of low-res cells"
 
 
 def test_warm_up_runs_the_model_once(tiny_sam):
@@ -203,3 +207,87 @@ def test_a_device_this_machine_lacks_is_one_sentence_before_anything_loads(setti
     assert_one_sentence(str(caught.value))
     check_device("cpu")
     check_device("auto")
+
+
+MIXED = [
+    Prompt(box=(2.0, 3.0, 40.0, 30.0)),
+    Prompt(points=(Point(10, 12, 1),)),
+    Prompt(points=(Point(10, 12, 1), Point(30, 5, 0), Point(44, 40, 1))),
+    Prompt(box=(5.0, 5.0, 20.0, 45.0), points=(Point(10, 12, 1),)),
+    Prompt(box=(1.0, 1.0, 50.0, 30.0)),
+    Prompt(points=(Point(0, 0, 0),)),
+]
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_prompts_of_each_structure_share_one_decoder_call_and_come_back_in_order(model, tiny_sam, multimask):
+    image = pixels(48, 64)
+    calls = []
+    hook = tiny_sam.mask_decoder.register_forward_hook(lambda module, args, output: calls.append(output[0].shape[0]))
+    try:
+        together = model.segment(image, MIXED, multimask)
+    finally:
+        hook.remove()
+    assert sorted(calls) == [1, 1, 2, 2], "one call per structure: 2 boxes, 2 single points, 1 of 3 points, 1 box+point"
+    assert together.low_res.shape == (6, 3 if multimask else 1, 64, 64)
+    for index, prompt in enumerate(MIXED):
+        alone = model.segment(image, [prompt], multimask)
+        torch.testing.assert_close(together.low_res[index], alone.low_res[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(together.scores[index], alone.scores[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_point_prompt_is_padded_as_segment_anything_pads_it(model, tiny_sam):
+    """Grouping a point-only prompt with a box+point one would drop SAM's "not a point" token."""
+    image = pixels(48, 64)
+    point, box_and_point = MIXED[1], MIXED[3]
+    predictor = SamPredictor(tiny_sam)
+    predictor.set_image(image)
+    result = model.segment(image, [point, box_and_point], multimask=True)
+    for index, prompt in enumerate([point, box_and_point]):
+        _, scores, low_res = predictor.predict(
+            np.array([p[:2] for p in prompt.points], float), np.array([p.label for p in prompt.points]),
+            np.array(prompt.box) if prompt.box else None, multimask_output=True,
+        )
+        np.testing.assert_allclose(result.low_res[index].numpy(), low_res, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(result.scores[index].numpy(), scores, atol=1e-5, rtol=1e-5)
+
+
+def test_a_mask_input_of_the_wrong_size_is_refused(model):
+    with pytest.raises(ValueError, match="mask_input"):
+        model.segment(pixels(16, 16), [Prompt(box=(0, 0, 8, 8), mask_input=np.zeros((1, 256, 256), np.float32))], False)
+
+
+def test_mask_input_hands_an_earlier_results_logits_back(model):
+    image = pixels(40, 40)
+    first = model.segment(image, [MIXED[1]], multimask=True)
+    logits = first.mask_input(0, candidate=2)
+    assert logits.shape == (1, 64, 64) and np.array_equal(logits[0], first.low_res[0, 2].numpy())
+    refined = model.segment(image, [Prompt(points=MIXED[1].points, mask_input=logits)], multimask=False)
+    plain = model.segment(image, [MIXED[1]], multimask=False)
+    assert not torch.equal(refined.low_res, plain.low_res)  # the mask prompt was used
+
+
+def test_no_prompts_prepares_the_image_and_a_known_image_needs_no_pixels(tiny_sam):
+    model = SamModel(tiny_sam, "tiny", cache_size=2)
+    image = pixels(30, 50)
+    assert not model.has_embedding("sha-p")
+    prepared = model.segment_batch([ImageJob(image, [], True, image_key="sha-p")])[0]
+    assert prepared.low_res.shape == (0, 3, 64, 64) and prepared.scores.shape == (0, 3)
+    assert prepared.postprocess.original_size == (30, 50) and not prepared.cached_embedding
+    assert model.has_embedding("sha-p") and (model.cache.hits, model.cache.misses) == (0, 1)  # not counted
+    by_hash = model.segment_batch([ImageJob(None, boxes([1, 1, 20, 20]), False, image_key="sha-p")])[0]
+    with_pixels = SamModel(tiny_sam, "tiny").segment(image, boxes([1, 1, 20, 20]), False)
+    assert by_hash.cached_embedding and torch.equal(by_hash.low_res, with_pixels.low_res)
+    assert by_hash.postprocess == with_pixels.postprocess
+    with pytest.raises(LookupError, match="sha-q"):
+        model.segment_batch([ImageJob(None, boxes([1, 1, 20, 20]), False, image_key="sha-q")])
+
+
+def test_the_model_and_the_tests_double_speak_the_processors_interface(tiny_sam):
+    from tests.conftest import ModelGate
+
+    model = SamModel(tiny_sam, "tiny")
+    assert isinstance(model, SegmentationModel)
+    assert isinstance(ModelGate(model), SegmentationModel)
+    static_check: SegmentationModel = ModelGate(model)  # and for a type checker
+    assert static_check.has_embedding("nothing") is False

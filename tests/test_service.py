@@ -13,8 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
-from segment_anything import sam_model_registry
 
 from server import jobs
 from server.config import CHECKPOINT_URLS
@@ -99,16 +97,7 @@ def test_audit_lists_broken_records_and_exits_non_zero(tmp_path):
     assert "skip" in dirty.stdout
 
 
-# --- a full-size checkpoint, written here with random weights -------------------------
-
-
-@pytest.fixture(scope="session")
-def vit_b_checkpoint(tmp_path_factory) -> Path:
-    """A full-size vit_b checkpoint file with random weights (~375 MB), once per session."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("checkpoints") / "sam_vit_b_random.pth"
-    torch.save(sam_model_registry["vit_b"]().state_dict(), path)
-    return path
+# --- a full-size checkpoint with random weights (conftest.vit_b_checkpoint) -----------
 
 
 def test_a_full_size_vit_b_checkpoint_serves_a_request(tmp_path, vit_b_checkpoint, image_server, start_app):

@@ -1,0 +1,181 @@
+"""Every prompt on a full-size vit_b, against segment-anything's own `SamPredictor.predict`.
+
+The README promises, for each prompt, the masks of `SamPredictor.predict` with
+that prompt alone on the same weights: IoU >= 0.99 per mask and scores within
+1e-3 on the CPU in full precision. The weights are random (a checkpoint file in
+the official layout, loaded by production's `load_sam`), so nothing here says
+anything of mask quality; only of equality with the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from server import masks
+from server.prompts import Point, Prompt
+from server.sam_model import ImageJob, SamModel, load_sam
+
+SIZES = {"wide": (150, 200), "tall": (310, 97)}  # height, width
+
+
+@pytest.fixture(scope="module")
+def vit_b(vit_b_checkpoint):
+    return load_sam("vit_b", vit_b_checkpoint, "cpu")
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(7)
+    found = {}
+    for name, (height, width) in SIZES.items():
+        # smooth shapes rather than noise, so that the masks have edges worth comparing
+        y, x = np.mgrid[0:height, 0:width]
+        base = (np.sin(x / 9.0) + np.cos(y / 13.0) > 0.3).astype(np.uint8) * 180
+        found[name] = (base[..., None] + rng.integers(0, 60, (height, width, 3))).astype(np.uint8)
+    return found
+
+
+@pytest.fixture(scope="module")
+def model(vit_b, images):
+    """Our model, with both images' embeddings cached by one batched encoder pass."""
+    model = SamModel(vit_b, "vit_b", cache_size=4)
+    model.segment_batch([ImageJob(pixels, [], False, image_key=name) for name, pixels in images.items()])
+    return model
+
+
+@pytest.fixture(scope="module")
+def predictors(vit_b, images):
+    """The reference, its `set_image` run once per image; each state restored for the next predict."""
+    states = {}
+    predictor = SamPredictor(vit_b)
+    for name, pixels in images.items():
+        predictor.set_image(pixels)
+        states[name] = (predictor.features, predictor.original_size, predictor.input_size)
+
+    def on(name: str) -> SamPredictor:
+        predictor.features, predictor.original_size, predictor.input_size = states[name]
+        predictor.is_image_set = True
+        return predictor
+
+    return on
+
+
+def reference(predictor: SamPredictor, prompt: Prompt, multimask: bool):
+    points = prompt.points or None
+    return predictor.predict(
+        point_coords=np.array([(p.x, p.y) for p in points], float) if points else None,
+        point_labels=np.array([p.label for p in points]) if points else None,
+        box=np.array(prompt.box, float) if prompt.box is not None else None,
+        mask_input=prompt.mask_input,
+        multimask_output=multimask,
+    )
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def assert_like_the_predictor(model, predictor, name, prompts, multimask):
+    """One request with all `prompts`; each answer against `predict` with that prompt alone."""
+    [result] = model.segment_batch([ImageJob(None, prompts, multimask, image_key=name)])
+    echoes = [{"index": i} for i in range(len(prompts))]
+    wire = masks.wire_masks(result.low_res, result.scores, result.postprocess, echoes, multimask)
+    partial = 0  # masks neither empty nor whole: the comparison is about edges, not trivia
+    for index, prompt in enumerate(prompts):
+        expected_masks, expected_scores, _ = reference(predictor, prompt, multimask)
+        answers = wire[index] if multimask else [wire[index]]
+        assert len(answers) == len(expected_masks) == (3 if multimask else 1)
+        for candidate, (answer, expected) in enumerate(zip(answers, expected_masks)):
+            found = masks.decode(answer["segmentation"]).astype(bool)
+            assert found.shape == expected.shape == SIZES[name]
+            overlap = iou(found, expected)
+            assert overlap >= 0.99, f"prompt {index} candidate {candidate}: IoU {overlap:.4f}"
+            partial += 0 < expected.sum() < expected.size
+            score = float(result.scores[index, candidate])
+            assert abs(score - float(expected_scores[candidate])) <= 1e-3, f"prompt {index} candidate {candidate}"
+            assert answer["score"] == round(score, 4)
+    assert partial > 0
+    return result
+
+
+def test_the_cached_embeddings_are_the_predictors(model, predictors):
+    for name in SIZES:
+        embedding = model.cache.get((name, "vit_b"))
+        torch.testing.assert_close(embedding.features, predictors(name).features, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+@pytest.mark.parametrize("multimask", [False, True])
+def test_boxes(model, predictors, name, multimask):
+    height, width = SIZES[name]
+    prompts = [Prompt(box=(0.0, 0.0, width, height)), Prompt(box=(width * 0.2, height * 0.3, width * 0.7, height * 0.9))]
+    assert_like_the_predictor(model, predictors(name), name, prompts, multimask)
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_positive_and_negative_points(model, predictors, name):
+    height, width = SIZES[name]
+    prompts = [
+        Prompt(points=(Point(width / 2, height / 2, 1),)),
+        Prompt(points=(Point(width / 3, height / 4, 1), Point(width * 0.8, height * 0.7, 0))),
+        Prompt(points=(Point(0, 0, 0), Point(width, height, 1), Point(width / 2, 0, 1))),
+    ]
+    assert_like_the_predictor(model, predictors(name), name, prompts, multimask=True)
+    assert_like_the_predictor(model, predictors(name), name, prompts, multimask=False)
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_box_and_points(model, predictors, name):
+    height, width = SIZES[name]
+    prompts = [
+        Prompt(box=(5.0, 5.0, width - 5.0, height / 2), points=(Point(width / 2, height / 4, 1),)),
+        Prompt(box=(1.0, 2.0, width / 2, height - 1.0), points=(Point(10, 10, 0), Point(width / 4, height / 2, 1))),
+    ]
+    assert_like_the_predictor(model, predictors(name), name, prompts, multimask=False)
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_mask_input_refines_the_predictors_own_low_res_output(model, predictors, name):
+    height, width = SIZES[name]
+    predictor = predictors(name)
+    click = (Point(width / 2, height / 2, 1),)
+    _, scores, low_res = predictor.predict(np.array([click[0][:2]]), np.array([1]), multimask_output=True)
+    best = low_res[int(np.argmax(scores))][None]  # 1 × 256 × 256, as SAM's README feeds it back
+    prompts = [
+        Prompt(points=click + (Point(width / 5, height / 5, 0),), mask_input=best),
+        Prompt(box=(2.0, 2.0, width * 0.6, height * 0.6), mask_input=best),
+        Prompt(box=(2.0, 2.0, width * 0.6, height * 0.6), points=click, mask_input=best),
+    ]
+    assert_like_the_predictor(model, predictor, name, prompts, multimask=False)
+
+
+def test_our_own_low_res_output_fed_back_is_the_predictors(model, predictors):
+    height, width = SIZES["wide"]
+    click = Prompt(points=(Point(width / 2, height / 2, 1),))
+    first = assert_like_the_predictor(model, predictors("wide"), "wide", [click], multimask=True)
+    _, _, expected_low_res = reference(predictors("wide"), click, multimask=True)
+    np.testing.assert_allclose(first.low_res[0].numpy(), expected_low_res, atol=1e-3, rtol=1e-3)
+    refine = Prompt(points=click.points, mask_input=first.mask_input(0, candidate=1))
+    assert_like_the_predictor(model, predictors("wide"), "wide", [refine], multimask=False)
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_one_request_mixing_every_shape(model, predictors, multimask):
+    height, width = SIZES["tall"]
+    predictor = predictors("tall")
+    _, _, low_res = predictor.predict(box=np.array([3.0, 3.0, 60.0, 200.0]), multimask_output=False)
+    prompts = [
+        Prompt(box=(3.0, 3.0, 60.0, 200.0)),
+        Prompt(points=(Point(40, 150, 1),)),
+        Prompt(box=(10.0, 100.0, 90.0, 300.0), points=(Point(50, 200, 1), Point(20, 120, 0))),
+        Prompt(points=(Point(40, 150, 1), Point(80, 20, 0))),
+        Prompt(box=(3.0, 3.0, 60.0, 200.0), mask_input=low_res),
+        Prompt(points=(Point(30, 60, 1),)),
+        Prompt(points=(Point(30, 60, 1),), mask_input=low_res),
+        Prompt(box=(0.0, 0.0, width, height)),
+    ]
+    assert_like_the_predictor(model, predictor, "tall", prompts, multimask)
