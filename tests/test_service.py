@@ -12,8 +12,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from server import jobs
 from server.config import CHECKPOINT_URLS
 from server.main import production_model_loader
