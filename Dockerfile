@@ -27,9 +27,13 @@ WORKDIR /app
 #   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 -t cap .
 # Only torch's step uses it; the other packages still come from PyPI.
 ARG TORCH_INDEX_URL=https://pypi.org/simple
-COPY requirements/torch.txt requirements/runtime.txt requirements/
+# sam2 (SAM 2.1) builds from source against that torch, without its CUDA
+# extension and without an isolated build (which would fetch another torch):
+# requirements/build.txt holds the setuptools it needs.
+COPY requirements/torch.txt requirements/build.txt requirements/runtime.txt requirements/
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" -r requirements/torch.txt \
-    && pip install --no-cache-dir -r requirements/runtime.txt
+    && pip install --no-cache-dir -r requirements/build.txt \
+    && SAM2_BUILD_CUDA=0 pip install --no-cache-dir --no-build-isolation -r requirements/runtime.txt
 
 # A user of its own, not root. Host folders mounted on /app/data and
 # /checkpoints must be writable by uid 10001 (README shows how).

@@ -1,13 +1,14 @@
 # Shared by scripts/run and scripts/test: sourced, not run.
 
-# Create .venv/ and install the pinned requirements, torch first. The stamp
+# Create .venv/ and install the pinned requirements, torch (and the build
+# tools sam2's source build needs, requirements/build.txt) first. The stamp
 # .venv/.cap-requirements holds one "sha256  file" line per requirements file
 # installed, so the install is skipped when every file asked for is there
 # unchanged: ./scripts/run (runtime) after ./scripts/test (runtime + test)
 # installs nothing, and neither does the reverse.
 #   install_venv requirements/runtime.txt [requirements/test.txt ...]
 install_venv() {
-    local files=(requirements/torch.txt "$@")
+    local files=(requirements/torch.txt requirements/build.txt "$@")
     local stamp=.venv/.cap-requirements file missing=()
     for file in "${files[@]}"; do
         grep -qxF "$(sha256sum "$file")" "$stamp" 2>/dev/null || missing+=("$file")
@@ -24,10 +25,11 @@ install_venv() {
     fi
     echo "Installing ${missing[*]} into .venv (the first time, torch and its CUDA libraries download about 5 GB)..." >&2
     # torch first, with pip's progress shown: it is the long part.
-    .venv/bin/python -m pip install --disable-pip-version-check --progress-bar on -r requirements/torch.txt
+    .venv/bin/python -m pip install --disable-pip-version-check --progress-bar on -r requirements/torch.txt -r requirements/build.txt
     local args=()
     for file in "$@"; do args+=(-r "$file"); done
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check "${args[@]}"
+    # sam2 builds from source against the torch just installed, with no CUDA extension (see runtime.txt).
+    SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation "${args[@]}"
     # Keep the lines of files still installed as they are; add the ones just installed.
     {
         if [ -f "$stamp" ]; then

@@ -126,7 +126,7 @@ def install_venv(folder: Path, *files: str) -> list[str]:
 
 def test_run_and_test_do_not_reinstall_each_other(tmp_path):
     (tmp_path / "requirements").mkdir()
-    for name in ("torch", "runtime", "test"):
+    for name in ("torch", "build", "runtime", "test"):
         (tmp_path / "requirements" / f"{name}.txt").write_text(f"{name}==1.0\n")
     python = tmp_path / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
@@ -135,7 +135,10 @@ def test_run_and_test_do_not_reinstall_each_other(tmp_path):
     runtime, test = "requirements/runtime.txt", "requirements/test.txt"
 
     first = install_venv(tmp_path, runtime, test)  # ./scripts/test
-    assert [call.split(" -r ", 1)[1] for call in first] == ["requirements/torch.txt", f"{runtime} -r {test}"]
+    assert [call.split(" -r ", 1)[1] for call in first] == [
+        "requirements/torch.txt -r requirements/build.txt", f"{runtime} -r {test}"
+    ]
+    assert "--no-build-isolation" in first[1]  # sam2 builds against the venv's torch, not a second one
     assert "--quiet" not in first[0]  # torch's download shows its progress
     assert install_venv(tmp_path, runtime) == []  # ./scripts/run after it: a subset, installed
     assert install_venv(tmp_path, runtime, test) == []  # and ./scripts/test again
