@@ -16,11 +16,19 @@ from typing import Mapping
 
 from dotenv import dotenv_values
 
+# Every SAM_MODEL_TYPE, with Meta's checkpoint: SAM 1 first, then SAM 2.1.
 CHECKPOINT_URLS = {
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    "sam2.1_hiera_t": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
+    "sam2.1_hiera_s": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_small.pt",
+    "sam2.1_hiera_b+": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",
+    "sam2.1_hiera_l": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_large.pt",
 }
+SAM1_TYPES = ("vit_h", "vit_l", "vit_b")
+SAM2_TYPES = ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def checkpoint_name(model_type: str) -> str:
@@ -76,6 +84,7 @@ class Settings:
     sam_model_type: str = "vit_h"
     sam_checkpoint: Path = Path("server/sam_vit_h_4b8939.pth")
     sam_device: str = "auto"
+    precision: str = "auto"
     image_dir: Path = Path("data/images")
     image_retention_hours: float = 168.0
     max_image_bytes: int = 20 * 1024 * 1024
@@ -157,6 +166,8 @@ class Settings:
                     f"SAM_MODEL_TYPE={self.sam_model_type}: set SAM_CHECKPOINT={self.sam_checkpoint.parent / mine} "
                     f"as well, or SAM_MODEL_TYPE={model_type}."
                 )
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"PRECISION={self.precision!r} is not a precision: set it to auto, fp32 or bf16.")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError(f"LOG_LEVEL={self.log_level!r} must be DEBUG, INFO, WARNING or ERROR.")
         if self.log_format not in ("text", "json"):

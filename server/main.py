@@ -32,7 +32,7 @@ from server.metrics import LiveState, Metrics
 from server.processor import JobEvents, Processor
 from server.routes import Health, Routes
 from server.sam_model import (
-    CheckpointError, DeviceError, SamModel, check_checkpoint, check_device, load_sam, set_torch_threads,
+    CheckpointError, DeviceError, SegmentationModel, check_checkpoint, check_device, load_model, set_torch_threads,
 )
 from server.store import Store, open_store
 
@@ -59,7 +59,7 @@ def hard_message_limit(settings: Settings) -> int:
 class App:
     """The running service. `start()` returns at once; `stop()` ends it within DRAIN_SECONDS + STOP_GRACE_SECONDS."""
 
-    def __init__(self, settings: Settings, store: Store, load_model: Callable[[], SamModel]):
+    def __init__(self, settings: Settings, store: Store, load_model: Callable[[], SegmentationModel]):
         self.settings = settings
         self.store = store
         self.server_id = f"cap-{uuid.uuid4().hex[:8]}"
@@ -187,7 +187,7 @@ class App:
         self.fatal = exc
         self.stop_requested.set()
 
-    def _loaded_model(self) -> SamModel | None:
+    def _loaded_model(self) -> SegmentationModel | None:
         processor = self.processor
         return processor.model if processor.ready.is_set() and processor.is_alive() else None
 
@@ -201,12 +201,22 @@ class App:
                 self._connections -= 1
 
 
-def production_model_loader(settings: Settings) -> Callable[[], SamModel]:
-    def load() -> SamModel:
+def production_model_loader(settings: Settings) -> Callable[[], SegmentationModel]:
+    def load() -> SegmentationModel:
         threads = set_torch_threads(settings.torch_threads)
         log.info("torch uses %d CPU threads", threads)
-        sam = load_sam(settings.sam_model_type, settings.sam_checkpoint, settings.sam_device)
-        return SamModel(sam, settings.sam_model_type, cache_size=settings.embedding_cache_size)
+        model = load_model(
+            settings.sam_model_type, settings.sam_checkpoint, settings.sam_device,
+            settings.precision, settings.embedding_cache_size,
+        )
+        memory = model.memory()
+        log.info(
+            "%s in %s: %s; weights %.0f MB, %.1f MB per cached image (EMBEDDING_CACHE_SIZE=%d: up to %.0f MB)",
+            model.model_type, model.precision.name, model.precision.reason, memory.weights_bytes / 1e6,
+            memory.embedding_bytes / 1e6, settings.embedding_cache_size,
+            memory.embedding_bytes * settings.embedding_cache_size / 1e6,
+        )
+        return model
 
     return load
 

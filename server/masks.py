@@ -34,9 +34,16 @@ OUTPUTS = ("rle", "polygons")  # what a mask can carry: `segmentation` (COCO RLE
 
 @dataclasses.dataclass(frozen=True)
 class Postprocess:
-    """How SAM maps a low-resolution logit map onto the image (`Sam.postprocess_masks` + threshold)."""
+    """How a model maps a low-resolution logit map onto the image: resize, crop, resize, threshold.
 
-    encoder_size: int  # the encoder's square input, 1024 for the official models
+    SAM 1 (`Sam.postprocess_masks`) resizes to the encoder's square input,
+    crops the image's part and resizes that to the image. SAM 2.1
+    (`SAM2Transforms.postprocess_masks`) resizes straight to the image: that
+    is `encoder_size` and `input_size` equal to the low-res side, whose first
+    resize is the identity (weights 1 and 0) and so changes no value.
+    """
+
+    encoder_size: int  # the encoder's square input, 1024 for SAM 1's official models; SAM 2.1: the low-res side
     input_size: tuple[int, int]  # the image resized for the encoder, before padding (height, width)
     original_size: tuple[int, int]  # the image (height, width)
     threshold: float = 0.0  # `Sam.mask_threshold`
@@ -222,7 +229,7 @@ def wire_masks(
     """The `masks` list of a result: one entry per prompt, or a list of 3 per prompt with multimask.
 
     `low_res` is N prompts × C candidates × s × s logits and `scores` N × C, as
-    `SamModel.segment_batch` gives them; `echoes[i]` is merged into every mask
+    a model's `segment_batch` gives them; `echoes[i]` is merged into every mask
     of prompt i (`{"box": ...}` in protocol 1, `{"prompt": ...}` in 1.1).
     `output` is the request's: "rle" and/or "polygons" (see `wire_mask`).
     Masks are made one at a time, so memory holds one crop, never N × C images.

@@ -37,7 +37,7 @@ from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
 from server.refetch import Refetcher
-from server.sam_model import CheckpointError, ImageJob, SamModel, Segmentation
+from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
 from server.store import Conflict, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Processor:
         *,
         store: Store,
         settings: Settings,
-        load_model: Callable[[], SamModel],
+        load_model: Callable[[], SegmentationModel],
         events: JobEvents,
         budget: PixelBudget,
         server_id: str,
@@ -87,7 +87,7 @@ class Processor:
         self.server_id = server_id
         self.wake = threading.Event()
         self.ready = threading.Event()
-        self.model: SamModel | None = None
+        self.model: SegmentationModel | None = None
         self._load_model = load_model
         self._on_fatal = on_fatal
         self._stopping = threading.Event()

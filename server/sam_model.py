@@ -1,22 +1,32 @@
-"""Segment Anything: load a checkpoint, and turn images and prompts into mask logits.
+"""The model seam: what the processor asks of a segmentation model, the embedding cache, and loading by model type.
 
-Only the processor thread calls into a `SamModel`. For each prompt it gives
-what `SamPredictor.set_image` + `predict` give for that prompt alone, with
-the same arithmetic, but:
+Two families sit behind it, each in a module of its own: SAM 1 (`vit_h`,
+`vit_l`, `vit_b`, through segment-anything) in `server.models.sam1`, and
+SAM 2.1 (`sam2.1_hiera_t`, `_s`, `_b+`, `_l`, through Meta's sam2 package)
+in `server.models.sam2`. A family says how to embed a batch of images and
+how to decode prompts on one embedding; `CachingModel` does the rest the
+same way for both, so that for each prompt the result is what the family's
+own predictor (`SamPredictor`, `SAM2ImagePredictor`) gives for that prompt
+alone, but:
 - several images go through the encoder as one batch (`segment_batch`);
 - embeddings are kept in an LRU cache keyed by the image's SHA-256 and the
   model type, on the model's device, so that new prompts on a known image
   skip the encoder;
-- on CUDA the encoder runs under bfloat16 autocast;
+- the encoder runs under bfloat16 autocast where PRECISION says so
+  (`resolve_precision`);
 - the prompts of one image that have the same token structure (points
   count, box or not, mask or not) go through one decoder call;
-- it stops at SAM's low-resolution logits (N × C × 256 × 256): `masks.wire_masks`
+- it stops at the low-resolution logits (N × C × 256 × 256): `masks.wire_masks`
   makes the image-sized masks one at a time, each only where it can be
   positive, so that memory does not grow with prompts × candidates × pixels.
+
+The SAM 2.1 module is imported only when a SAM 2.1 type is loaded: importing
+`sam2` initialises Hydra for the whole process.
 """
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import dataclasses
@@ -27,11 +37,8 @@ from typing import Hashable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from segment_anything import sam_model_registry
-from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
-from server.config import CHECKPOINT_URLS
+from server.config import CHECKPOINT_URLS, PRECISIONS, SAM1_TYPES
 from server.masks import Postprocess
 from server.prompts import Prompt
 
@@ -106,25 +113,6 @@ def check_checkpoint(model_type: str, checkpoint: Path) -> None:
         )
 
 
-def load_sam(model_type: str, checkpoint: Path, device: str) -> Sam:
-    """Build `model_type` and load its weights from `checkpoint` onto `device`."""
-    check_checkpoint(model_type, checkpoint)
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        sam = sam_model_registry[model_type]()
-        sam.load_state_dict(state)
-    except Exception as exc:  # torch raises many kinds for a bad file
-        wrong = (
-            f"its weights do not fit a {model_type} model" if "state_dict" in str(exc)
-            else f"it is not a complete PyTorch checkpoint, {type(exc).__name__}"
-        )
-        raise CheckpointError(
-            f"The SAM checkpoint {checkpoint.resolve()} cannot be loaded ({wrong}): download it again with "
-            f"{_fetch_hint(model_type)}, or set SAM_MODEL_TYPE to the model type it was made for."
-        ) from None
-    return sam.to(resolve_device(device)).eval()
-
-
 @dataclasses.dataclass
 class ImageJob:
     """One image and its prompts, for `segment_batch`."""
@@ -138,22 +126,39 @@ class ImageJob:
 @dataclasses.dataclass
 class Segmentation:
     low_res: torch.Tensor  # float32 logits on the CPU, N prompts × C candidates × s × s (C: 3 with multimask, else 1)
-    scores: torch.Tensor  # float32 on the CPU, N × C (SAM's predicted IoU)
+    scores: torch.Tensor  # float32 on the CPU, N × C (the model's predicted IoU)
     postprocess: Postprocess  # how `masks.wire_masks` turns `low_res` into masks of the image
     encode_ms: float  # the encoder pass this image was part of (0 when cached)
     decode_ms: float
     cached_embedding: bool
+    mask_input_limit: float | None = None  # SAM 2.1's predictor hands its logits back clamped to ±this
 
     def mask_input(self, prompt: int, candidate: int = 0) -> np.ndarray:
-        """One mask's low-res logits (1 × s × s), as a later prompt's `mask_input` takes them."""
-        return self.low_res[prompt, candidate : candidate + 1].numpy().copy()
+        """One mask's low-res logits (1 × s × s), as the family's predictor returns them for a later `mask_input`."""
+        logits = self.low_res[prompt, candidate : candidate + 1]
+        if self.mask_input_limit is not None:
+            logits = logits.clamp(-self.mask_input_limit, self.mask_input_limit)
+        return logits.numpy().copy()
 
 
 @dataclasses.dataclass
 class Embedding:
-    features: torch.Tensor  # 1 × C × h × w, on the model's device
-    input_size: tuple[int, int]  # the image resized for the encoder, before padding
-    original_size: tuple[int, int]
+    """What the encoder made of one image, on the model's device, and how its logits map onto the image."""
+
+    features: tuple[torch.Tensor, ...]  # SAM 1: one 1 × 256 × 64 × 64 map; SAM 2.1: that and two finer levels
+    postprocess: Postprocess
+
+    @property
+    def nbytes(self) -> int:
+        return sum(tensor.numel() * tensor.element_size() for tensor in self.features)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMemory:
+    """What a model holds: its weights, and each cached image's embedding (EMBEDDING_CACHE_SIZE of them at most)."""
+
+    weights_bytes: int
+    embedding_bytes: int
 
 
 class EmbeddingCache:
@@ -190,17 +195,83 @@ class EmbeddingCache:
             self._entries.popitem(last=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """The encoder's arithmetic: float32, or bfloat16 autocast; `reason` says why, for the start-up log."""
+
+    dtype: torch.dtype
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo: AVX-512 BF16 (Cooper Lake, Zen 4 on), AMX (Sapphire Rapids on)
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags, as Linux lists them (empty where there is no /proc/cpuinfo)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(setting: str, device: torch.device, flags: set[str] | None = None) -> Precision:
+    """PRECISION for `device`: auto is bf16 where the device does bf16 natively, fp32 elsewhere."""
+    if setting not in PRECISIONS:
+        raise ValueError(f"PRECISION is one of {PRECISIONS}, not {setting!r}")
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        hardware = f"{torch.cuda.get_device_name(device)} {'supports' if native else 'lacks'} bfloat16"
+    else:
+        found = sorted((cpu_flags() if flags is None else flags) & set(NATIVE_BF16_FLAGS))
+        native = bool(found)
+        hardware = f"the CPU has {' and '.join(found)}" if found else "the CPU has no native bfloat16 (avx512_bf16 or amx_bf16)"
+    if setting == "fp32":
+        return Precision(torch.float32, "PRECISION=fp32")
+    if setting == "bf16":
+        slow = "" if native else ", emulated, so slower than fp32"
+        return Precision(torch.bfloat16, f"PRECISION=bf16 ({hardware}{slow})")
+    return Precision(torch.bfloat16 if native else torch.float32, f"PRECISION=auto and {hardware}")
+
+
 @runtime_checkable
 class SegmentationModel(Protocol):
-    """What the processor needs of a model: `SamModel`, or a test's double of it."""
+    """The model seam: what the processor and the tests need of a model (`CachingModel`, or a test's double)."""
 
     model_type: str
+    precision: Precision
 
     @property
     def device(self) -> torch.device: ...
 
     @property
     def cache(self) -> EmbeddingCache: ...
+
+    @property
+    def preferred_batch_size(self) -> int:
+        """Images per encoder pass that pay off on this device: 4 on a GPU, 1 on the CPU."""
+        ...
+
+    def memory(self) -> ModelMemory: ...
+
+    def embed(self, images: list[np.ndarray]) -> list[Embedding]:
+        """The encoder, once, on a batch of RGB images (H×W×3 uint8); one embedding per image."""
+        ...
+
+    def decode(self, embedding: Embedding, prompts: list[Prompt], multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits (N × C × s × s) and scores (N × C) of each prompt on one embedding, on the model's device."""
+        ...
 
     def warm_up(self) -> float:
         """One pass on a blank image; the milliseconds it took."""
@@ -215,20 +286,32 @@ class SegmentationModel(Protocol):
         ...
 
 
-class SamModel:
-    """One SAM model on one device, used by one thread."""
+class CachingModel(abc.ABC):
+    """A family's `embed` and `decode`, with what both families share: the cache, batching, timing. One thread uses it."""
 
-    def __init__(self, sam: Sam, model_type: str, cache_size: int = 0):
-        self.sam = sam
+    mask_input_limit: float | None = None  # see `Segmentation.mask_input_limit`
+
+    def __init__(self, model_type: str, cache_size: int, precision: Precision):
         self.model_type = model_type
         self.cache = EmbeddingCache(cache_size)
-        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
-        with torch.inference_mode():
-            self._dense_pe = sam.prompt_encoder.get_dense_pe()  # constant; SAM recomputes it per call
+        self.precision = precision
 
     @property
-    def device(self) -> torch.device:
-        return self.sam.device
+    @abc.abstractmethod
+    def device(self) -> torch.device: ...
+
+    @abc.abstractmethod
+    def embed(self, images: list[np.ndarray]) -> list[Embedding]: ...
+
+    @abc.abstractmethod
+    def decode(self, embedding: Embedding, prompts: list[Prompt], multimask: bool) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @abc.abstractmethod
+    def memory(self) -> ModelMemory: ...
+
+    @property
+    def preferred_batch_size(self) -> int:
+        return 4 if self.device.type == "cuda" else 1
 
     def segment(self, pixels: np.ndarray, prompts: list[Prompt], multimask: bool) -> Segmentation:
         """Mask logits for each prompt on one RGB image, without the cache."""
@@ -239,7 +322,7 @@ class SamModel:
 
     @torch.inference_mode()
     def segment_batch(self, jobs: list[ImageJob]) -> list[Segmentation]:
-        """One encoder pass for every image not in the cache, then one decoder call per image."""
+        """One encoder pass for every image not in the cache, then the decoder per image."""
         started = time.perf_counter()
         keys = [(job.image_key, self.model_type) if job.image_key else None for job in jobs]
         embeddings = [self.cache.get(key) if key else None for key in keys]
@@ -264,86 +347,14 @@ class SamModel:
                 Segmentation(
                     low_res=low_res,
                     scores=scores,
-                    postprocess=self.postprocess(embedding),  # type: ignore[arg-type]
+                    postprocess=embedding.postprocess,  # type: ignore[union-attr]
                     encode_ms=encode_ms if index in missing else 0.0,
                     decode_ms=(time.perf_counter() - decoding) * 1000,
                     cached_embedding=index not in missing,
+                    mask_input_limit=self.mask_input_limit,
                 )
             )
         return results
-
-    def embed(self, images: list[np.ndarray]) -> list[Embedding]:
-        """The encoder, once, on a batch of RGB images (as `SamPredictor.set_image` prepares each)."""
-        inputs, sizes = [], []
-        for pixels in images:
-            resized = torch.as_tensor(self.transform.apply_image(pixels), device=self.device)
-            resized = resized.permute(2, 0, 1).contiguous()[None, :, :, :]
-            sizes.append(tuple(resized.shape[-2:]))
-            inputs.append(self.sam.preprocess(resized))  # normalise, pad to the square input
-        with self._encoder_precision():
-            features = self.sam.image_encoder(torch.cat(inputs)).float()
-        return [
-            # clone: a cached embedding must not keep the whole batch's features alive
-            Embedding(features[i : i + 1].clone(), sizes[i], tuple(pixels.shape[:2]))  # type: ignore[arg-type]
-            for i, pixels in enumerate(images)
-        ]
-
-    def decode(
-        self, embedding: Embedding, prompts: list[Prompt], multimask: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAM's low-res logits (N × C × s × s) and scores (N × C) of each prompt, on the model's device.
-
-        Prompt `i` gets what `SamPredictor.predict` gives for it alone. SAM adds
-        a "not a point" token to points without a box, so prompts only share a
-        decoder call with prompts of the same structure; one call per structure.
-        """
-        candidates = 3 if multimask else 1
-        side = self.sam.prompt_encoder.mask_input_size
-        low_res = torch.empty((len(prompts), candidates, *side), device=self.device)
-        scores = torch.empty((len(prompts), candidates), device=self.device)
-        groups: dict[tuple[int, bool, bool], list[int]] = {}
-        for index, prompt in enumerate(prompts):
-            groups.setdefault(prompt.structure, []).append(index)
-        for indices in groups.values():
-            group = [prompts[i] for i in indices]
-            sparse, dense = self.sam.prompt_encoder(**self._prompt_tensors(group, embedding.original_size))
-            group_low_res, group_scores = self.sam.mask_decoder(
-                image_embeddings=embedding.features,
-                image_pe=self._dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-            )
-            where = torch.as_tensor(indices, device=self.device)
-            low_res[where], scores[where] = group_low_res, group_scores
-        return low_res, scores
-
-    def _prompt_tensors(self, group: list[Prompt], original_size: tuple[int, int]) -> dict:
-        """The prompt encoder's `points`, `boxes` and `masks` for prompts of one structure, as `predict` makes them."""
-        first = group[0]
-        points = boxes = masks = None
-        if first.points:
-            coords = np.array([[(point.x, point.y) for point in prompt.points] for prompt in group], dtype=float)
-            labels = np.array([[point.label for point in prompt.points] for prompt in group])
-            points = (
-                torch.as_tensor(self.transform.apply_coords(coords, original_size), dtype=torch.float, device=self.device),
-                torch.as_tensor(labels, dtype=torch.int, device=self.device),
-            )
-        if first.box is not None:
-            corners = np.array([prompt.box for prompt in group], dtype=float)
-            boxes = torch.as_tensor(self.transform.apply_boxes(corners, original_size), dtype=torch.float, device=self.device)
-        if first.mask_input is not None:
-            stacked = np.stack([prompt.mask_input for prompt in group])  # type: ignore[misc]
-            if stacked.shape[-2:] != tuple(self.sam.prompt_encoder.mask_input_size):
-                raise ValueError(f"mask_input must be 1 × {self.sam.prompt_encoder.mask_input_size}, not {stacked.shape[1:]}")
-            masks = torch.as_tensor(stacked, dtype=torch.float, device=self.device)
-        return {"points": points, "boxes": boxes, "masks": masks}
-
-    def postprocess(self, embedding: Embedding) -> Postprocess:
-        """How SAM's `postprocess_masks` and threshold map this image's low-res logits onto it."""
-        return Postprocess(
-            self.sam.image_encoder.img_size, embedding.input_size, embedding.original_size, self.sam.mask_threshold
-        )
 
     def warm_up(self) -> float:
         """One pass on a blank image, so that the first real request does not pay for lazy set-up; ms."""
@@ -352,12 +363,28 @@ class SamModel:
         self.segment(blank, [Prompt(box=(0, 0, 320, 240))], multimask=True)
         return (time.perf_counter() - started) * 1000
 
-    def _encoder_precision(self) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast on a CUDA device that supports it; full precision elsewhere."""
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+
+def load_model(
+    model_type: str, checkpoint: Path, device: str = "auto", precision: str = "auto", cache_size: int = 0
+) -> CachingModel:
+    """Build `model_type`, load its weights from `checkpoint` onto `device` (a CheckpointError if they do not fit)."""
+    check_checkpoint(model_type, checkpoint)
+    resolved = torch.device(resolve_device(device))
+    chosen = resolve_precision(precision, resolved)
+    if model_type in SAM1_TYPES:
+        from server.models import sam1 as family
+    else:
+        from server.models import sam2 as family  # imports sam2, which initialises Hydra: only when chosen
+    return family.load(model_type, checkpoint, resolved, chosen, cache_size)
+
+
+def weights_error(model_type: str, checkpoint: Path, wrong: str) -> CheckpointError:
+    """The checkpoint exists but is not `model_type`'s weights; `wrong` says how."""
+    return CheckpointError(
+        f"The SAM checkpoint {checkpoint.resolve()} cannot be loaded ({wrong}): download it again with "
+        f"{_fetch_hint(model_type)}, or set SAM_MODEL_TYPE to the model type it was made for."
+    )

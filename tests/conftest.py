@@ -18,7 +18,7 @@ from segment_anything import sam_model_registry
 
 from server.config import ENV_FILE_VARIABLE, Settings
 from server.main import App
-from server.sam_model import SamModel
+from server.models.sam1 import SamModel
 from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
 from tests.support import image_files
@@ -115,6 +115,7 @@ class ModelGate:
     def __init__(self, model: SamModel, opened: bool = False):
         self.model = model
         self.model_type = model.model_type
+        self.precision = model.precision
         self.entered = threading.Event()
         self.opened = threading.Event()
         if opened:
@@ -130,6 +131,19 @@ class ModelGate:
     @property
     def cache(self):
         return self.model.cache
+
+    @property
+    def preferred_batch_size(self):
+        return self.model.preferred_batch_size
+
+    def memory(self):
+        return self.model.memory()
+
+    def embed(self, images):
+        return self.model.embed(images)
+
+    def decode(self, embedding, prompts, multimask):
+        return self.model.decode(embedding, prompts, multimask)
 
     def warm_up(self):
         return self.model.warm_up()

@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from server import jobs, main, protocol, routes
 from server.errors import ClientError
 from server.clock import utcnow
-from server.sam_model import SamModel
+from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, ws_url
 from tests.support import image_files

@@ -180,7 +180,8 @@ import json, resource, sys
 import numpy as np, torch
 from server import masks
 from server.prompts import Prompt
-from server.sam_model import ImageJob, SamModel
+from server.models.sam1 import SamModel
+from server.sam_model import ImageJob
 from tests.support.tiny_sam import build_tiny_sam
 
 def status_kb(field):

@@ -10,16 +10,16 @@ from segment_anything import SamPredictor
 from server import masks
 from server.prompts import Point, Prompt
 from server.config import CHECKPOINT_URLS
+from server.models.sam1 import SamModel
 from server.sam_model import (
     CheckpointError,
     DeviceError,
     ImageJob,
-    SamModel,
     SegmentationModel,
     available_cores,
     check_checkpoint,
     check_device,
-    load_sam,
+    load_model,
     resolve_device,
     set_torch_threads,
 )
@@ -107,7 +107,7 @@ def test_new_boxes_on_a_cached_image_skip_the_encoder_and_give_the_same_masks(ti
     assert torch.equal(first.low_res, again.low_res) and torch.equal(first.scores, again.scores)
     assert (model.cache.hits, model.cache.misses) == (2, 1)
     cached = model.cache.get(("sha-a", "tiny"))
-    assert cached is not None and cached.features.device == model.device  # kept where the model is
+    assert cached is not None and cached.features[0].device == model.device  # kept where the model is
 
 
 def test_the_cache_forgets_the_least_recently_used_image_and_size_zero_keeps_nothing(tiny_sam):
@@ -185,7 +185,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
     path = tmp_path / "sam_vit_b.pth"
     path.write_bytes(content)
     with pytest.raises(CheckpointError) as caught:
-        load_sam("vit_b", path, "cpu")
+        load_model("vit_b", path, "cpu")
     message = str(caught.value)
     assert str(path) in message and CHECKPOINT_URLS["vit_b"] in message
     assert "it is not a complete PyTorch checkpoint" in message
@@ -194,7 +194,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
 
 def test_a_checkpoint_of_another_model_is_a_clear_error(tiny_checkpoint):
     with pytest.raises(CheckpointError) as caught:
-        load_sam("vit_b", tiny_checkpoint, "cpu")
+        load_model("vit_b", tiny_checkpoint, "cpu")
     assert "its weights do not fit a vit_b model" in str(caught.value)
     assert_one_sentence(str(caught.value))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from server import jobs
 from server.config import CHECKPOINT_URLS
 from server.main import production_model_loader
-from server.sam_model import SamModel
+from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
 from tests.support.client import exchange

@@ -21,12 +21,12 @@ sam_model_registry["vit_b"] = lambda checkpoint=None: build_tiny_sam()
 
 _delay = float(os.environ.get("CAP_TEST_SEGMENT_DELAY", "0"))
 if _delay:
-    from server.sam_model import SamModel
+    from server.sam_model import CachingModel
 
-    _segment_batch = SamModel.segment_batch
+    _segment_batch = CachingModel.segment_batch
 
     def _slow_segment_batch(self, jobs):
         time.sleep(_delay)
         return _segment_batch(self, jobs)
 
-    SamModel.segment_batch = _slow_segment_batch
+    CachingModel.segment_batch = _slow_segment_batch
