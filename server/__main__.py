@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from server import program_name
-from server.config import CHECKPOINT_URLS, Settings, SettingsError, checkpoint_name
+from server.config import CHECKPOINT_URLS, SAM2_TYPES, Settings, SettingsError, checkpoint_name
 
 
 def audit(settings: Settings) -> int:
@@ -45,7 +45,9 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
     url = url or CHECKPOINT_URLS[model_type]
     print(f"Downloading {url} to {settings.sam_checkpoint}", file=sys.stderr)
     try:
-        download_checkpoint(url, settings.sam_checkpoint)
+        # SAM 1's file names carry a hash prefix; SAM 2.1's do not, so those files are verified by loading them.
+        verify = (lambda path: _loads_as(model_type, path)) if model_type in SAM2_TYPES else None
+        download_checkpoint(url, settings.sam_checkpoint, verify=verify)
     except DownloadError as exc:
         print(f"cap: {exc}", file=sys.stderr)
         return 1
@@ -59,6 +61,16 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
     return 0
 
 
+def _loads_as(model_type: str, path) -> None:
+    """Raise unless `path` loads strictly as `model_type` (SAM 2.1's files carry no hash to check)."""
+    from server.sam_model import CheckpointError, load_model
+
+    try:
+        load_model(model_type, path, "cpu", "fp32")
+    except CheckpointError:
+        raise ValueError(f"it does not load as a {model_type} model") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=program_name("server"), description="Run CAP, check its records, or fetch SAM's weights."
@@ -70,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         "download-checkpoint", help="download the official SAM checkpoint to SAM_CHECKPOINT, verified"
     )
     download.add_argument("model_type", nargs="?", choices=list(CHECKPOINT_URLS), help="default: SAM_MODEL_TYPE")
-    download.add_argument("--url", help="download from this mirror instead; its file name must carry the SHA-256 prefix")
+    download.add_argument(
+        "--url", help="download from this mirror instead; a SAM 1 file name must carry the SHA-256 prefix"
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()

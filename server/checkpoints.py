@@ -1,11 +1,13 @@
 """`python -m server download-checkpoint`: fetch an official SAM checkpoint, verified.
 
-The official file names carry the first hex digits of the file's SHA-256
+SAM 1's official file names carry the first hex digits of the file's SHA-256
 (`sam_vit_h_4b8939.pth`: its hash starts with 4b8939), the torch.hub
-convention. The download is streamed to a temporary file beside the target
-while its SHA-256 is computed; only a file whose hash starts with that prefix
-is renamed into place, so the target is either absent, or a whole, verified
-checkpoint.
+convention. SAM 2.1's (`sam2.1_hiera_tiny.pt`) carry none, and Meta publishes
+no hash for them: such a file is verified by loading it as the model it is
+for (every tensor present, with its shape, and no other), the `verify`
+callable. The download is streamed to a temporary file beside the target
+while its SHA-256 is computed; only a verified file is renamed into place,
+so the target is either absent, or a whole, verified checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -29,13 +31,10 @@ class DownloadError(Exception):
     """The checkpoint could not be downloaded whole and verified; the message says what to do."""
 
 
-def expected_prefix(url: str) -> str:
-    """The SHA-256 prefix in the URL's file name."""
-    name = Path(urlsplit(url).path).name
-    match = HASH_PREFIX.search(name)
-    if match is None:
-        raise DownloadError(f"{name!r} carries no SHA-256 prefix (like sam_vit_b_01ec64.pth), so it cannot be verified.")
-    return match.group(1)
+def expected_prefix(url: str) -> str | None:
+    """The SHA-256 prefix in the URL's file name; None if it carries none."""
+    match = HASH_PREFIX.search(Path(urlsplit(url).path).name)
+    return match.group(1) if match else None
 
 
 def sha256_of(path: Path) -> str:
@@ -46,11 +45,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_checkpoint(url: str, target: Path, progress: IO[str] = sys.stderr, timeout: float = 30) -> None:
-    """Download `url` to `target`, verified against the hash prefix in its file name."""
+def download_checkpoint(
+    url: str,
+    target: Path,
+    progress: IO[str] = sys.stderr,
+    timeout: float = 30,
+    verify: Callable[[Path], None] | None = None,
+) -> None:
+    """Download `url` to `target`, verified against the hash prefix in its file name, or else by `verify`.
+
+    `verify(path)` raises (with a message for a person) when the file is not
+    the model's checkpoint; a name without a prefix and no `verify` is refused.
+    """
     prefix = expected_prefix(url)
-    if target.is_file() and sha256_of(target).startswith(prefix):
-        print(f"{target} is already there and verified (sha256 {prefix}...).", file=progress)
+    if prefix is None and verify is None:
+        name = Path(urlsplit(url).path).name
+        raise DownloadError(f"{name!r} carries no SHA-256 prefix (like sam_vit_b_01ec64.pth), so it cannot be verified.")
+    if target.is_file() and _verified(target, prefix, verify):
+        print(f"{target} is already there and verified ({_how(prefix)}).", file=progress)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -58,16 +70,35 @@ def download_checkpoint(url: str, target: Path, progress: IO[str] = sys.stderr, 
     try:
         with os.fdopen(fd, "wb") as file:
             digest = _stream(url, file, progress, timeout)
-        if not digest.startswith(prefix):
+        if prefix is not None and not digest.startswith(prefix):
             raise DownloadError(
                 f"The file from {url} is corrupt: its SHA-256 is {digest[:16]}..., the name says {prefix}...; "
                 "nothing was written. Try again."
             )
+        if prefix is None:
+            try:
+                verify(temp)  # type: ignore[misc]
+            except Exception as exc:
+                raise DownloadError(f"The file from {url} is not the checkpoint ({exc}); nothing was written. Try again.") from None
         os.chmod(temp, 0o644)  # mkstemp's 0600 would hide the public weights from the server's user
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-    print(f"{target}: verified (sha256 {prefix}...).", file=progress)
+    print(f"{target}: verified ({_how(prefix)}; sha256 {digest}).", file=progress)
+
+
+def _verified(path: Path, prefix: str | None, verify: Callable[[Path], None] | None) -> bool:
+    if prefix is not None:
+        return sha256_of(path).startswith(prefix)
+    try:
+        verify(path)  # type: ignore[misc]
+    except Exception:
+        return False
+    return True
+
+
+def _how(prefix: str | None) -> str:
+    return f"sha256 {prefix}..." if prefix else "it loads as the model, every tensor with its shape"
 
 
 def _stream(url: str, file: IO[bytes], progress: IO[str], timeout: float) -> str:

@@ -61,6 +61,18 @@ def vit_b_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hiera_t_checkpoint(tmp_path_factory) -> Path:
+    """A full-size SAM 2.1 hiera_t checkpoint with random weights (~156 MB), in the official layout
+    (the state dict under "model"), once per session."""
+    from server.models.sam2 import build  # imports sam2, which initialises Hydra: only for the tests that need it
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoints") / "sam2.1_hiera_t_random.pt"
+    torch.save({"model": build("sam2.1_hiera_t").state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def cosmos_emulator():
     """The Cosmos DB emulator, one process for the session, stopped by PID at the end."""
     logging.getLogger("azure").setLevel(logging.ERROR)

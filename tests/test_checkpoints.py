@@ -88,3 +88,23 @@ def test_a_model_type_other_than_the_settings_is_refused_with_what_to_set(tmp_pa
     beside = tmp_path / "checkpoints" / "sam_vit_b_01ec64.pth"
     assert f"SAM_MODEL_TYPE=vit_b and SAM_CHECKPOINT={beside} " in done.stderr
     assert files.hits[f"/{NAME}"] == 0
+
+
+def test_a_sam2_file_carries_no_hash_so_it_is_verified_by_loading_it_as_the_model(tmp_path, files, hiera_t_checkpoint):
+    weights = hiera_t_checkpoint.read_bytes()
+    files.add("/sam2.1_hiera_tiny.pt", weights, content_type="application/octet-stream")
+    done = download(tmp_path, files.url("/sam2.1_hiera_tiny.pt"), model_type="sam2.1_hiera_t")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "checkpoints" / "sam.pth").read_bytes() == weights and left_in(tmp_path) == ["sam.pth"]
+    assert f"sha256 {hashlib.sha256(weights).hexdigest()}" in done.stderr  # to compare with a hash one trusts
+    assert "it loads as the model" in done.stderr
+
+
+@pytest.mark.parametrize("content", ["sam1_weights", "truncated"])
+def test_a_sam2_file_that_does_not_load_as_the_model_leaves_nothing(tmp_path, files, hiera_t_checkpoint, tiny_checkpoint, content):
+    body = tiny_checkpoint.read_bytes() if content == "sam1_weights" else hiera_t_checkpoint.read_bytes()[:1_000_000]
+    files.add("/sam2.1_hiera_tiny.pt", body, content_type="application/octet-stream")
+    done = download(tmp_path, files.url("/sam2.1_hiera_tiny.pt"), model_type="sam2.1_hiera_t")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "does not load as a sam2.1_hiera_t model" in done.stderr and "nothing was written" in done.stderr
+    assert left_in(tmp_path) == []

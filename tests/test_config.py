@@ -14,6 +14,7 @@ def test_defaults_follow_the_design(tmp_path):
     assert settings.sqlite_path == Path("data/cap.sqlite3")
     assert settings.sam_model_type == "vit_h"
     assert settings.sam_checkpoint == Path("server/sam_vit_h_4b8939.pth")
+    assert settings.precision == "auto"
     assert settings.cosmos_endpoint is None and settings.api_token is None
     assert settings.allow_private_urls is False
     assert (settings.max_boxes, settings.max_message_bytes, settings.max_queue) == (64, 65536, 256)
@@ -46,6 +47,8 @@ def test_empty_optional_values_mean_unset(tmp_path):
         ({"DOWNLOAD_TIMEOUT": "-1"}, "DOWNLOAD_TIMEOUT"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"PRECISION": "fp16"}, "PRECISION"),
+        ({"SAM_MODEL_TYPE": "sam2_hiera_t"}, "SAM_MODEL_TYPE"),  # SAM 2.0: not served, 2.1 replaces it
     ],
 )
 def test_bad_values_name_the_variable(environ, name):
@@ -77,3 +80,15 @@ def test_a_checkpoint_named_for_another_model_type_is_refused_with_what_to_set()
 def test_the_default_checkpoint_follows_the_model_type():
     settings = Settings.from_env({"SAM_MODEL_TYPE": "vit_b"}, dotenv=None)
     assert settings.sam_checkpoint == Path("server/sam_vit_b_01ec64.pth")
+
+
+@pytest.mark.parametrize(
+    "model_type, name",
+    [("sam2.1_hiera_t", "sam2.1_hiera_tiny.pt"), ("sam2.1_hiera_s", "sam2.1_hiera_small.pt"),
+     ("sam2.1_hiera_b+", "sam2.1_hiera_base_plus.pt"), ("sam2.1_hiera_l", "sam2.1_hiera_large.pt")],
+)
+def test_sam2_model_types_take_meta_s_file_names(model_type, name):
+    settings = Settings.from_env({"SAM_MODEL_TYPE": model_type, "PRECISION": "fp32"}, dotenv=None)
+    assert settings.sam_checkpoint == Path("server") / name and settings.precision == "fp32"
+    with pytest.raises(SettingsError, match=f"SAM_MODEL_TYPE={model_type}"):
+        Settings.from_env({"SAM_MODEL_TYPE": model_type, "SAM_CHECKPOINT": "/c/sam_vit_b_01ec64.pth"}, dotenv=None)

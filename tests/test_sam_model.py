@@ -19,8 +19,10 @@ from server.sam_model import (
     available_cores,
     check_checkpoint,
     check_device,
+    cpu_flags,
     load_model,
     resolve_device,
+    resolve_precision,
     set_torch_threads,
 )
 from tests.support.sentences import assert_one_sentence
@@ -291,3 +293,48 @@ def test_the_model_and_the_tests_double_speak_the_processors_interface(tiny_sam)
     assert isinstance(ModelGate(model), SegmentationModel)
     static_check: SegmentationModel = ModelGate(model)  # and for a type checker
     assert static_check.has_embedding("nothing") is False
+
+
+@pytest.mark.parametrize(
+    "setting, flags, dtype, words",
+    [
+        ("auto", {"avx512f", "avx512_bf16"}, torch.bfloat16, "PRECISION=auto and the CPU has avx512_bf16"),
+        ("auto", {"amx_bf16", "amx_tile"}, torch.bfloat16, "the CPU has amx_bf16"),
+        ("auto", {"avx2", "avx512f"}, torch.float32, "no native bfloat16"),
+        ("fp32", {"avx512_bf16"}, torch.float32, "PRECISION=fp32"),
+        ("bf16", {"avx2"}, torch.bfloat16, "emulated, so slower than fp32"),
+    ],
+)
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(setting, flags, dtype, words):
+    precision = resolve_precision(setting, torch.device("cpu"), flags)
+    assert precision.dtype == dtype and words in precision.reason
+    assert precision.name == ("bf16" if dtype == torch.bfloat16 else "fp32")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu sse avx512_bf16\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "absent") == set()
+
+
+def test_bf16_runs_the_encoder_in_bfloat16_and_keeps_float32_features(tiny_sam):
+    dtypes = []
+    hook = tiny_sam.image_encoder.blocks[0].attn.qkv.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    try:
+        bf16 = SamModel(tiny_sam, "tiny", precision=resolve_precision("bf16", torch.device("cpu"), set()))
+        fp32 = SamModel(tiny_sam, "tiny", precision=resolve_precision("fp32", torch.device("cpu"), set()))
+        [embedding] = bf16.embed([pixels(40, 30)])
+        fp32.embed([pixels(40, 30)])
+    finally:
+        hook.remove()
+    assert dtypes == [torch.bfloat16, torch.float32]
+    assert embedding.features[0].dtype == torch.float32  # the decoder and the cache see float32
+
+
+def test_memory_counts_the_weights_and_one_cached_embedding(model, tiny_sam):
+    memory = model.memory()
+    assert memory.weights_bytes == sum(p.numel() * 4 for p in tiny_sam.parameters())
+    [embedding] = model.embed([pixels(20, 20)])
+    assert memory.embedding_bytes == embedding.nbytes == 32 * 16 * 16 * 4
+    assert model.preferred_batch_size == 1  # on the CPU

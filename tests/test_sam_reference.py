@@ -1,10 +1,12 @@
-"""Every prompt on a full-size vit_b, against segment-anything's own `SamPredictor.predict`.
+"""Every prompt on both families, against each family's own predictor on the same weights.
 
-The README promises, for each prompt, the masks of `SamPredictor.predict` with
-that prompt alone on the same weights: IoU >= 0.99 per mask and scores within
-1e-3 on the CPU in full precision. The weights are random (a checkpoint file in
-the official layout, loaded by production's `load_sam`), so nothing here says
-anything of mask quality; only of equality with the reference.
+The README promises, for each prompt, the masks of the family's predictor
+(`SamPredictor.predict` for SAM 1, `SAM2ImagePredictor.predict` for SAM 2.1)
+with that prompt alone on the same weights: IoU >= 0.99 per mask and scores
+within 1e-3 on the CPU in full precision. The weights are random: a full-size
+vit_b and a full-size SAM 2.1 hiera_t, each a checkpoint file in the official
+layout, loaded by production's `load_model`; so nothing here says anything of
+mask quality, only of equality with the reference.
 """
 
 from __future__ import annotations
@@ -12,19 +14,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sam2.sam2_image_predictor import SAM2ImagePredictor
 from segment_anything import SamPredictor
 
 from server import masks
 from server.prompts import Point, Prompt
-from server.models.sam1 import SamModel, load_sam
-from server.sam_model import ImageJob
+from server.sam_model import ImageJob, load_model
 
 SIZES = {"wide": (150, 200), "tall": (310, 97)}  # height, width
+CHECKPOINTS = {"vit_b": "vit_b_checkpoint", "sam2.1_hiera_t": "hiera_t_checkpoint"}  # conftest's fixtures
 
 
-@pytest.fixture(scope="module")
-def vit_b(vit_b_checkpoint):
-    return load_sam("vit_b", vit_b_checkpoint, "cpu")
+@pytest.fixture(scope="module", params=list(CHECKPOINTS))
+def model_type(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -40,28 +43,29 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def model(vit_b, images):
-    """Our model, with both images' embeddings cached by one batched encoder pass."""
-    model = SamModel(vit_b, "vit_b", cache_size=4)
+def model(request, model_type, images):
+    """Ours, loaded the production way, with both images' embeddings cached by one batched encoder pass."""
+    checkpoint = request.getfixturevalue(CHECKPOINTS[model_type])
+    model = load_model(model_type, checkpoint, "cpu", "fp32", cache_size=4)
     model.segment_batch([ImageJob(pixels, [], False, image_key=name) for name, pixels in images.items()])
     return model
 
 
 @pytest.fixture(scope="module")
-def predictors(vit_b, images):
-    """The reference, its `set_image` run once per image; each state restored for the next predict."""
-    states = {}
-    predictor = SamPredictor(vit_b)
+def predictors(model, images):
+    """The reference on the same weights: one predictor per image, its `set_image` run once."""
+    found = {}
     for name, pixels in images.items():
+        predictor = SamPredictor(model.sam) if model.model_type == "vit_b" else SAM2ImagePredictor(model.model)
         predictor.set_image(pixels)
-        states[name] = (predictor.features, predictor.original_size, predictor.input_size)
+        found[name] = predictor
+    return found.__getitem__
 
-    def on(name: str) -> SamPredictor:
-        predictor.features, predictor.original_size, predictor.input_size = states[name]
-        predictor.is_image_set = True
-        return predictor
 
-    return on
+def predictor_features(predictor) -> tuple[torch.Tensor, ...]:
+    if isinstance(predictor, SamPredictor):
+        return (predictor.features,)
+    return (predictor._features["image_embed"], *predictor._features["high_res_feats"])
 
 
 def reference(predictor: SamPredictor, prompt: Prompt, multimask: bool):
@@ -105,8 +109,11 @@ def assert_like_the_predictor(model, predictor, name, prompts, multimask):
 
 def test_the_cached_embeddings_are_the_predictors(model, predictors):
     for name in SIZES:
-        embedding = model.cache.get((name, "vit_b"))
-        torch.testing.assert_close(embedding.features[0], predictors(name).features, atol=1e-4, rtol=1e-4)
+        embedding = model.cache.get((name, model.model_type))
+        expected = predictor_features(predictors(name))
+        assert len(embedding.features) == len(expected) == (1 if model.model_type == "vit_b" else 3)
+        for found, reference_level in zip(embedding.features, expected):
+            torch.testing.assert_close(found, reference_level, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", list(SIZES))
@@ -145,7 +152,7 @@ def test_mask_input_refines_the_predictors_own_low_res_output(model, predictors,
     predictor = predictors(name)
     click = (Point(width / 2, height / 2, 1),)
     _, scores, low_res = predictor.predict(np.array([click[0][:2]]), np.array([1]), multimask_output=True)
-    best = low_res[int(np.argmax(scores))][None]  # 1 × 256 × 256, as SAM's README feeds it back
+    best = low_res[int(np.argmax(scores))][None]  # 1 × 256 × 256, as the READMEs feed it back
     prompts = [
         Prompt(points=click + (Point(width / 5, height / 5, 0),), mask_input=best),
         Prompt(box=(2.0, 2.0, width * 0.6, height * 0.6), mask_input=best),
@@ -159,7 +166,8 @@ def test_our_own_low_res_output_fed_back_is_the_predictors(model, predictors):
     click = Prompt(points=(Point(width / 2, height / 2, 1),))
     first = assert_like_the_predictor(model, predictors("wide"), "wide", [click], multimask=True)
     _, _, expected_low_res = reference(predictors("wide"), click, multimask=True)
-    np.testing.assert_allclose(first.low_res[0].numpy(), expected_low_res, atol=1e-3, rtol=1e-3)
+    handed_back = np.concatenate([first.mask_input(0, candidate) for candidate in range(3)])
+    np.testing.assert_allclose(handed_back, expected_low_res, atol=1e-3, rtol=1e-3)
     refine = Prompt(points=click.points, mask_input=first.mask_input(0, candidate=1))
     assert_like_the_predictor(model, predictors("wide"), "wide", [refine], multimask=False)
 

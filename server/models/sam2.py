@@ -25,6 +25,7 @@ model to bfloat16 breaks it; autocast does not.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,9 @@ class Sam2Model(CachingModel):
     def __init__(self, model: SAM2Base, model_type: str, cache_size: int = 0, precision: Precision | None = None):
         super().__init__(model_type, cache_size, precision or Precision(torch.float32, "the default"))
         self.model = model
-        self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
+        with warnings.catch_warnings():  # its resize and normalisation go through torch.jit.script, deprecated but working
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+            self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
         self.low_res_side = model.sam_prompt_encoder.mask_input_size[0]
         with torch.inference_mode():
             self._dense_pe = model.sam_prompt_encoder.get_dense_pe()  # constant; the predictor recomputes it per call

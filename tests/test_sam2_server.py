@@ -1,0 +1,33 @@
+"""SAM 2.1 behind the real server: `python -m server` with SAM_MODEL_TYPE=sam2.1_hiera_t, end to end.
+
+The reference equality is tests/test_sam_reference.py's; here, the production
+path around it: settings, the loader (the official checkpoint layout), the
+start-up log, the processor, the embedding cache and the wire format.
+"""
+
+from __future__ import annotations
+
+from server import masks
+from tests.support.client import exchange
+
+
+def test_a_sam2_server_answers_boxes_and_reuses_the_embedding(tmp_path, start_replica, hiera_t_checkpoint, image_server):
+    replica = start_replica(tmp_path, sam_model_type="sam2.1_hiera_t", sam_checkpoint=hiera_t_checkpoint, precision="fp32")
+    replica.wait_healthy()
+    assert "sam2.1_hiera_t in fp32: PRECISION=fp32; weights 127 MB, 16.8 MB per cached image" in replica.log
+    assert "model ready: sam2.1_hiera_t on cpu" in replica.log
+
+    request = {"image_url": image_server.url("/photo.jpg"), "boxes": [{"x": 10, "y": 20, "width": 100, "height": 80}]}
+    first = exchange(replica.url, {**request, "multimask": True})
+    assert first.types[-1] == "result", first.messages
+    assert first.last["cached_embedding"] is False
+    [candidates] = first.last["masks"]
+    assert len(candidates) == 3
+    for mask in candidates:
+        assert mask["segmentation"]["size"] == [240, 320] and 0 <= mask["score"] <= 1  # SAM 2.1 scores are sigmoids
+        assert masks.decode(mask["segmentation"]).shape == (240, 320)
+
+    again = exchange(replica.url, request)
+    assert again.types[-1] == "result", again.messages
+    assert again.last["cached_embedding"] is True and again.last["timings"]["encode_ms"] == 0
+    assert len(again.last["masks"]) == 1 and again.last["masks"][0]["segmentation"]["size"] == [240, 320]
