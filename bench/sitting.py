@@ -21,6 +21,10 @@ Rows (see bench/README.md for what each measures and why):
  7 1,000 idle connections    extra RSS per connection, /ping p99 while held
  8 16 boxes on one image     decoder + RLE ms per box, stock path vs CAP's
  9 GPU encoder               only with CUDA: images/s at batch 1 and 4, fp32 and bf16
+10 model families            per model type (random weights, official layout, the production loader): encoder
+                             ms in fp32 and bf16, one click's ms, end to end ÷ its own predictor; quick mode
+                             builds vit_b and sam2.1_hiera_t only. `--only families` runs just this row and
+                             prints it, writing no results file.
 """
 
 from __future__ import annotations
@@ -46,10 +50,11 @@ from segment_anything import SamPredictor, sam_model_registry
 from bench import plot
 from bench.burst import burst
 from server import images, jobs, masks
-from server.config import Settings
+from server.config import SAM1_TYPES, Settings, checkpoint_name
 from server.main import App, production_model_loader
-from server.prompts import Prompt
-from server.sam_model import SamModel, load_sam
+from server.models.sam1 import SamModel, load_sam
+from server.prompts import Point, Prompt
+from server.sam_model import CachingModel, Embedding, Precision, load_model
 from server.store.sqlite import SQLiteStore
 from tests.support import image_files
 from tests.support.client import exchange
@@ -97,7 +102,7 @@ class Sitting:
             self.model_type = "vit_b"
             torch.manual_seed(0)
             torch.save(sam_model_registry["vit_b"]().state_dict(), self.checkpoint)
-            self.raw_sam = load_sam("vit_b", self.checkpoint, "auto")
+            self.raw_sam = load_sam("vit_b", self.checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
             self.load_model = production_model_loader
         self.raw = SamPredictor(self.raw_sam)
 
@@ -342,7 +347,7 @@ def decoder_per_box(sitting: Sitting, boxes: int, repeats: int) -> dict:
 
         def cap() -> None:
             low_res, scores = model.decode(embedding, box_prompts, multimask=False)
-            masks.wire_masks(low_res, scores, model.postprocess(embedding), [{}] * boxes, False)
+            masks.wire_masks(low_res, scores, embedding.postprocess, [{}] * boxes, False)
 
         times: dict[str, list[float]] = {"stock": [], "cap": []}
         for _ in range(repeats + 1):
@@ -378,6 +383,158 @@ def gpu_encoder(repeats: int = 10) -> dict | None:
     return figures
 
 
+# --- row 10: the model families ------------------------------------------------------------
+
+FAMILY_TYPES = {
+    "quick": ("vit_b", "sam2.1_hiera_t"),
+    "full": ("vit_b", "vit_l", "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"),
+}
+BF16 = Precision(torch.bfloat16, "the sitting's bf16 column")
+
+
+def random_checkpoint(folder: Path, model_type: str) -> Path:
+    """`model_type` with random weights, saved in Meta's layout under Meta's file name."""
+    torch.manual_seed(0)
+    path = folder / checkpoint_name(model_type)
+    if model_type in SAM1_TYPES:
+        torch.save(sam_model_registry[model_type]().state_dict(), path)
+    else:
+        from server.models.sam2 import build
+
+        torch.save({"model": build(model_type).state_dict()}, path)
+    return path
+
+
+def reference_predictor(model: CachingModel):
+    """The family's own predictor on the model's weights."""
+    if isinstance(model, SamModel):
+        return SamPredictor(model.sam)
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    return SAM2ImagePredictor(model.model)  # type: ignore[attr-defined]
+
+
+def timed_ms(run) -> float:
+    started = time.perf_counter()
+    run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) * 1000
+
+
+def family_row(sitting: Sitting, model_type: str, repeats: int) -> dict:
+    """One model type: encoder fp32 and bf16 alternated, a click on a cached image, end to end ÷ its predictor (fp32)."""
+    checkpoint = random_checkpoint(sitting.work, model_type)
+    model = load_model(model_type, checkpoint, "auto", "fp32", cache_size=8)
+    checkpoint.unlink()  # up to 2.5 GB
+    fp32, memory = model.precision, model.memory()
+    _, pixels = sitting.new_image()
+    encoder: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    embeddings = {}
+    with torch.inference_mode():
+        for run in range(repeats + 1):  # run 0 warms both up and is not counted
+            for name, precision in (("fp32", fp32), ("bf16", BF16)):
+                model.precision = precision
+                elapsed = timed_ms(lambda: embeddings.__setitem__(name, model.embed([pixels])[0]))
+                if run:
+                    encoder[name].append(elapsed)
+        model.precision = fp32
+        click = [Prompt(points=(Point(300, 200, 1),))]
+
+        def one_click(autocast) -> None:
+            with autocast:
+                low_res, scores = model.decode(embeddings["fp32"], click, multimask=True)
+            masks.wire_masks(low_res, scores, embeddings["fp32"].postprocess, [{}], True)
+
+        clicks: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for run in range(5 * repeats + 1):
+            for name, precision in (("fp32", fp32), ("bf16", BF16)):
+                elapsed = timed_ms(lambda: one_click(precision.autocast(model.device)))
+                if run:
+                    clicks[name].append(elapsed)
+        drift = bf16_drift(model, embeddings["fp32"], embeddings["bf16"])
+
+    predictor = reference_predictor(model)
+
+    def raw(pixels: np.ndarray) -> None:
+        with torch.inference_mode():
+            predictor.set_image(pixels)
+            predictor.predict(box=xyxy(BOX)[0], multimask_output=False)
+
+    app = sitting.start_app(load_model=lambda settings: lambda: model, sam_model_type=model_type)
+    raw_ms, e2e_ms = [], []
+    try:
+        for run in range(repeats + 1):
+            url, pixels = sitting.new_image()
+            raw_elapsed = timed_ms(lambda: raw(pixels))
+            e2e_elapsed = request(app, url)[0]
+            if run:
+                raw_ms.append(raw_elapsed)
+                e2e_ms.append(e2e_elapsed)
+    finally:
+        app.stop()
+    fp32_ms, bf16_ms = statistics.median(encoder["fp32"]), statistics.median(encoder["bf16"])
+    return {
+        "model_type": model_type, "device": str(model.device),
+        "weights_mb": memory.weights_bytes / 1e6, "embedding_mb": memory.embedding_bytes / 1e6,
+        "encoder_fp32_ms": fp32_ms, "encoder_bf16_ms": bf16_ms, "bf16_ratio": bf16_ms / fp32_ms,
+        "click_ms": statistics.median(clicks["fp32"]), "click_bf16_decoder_ms": statistics.median(clicks["bf16"]),
+        **drift, "raw_ms": statistics.median(raw_ms),
+        "end_to_end_ms": statistics.median(e2e_ms), "ratio": statistics.median(e2e_ms) / statistics.median(raw_ms),
+    }
+
+
+def bf16_drift(model: CachingModel, fp32: Embedding, bf16: Embedding) -> dict:
+    """How far a bf16 encoder moves the masks and scores (decoder in fp32 for both), over 3 prompts × 3 candidates.
+
+    Differing pixels are counted against the pixels in either mask; random
+    weights, so this measures arithmetic, not quality.
+    """
+    height, width = fp32.postprocess.original_size
+    prompts = [
+        Prompt(box=(width * 0.2, height * 0.2, width * 0.7, height * 0.8)),
+        Prompt(points=(Point(width / 2, height / 2, 1),)),
+        Prompt(box=(10.0, 10.0, width / 2, height / 2), points=(Point(width / 4, height / 4, 1), Point(5, 5, 0))),
+    ]
+    found = []
+    for embedding in (fp32, bf16):
+        low_res, scores = model.decode(embedding, prompts, multimask=True)
+        wire = masks.wire_masks(low_res.float().cpu(), scores.float().cpu(), embedding.postprocess, [{}] * 3, True)
+        found.append(([masks.decode(m["segmentation"]).astype(bool) for group in wire for m in group],
+                      scores.float().cpu().flatten()))
+    (masks_32, scores_32), (masks_16, scores_16) = found
+    differing = sum(int((a != b).sum()) for a, b in zip(masks_32, masks_16))
+    either = sum(int((a | b).sum()) for a, b in zip(masks_32, masks_16))
+    return {"drift_pixels": differing / max(either, 1), "drift_score_max": float((scores_32 - scores_16).abs().max())}
+
+
+def model_families(sitting: Sitting, repeats: int) -> list[dict]:
+    return [family_row(sitting, model_type, repeats) for model_type in FAMILY_TYPES[sitting.mode]]
+
+
+def families_lines(families: list[dict]) -> list[str]:
+    """Row 10's table lines: one per model type, then SAM 2.1 hiera_t against vit_b."""
+    lines = [
+        f"| 10 | {f['model_type']} on {f['device']}: weights {fmt(f['weights_mb'], 0)} MB, "
+        f"{fmt(f['embedding_mb'], 1)} MB per cached image | encoder fp32 → bf16; one click (decoder and RLE); end to "
+        "end ÷ own predictor (fp32); masks and scores, bf16 encoder against fp32 | "
+        f"{fmt(f['encoder_fp32_ms'], 0)} → {fmt(f['encoder_bf16_ms'], 0)} ms ({fmt(f['bf16_ratio'], 2)}×); "
+        f"{fmt(f['click_ms'], 1)} ms ({fmt(f['click_bf16_decoder_ms'], 1)} with a bf16 decoder); "
+        f"{fmt(f['ratio'], 3)} ({fmt(f['end_to_end_ms'], 0)} ms); bf16 drift: {fmt(100 * f['drift_pixels'], 2)} % of "
+        f"mask pixels, scores ±{f['drift_score_max']:.1e} | bf16 ≤ 0.6 × fp32 | {verdict(f['bf16_ratio'] <= 0.6)} |"
+        for f in families
+    ]
+    by_type = {f["model_type"]: f for f in families}
+    if "vit_b" in by_type and "sam2.1_hiera_t" in by_type:
+        tiny, base = by_type["sam2.1_hiera_t"], by_type["vit_b"]
+        ratio = tiny["end_to_end_ms"] / base["end_to_end_ms"]
+        lines.append(
+            f"| 10 | new image, sam2.1_hiera_t ÷ vit_b | end to end, both fp32 | {fmt(ratio, 3)} "
+            f"({fmt(tiny['end_to_end_ms'], 0)} / {fmt(base['end_to_end_ms'], 0)} ms) | ≤ 0.35 | {verdict(ratio <= 0.35)} |"
+        )
+    return lines
+
+
 # --- the sitting ---------------------------------------------------------------------------
 
 
@@ -400,6 +557,7 @@ def run(mode: str) -> dict:
             "idle_connections": idle_connections(sitting, 1000),
             "decoder": decoder_per_box(sitting, 16, repeats=9 if quick else 5),
             "gpu": gpu_encoder(),
+            "families": model_families(sitting, repeats=1 if quick else 3),
         }
     finally:
         sitting.images.stop()
@@ -471,6 +629,8 @@ def markdown(report: dict) -> str:
         )
     else:
         lines.append("| 9 | GPU encoder | images/s | not run: no CUDA device | report | |")
+    if rows.get("families"):
+        lines += families_lines(rows["families"])
     if report["mode"] == "quick":
         lines += ["", "Quick mode checks the harness: the tiny model runs in milliseconds, so the ratio targets "
                   "(set for vit_b) cannot be met by construction. Read its overheads in ms."]
@@ -491,7 +651,15 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
+    parser.add_argument("--only", choices=["families"], help="run only this row and print it; no results file")
     args = parser.parse_args()
+    if args.only == "families":
+        sitting = Sitting(args.mode, runs=0)
+        try:
+            print("\n".join(families_lines(model_families(sitting, repeats=1 if args.mode == "quick" else 3))))
+        finally:
+            sitting.images.stop()
+        return
     report = run(args.mode)
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"{args.mode}-{platform.node() or 'machine'}"

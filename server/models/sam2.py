@@ -106,7 +106,9 @@ class Sam2Model(CachingModel):
 
     def embed(self, images: list[np.ndarray]) -> list[Embedding]:
         """The encoder, once, on a batch of RGB images (as `SAM2ImagePredictor.set_image` prepares each)."""
-        batch = self.transforms.forward_batch(images).to(self.device)
+        with warnings.catch_warnings():  # decoded images are read-only; ToTensor only reads them
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+            batch = self.transforms.forward_batch(images).to(self.device)
         with self.precision.autocast(self.device):
             backbone = self.model.forward_image(batch)  # also projects the two finer levels for the decoder
         levels = [level.float() for level in backbone["backbone_fpn"][-self.model.num_feature_levels :]]
