@@ -7,14 +7,18 @@ start-up log, the processor, the embedding cache and the wire format.
 
 from __future__ import annotations
 
+import torch
+
 from server import masks
+from server.sam_model import resolve_precision
 from tests.support.client import exchange
 
 
 def test_a_sam2_server_answers_boxes_and_reuses_the_embedding(tmp_path, start_replica, hiera_t_checkpoint, image_server):
-    replica = start_replica(tmp_path, sam_model_type="sam2.1_hiera_t", sam_checkpoint=hiera_t_checkpoint, precision="fp32")
+    replica = start_replica(tmp_path, sam_model_type="sam2.1_hiera_t", sam_checkpoint=hiera_t_checkpoint)
     replica.wait_healthy()
-    assert "sam2.1_hiera_t in fp32: PRECISION=fp32; weights 127 MB, 16.8 MB per cached image" in replica.log
+    precision = resolve_precision("auto", torch.device("cpu"))  # PRECISION's default, on this machine's CPU
+    assert f"sam2.1_hiera_t in {precision.name}: {precision.reason}; weights 127 MB, 16.8 MB per cached image" in replica.log
     assert "model ready: sam2.1_hiera_t on cpu" in replica.log
 
     request = {"image_url": image_server.url("/photo.jpg"), "boxes": [{"x": 10, "y": 20, "width": 100, "height": 80}]}

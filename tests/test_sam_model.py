@@ -1,6 +1,8 @@
 """The model wrapper with a tiny real SAM: shapes, exactness, batching, the cache, checkpoint errors."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from server.sam_model import (
     resolve_precision,
     set_torch_threads,
 )
+from tests.support.processes import REPO
 from tests.support.sentences import assert_one_sentence
 
 
@@ -338,3 +341,14 @@ def test_memory_counts_the_weights_and_one_cached_embedding(model, tiny_sam):
     [embedding] = model.embed([pixels(20, 20)])
     assert memory.embedding_bytes == embedding.nbytes == 32 * 16 * 16 * 4
     assert model.preferred_batch_size == 1  # on the CPU
+
+
+def test_sam2_and_hydra_are_imported_only_when_a_sam2_model_is_loaded():
+    """`import sam2` initialises Hydra for the whole process: a SAM 1 server must not pay for it, or carry it."""
+    code = (
+        "import sys, server.main, server.sam_model, server.models.sam1, server.__main__; "
+        "print(sorted(name for name in ('sam2', 'hydra') if name in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -114,6 +114,13 @@ def test_the_cached_embeddings_are_the_predictors(model, predictors):
         assert len(embedding.features) == len(expected) == (1 if model.model_type == "vit_b" else 3)
         for found, reference_level in zip(embedding.features, expected):
             torch.testing.assert_close(found, reference_level, atol=1e-4, rtol=1e-4)
+        assert model.memory().embedding_bytes == embedding.nbytes  # what EMBEDDING_CACHE_SIZE multiplies
+
+
+def test_a_mask_input_of_another_size_is_refused(model):
+    wrong = Prompt(box=(0.0, 0.0, 8.0, 8.0), mask_input=np.zeros((1, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="mask_input must be 1 × 256"):
+        model.segment_batch([ImageJob(None, [wrong], False, image_key="wide")])
 
 
 @pytest.mark.parametrize("name", list(SIZES))

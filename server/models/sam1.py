@@ -134,8 +134,9 @@ class SamModel(CachingModel):
             boxes = torch.as_tensor(self.transform.apply_boxes(corners, original_size), dtype=torch.float, device=self.device)
         if first.mask_input is not None:
             stacked = np.stack([prompt.mask_input for prompt in group])  # type: ignore[misc]
-            if stacked.shape[-2:] != tuple(self.sam.prompt_encoder.mask_input_size):
-                raise ValueError(f"mask_input must be 1 × {self.sam.prompt_encoder.mask_input_size}, not {stacked.shape[1:]}")
+            height, width = self.sam.prompt_encoder.mask_input_size
+            if stacked.shape[-2:] != (height, width):
+                raise ValueError(f"mask_input must be 1 × {height} × {width}, not {stacked.shape[1:]}")
             masks = torch.as_tensor(stacked, dtype=torch.float, device=self.device)
         return {"points": points, "boxes": boxes, "masks": masks}
 
