@@ -115,7 +115,7 @@ class SamModel(CachingModel):
                 multimask_output=multimask,
             )
             where = torch.as_tensor(indices, device=self.device)
-            low_res[where], scores[where] = group_low_res, group_scores
+            low_res[where], scores[where] = group_low_res.float(), group_scores.float()  # float32 even under autocast
         return low_res, scores
 
     def _prompt_tensors(self, group: list[Prompt], original_size: tuple[int, int]) -> dict:
