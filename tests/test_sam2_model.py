@@ -1,0 +1,51 @@
+"""SAM 2.1's module on a random-weight hiera_t built in memory: what the reference tests do not show."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from server.models.sam2 import MASK_INPUT_LIMIT, Sam2Model, build
+from server.prompts import Point, Prompt
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    built = build("sam2.1_hiera_t")
+    built.memory_attention = built.memory_encoder = None  # as load_sam2 leaves it
+    return Sam2Model(built.eval(), "sam2.1_hiera_t", cache_size=2)
+
+
+@pytest.mark.parametrize("height, width", [(31, 17), (480, 640), (1001, 333)])
+def test_the_image_is_prepared_as_sam2_transforms_prepares_it_bit_for_bit(model, height, width):
+    pixels = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    assert torch.equal(model.prepare(pixels), model.transforms(pixels))
+
+
+def test_a_read_only_image_is_prepared_without_a_warning(model):
+    pixels = np.zeros((40, 30, 3), np.uint8)
+    pixels.flags.writeable = False  # as images.decode hands them over
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.prepare(pixels).shape == (3, 1024, 1024)
+
+
+def test_an_embedding_is_three_float32_maps_of_17_mb(model):
+    [embedding] = model.embed([np.zeros((48, 64, 3), np.uint8)])
+    assert [tuple(level.shape) for level in embedding.features] == [(1, 256, 64, 64), (1, 32, 256, 256), (1, 64, 128, 128)]
+    assert all(level.dtype == torch.float32 for level in embedding.features)
+    assert embedding.nbytes == model.memory().embedding_bytes == 16_777_216
+    assert embedding.postprocess.encoder_size == 256 and embedding.postprocess.original_size == (48, 64)
+
+
+def test_the_logits_handed_back_for_mask_input_are_clamped_as_the_predictor_clamps_them(model):
+    result = model.segment(np.zeros((48, 64, 3), np.uint8), [Prompt(points=(Point(10, 10, 1),))], multimask=False)
+    result.low_res = result.low_res.clone()
+    result.low_res[0, 0, 0, :2] = torch.tensor([1000.0, -1000.0])  # past the limit, as trained weights can be
+    handed_back = result.mask_input(0)
+    assert handed_back[0, 0, :2].tolist() == [MASK_INPUT_LIMIT, -MASK_INPUT_LIMIT]
+    assert float(result.low_res[0, 0, 0, 0]) == 1000.0  # the masks themselves come from the unclamped logits
