@@ -166,6 +166,7 @@ class Conversation:
                 multimask=request.multimask,
                 prompts=None if request.boxes_form else [prompt.to_dict() for prompt in prompts],
                 output=list(request.output),
+                preferred_server=self.intake.server_id if source.pixels is None else None,
             )
             saved = source.keep(settings.image_dir, job_id)
             try:

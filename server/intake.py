@@ -37,11 +37,13 @@ class Intake:
         metrics: Metrics,
         draining: threading.Event,
         stopping: threading.Event,
+        server_id: str,
     ):
         self.settings = settings
         self.store = store
         self.budget = budget
         self.mask_cache = mask_cache
+        self.server_id = server_id
         self.metrics = metrics
         self._processor = processor
         self._events = events

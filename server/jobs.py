@@ -58,10 +58,13 @@ def new_record(
     multimask: bool,
     prompts: list[dict[str, Any]] | None = None,
     output: list[str] | None = None,
+    preferred_server: str | None = None,
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
-    `boxes` the boxes of those that have one. `output` defaults to RLE."""
+    `boxes` the boxes of those that have one. `output` defaults to RLE.
+    `preferredServer` names the replica whose embedding cache holds the
+    image: others leave the record to it for a moment (docs/records.md)."""
     return {
         "id": job_id,
         "uuid": job_id,
@@ -84,6 +87,7 @@ def new_record(
         "attempts": 0,
         "leaseUntil": None,
         "serverId": None,
+        "preferredServer": preferred_server,
     }
 
 

@@ -104,6 +104,7 @@ class App:
             metrics=self.metrics,
             draining=self.draining,
             stopping=self.stopping,
+            server_id=self.server_id,
         )
         self._routes = Routes(settings, self.health, self.metrics, self.draining)
         self._server: Server | None = None

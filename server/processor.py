@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 CLAIM_CANDIDATES = 8
 CLAIM_PAGES = 32  # at most 256 records looked at per claim round
+# How long other replicas leave a record to the replica whose embedding cache
+# holds its image (`preferredServer`); after that, anyone takes it.
+AFFINITY_SECONDS = 2.0
 ERROR_BACKOFF_SECONDS = 1.0
 
 
@@ -189,7 +192,7 @@ class Processor:
             for candidate in page:
                 if len(batch) == self.batch_size:
                     return batch
-                if not self._image_is_here(candidate):
+                if self._left_to_another(candidate) or not self._image_is_here(candidate):
                     continue
                 stored = self._claim(candidate)
                 if stored is not None:
@@ -198,6 +201,18 @@ class Processor:
                 break
             after = page[-1]["createdAt"]
         return batch
+
+    def _left_to_another(self, record: Record) -> bool:
+        """A click on an image whose embedding another replica holds is its for AFFINITY_SECONDS.
+
+        Cheap affinity, not a coordinator: if that replica is gone or busy,
+        the record is anyone's once the moment has passed.
+        """
+        preferred = record.get("preferredServer")
+        if preferred is None or preferred == self.server_id:
+            return False
+        age = (utcnow() - jobs.parse_time(record["createdAt"])).total_seconds()
+        return age < AFFINITY_SECONDS
 
     def _claim(self, candidate: Record) -> Record | None:
         """The claimed record, or None when another processor (or an interruption) got there first."""

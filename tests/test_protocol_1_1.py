@@ -298,3 +298,33 @@ def test_an_image_by_hash_across_two_replicas_is_fetched_again_left_or_unknown(s
     assert outcome[0].last["type"] == "result"
     assert {r["serverId"] for r in a.store.records() if r["imageSha256"] == SHA and r["status"] == "finished"} == {a.server_id}
     assert wait_for(lambda: all_terminal(a))
+
+
+def test_a_click_is_left_to_the_replica_holding_its_embedding_until_it_proves_busy(start_app, tiny_sam, image_server, tmp_path):
+    """Affinity: B leaves A's click to A for AFFINITY_SECONDS, then takes it (A still busy), fetching the image again."""
+    from server import processor
+    from server.store.sqlite import SQLiteStore
+    from tests.conftest import ModelGate
+
+    gate = ModelGate(SamModel(tiny_sam, "tiny", cache_size=4))
+    image_server.add("/affinity.png", image_files.png_rgb(40, 30))
+    sha = hashlib.sha256(image_files.png_rgb(40, 30)).hexdigest()
+    a = start_app(model=gate, store=SQLiteStore(tmp_path / "cap.sqlite3"))
+    b = start_app(store=SQLiteStore(tmp_path / "cap.sqlite3"), image_dir=tmp_path / "b-images", poll_interval=0.1)
+    gate.opened.set()
+    assert exchange(ws_url(a), {"image_url": image_server.url("/affinity.png"), "prompts": []}).last["type"] == "result"
+    gate.opened.clear()
+    gate.entered.clear()
+    held = threading.Thread(target=lambda: exchange(ws_url(a), {"image_url": DATA_URL, "prompts": []}, timeout=60))
+    held.start()
+    assert gate.entered.wait(10)  # A's model is busy
+    started = time.monotonic()
+    click = exchange(ws_url(a), {"image_sha256": sha, "prompts": [{"points": [{"x": 5, "y": 5, "label": 1}]}]}, timeout=30)
+    waited = time.monotonic() - started
+    assert click.last["type"] == "result", click.messages
+    record = a.store.get(click.last["id"])
+    assert record["preferredServer"] == a.server_id and record["serverId"] == b.server_id
+    assert waited >= processor.AFFINITY_SECONDS, f"B took A's click after {waited:.2f} s"
+    gate.opened.set()
+    held.join(30)
+    assert wait_for(lambda: all_terminal(a))

@@ -29,7 +29,7 @@ QUEUE_COLUMNS = {
     "interrupted": False, "failed": False, "error": True,
     "boxes": True, "prompts": True, "output": True, "multimask": False, "imageUrl": False, "imageSha256": False,
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
-    "serverId": False,
+    "serverId": False, "preferredServer": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS Queue (
     interrupted TEXT, failed TEXT, error TEXT, boxes TEXT NOT NULL, prompts TEXT, output TEXT,
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
-    leaseUntil TEXT, serverId TEXT, _etag TEXT NOT NULL
+    leaseUntil TEXT, serverId TEXT, preferredServer TEXT, _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
 CREATE INDEX IF NOT EXISTS Queue_imageSha256 ON Queue (imageSha256, createdAt);
@@ -57,6 +57,7 @@ ADDED_COLUMNS = [
     ("SAMOutput", "cachedEmbedding", "INTEGER NOT NULL DEFAULT 0"),
     ("Queue", "prompts", "TEXT"),
     ("Queue", "output", "TEXT"),
+    ("Queue", "preferredServer", "TEXT"),
 ]
 
 
