@@ -23,7 +23,7 @@ import pytest
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from server.main import PAGE
+from server.routes import PAGE
 from tests.conftest import ws_url
 from tests.support.client import exchange
 
