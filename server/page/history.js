@@ -16,11 +16,6 @@ export class History {
     this.index += 1;
   }
 
-  // Put `state` in place of the current one (a fact learnt, not a step).
-  replace(state) {
-    this.states[this.index] = state;
-  }
-
   get canUndo() {
     return this.index > 0;
   }
