@@ -23,6 +23,9 @@ CLOSE_CODES = {
     "job_timeout": 1011,
     "processing_failed": 1011,
     "internal_error": 1011,
+    "image_unknown": 1008,
+    "mask_unknown": 1008,
+    "superseded": 1000,  # never closes: only a session's requests are superseded, and the session goes on
 }
 
 

@@ -56,7 +56,12 @@ def new_record(
     height: int,
     boxes: list[dict[str, float]],
     multimask: bool,
+    prompts: list[dict[str, Any]] | None = None,
+    output: list[str] | None = None,
 ) -> Record:
+    """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
+    `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
+    `boxes` the boxes of those that have one. `output` defaults to RLE."""
     return {
         "id": job_id,
         "uuid": job_id,
@@ -69,6 +74,8 @@ def new_record(
         FAILED: None,
         "error": None,
         "boxes": boxes,
+        "prompts": prompts,
+        "output": output or ["rle"],
         "multimask": multimask,
         "imageUrl": image_url,
         "imageSha256": image_sha256,

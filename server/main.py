@@ -28,11 +28,13 @@ from server.config import Settings, SettingsError
 from server.connection import Conversation
 from server.intake import Intake
 from server.listener import LimitedListener
+from server.mask_cache import MaskCache
 from server.metrics import LiveState, Metrics
 from server.processor import JobEvents, Processor
 from server.routes import Health, Routes
 from server.sam_model import (
-    CheckpointError, DeviceError, SamModel, check_checkpoint, check_device, load_sam, set_torch_threads,
+    CheckpointError, DeviceError, SamModel, SegmentationModel, check_checkpoint, check_device, load_sam,
+    set_torch_threads,
 )
 from server.store import Store, open_store
 
@@ -59,12 +61,13 @@ def hard_message_limit(settings: Settings) -> int:
 class App:
     """The running service. `start()` returns at once; `stop()` ends it within DRAIN_SECONDS + STOP_GRACE_SECONDS."""
 
-    def __init__(self, settings: Settings, store: Store, load_model: Callable[[], SamModel]):
+    def __init__(self, settings: Settings, store: Store, load_model: Callable[[], SegmentationModel]):
         self.settings = settings
         self.store = store
         self.server_id = f"cap-{uuid.uuid4().hex[:8]}"
         self.events = JobEvents()
         self.budget = PixelBudget(settings.pixel_budget_mb * 2**20)
+        self.mask_cache = MaskCache(settings.mask_cache_size)
         self.stop_requested = threading.Event()  # a signal, or a fatal error: wait() returns
         self.draining = threading.Event()  # refuse new work; stored requests go on
         self.stopping = threading.Event()  # waiting conversations end now with shutting_down
@@ -75,6 +78,7 @@ class App:
             load_model=load_model,
             events=self.events,
             budget=self.budget,
+            mask_cache=self.mask_cache,
             server_id=self.server_id,
             on_fatal=self._on_fatal,
         )
@@ -96,6 +100,7 @@ class App:
             processor=self.processor,
             events=self.events,
             budget=self.budget,
+            mask_cache=self.mask_cache,
             metrics=self.metrics,
             draining=self.draining,
             stopping=self.stopping,
@@ -187,7 +192,7 @@ class App:
         self.fatal = exc
         self.stop_requested.set()
 
-    def _loaded_model(self) -> SamModel | None:
+    def _loaded_model(self) -> SegmentationModel | None:
         processor = self.processor
         return processor.model if processor.ready.is_set() and processor.is_alive() else None
 

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from server.errors import CLOSE_CODES
-from server.sam_model import SamModel
+from server.sam_model import SegmentationModel
 from server.store import StoreUnavailable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,7 +31,7 @@ class LiveState:
 
     connections: Callable[[], int]
     queue_depth: Callable[[], int]  # may raise StoreUnavailable
-    model: Callable[[], SamModel | None]  # None until the model is loaded
+    model: Callable[[], SegmentationModel | None]  # None until the model is loaded
 
 
 class Metrics:

@@ -31,13 +31,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import images, jobs, masks, prompts
+from server import fetch, images, jobs, masks, prompts
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
+from server.mask_cache import MaskCache
+from server.protocol import RequestPrompt
 from server.refetch import Refetcher
-from server.sam_model import CheckpointError, ImageJob, SamModel, Segmentation
+from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
 from server.store import Conflict, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,10 @@ class Processor:
         *,
         store: Store,
         settings: Settings,
-        load_model: Callable[[], SamModel],
+        load_model: Callable[[], SegmentationModel],
         events: JobEvents,
         budget: PixelBudget,
+        mask_cache: MaskCache,
         server_id: str,
         on_fatal: Callable[[Exception], None],
     ):
@@ -87,12 +90,13 @@ class Processor:
         self.server_id = server_id
         self.wake = threading.Event()
         self.ready = threading.Event()
-        self.model: SamModel | None = None
+        self.model: SegmentationModel | None = None
         self._load_model = load_model
         self._on_fatal = on_fatal
         self._stopping = threading.Event()
-        self._pixels: dict[str, tuple[np.ndarray, Reservation | None]] = {}
+        self._pixels: dict[str, tuple[np.ndarray | None, Reservation | None]] = {}
         self.budget = budget
+        self.mask_cache = mask_cache
         self.fetcher = Refetcher(settings, store, on_ready=self._image_arrived)
         self._pixels_lock = threading.Lock()
         self._next_sweep = 0.0
@@ -112,7 +116,7 @@ class Processor:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def hand_over(self, job_id: str, pixels: np.ndarray, reservation: Reservation | None) -> None:
+    def hand_over(self, job_id: str, pixels: np.ndarray | None, reservation: Reservation | None) -> None:
         """Give the processor the decoded image, so that it need not decode it again.
 
         Its share of the pixel budget goes back once the encoder has run, or on `drop`.
@@ -221,15 +225,19 @@ class Processor:
         An image it lacks is fetched again from the record's URL by the
         fetcher's thread, never this one, and the record is claimed once it
         is saved. An image sent inline (data: URL) to another replica cannot
-        be fetched: that record is left to the replica that has it (or,
-        should that one be gone, to the sweep after JOB_TIMEOUT).
+        be fetched, nor can an image named only by its hash (`sha256:<hex>`):
+        that record is left to the replica that has it (or, should that one
+        be gone, to the sweep after JOB_TIMEOUT). An image whose embedding is
+        cached here needs no pixels at all.
         """
         with self._pixels_lock:
             if record["id"] in self._pixels:  # received here: no need to scan IMAGE_DIR
                 return True
         if images.find_saved(self.settings.image_dir, record["id"]) is not None:
             return True
-        if not images.is_data_url(record["imageUrl"]):
+        if self.model is not None and self.model.has_embedding(record["imageSha256"]):
+            return True
+        if fetch.is_fetchable(record["imageUrl"]):
             self.fetcher.fetch(record)
         return False
 
@@ -238,14 +246,18 @@ class Processor:
         reservations: list[Reservation] = []
         for record in batch:
             try:
+                job_prompts = self._prompts_for(record)
+            except ClientError as exc:  # a mask to refine that is no longer kept
+                self._fail(record["id"], exc.code, exc.message)
+                continue
+            try:
                 pixels, reservation = self._pixels_for(record)
             except ClientError as exc:
                 self._fail(record["id"], "processing_failed", f"The image is no longer available: {exc.message}")
                 continue
             if reservation is not None:
                 reservations.append(reservation)
-            job = ImageJob(pixels, prompts.from_boxes(record["boxes"]), record["multimask"], record["imageSha256"])
-            ready.append((record, job))
+            ready.append((record, ImageJob(pixels, job_prompts, record["multimask"], record["imageSha256"])))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
@@ -288,10 +300,15 @@ class Processor:
         assert self.model is not None
         job_id = record["id"]
         started = time.perf_counter()
+        if record.get("prompts") is None:  # protocol 1: each mask echoes its box
+            echoes = [{"box": box} for box in record["boxes"]]
+        else:
+            echoes = [{"prompt": prompt} for prompt in record["prompts"]]
         wire = masks.wire_masks(
-            result.low_res, result.scores, result.postprocess, [{"box": box} for box in record["boxes"]], record["multimask"]
+            result.low_res, result.scores, result.postprocess, echoes, record["multimask"], record.get("output") or ["rle"]
         )
         rle_ms = (time.perf_counter() - started) * 1000
+        self.mask_cache.put(job_id, record["imageSha256"], record["multimask"], result.low_res.numpy())
         self.store.put_output(
             {
                 "id": job_id,
@@ -311,12 +328,29 @@ class Processor:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
         self.events.notify(job_id)
 
-    def _pixels_for(self, record: Record) -> tuple[np.ndarray, Reservation | None]:
-        """The decoded image and its share of the pixel budget: handed over in memory, else read from IMAGE_DIR."""
+    def _prompts_for(self, record: Record) -> list[prompts.Prompt]:
+        """The record's prompts for the model, with each `mask_input` resolved to the logits it names."""
+        if record.get("prompts") is None:
+            return prompts.from_boxes(record["boxes"])
+        made = []
+        for index, wire in enumerate(record["prompts"]):
+            ref = RequestPrompt.from_dict(wire).mask_input
+            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, record["imageSha256"])
+            made.append(prompts.from_dict(wire, logits))
+        return made
+
+    def _pixels_for(self, record: Record) -> tuple[np.ndarray | None, Reservation | None]:
+        """The decoded image and its share of the pixel budget: handed over in memory, else read from IMAGE_DIR.
+
+        No pixels (None) when the image's embedding is cached: the encoder will not run.
+        """
         with self._pixels_lock:
             handed_over = self._pixels.pop(record["id"], None)
-        if handed_over is not None:
+        if handed_over is not None and handed_over[0] is not None:
             return handed_over
+        assert self.model is not None
+        if self.model.has_embedding(record["imageSha256"]):
+            return None, None
         path = images.find_saved(self.settings.image_dir, record["id"])
         if path is None:
             raise ClientError("image_download_failed", "The image file was deleted before it was processed.")

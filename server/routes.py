@@ -24,6 +24,7 @@ from server import __version__, images
 from server.config import Settings
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
+from server.protocol import PROTOCOL_VERSION
 from server.store import Store, StoreUnavailable
 
 # The page people use: a few static files, read once. They hold no secret, so
@@ -79,6 +80,7 @@ class Health:
             "queue_depth": queue_depth,
             "connections": self.connections(),
             "version": __version__,
+            "protocol": PROTOCOL_VERSION,
         }
         healthy = model_loaded and store_state == "ok" and images_state == "ok" and not self.draining.is_set()
         return healthy, body

@@ -152,8 +152,8 @@ def test_another_replica_leaves_an_inline_image_to_the_one_that_received_it(star
 
         saw_queued = 0
 
-        def claimable(self, now, limit):
-            found = super().claimable(now, limit)
+        def claimable(self, now, limit, after=None):
+            found = super().claimable(now, limit, after)
             self.saw_queued += any(record["status"] == "queued" for record in found)
             return found
 

@@ -193,7 +193,9 @@ def test_a_message_too_large_is_refused_before_it_is_parsed():
     tracemalloc.start()
     try:
         with pytest.raises(ClientError) as caught:
-            protocol.parse_request(message, max_boxes=64, max_message_bytes=65536, max_image_bytes=20 * 2**20)
+            protocol.parse_request(
+                message, max_boxes=64, max_points=32, max_message_bytes=65536, max_image_bytes=20 * 2**20
+            )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
