@@ -735,6 +735,30 @@ def test_a_server_that_goes_away_is_said_gone_and_the_page_reconnects(start_app,
     assert_shows(page, frames.ask(lambda: click_image(page, 150, 200))[1])
 
 
+def test_an_idle_session_and_a_forgotten_mask_are_picked_up_again(start_app, scenes, page):
+    app = start_app(session_idle_seconds=1, mask_cache_size=1)
+    frames = Frames(page)
+    visit(page, app)
+    open_image(page, scenes[1])
+    page.wait_for_function("document.getElementById('connection').dataset.state === 'idle'")
+    # The next click opens a new session, names the image by its hash, and gets its mask.
+    request1, result1 = frames.ask(lambda: click_image(page, 150, 200))
+    reprepared = frames.sent[-2]
+    assert reprepared["prompts"] == [] and reprepared["image_sha256"] == request1["image_sha256"]
+    frames.ask(lambda: click_image(page, 400, 300, shift=True))
+    # The server keeps one mask: refining the first one again is refused, and the page asks without it.
+    page.keyboard.press("Control+z")
+    assert_shows(page, result1)
+    request, result = frames.ask(lambda: click_image(page, 500, 100, shift=True))
+    (refused,) = [m for m in frames.requests()
+                  if m["prompts"][0].get("mask_input") == {"id": result1["id"], "index": 0}
+                  and m["prompts"][0]["points"] == request["prompts"][0]["points"]]
+    assert frames.answer(refused)["code"] == "mask_unknown"
+    assert "mask_input" not in request["prompts"][0] and request["prompts"][0]["points"] == refused["prompts"][0]["points"]
+    assert_shows(page, result)
+    assert page.inner_text("#error") == ""
+
+
 def test_a_local_file_is_sent_as_a_data_url(start_app, page, tmp_path):
     app = start_app()
     frames = Frames(page)
