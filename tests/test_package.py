@@ -43,7 +43,7 @@ def test_cap_and_cap_client_run_from_another_folder(installed, tmp_path):
     assert cap.stdout.startswith("usage: cap [-h] {serve,audit,download-checkpoint}")
     client = run(installed, [str(installed / "bin" / "cap-client"), "--help"], tmp_path)
     assert client.returncode == 0, client.stderr
-    assert client.stdout.startswith("usage: cap-client [-h] --image IMAGE --box x,y,w,h")
+    assert client.stdout.startswith("usage: cap-client [-h] --image IMAGE [--box x,y,w,h] [--point x,y]")
 
 
 def test_the_installed_package_holds_the_page(installed, tmp_path):
