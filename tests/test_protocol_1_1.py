@@ -250,16 +250,8 @@ def test_ten_requests_20_ms_apart_give_one_result_and_nine_superseded(start_app,
 def test_an_image_by_hash_across_two_replicas_is_fetched_again_left_or_unknown(start_app, gate, image_server, tmp_path):
     """Two servers on one SQLite file, each with its own IMAGE_DIR and embedding cache."""
     from server.store.sqlite import SQLiteStore
+    from tests.support.watched_store import WatchedStore
 
-    class WatchedStore(SQLiteStore):
-        """SQLite, counting B's claim queries whose answer held a queued record."""
-
-        saw_queued = 0
-
-        def claimable(self, now, limit, after=None):
-            found = super().claimable(now, limit, after)
-            self.saw_queued += any(record["status"] == "queued" for record in found)
-            return found
 
     image_server.add("/shared.png", image_files.png_rgb(40, 30))
     shared_sha = hashlib.sha256(image_files.png_rgb(40, 30)).hexdigest()

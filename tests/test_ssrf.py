@@ -17,24 +17,6 @@ from tests.support.client import exchange
 BOX = {"x": 1, "y": 1, "width": 5, "height": 5}
 
 
-@pytest.fixture
-def resolver(monkeypatch):
-    """Map host names to addresses; every other name resolves as usual."""
-    names: dict[str, list[str]] = {}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host in names:
-            return [
-                (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 80))
-                for a in names[host]
-            ]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
-
-
 def refused(app, url):
     outcome = exchange(ws_url(app), {"image_url": url, "boxes": [BOX]})
     assert outcome.types == ["error"], outcome.messages
