@@ -6,8 +6,6 @@ are tested: no request ever leaves 127.0.0.1. tests/test_fetch.py tests the
 guard itself, DNS rebinding included.
 """
 
-import socket
-
 import pytest
 
 from server import fetch
