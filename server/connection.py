@@ -152,7 +152,7 @@ class Conversation:
             prompts = protocol.fit_prompts(request, source.width, source.height)
             for index, prompt in enumerate(prompts):
                 if prompt.mask_input is not None:
-                    self.intake.mask_cache.check(f"prompts[{index}]", prompt.mask_input, source.sha256)
+                    self.intake.mask_cache.check(f"prompts[{index}]", prompt.mask_input.to_dict(), source.sha256)
             self.summary = {"prompts": len(prompts), "image": f"{source.width}x{source.height}"}
             job_id = str(uuid.uuid4())
             record = jobs.new_record(

@@ -16,11 +16,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+from typing import Any
 
 import numpy as np
 
 from server.errors import ClientError, invalid
-from server.protocol import MaskRef
 
 MASKS_PER_RESULT = 3  # the mask budget is MASK_CACHE_SIZE × this
 
@@ -50,33 +50,35 @@ class MaskCache:
                 _, dropped = self._results.popitem(last=False)
                 self._masks -= dropped.logits.shape[0] * dropped.logits.shape[1]
 
-    def check(self, where: str, ref: MaskRef, image_sha256: str) -> None:
-        """Refuse a reference that cannot be used on this image: `mask_unknown` or `invalid_request`."""
+    def check(self, where: str, ref: dict[str, Any], image_sha256: str) -> None:
+        """Refuse a reference `{id, index, candidate?}` that cannot be used on this image:
+        `mask_unknown` or `invalid_request`."""
         self._resolve(where, ref, image_sha256)
 
-    def logits(self, where: str, ref: MaskRef, image_sha256: str) -> np.ndarray:
+    def logits(self, where: str, ref: dict[str, Any], image_sha256: str) -> np.ndarray:
         """The named mask's low-res logits, 1 × s × s, for the prompt encoder."""
-        kept, candidate = self._resolve(where, ref, image_sha256)
-        return kept.logits[ref.index, candidate][None, :, :]
+        kept, index, candidate = self._resolve(where, ref, image_sha256)
+        return kept.logits[index, candidate][None, :, :]
 
-    def _resolve(self, where: str, ref: MaskRef, image_sha256: str) -> tuple[KeptResult, int]:
+    def _resolve(self, where: str, ref: dict[str, Any], image_sha256: str) -> tuple[KeptResult, int, int]:
         with self._lock:
-            kept = self._results.get(ref.id)
+            kept = self._results.get(ref["id"])
         if kept is None:
             raise ClientError(
                 "mask_unknown",
-                f"{where}.mask_input names result {ref.id}, which this server no longer keeps (it keeps the last "
+                f"{where}.mask_input names result {ref['id']}, which this server no longer keeps (it keeps the last "
                 f"{self.capacity}); send the prompt without mask_input.",
             )
+        index, candidate = ref["index"], ref.get("candidate")
         if kept.image_sha256 != image_sha256:
             raise invalid(f"{where}.mask_input names a result for another image.")
-        if ref.index >= kept.logits.shape[0]:
-            raise invalid(f"{where}.mask_input.index is {ref.index}, but that result has {kept.logits.shape[0]} masks.")
-        if kept.multimask and ref.candidate is None:
+        if index >= kept.logits.shape[0]:
+            raise invalid(f"{where}.mask_input.index is {index}, but that result has {kept.logits.shape[0]} masks.")
+        if kept.multimask and candidate is None:
             raise invalid(f"{where}.mask_input needs a candidate (0, 1 or 2): that result was multimask.")
-        if not kept.multimask and ref.candidate is not None:
+        if not kept.multimask and candidate is not None:
             raise invalid(f"{where}.mask_input has a candidate, but that result was not multimask.")
-        candidate = ref.candidate or 0
+        candidate = candidate or 0
         if candidate >= kept.logits.shape[1]:
             raise invalid(f"{where}.mask_input.candidate is {candidate}; a multimask result has 3 candidates.")
-        return kept, candidate
+        return kept, index, candidate

@@ -37,7 +37,6 @@ from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
 from server.mask_cache import MaskCache
-from server.protocol import RequestPrompt
 from server.refetch import Refetcher
 from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
 from server.store import Conflict, Record, Store, StoreUnavailable
@@ -349,7 +348,7 @@ class Processor:
             return prompts.from_boxes(record["boxes"])
         made = []
         for index, wire in enumerate(record["prompts"]):
-            ref = RequestPrompt.from_dict(wire).mask_input
+            ref = wire.get("mask_input")
             logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, record["imageSha256"])
             made.append(prompts.from_dict(wire, logits))
         return made

@@ -80,15 +80,6 @@ class RequestPrompt:
             prompt["mask_input"] = self.mask_input.to_dict()
         return prompt
 
-    @classmethod
-    def from_dict(cls, prompt: dict[str, Any]) -> "RequestPrompt":
-        ref = prompt.get("mask_input")
-        return cls(
-            box=Box(**prompt["box"]) if prompt.get("box") is not None else None,
-            points=tuple(Point(p["x"], p["y"], p["label"]) for p in prompt.get("points", ())),
-            mask_input=MaskRef(ref["id"], ref["index"], ref.get("candidate")) if ref else None,
-        )
-
 
 @dataclasses.dataclass(frozen=True)
 class Request:
