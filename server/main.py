@@ -253,17 +253,10 @@ def serve_forever(settings: Settings) -> int:
 
 
 def storage_problem(settings: Settings) -> str | None:
-    """One sentence if IMAGE_DIR, or the SQLite file's folder, cannot be written; else None."""
+    """One sentence if IMAGE_DIR cannot be written; else None. (The SQLite file's folder: `_open_store`.)"""
     problem = images.writable_problem(settings.image_dir)
     if problem:
         return f"IMAGE_DIR {problem}: give the server's user write access, or set IMAGE_DIR to a writable folder."
-    if not settings.cosmos_endpoint:
-        problem = images.writable_problem(settings.sqlite_path.parent)
-        if problem:
-            return (
-                f"The SQLite store's folder {problem}: give the server's user write access, "
-                "or set SQLITE_PATH to a file in a writable folder."
-            )
     return None
 
 
