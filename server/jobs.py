@@ -11,6 +11,7 @@ re-read and decided again.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -89,6 +90,42 @@ def new_record(
         "serverId": None,
         "preferredServer": preferred_server,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """What a record asks of the model, typed once: the processor reads this, not the record's camelCase.
+
+    `prompts` is None for a protocol 1 request, whose prompts are its `boxes`
+    and whose masks echo `box`; a 1.1 request's masks echo `prompt`.
+    """
+
+    id: str
+    image_sha256: str
+    image_url: str
+    multimask: bool
+    boxes: tuple[dict[str, float], ...]
+    prompts: tuple[dict[str, Any], ...] | None
+    output: tuple[str, ...]
+
+    @classmethod
+    def of(cls, record: Record) -> "Work":
+        prompts = record.get("prompts")
+        return cls(
+            id=record["id"],
+            image_sha256=record["imageSha256"],
+            image_url=record["imageUrl"],
+            multimask=record["multimask"],
+            boxes=tuple(record["boxes"]),
+            prompts=None if prompts is None else tuple(prompts),
+            output=tuple(record.get("output") or ("rle",)),
+        )
+
+    def echoes(self) -> list[dict[str, Any]]:
+        """What each prompt's masks carry to say what they answer."""
+        if self.prompts is None:
+            return [{"box": box} for box in self.boxes]
+        return [{"prompt": prompt} for prompt in self.prompts]
 
 
 def is_terminal(record: Record) -> bool:

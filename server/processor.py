@@ -259,19 +259,20 @@ class Processor:
         ready: list[tuple[Record, ImageJob]] = []
         reservations: list[Reservation] = []
         for record in batch:
+            work = jobs.Work.of(record)
             try:
-                job_prompts = self._prompts_for(record)
+                job_prompts = self._prompts_for(work)
             except ClientError as exc:  # a mask to refine that is no longer kept
-                self._fail(record["id"], exc.code, exc.message)
+                self._fail(work.id, exc.code, exc.message)
                 continue
             try:
-                pixels, reservation = self._pixels_for(record)
+                pixels, reservation = self._pixels_for(work)
             except ClientError as exc:
-                self._fail(record["id"], "processing_failed", f"The image is no longer available: {exc.message}")
+                self._fail(work.id, "processing_failed", f"The image is no longer available: {exc.message}")
                 continue
             if reservation is not None:
                 reservations.append(reservation)
-            ready.append((record, ImageJob(pixels, job_prompts, record["multimask"], record["imageSha256"])))
+            ready.append((record, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256)))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
@@ -312,17 +313,14 @@ class Processor:
     def _finish(self, record: Record, result: Segmentation) -> None:
         """Store the result, mark the record processed, wake its connection."""
         assert self.model is not None
-        job_id = record["id"]
+        work = jobs.Work.of(record)
+        job_id = work.id
         started = time.perf_counter()
-        if record.get("prompts") is None:  # protocol 1: each mask echoes its box
-            echoes = [{"box": box} for box in record["boxes"]]
-        else:
-            echoes = [{"prompt": prompt} for prompt in record["prompts"]]
         wire = masks.wire_masks(
-            result.low_res, result.scores, result.postprocess, echoes, record["multimask"], record.get("output") or ["rle"]
+            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output
         )
         rle_ms = (time.perf_counter() - started) * 1000
-        self.mask_cache.put(job_id, record["imageSha256"], record["multimask"], result.low_res.numpy())
+        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy())
         self.store.put_output(
             {
                 "id": job_id,
@@ -342,34 +340,34 @@ class Processor:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
         self.events.notify(job_id)
 
-    def _prompts_for(self, record: Record) -> list[prompts.Prompt]:
+    def _prompts_for(self, work: jobs.Work) -> list[prompts.Prompt]:
         """The record's prompts for the model, with each `mask_input` resolved to the logits it names."""
-        if record.get("prompts") is None:
-            return prompts.from_boxes(record["boxes"])
+        if work.prompts is None:
+            return prompts.from_boxes(list(work.boxes))
         made = []
-        for index, wire in enumerate(record["prompts"]):
+        for index, wire in enumerate(work.prompts):
             ref = wire.get("mask_input")
-            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, record["imageSha256"])
+            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256)
             made.append(prompts.from_dict(wire, logits))
         return made
 
-    def _pixels_for(self, record: Record) -> tuple[np.ndarray | None, Reservation | None]:
+    def _pixels_for(self, work: jobs.Work) -> tuple[np.ndarray | None, Reservation | None]:
         """The decoded image and its share of the pixel budget: handed over in memory, else read from IMAGE_DIR.
 
         No pixels (None) when the image's embedding is cached: the encoder will not run.
         """
         with self._pixels_lock:
-            handed_over = self._pixels.pop(record["id"], None)
+            handed_over = self._pixels.pop(work.id, None)
         if handed_over is not None and handed_over[0] is not None:
             return handed_over
         assert self.model is not None
-        if self.model.has_embedding(record["imageSha256"]):
+        if self.model.has_embedding(work.image_sha256):
             return None, None
-        path = images.find_saved(self.settings.image_dir, record["id"])
+        path = images.find_saved(self.settings.image_dir, work.id)
         if path is None:
             raise ClientError("image_download_failed", "The image file was deleted before it was processed.")
         data = path.read_bytes()
-        if images.sha256_hex(data) != record["imageSha256"]:
+        if images.sha256_hex(data) != work.image_sha256:
             raise ClientError("unsupported_image", "The image changed since the request was made.")
         # Forced: the record is claimed, and this thread must not be refused its own work.
         image = images.decode(data, max_pixels=self.settings.max_image_pixels, budget=self.budget, force=True)
