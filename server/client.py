@@ -72,6 +72,40 @@ def parse_box(text: str) -> dict[str, float]:
     return {"x": x, "y": y, "width": width, "height": height}
 
 
+def parse_point(text: str) -> tuple[float, float]:
+    """`x,y` in image pixels."""
+    try:
+        x, y = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not x,y (two numbers)") from None
+    return x, y
+
+
+def build_request(
+    image_url: str,
+    boxes: list[dict[str, float]],
+    positive: list[tuple[float, float]],
+    negative: list[tuple[float, float]],
+    multimask: bool,
+    polygons: bool,
+) -> dict[str, Any]:
+    """Boxes alone: one prompt each (protocol 1's boxes). With points: one prompt of all the points and the box."""
+    if not boxes and not positive and not negative:
+        raise Failure(EXIT_LOCAL, "give at least one --box, --point or --negative")
+    request: dict[str, Any] = {"image_url": image_url, "multimask": multimask}
+    if polygons:
+        request["output"] = ["rle", "polygons"]
+    if not positive and not negative:
+        return {**request, "boxes": boxes}
+    if len(boxes) > 1:
+        raise Failure(EXIT_LOCAL, "points make one prompt, which takes at most one --box")
+    points = [{"x": x, "y": y, "label": 1} for x, y in positive] + [{"x": x, "y": y, "label": 0} for x, y in negative]
+    prompt: dict[str, Any] = {"points": points}
+    if boxes:
+        prompt["box"] = boxes[0]
+    return {**request, "prompts": [prompt]}
+
+
 def is_url(text: str) -> bool:
     return text.lower().startswith(("http://", "https://"))
 
@@ -104,7 +138,7 @@ def decode_mask(segmentation: dict[str, Any]) -> np.ndarray:
 def overlay(pixels: np.ndarray, result: dict[str, Any]) -> Image.Image:
     """The image with each box's mask blended in its colour, and the box outlined."""
     height, width = pixels.shape[:2]
-    if result["image"] != {"width": width, "height": height}:
+    if (result["image"]["width"], result["image"]["height"]) != (width, height):
         raise ValueError(
             f"the server saw a {result['image']['width']}x{result['image']['height']} image, "
             f"this command a {width}x{height} one"
@@ -116,10 +150,32 @@ def overlay(pixels: np.ndarray, result: dict[str, Any]) -> Image.Image:
     image = Image.fromarray(np.round(blended).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for index, answer in enumerate(result["masks"]):
-        box = best_mask(answer)["box"]
-        corners = [box["x"], box["y"], box["x"] + box["width"] - 1, box["y"] + box["height"] - 1]
-        draw.rectangle(corners, outline=COLOURS[index % len(COLOURS)], width=2)
+        colour = COLOURS[index % len(COLOURS)]
+        prompt = echoed_prompt(best_mask(answer))
+        if "box" in prompt:
+            box = prompt["box"]
+            draw.rectangle([box["x"], box["y"], box["x"] + box["width"] - 1, box["y"] + box["height"] - 1], outline=colour, width=2)
+        for point in prompt.get("points", []):
+            x, y = point["x"], point["y"]
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour if point["label"] else None, outline=colour, width=2)
     return image
+
+
+def echoed_prompt(mask: dict[str, Any]) -> dict[str, Any]:
+    """What a mask answers: protocol 1 echoes its `box`, 1.1 its `prompt`."""
+    return mask["prompt"] if "prompt" in mask else {"box": mask["box"]}
+
+
+def describe_prompt(prompt: dict[str, Any]) -> str:
+    parts = []
+    if "box" in prompt:
+        box = prompt["box"]
+        parts.append(f"box x={box['x']:g} y={box['y']:g} w={box['width']:g} h={box['height']:g}")
+    points = prompt.get("points", [])
+    if points:
+        positive = sum(point["label"] for point in points)
+        parts.append(f"{positive} positive and {len(points) - positive} negative points")
+    return ", ".join(parts)
 
 
 def describe_result(result: dict[str, Any]) -> list[str]:
@@ -129,11 +185,12 @@ def describe_result(result: dict[str, Any]) -> list[str]:
     lines = [f"result: {count} mask{'' if count == 1 else 's'} for the {image['width']}x{image['height']} image"]
     for index, answer in enumerate(result["masks"]):
         candidates = answer if isinstance(answer, list) else [answer]
-        box = candidates[0]["box"]
         scores = ", ".join(f"{mask['score']:.3f} (area {mask['area']} px)" for mask in candidates)
-        lines.append(
-            f"  box {index + 1} x={box['x']:g} y={box['y']:g} w={box['width']:g} h={box['height']:g}: score {scores}"
-        )
+        rings = sum(len(mask.get("polygons", [])) for mask in candidates)
+        polygons = f", {rings} polygon ring{'' if rings == 1 else 's'}" if "polygons" in candidates[0] else ""
+        prompt = echoed_prompt(candidates[0])
+        name = "box" if "prompt" not in candidates[0] else "prompt"
+        lines.append(f"  {name} {index + 1} {describe_prompt(prompt).removeprefix('box ')}: score {scores}{polygons}")
     timings = ", ".join(f"{name.removesuffix('_ms')} {ms:.1f} ms" for name, ms in result["timings"].items())
     lines.append(f"timings: {timings}")
     return lines
@@ -218,22 +275,27 @@ def write_overlay(result: dict[str, Any], image_bytes: bytes, path: Path) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=program_name("server.client"),
-        description="Send an image and boxes to a CAP server; print the progress and the result; write files only where asked.",
+        description="Send an image and boxes or points to a CAP server; print the progress and the result; write files only where asked.",
         epilog="Exit status: 0 a result, 1 the server answered with an error, "
         "2 bad arguments or a file that cannot be read or written, 3 no connection.",
     )
     parser.add_argument("server", help="the server, e.g. ws://localhost:8080")
     parser.add_argument("--image", required=True, help="an http(s) URL, or a local PNG, JPEG or WebP file")
-    parser.add_argument("--box", required=True, action="append", type=parse_box, metavar="x,y,w,h",
-                        help="a box in image pixels; repeat for more boxes")
-    parser.add_argument("--multimask", action="store_true", help="three candidate masks per box")
+    parser.add_argument("--box", action="append", default=[], type=parse_box, metavar="x,y,w,h",
+                        help="a box in image pixels; repeat for more boxes (each is one mask)")
+    parser.add_argument("--point", action="append", default=[], type=parse_point, metavar="x,y",
+                        help="a point on the object; repeat for more (points and at most one box make one mask)")
+    parser.add_argument("--negative", action="append", default=[], type=parse_point, metavar="x,y",
+                        help="a point that is not on the object; repeat for more")
+    parser.add_argument("--multimask", action="store_true", help="three candidate masks per prompt")
+    parser.add_argument("--polygons", action="store_true", help="also ask for each mask's outline as polygons")
     parser.add_argument("--token", help="the server's API token, if it needs one")
     parser.add_argument("--out", type=Path, help="write the masks over the image here, as a PNG")
     parser.add_argument("--json", type=Path, help="write the result message here, as JSON")
     args = parser.parse_args(argv)
     try:
         image_url, image_bytes = image_to_send(args.image)
-        request = {"image_url": image_url, "boxes": args.box, "multimask": args.multimask}
+        request = build_request(image_url, args.box, args.point, args.negative, args.multimask, args.polygons)
         result = segment(args.server, request, args.token)
         print("\n".join(describe_result(result)), flush=True)
         if args.json is not None:

@@ -106,6 +106,9 @@ class Settings:
     torch_threads: int = 0
     drain_seconds: float = 30.0
     send_timeout: float = 30.0
+    max_points: int = 32
+    mask_cache_size: int = 64
+    session_idle_seconds: float = 300.0
     pixel_budget_mb: int = 2048
     api_token: str | None = None
     log_level: str = "INFO"
@@ -176,12 +179,12 @@ class Settings:
             "max_image_bytes", "max_image_pixels", "download_timeout", "max_boxes",
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
             "job_timeout", "poll_interval", "max_attempts", "lease_seconds", "cosmos_timeout",
-            "send_timeout", "pixel_budget_mb",
+            "send_timeout", "pixel_budget_mb", "max_points", "session_idle_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be greater than 0.")
-        for name in ("embedding_cache_size", "batch_size", "torch_threads"):
+        for name in ("embedding_cache_size", "batch_size", "torch_threads", "mask_cache_size"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be 0 or more.")
         if not 0 <= self.port <= 65535:

@@ -9,7 +9,7 @@ and, outside a session, closes with the code in `CLOSE_CODES`
 from __future__ import annotations
 
 # Error code -> WebSocket close code sent after the error message.
-CLOSE_CODES = {
+CLOSE_CODES: dict[str, int | None] = {
     "invalid_json": 1008,
     "invalid_request": 1008,
     "message_too_large": 1009,
@@ -23,6 +23,9 @@ CLOSE_CODES = {
     "job_timeout": 1011,
     "processing_failed": 1011,
     "internal_error": 1011,
+    "image_unknown": 1008,
+    "mask_unknown": 1008,
+    "superseded": None,  # never closes: only a session's requests are superseded, and the session goes on
 }
 
 
@@ -36,7 +39,8 @@ class ClientError(Exception):
         self.message = message
 
     @property
-    def close_code(self) -> int:
+    def close_code(self) -> int | None:
+        """None for `superseded`, which never closes the connection."""
         return CLOSE_CODES[self.code]
 
 

@@ -53,6 +53,11 @@ _TARGET_SAFE = "!$&'()*+,;=:@/?%~[]"
 _USER_AGENT = "CAP-image-download/0.1"
 
 
+def is_fetchable(url: str) -> bool:
+    """Whether a record's `imageUrl` can be downloaded again (http or https; not data: or sha256:)."""
+    return urlsplit(url).scheme in ("http", "https")
+
+
 def download(
     url: str,
     *,

@@ -234,6 +234,18 @@ def save(data: bytes, image_dir: Path, job_id: str, extension: str) -> Path:
     return target
 
 
+def link(existing: Path, image_dir: Path, job_id: str) -> Path:
+    """Give a record its own name for an image file already saved: a hard link, else a copy."""
+    target = Path(image_dir) / f"{job_id}{existing.suffix}"
+    try:
+        os.link(existing, target)
+    except FileExistsError:
+        pass
+    except OSError:  # another file system, or links not allowed
+        return save(existing.read_bytes(), image_dir, job_id, existing.suffix.lstrip("."))
+    return target
+
+
 def writable_problem(directory: Path) -> str | None:
     """Why files cannot be written in `directory` (created if missing), or None when they can."""
     try:

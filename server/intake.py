@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import threading
 
-from server.budget import PixelBudget
+import numpy as np
+
+from server.budget import PixelBudget, Reservation
 from server.config import Settings
 from server.errors import ClientError
-from server.images import DecodedImage
+from server.mask_cache import MaskCache
 from server.metrics import Metrics
 from server.processor import JobEvents, Processor
 from server.store import Record, Store
@@ -31,13 +33,17 @@ class Intake:
         processor: Processor,
         events: JobEvents,
         budget: PixelBudget,
+        mask_cache: MaskCache,
         metrics: Metrics,
         draining: threading.Event,
         stopping: threading.Event,
+        server_id: str,
     ):
         self.settings = settings
         self.store = store
         self.budget = budget
+        self.mask_cache = mask_cache
+        self.server_id = server_id
         self.metrics = metrics
         self._processor = processor
         self._events = events
@@ -65,7 +71,12 @@ class Intake:
             )
         return waiting
 
-    def admit(self, record: Record, image: DecodedImage) -> tuple[int, threading.Event]:
+    def embedding_cached(self, sha256: str) -> bool:
+        """Whether the processor's model holds this image's embedding (a request by hash then needs no pixels)."""
+        model = self._processor.model if self._processor.ready.is_set() else None
+        return model is not None and model.has_embedding(sha256)
+
+    def admit(self, record: Record, pixels: np.ndarray | None, reservation: Reservation | None) -> tuple[int, threading.Event]:
         """Insert the record and hand its pixels over; its position in the queue and its wake-up.
 
         Once this returns, the caller must `release` the record's id whatever happens.
@@ -74,7 +85,7 @@ class Intake:
         with self._admission:
             ahead = self.queue_position()
             wake_me = self._events.subscribe(job_id)
-            self._processor.hand_over(job_id, image.pixels, image.reservation)
+            self._processor.hand_over(job_id, pixels, reservation)
             try:
                 self.store.insert(record)
             except BaseException:

@@ -11,6 +11,7 @@ re-read and decided again.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -56,7 +57,15 @@ def new_record(
     height: int,
     boxes: list[dict[str, float]],
     multimask: bool,
+    prompts: list[dict[str, Any]] | None = None,
+    output: list[str] | None = None,
+    preferred_server: str | None = None,
 ) -> Record:
+    """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
+    `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
+    `boxes` the boxes of those that have one. `output` defaults to RLE.
+    `preferredServer` names the replica whose embedding cache holds the
+    image: others leave the record to it for a moment (docs/records.md)."""
     return {
         "id": job_id,
         "uuid": job_id,
@@ -69,6 +78,8 @@ def new_record(
         FAILED: None,
         "error": None,
         "boxes": boxes,
+        "prompts": prompts,
+        "output": output or ["rle"],
         "multimask": multimask,
         "imageUrl": image_url,
         "imageSha256": image_sha256,
@@ -77,7 +88,44 @@ def new_record(
         "attempts": 0,
         "leaseUntil": None,
         "serverId": None,
+        "preferredServer": preferred_server,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """What a record asks of the model, typed once: the processor reads this, not the record's camelCase.
+
+    `prompts` is None for a protocol 1 request, whose prompts are its `boxes`
+    and whose masks echo `box`; a 1.1 request's masks echo `prompt`.
+    """
+
+    id: str
+    image_sha256: str
+    image_url: str
+    multimask: bool
+    boxes: tuple[dict[str, float], ...]
+    prompts: tuple[dict[str, Any], ...] | None
+    output: tuple[str, ...]
+
+    @classmethod
+    def of(cls, record: Record) -> "Work":
+        prompts = record.get("prompts")
+        return cls(
+            id=record["id"],
+            image_sha256=record["imageSha256"],
+            image_url=record["imageUrl"],
+            multimask=record["multimask"],
+            boxes=tuple(record["boxes"]),
+            prompts=None if prompts is None else tuple(prompts),
+            output=tuple(record.get("output") or ("rle",)),
+        )
+
+    def echoes(self) -> list[dict[str, Any]]:
+        """What each prompt's masks carry to say what they answer."""
+        if self.prompts is None:
+            return [{"box": box} for box in self.boxes]
+        return [{"prompt": prompt} for prompt in self.prompts]
 
 
 def is_terminal(record: Record) -> bool:

@@ -28,6 +28,7 @@ from server.config import Settings, SettingsError
 from server.connection import Conversation
 from server.intake import Intake
 from server.listener import LimitedListener
+from server.mask_cache import MaskCache
 from server.metrics import LiveState, Metrics
 from server.processor import JobEvents, Processor
 from server.routes import Health, Routes
@@ -65,6 +66,7 @@ class App:
         self.server_id = f"cap-{uuid.uuid4().hex[:8]}"
         self.events = JobEvents()
         self.budget = PixelBudget(settings.pixel_budget_mb * 2**20)
+        self.mask_cache = MaskCache(settings.mask_cache_size)
         self.stop_requested = threading.Event()  # a signal, or a fatal error: wait() returns
         self.draining = threading.Event()  # refuse new work; stored requests go on
         self.stopping = threading.Event()  # waiting conversations end now with shutting_down
@@ -75,6 +77,7 @@ class App:
             load_model=load_model,
             events=self.events,
             budget=self.budget,
+            mask_cache=self.mask_cache,
             server_id=self.server_id,
             on_fatal=self._on_fatal,
         )
@@ -96,9 +99,11 @@ class App:
             processor=self.processor,
             events=self.events,
             budget=self.budget,
+            mask_cache=self.mask_cache,
             metrics=self.metrics,
             draining=self.draining,
             stopping=self.stopping,
+            server_id=self.server_id,
         )
         self._routes = Routes(settings, self.health, self.metrics, self.draining)
         self._server: Server | None = None
@@ -257,17 +262,10 @@ def serve_forever(settings: Settings) -> int:
 
 
 def storage_problem(settings: Settings) -> str | None:
-    """One sentence if IMAGE_DIR, or the SQLite file's folder, cannot be written; else None."""
+    """One sentence if IMAGE_DIR cannot be written; else None. (The SQLite file's folder: `_open_store`.)"""
     problem = images.writable_problem(settings.image_dir)
     if problem:
         return f"IMAGE_DIR {problem}: give the server's user write access, or set IMAGE_DIR to a writable folder."
-    if not settings.cosmos_endpoint:
-        problem = images.writable_problem(settings.sqlite_path.parent)
-        if problem:
-            return (
-                f"The SQLite store's folder {problem}: give the server's user write access, "
-                "or set SQLITE_PATH to a file in a writable folder."
-            )
     return None
 
 

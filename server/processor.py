@@ -31,11 +31,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import images, jobs, masks, prompts
+from server import fetch, images, jobs, masks, prompts
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
+from server.mask_cache import MaskCache
 from server.refetch import Refetcher
 from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
 from server.store import Conflict, Record, Store, StoreUnavailable
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 CLAIM_CANDIDATES = 8
 CLAIM_PAGES = 32  # at most 256 records looked at per claim round
+# How long other replicas leave a record to the replica whose embedding cache
+# holds its image (`preferredServer`); after that, anyone takes it.
+AFFINITY_SECONDS = 2.0
 ERROR_BACKOFF_SECONDS = 1.0
 
 
@@ -78,6 +82,7 @@ class Processor:
         load_model: Callable[[], SegmentationModel],
         events: JobEvents,
         budget: PixelBudget,
+        mask_cache: MaskCache,
         server_id: str,
         on_fatal: Callable[[Exception], None],
     ):
@@ -91,8 +96,9 @@ class Processor:
         self._load_model = load_model
         self._on_fatal = on_fatal
         self._stopping = threading.Event()
-        self._pixels: dict[str, tuple[np.ndarray, Reservation | None]] = {}
+        self._pixels: dict[str, tuple[np.ndarray | None, Reservation | None]] = {}
         self.budget = budget
+        self.mask_cache = mask_cache
         self.fetcher = Refetcher(settings, store, on_ready=self._image_arrived)
         self._pixels_lock = threading.Lock()
         self._next_sweep = 0.0
@@ -112,7 +118,7 @@ class Processor:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def hand_over(self, job_id: str, pixels: np.ndarray, reservation: Reservation | None) -> None:
+    def hand_over(self, job_id: str, pixels: np.ndarray | None, reservation: Reservation | None) -> None:
         """Give the processor the decoded image, so that it need not decode it again.
 
         Its share of the pixel budget goes back once the encoder has run, or on `drop`.
@@ -185,7 +191,7 @@ class Processor:
             for candidate in page:
                 if len(batch) == self.batch_size:
                     return batch
-                if not self._image_is_here(candidate):
+                if self._left_to_another(candidate) or not self._image_is_here(candidate):
                     continue
                 stored = self._claim(candidate)
                 if stored is not None:
@@ -194,6 +200,18 @@ class Processor:
                 break
             after = page[-1]["createdAt"]
         return batch
+
+    def _left_to_another(self, record: Record) -> bool:
+        """A click on an image whose embedding another replica holds is its for AFFINITY_SECONDS.
+
+        Cheap affinity, not a coordinator: if that replica is gone or busy,
+        the record is anyone's once the moment has passed.
+        """
+        preferred = record.get("preferredServer")
+        if preferred is None or preferred == self.server_id:
+            return False
+        age = (utcnow() - jobs.parse_time(record["createdAt"])).total_seconds()
+        return age < AFFINITY_SECONDS
 
     def _claim(self, candidate: Record) -> Record | None:
         """The claimed record, or None when another processor (or an interruption) got there first."""
@@ -221,15 +239,19 @@ class Processor:
         An image it lacks is fetched again from the record's URL by the
         fetcher's thread, never this one, and the record is claimed once it
         is saved. An image sent inline (data: URL) to another replica cannot
-        be fetched: that record is left to the replica that has it (or,
-        should that one be gone, to the sweep after JOB_TIMEOUT).
+        be fetched, nor can an image named only by its hash (`sha256:<hex>`):
+        that record is left to the replica that has it (or, should that one
+        be gone, to the sweep after JOB_TIMEOUT). An image whose embedding is
+        cached here needs no pixels at all.
         """
         with self._pixels_lock:
             if record["id"] in self._pixels:  # received here: no need to scan IMAGE_DIR
                 return True
         if images.find_saved(self.settings.image_dir, record["id"]) is not None:
             return True
-        if not images.is_data_url(record["imageUrl"]):
+        if self.model is not None and self.model.has_embedding(record["imageSha256"]):
+            return True
+        if fetch.is_fetchable(record["imageUrl"]):
             self.fetcher.fetch(record)
         return False
 
@@ -237,15 +259,20 @@ class Processor:
         ready: list[tuple[Record, ImageJob]] = []
         reservations: list[Reservation] = []
         for record in batch:
+            work = jobs.Work.of(record)
             try:
-                pixels, reservation = self._pixels_for(record)
+                job_prompts = self._prompts_for(work)
+            except ClientError as exc:  # a mask to refine that is no longer kept
+                self._fail(work.id, exc.code, exc.message)
+                continue
+            try:
+                pixels, reservation = self._pixels_for(work)
             except ClientError as exc:
-                self._fail(record["id"], "processing_failed", f"The image is no longer available: {exc.message}")
+                self._fail(work.id, "processing_failed", f"The image is no longer available: {exc.message}")
                 continue
             if reservation is not None:
                 reservations.append(reservation)
-            job = ImageJob(pixels, prompts.from_boxes(record["boxes"]), record["multimask"], record["imageSha256"])
-            ready.append((record, job))
+            ready.append((record, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256)))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
@@ -286,12 +313,14 @@ class Processor:
     def _finish(self, record: Record, result: Segmentation) -> None:
         """Store the result, mark the record processed, wake its connection."""
         assert self.model is not None
-        job_id = record["id"]
+        work = jobs.Work.of(record)
+        job_id = work.id
         started = time.perf_counter()
         wire = masks.wire_masks(
-            result.low_res, result.scores, result.postprocess, [{"box": box} for box in record["boxes"]], record["multimask"]
+            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output
         )
         rle_ms = (time.perf_counter() - started) * 1000
+        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy())
         self.store.put_output(
             {
                 "id": job_id,
@@ -311,17 +340,34 @@ class Processor:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
         self.events.notify(job_id)
 
-    def _pixels_for(self, record: Record) -> tuple[np.ndarray, Reservation | None]:
-        """The decoded image and its share of the pixel budget: handed over in memory, else read from IMAGE_DIR."""
+    def _prompts_for(self, work: jobs.Work) -> list[prompts.Prompt]:
+        """The record's prompts for the model, with each `mask_input` resolved to the logits it names."""
+        if work.prompts is None:
+            return prompts.from_boxes(list(work.boxes))
+        made = []
+        for index, wire in enumerate(work.prompts):
+            ref = wire.get("mask_input")
+            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256)
+            made.append(prompts.from_dict(wire, logits))
+        return made
+
+    def _pixels_for(self, work: jobs.Work) -> tuple[np.ndarray | None, Reservation | None]:
+        """The decoded image and its share of the pixel budget: handed over in memory, else read from IMAGE_DIR.
+
+        No pixels (None) when the image's embedding is cached: the encoder will not run.
+        """
         with self._pixels_lock:
-            handed_over = self._pixels.pop(record["id"], None)
-        if handed_over is not None:
+            handed_over = self._pixels.pop(work.id, None)
+        if handed_over is not None and handed_over[0] is not None:
             return handed_over
-        path = images.find_saved(self.settings.image_dir, record["id"])
+        assert self.model is not None
+        if self.model.has_embedding(work.image_sha256):
+            return None, None
+        path = images.find_saved(self.settings.image_dir, work.id)
         if path is None:
             raise ClientError("image_download_failed", "The image file was deleted before it was processed.")
         data = path.read_bytes()
-        if images.sha256_hex(data) != record["imageSha256"]:
+        if images.sha256_hex(data) != work.image_sha256:
             raise ClientError("unsupported_image", "The image changed since the request was made.")
         # Forced: the record is claimed, and this thread must not be refused its own work.
         image = images.decode(data, max_pixels=self.settings.max_image_pixels, budget=self.budget, force=True)

@@ -24,11 +24,20 @@ from server import __version__, images
 from server.config import Settings
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
+from server.protocol import PROTOCOL_VERSION
 from server.store import Store, StoreUnavailable
 
-# The page people use: one static file, read once. It holds no secret, so it
-# is served without a token; its WebSocket upgrade needs one like any other.
-PAGE = (Path(__file__).resolve().parent / "page.html").read_bytes()
+# The page people use: a few static files, read once. They hold no secret, so
+# they are served without a token; the page's WebSocket upgrade needs one like
+# any other. `/` is index.html; the others are under /page/.
+PAGE_DIR = Path(__file__).resolve().parent / "page"
+PAGE = (PAGE_DIR / "index.html").read_bytes()
+_CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+PAGE_FILES = {
+    f"/page/{path.name}": (path.read_bytes(), _CONTENT_TYPES[path.suffix])
+    for path in sorted(PAGE_DIR.iterdir())
+    if path.suffix in _CONTENT_TYPES
+}
 # How long the store's and the disk's state is reused by /health: anyone may
 # call /health, and each look costs database operations (request units on
 # Cosmos DB) and a small disk write.
@@ -71,6 +80,7 @@ class Health:
             "queue_depth": queue_depth,
             "connections": self.connections(),
             "version": __version__,
+            "protocol": PROTOCOL_VERSION,
         }
         healthy = model_loaded and store_state == "ok" and images_state == "ok" and not self.draining.is_set()
         return healthy, body
@@ -117,6 +127,8 @@ class Routes:
             if not self.authorized(request):
                 return _response(http.HTTPStatus.UNAUTHORIZED, b"API token required for /metrics")
             return _response(http.HTTPStatus.OK, self.metrics.text(), METRICS_CONTENT_TYPE)
+        if path in PAGE_FILES:
+            return _response(http.HTTPStatus.OK, *PAGE_FILES[path])
         if path != "/":
             return _response(http.HTTPStatus.NOT_FOUND, b"not found")
         if request.headers.get("Upgrade", "").lower() != "websocket":

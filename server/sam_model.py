@@ -131,14 +131,10 @@ class Segmentation:
     encode_ms: float  # the encoder pass this image was part of (0 when cached)
     decode_ms: float
     cached_embedding: bool
-    mask_input_limit: float | None = None  # SAM 2.1's predictor hands its logits back clamped to ±this
 
     def mask_input(self, prompt: int, candidate: int = 0) -> np.ndarray:
-        """One mask's low-res logits (1 × s × s), as the family's predictor returns them for a later `mask_input`."""
-        logits = self.low_res[prompt, candidate : candidate + 1]
-        if self.mask_input_limit is not None:
-            logits = logits.clamp(-self.mask_input_limit, self.mask_input_limit)
-        return logits.numpy().copy()
+        """One mask's low-res logits (1 × s × s), as a later prompt's `mask_input` takes them."""
+        return self.low_res[prompt, candidate : candidate + 1].numpy().copy()
 
 
 @dataclasses.dataclass
@@ -289,8 +285,6 @@ class SegmentationModel(Protocol):
 class CachingModel(abc.ABC):
     """A family's `embed` and `decode`, with what both families share: the cache, batching, timing. One thread uses it."""
 
-    mask_input_limit: float | None = None  # see `Segmentation.mask_input_limit`
-
     def __init__(self, model_type: str, cache_size: int, precision: Precision):
         self.model_type = model_type
         self.cache = EmbeddingCache(cache_size)
@@ -351,7 +345,6 @@ class CachingModel(abc.ABC):
                     encode_ms=encode_ms if index in missing else 0.0,
                     decode_ms=(time.perf_counter() - decoding) * 1000,
                     cached_embedding=index not in missing,
-                    mask_input_limit=self.mask_input_limit,
                 )
             )
         return results

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import sys
 import threading
 import uuid
@@ -211,3 +212,30 @@ def processor_is_waiting(app: App) -> bool:
 
 def ws_url(app: App) -> str:
     return f"ws://127.0.0.1:{app.port}/"
+
+
+@pytest.fixture
+def resolver(monkeypatch):
+    """Map host names to addresses (socket.getaddrinfo, patched); other names resolve as usual.
+
+    `resolver.lookups` lists every name asked for.
+    """
+
+    class Resolver(dict):
+        pass
+
+    names = Resolver()
+    names.lookups = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        names.lookups.append(host)
+        if host in names:
+            return [
+                (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 80))
+                for a in names[host]
+            ]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return names

@@ -215,3 +215,44 @@ def test_what_the_command_cannot_read_exits_2(tmp_path):
     for args, words in cases:
         done = run_client(server, *args)
         assert (done.returncode, words in done.stderr) == (client.EXIT_LOCAL, True), done.stderr
+
+
+def test_points_make_one_prompt_with_at_most_one_box():
+    request = client.build_request("u", [{"x": 1, "y": 2, "width": 3, "height": 4}], [(5, 6)], [(7, 8)], False, True)
+    assert request["prompts"] == [{
+        "points": [{"x": 5, "y": 6, "label": 1}, {"x": 7, "y": 8, "label": 0}],
+        "box": {"x": 1, "y": 2, "width": 3, "height": 4},
+    }]
+    assert request["output"] == ["rle", "polygons"] and "boxes" not in request
+    assert client.build_request("u", [{"x": 1, "y": 2, "width": 3, "height": 4}], [], [], False, False)["boxes"]
+    for boxes, points in (([], []), ([{"x": 1, "y": 1, "width": 1, "height": 1}] * 2, [(1, 1)])):
+        with pytest.raises(client.Failure):
+            client.build_request("u", boxes, points, [], False, False)
+
+
+def test_points_and_polygons_through_a_real_server(start_app, tmp_path):
+    app = start_app()
+    image = tmp_path / "scene.png"
+    image.write_bytes(files.png_rgb(120, 80))
+    done = run_client(ws_url(app), "--image", str(image), "--point", "30,20", "--negative", "90,60",
+                      "--polygons", "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "o.png"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "prompt 1 1 positive and 1 negative points: score" in done.stdout and "polygon ring" in done.stdout
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["masks"][0]["prompt"]["points"] == [{"x": 30.0, "y": 20.0, "label": 1}, {"x": 90.0, "y": 60.0, "label": 0}]
+    assert "polygons" in result["masks"][0] and pixels_of((tmp_path / "o.png").read_bytes()).shape == (80, 120, 3)
+
+
+def test_the_clicks_example_opens_a_session_and_refines_each_click(start_app, image_server):
+    image_server.add("/clicks.png", files.png_rgb(160, 120))
+    app = start_app()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "clicks.py"), ws_url(app), image_server.url("/clicks.png"), "40,30", "100,80:0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("opened 160x120") and lines[1].startswith("1 points:") and lines[2].startswith("2 points:")
+    records = sorted(app.store.records(), key=lambda r: r["createdAt"])
+    assert [r["status"] for r in records] == ["finished"] * 3
+    assert records[2]["prompts"][0]["mask_input"] == {"id": records[1]["id"], "index": 0}

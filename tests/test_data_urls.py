@@ -145,17 +145,9 @@ def test_another_replica_leaves_an_inline_image_to_the_one_that_received_it(star
     import threading
 
     from server.store.sqlite import SQLiteStore
+    from tests.support.watched_store import WatchedStore
     from tests.support.waiting import wait_for
 
-    class WatchedStore(SQLiteStore):
-        """SQLite, counting the claim queries whose answer held a queued record."""
-
-        saw_queued = 0
-
-        def claimable(self, now, limit):
-            found = super().claimable(now, limit)
-            self.saw_queued += any(record["status"] == "queued" for record in found)
-            return found
 
     receiver = start_app(model=gate, store=SQLiteStore(tmp_path / "cap.sqlite3"))
     others_store = WatchedStore(tmp_path / "cap.sqlite3")

@@ -41,30 +41,6 @@ def server():
 
 
 @pytest.fixture
-def resolver(monkeypatch):
-    """Map host names to addresses; `resolver.lookups` lists every name asked for."""
-
-    class Resolver(dict):
-        pass
-
-    names = Resolver()
-    names.lookups = []
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        names.lookups.append(host)
-        if host in names:
-            return [
-                (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 80))
-                for a in names[host]
-            ]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
-
-
-@pytest.fixture
 def loopback_is_public(monkeypatch):
     """Treat 127.0.0.1 as a public address, so the guard lets the test server through."""
     real_rule = fetch._is_forbidden

@@ -56,6 +56,8 @@ README_CODES = {
     "job_timeout": 1011,
     "processing_failed": 1011,
     "internal_error": 1011,
+    "image_unknown": 1008,
+    "mask_unknown": 1008,
 }
 
 EXAMPLES = int(os.environ.get("CAP_FUZZ_EXAMPLES") or 2000)

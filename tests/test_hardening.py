@@ -193,7 +193,9 @@ def test_a_message_too_large_is_refused_before_it_is_parsed():
     tracemalloc.start()
     try:
         with pytest.raises(ClientError) as caught:
-            protocol.parse_request(message, max_boxes=64, max_message_bytes=65536, max_image_bytes=20 * 2**20)
+            protocol.parse_request(
+                message, max_boxes=64, max_points=32, max_message_bytes=65536, max_image_bytes=20 * 2**20
+            )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -340,7 +342,7 @@ def test_an_image_dir_that_cannot_be_written_is_reported_not_hidden(start_app, t
     assert status == 503 and json.loads(body)["images"].startswith("error:")
 
 
-@pytest.mark.parametrize("setting", ["IMAGE_DIR", "SQLITE_PATH"])
+@pytest.mark.parametrize("setting", ["IMAGE_DIR"])  # SQLITE_PATH: tests/test_startup_errors.py
 def test_an_unwritable_folder_stops_the_start_with_one_sentence(tmp_path, setting):
     checkpoint = tmp_path / "model.pth"
     checkpoint.write_bytes(b"never loaded: the folder check comes first")

@@ -33,7 +33,7 @@ def assert_result(outcome, width, height, count, multimask=False):
     assert queued["position"] >= 1 and queued["id"] == status["id"] == result["id"]
     assert status["status"] == "processing"
     assert outcome.close_code == 1000
-    assert result["image"] == {"width": width, "height": height}
+    assert result["image"] == {"width": width, "height": height}  # protocol 1: exactly as before
     assert len(result["masks"]) == count
     for answer in result["masks"]:
         for mask in answer if multimask else [answer]:

@@ -142,3 +142,19 @@ def test_timestamps_stay_in_order_when_clocks_disagree():
     interrupted = jobs.interrupt(claim(new(now=at(10)), at(12)), now=at(11))
     assert interrupted["interrupted"] == jobs.format_time(at(12))
     assert jobs.order_violations(interrupted) == []
+
+
+def test_work_reads_a_protocol_1_and_a_1_1_record_alike():
+    v1 = jobs.Work.of(new())
+    assert v1.prompts is None and v1.output == ("rle",)
+    assert v1.echoes() == [{"box": {"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0}}]
+    prompt = {"points": [{"x": 1.0, "y": 2.0, "label": 1}], "mask_input": {"id": "b", "index": 0}}
+    record = jobs.new_record(
+        "c", now=T0, image_url="sha256:" + "00" * 32, image_sha256="00" * 32, width=4, height=3,
+        boxes=[], multimask=True, prompts=[prompt], output=["polygons"], preferred_server="cap-1",
+    )
+    work = jobs.Work.of(record)
+    assert work.echoes() == [{"prompt": prompt}] and work.output == ("polygons",) and work.multimask
+    assert record["preferredServer"] == "cap-1" and not jobs.order_violations(record)
+    old = {k: v for k, v in new().items() if k not in ("prompts", "output", "preferredServer")}
+    assert jobs.Work.of(old).output == ("rle",)  # a record stored before protocol 1.1

@@ -43,12 +43,14 @@ def test_cap_and_cap_client_run_from_another_folder(installed, tmp_path):
     assert cap.stdout.startswith("usage: cap [-h] {serve,audit,download-checkpoint}")
     client = run(installed, [str(installed / "bin" / "cap-client"), "--help"], tmp_path)
     assert client.returncode == 0, client.stderr
-    assert client.stdout.startswith("usage: cap-client [-h] --image IMAGE --box x,y,w,h")
+    assert client.stdout.startswith("usage: cap-client [-h] --image IMAGE [--box x,y,w,h] [--point x,y]")
 
 
 def test_the_installed_package_holds_the_page(installed, tmp_path):
-    done = run(installed, [sys.executable, "-c", "import server, server.main; print(server.__file__, len(server.main.PAGE))"], tmp_path)
+    done = run(installed, [sys.executable, "-c", "import server, server.main; import server.routes as r; print(server.__file__, len(r.PAGE), sum(len(body) for body, _ in r.PAGE_FILES.values()))"], tmp_path)
     assert done.returncode == 0, done.stderr
-    path, size = done.stdout.split()
+    path, page, files = done.stdout.split()
     assert Path(path).is_relative_to(installed)  # the installed copy, not the repository's
-    assert int(size) == (REPO / "server" / "page.html").stat().st_size
+    assert int(page) == (REPO / "server" / "page" / "index.html").stat().st_size
+    page_dir = REPO / "server" / "page"
+    assert int(files) == sum(f.stat().st_size for f in page_dir.iterdir() if f.suffix in (".js", ".css")) > 0

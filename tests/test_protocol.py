@@ -8,9 +8,10 @@ import pytest
 from server import protocol
 from server import errors
 from server.errors import ClientError
-from server.protocol import Box, clip_boxes, parse_request
+from server.prompts import Point
+from server.protocol import Box, MaskRef, Request, RequestPrompt, fit_prompts, parse_request
 
-LIMITS = {"max_boxes": 4, "max_message_bytes": 1024, "max_image_bytes": 3000}
+LIMITS = {"max_boxes": 4, "max_points": 3, "max_message_bytes": 1024, "max_image_bytes": 3000}
 GOOD = {"image_url": "https://example.com/cat.jpg", "boxes": [{"x": 10, "y": 20, "width": 200, "height": 150}]}
 
 
@@ -29,7 +30,7 @@ def refused(body, **limits) -> ClientError:
 def test_a_good_request_parses():
     request = parse({**GOOD, "multimask": True})
     assert request.image_url == GOOD["image_url"]
-    assert request.boxes == (Box(10.0, 20.0, 200.0, 150.0),)
+    assert request.prompts == (RequestPrompt(box=Box(10.0, 20.0, 200.0, 150.0)),) and request.boxes_form
     assert request.multimask is True
     assert parse(GOOD).multimask is False
 
@@ -137,9 +138,13 @@ def test_a_data_url_is_never_echoed_in_an_error():
     assert error.code == "invalid_request" and "data:" not in error.message
 
 
+def boxes_request(*boxes: Box) -> Request:
+    return Request(None, "0" * 64, tuple(RequestPrompt(box=box) for box in boxes), boxes_form=True)
+
+
 def test_clip_keeps_inside_boxes_and_clips_overhangs():
-    boxes = (Box(10, 20, 30, 40), Box(-10, -5, 50, 50), Box(90, 60, 100, 100))
-    assert clip_boxes(boxes, 100, 80) == (Box(10, 20, 30, 40), Box(0, 0, 40, 45), Box(90, 60, 10, 20))
+    request = boxes_request(Box(10, 20, 30, 40), Box(-10, -5, 50, 50), Box(90, 60, 100, 100))
+    assert [p.box for p in fit_prompts(request, 100, 80)] == [Box(10, 20, 30, 40), Box(0, 0, 40, 45), Box(90, 60, 10, 20)]
 
 
 @pytest.mark.parametrize(
@@ -147,7 +152,7 @@ def test_clip_keeps_inside_boxes_and_clips_overhangs():
 )
 def test_box_wholly_outside_is_an_error(box):
     with pytest.raises(ClientError) as caught:
-        clip_boxes((Box(0, 0, 1, 1), box), 100, 80)
+        fit_prompts(boxes_request(Box(0, 0, 1, 1), box), 100, 80)
     assert caught.value.code == "invalid_request"
     assert "boxes[1]" in caught.value.message and "100x80" in caught.value.message
 
@@ -164,9 +169,21 @@ def test_messages_are_typed_json():
     error = json.loads(protocol.error_message(None, "queue_full", "Try later."))
     assert error == {"type": "error", "id": None, "code": "queue_full", "message": "Try later."}
     result = json.loads(
-        protocol.result_message("j", width=4, height=3, masks=[], timings={"total_ms": 1.0}, cached_embedding=False)
+        protocol.result_message(
+            "j", width=4, height=3, sha256="ab" * 32, masks=[], timings={"total_ms": 1.0}, cached_embedding=False
+        )
     )
-    assert result["image"] == {"width": 4, "height": 3} and result["type"] == "result"
+    assert result["image"] == {"width": 4, "height": 3, "sha256": "ab" * 32} and result["type"] == "result"
+    assert "client_ref" not in result
+    v1 = json.loads(protocol.result_message("j", width=4, height=3, sha256=None, masks=[], timings={}, cached_embedding=False))
+    assert v1["image"] == {"width": 4, "height": 3}
+    assert parse(GOOD).is_v1 and not parse({**GOOD, "client_ref": "x"}).is_v1 and not parse({**GOOD, "output": ["polygons"]}).is_v1
+    tagged = [
+        protocol.queued_message("j", 1, "ref-7"),
+        protocol.status_message("j", "processing", "ref-7"),
+        protocol.error_message("j", "superseded", "Replaced.", "ref-7"),
+    ]
+    assert all(json.loads(message)["client_ref"] == "ref-7" for message in tagged)
 
 
 def test_every_error_code_has_the_close_code_of_the_contract():
@@ -175,5 +192,78 @@ def test_every_error_code_has_the_close_code_of_the_contract():
         "image_url_forbidden": 1008, "image_download_failed": 1008, "image_too_large": 1009,
         "unsupported_image": 1008, "queue_full": 1013, "store_unavailable": 1013, "shutting_down": 1001,
         "processing_failed": 1011, "internal_error": 1011, "job_timeout": 1011,
+        "image_unknown": 1008, "mask_unknown": 1008, "superseded": None,
     }
     assert errors.CLOSE_CODES == expected
+
+
+# --- protocol 1.1 ---------------------------------------------------------------------------
+
+SHA = "0123456789abcdef" * 4
+PROMPTS = {"image_sha256": SHA, "prompts": [
+    {"box": {"x": 1, "y": 2, "width": 3, "height": 4}},
+    {"points": [{"x": 5, "y": 6, "label": 1}, {"x": 7, "y": 8, "label": 0}]},
+    {"box": {"x": 1, "y": 2, "width": 3, "height": 4}, "points": [{"x": 2, "y": 3, "label": 1}],
+     "mask_input": {"id": "earlier", "index": 0, "candidate": 2}},
+]}
+
+
+def test_a_1_1_request_parses_into_typed_prompts():
+    request = parse({**PROMPTS, "output": ["polygons", "rle"], "keep_open": True, "client_ref": "c1"})
+    assert request.image_url is None and request.image_sha256 == SHA and not request.boxes_form
+    assert request.prompts[0] == RequestPrompt(box=Box(1, 2, 3, 4))
+    assert request.prompts[1].points == (Point(5, 6, 1), Point(7, 8, 0))
+    assert request.prompts[2].mask_input == MaskRef("earlier", 0, 2)
+    assert request.output == ("polygons", "rle") and request.keep_open and request.client_ref == "c1"
+    assert parse({"image_sha256": SHA, "prompts": []}).prompts == ()  # prepares the image
+    assert request.prompts[2].to_dict() == PROMPTS["prompts"][2]  # what a record keeps and a result echoes
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"image_sha256": SHA}, 'send "prompts": []'),
+        ({**GOOD, "prompts": []}, "either boxes or prompts"),
+        ({**PROMPTS, "image_url": GOOD["image_url"]}, "exactly one of image_url and image_sha256"),
+        ({"prompts": []}, "exactly one of image_url and image_sha256"),
+        ({"image_sha256": SHA.upper(), "prompts": []}, "64 lowercase"),
+        ({"image_sha256": SHA, "prompts": [{}]}, "prompts[0] has neither a box nor a point"),
+        ({"image_sha256": SHA, "prompts": [{"points": []}]}, "prompts[0] has neither a box nor a point"),
+        ({"image_sha256": SHA, "prompts": [{"points": [{"x": 1, "y": 1, "label": 2}]}]}, "prompts[0].points[0].label"),
+        ({"image_sha256": SHA, "prompts": [{"points": [{"x": 1, "y": 1, "label": True}]}]}, "prompts[0].points[0].label"),
+        ({"image_sha256": SHA, "prompts": [{"points": [{"x": 1, "y": 1}]}]}, "exactly the keys x, y, label"),
+        ({"image_sha256": SHA, "prompts": [{"points": [{"x": 1, "y": 1, "label": 1}] * 4}]}, "MAX_POINTS"),
+        ({"image_sha256": SHA, "prompts": [{"box": {"x": 1}}]}, "prompts[0].box must be an object"),
+        ({"image_sha256": SHA, "prompts": [{"box": {"x": 1, "y": 1, "width": 1, "height": 1}, "mask_input": {"id": "a"}}]},
+         "prompts[0].mask_input must be"),
+        ({"image_sha256": SHA, "prompts": [{"points": [{"x": 1, "y": 1, "label": 1}], "mask_input": {"id": "a", "index": -1}}]},
+         "mask_input.index"),
+        ({"image_sha256": SHA, "prompts": [{"points": [{"x": 1, "y": 1, "label": 1}], "colour": "red"}]}, "no other key"),
+        ({"image_sha256": SHA, "prompts": [{"box": {"x": 0, "y": 0, "width": 1, "height": 1}}] * 5}, "limit is 4"),
+        ({"image_sha256": SHA, "prompts": [], "output": []}, "output must be"),
+        ({"image_sha256": SHA, "prompts": [], "output": ["png"]}, "output must be"),
+        ({"image_sha256": SHA, "prompts": [], "keep_open": "yes"}, "keep_open must be"),
+        ({"image_sha256": SHA, "prompts": [], "client_ref": "x" * 129}, "client_ref"),
+    ],
+)
+def test_each_malformed_1_1_request_says_which_prompt_and_what(body, words):
+    error = refused(body)
+    assert error.code == "invalid_request" and words in error.message, error.message
+
+
+def test_points_must_lie_within_the_image_and_boxes_are_clipped():
+    request = parse({"image_sha256": SHA, "prompts": [
+        {"box": {"x": -5, "y": 0, "width": 20, "height": 10}, "points": [{"x": 100, "y": 80, "label": 1}]},
+    ]})
+    fitted = fit_prompts(request, 100, 80)
+    assert fitted[0].box == Box(0, 0, 15, 10) and fitted[0].points == (Point(100, 80, 1),)  # the edge is inside
+    outside = parse({"image_sha256": SHA, "prompts": [{"points": [{"x": 0, "y": 0, "label": 1}, {"x": 100.5, "y": 3, "label": 0}]}]})
+    with pytest.raises(ClientError) as caught:
+        fit_prompts(outside, 100, 80)
+    assert caught.value.code == "invalid_request" and "prompts[0].points[1]" in caught.value.message
+
+
+def test_client_ref_and_keep_open_are_read_even_from_a_refused_request():
+    body = {"client_ref": "r1", "keep_open": True, "boxes": "nonsense"}
+    assert protocol.client_ref_of(body) == "r1" and protocol.keep_open_of(body)
+    assert protocol.client_ref_of({"client_ref": 5}) is None and not protocol.keep_open_of({"keep_open": "yes"})

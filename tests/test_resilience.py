@@ -85,7 +85,7 @@ def test_health_details_need_the_token(start_app):
     status, body = get(app.port, "/health")
     assert status == 200 and json.loads(body) == {"healthy": True}
     status, body = get(app.port, "/health", {"Authorization": "Bearer tok-123"})
-    assert status == 200 and set(json.loads(body)) == {"model_loaded", "store", "images", "queue_depth", "connections", "version"}
+    assert status == 200 and set(json.loads(body)) == {"model_loaded", "store", "images", "queue_depth", "connections", "version", "protocol"}
     assert set(json.loads(get(app.port, "/health?token=tok-123")[1])) >= {"model_loaded", "store"}
 
 
@@ -114,7 +114,7 @@ def test_json_logs_carry_one_line_per_request_and_never_the_token(start_app, ima
     assert token not in output
     requests = [line["message"] for line in lines if line["message"].startswith("request ")]
     assert len(requests) == 2
-    assert "outcome=finished" in requests[0] and "boxes=1" in requests[0] and "encode_ms=" in requests[0]
+    assert "outcome=finished" in requests[0] and "prompts=1" in requests[0] and "encode_ms=" in requests[0]
     assert "outcome=invalid_json" in requests[1]
     print(f"\n{len(lines)} JSON log lines, {len(requests)} request lines, token absent")
 

@@ -42,10 +42,17 @@ def test_an_embedding_is_three_float32_maps_of_17_mb(model):
     assert embedding.postprocess.encoder_size == 256 and embedding.postprocess.original_size == (48, 64)
 
 
-def test_the_logits_handed_back_for_mask_input_are_clamped_as_the_predictor_clamps_them(model):
-    result = model.segment(np.zeros((48, 64, 3), np.uint8), [Prompt(points=(Point(10, 10, 1),))], multimask=False)
-    result.low_res = result.low_res.clone()
-    result.low_res[0, 0, 0, :2] = torch.tensor([1000.0, -1000.0])  # past the limit, as trained weights can be
-    handed_back = result.mask_input(0)
-    assert handed_back[0, 0, :2].tolist() == [MASK_INPUT_LIMIT, -MASK_INPUT_LIMIT]
-    assert float(result.low_res[0, 0, 0, 0]) == 1000.0  # the masks themselves come from the unclamped logits
+def test_a_mask_input_is_clamped_as_the_predictor_clamps_the_logits_it_returns(model):
+    """A client refines with logits the predictor would have handed back clamped to ±32; so the same result."""
+    image = np.zeros((48, 64, 3), np.uint8)
+    click = (Point(10, 10, 1),)
+    logits = np.zeros((1, 256, 256), np.float32)
+    logits[0, :128] = 900.0  # past the limit, as trained weights give
+    logits[0, 128:] = -900.0
+    clamped = np.clip(logits, -MASK_INPUT_LIMIT, MASK_INPUT_LIMIT)
+    raw, limited = (
+        model.segment(image, [Prompt(points=click, mask_input=given)], multimask=False) for given in (logits, clamped)
+    )
+    assert torch.equal(raw.low_res, limited.low_res) and torch.equal(raw.scores, limited.scores)
+    unclamped = model.segment(image, [Prompt(points=click, mask_input=logits * 0.01)], multimask=False)
+    assert not torch.equal(unclamped.low_res, limited.low_res)  # the mask input is used at all

@@ -6,8 +6,6 @@ are tested: no request ever leaves 127.0.0.1. tests/test_fetch.py tests the
 guard itself, DNS rebinding included.
 """
 
-import socket
-
 import pytest
 
 from server import fetch
@@ -15,24 +13,6 @@ from tests.conftest import ws_url
 from tests.support.client import exchange
 
 BOX = {"x": 1, "y": 1, "width": 5, "height": 5}
-
-
-@pytest.fixture
-def resolver(monkeypatch):
-    """Map host names to addresses; every other name resolves as usual."""
-    names: dict[str, list[str]] = {}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host in names:
-            return [
-                (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 80))
-                for a in names[host]
-            ]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
 
 
 def refused(app, url):

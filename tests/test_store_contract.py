@@ -211,3 +211,25 @@ def test_a_sqlite_file_from_before_the_embedding_cache_gains_its_column(tmp_path
 
 def test_check_passes_on_a_working_store(store):
     store.check()
+
+
+def test_a_1_1_record_keeps_its_prompts_and_output_and_is_found_by_its_image(store):
+    prompts = [{"points": [{"x": 1.0, "y": 2.0, "label": 0}], "mask_input": {"id": "a", "index": 0, "candidate": 2}}]
+    newer = record("b", created=5, prompts=prompts, output=["rle", "polygons"], boxes=[], preferredServer="cap-x")
+    store.insert(record("a"))
+    store.insert(newer)
+    store.insert(record("c", created=9, imageSha256="cd" * 32))
+    fetched = store.get("b")
+    assert fetched["prompts"] == prompts and fetched["output"] == ["rle", "polygons"] and fetched["boxes"] == []
+    assert fetched["preferredServer"] == "cap-x"
+    assert [r["id"] for r in store.with_image("ab" * 32, 8)] == ["b", "a"]  # newest first
+    assert [r["id"] for r in store.with_image("ab" * 32, 1)] == ["b"]
+    assert store.with_image("ef" * 32, 8) == []
+
+
+def test_claimable_pages_on_after_a_creation_time(store):
+    for n in range(5):
+        store.insert(record(f"p{n}", created=n))
+    first = store.claimable(at(10), 2)
+    assert [r["id"] for r in first] == ["p0", "p1"]
+    assert [r["id"] for r in store.claimable(at(10), 2, after=first[-1]["createdAt"])] == ["p2", "p3"]

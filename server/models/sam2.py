@@ -14,7 +14,9 @@ For each prompt, `Sam2Model` gives what `SAM2ImagePredictor.set_image` +
   thresholded at 0: `Postprocess` with the low-res side as the encoder's
   (so its first resize is the identity). The predictor's hole filling and
   sprinkle removal are off by default and not done here;
-- the logits it hands back for a later `mask_input` are clamped to ±32.
+- the predictor hands its low-res logits back clamped to ±32, so that is
+  what a later `mask_input` fed from them holds: a `mask_input` is clamped
+  on the way in, and the masks come from the unclamped logits, as there.
 
 Facts about the sam2 package that matter here: importing it initialises
 Hydra for the process (this module is imported only when a SAM 2.1 type is
@@ -79,8 +81,6 @@ def load(model_type: str, checkpoint: Path, device: torch.device, precision: Pre
 
 class Sam2Model(CachingModel):
     """One SAM 2.1 model on one device."""
-
-    mask_input_limit = MASK_INPUT_LIMIT
 
     def __init__(self, model: SAM2Base, model_type: str, cache_size: int = 0, precision: Precision | None = None):
         super().__init__(model_type, cache_size, precision or Precision(torch.float32, "the default"))
@@ -193,4 +193,5 @@ class Sam2Model(CachingModel):
             if stacked.shape[-2:] != (self.low_res_side, self.low_res_side):
                 raise ValueError(f"mask_input must be 1 × {self.low_res_side} × {self.low_res_side}, not {stacked.shape[1:]}")
             masks = torch.as_tensor(stacked, dtype=torch.float, device=self.device)
+            masks = masks.clamp(-MASK_INPUT_LIMIT, MASK_INPUT_LIMIT)  # what the predictor's returned logits hold
         return (torch.cat(coords, dim=1), torch.cat(labels, dim=1)), masks

@@ -54,6 +54,10 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def with_image(self, sha256: str, limit: int) -> list[Record]:
+        """The newest records whose image has this SHA-256, newest first (for requests by `image_sha256`)."""
+
+    @abc.abstractmethod
     def count_queued(self) -> int:
         """How many records wait with status `queued`."""
 

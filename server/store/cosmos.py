@@ -208,6 +208,14 @@ class CosmosStore(Store):
         )
         return [_clean(item) for item in items]
 
+    def with_image(self, sha256: str, limit: int) -> list[Record]:
+        items = self._query(
+            0,
+            "SELECT TOP @limit * FROM c WHERE c.imageSha256 = @sha256 ORDER BY c.createdAt DESC",
+            limit=limit, sha256=sha256,
+        )
+        return [_clean(item) for item in items]
+
     def count_queued(self) -> int:
         return self._query(0, "SELECT VALUE COUNT(1) FROM c WHERE c.status = @queued", queued=jobs.QUEUED)[0]
 

@@ -27,9 +27,9 @@ QUEUE_COLUMNS = {
     "id": False, "uuid": False, "status": False, "createdAt": False,
     "processing": False, "processed": False, "finished": False,
     "interrupted": False, "failed": False, "error": True,
-    "boxes": True, "multimask": False, "imageUrl": False, "imageSha256": False,
+    "boxes": True, "prompts": True, "output": True, "multimask": False, "imageUrl": False, "imageSha256": False,
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
-    "serverId": False,
+    "serverId": False, "preferredServer": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
@@ -39,12 +39,13 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS Queue (
     id TEXT PRIMARY KEY, uuid TEXT NOT NULL, status TEXT NOT NULL,
     createdAt TEXT NOT NULL, processing TEXT, processed TEXT, finished TEXT,
-    interrupted TEXT, failed TEXT, error TEXT, boxes TEXT NOT NULL,
+    interrupted TEXT, failed TEXT, error TEXT, boxes TEXT NOT NULL, prompts TEXT, output TEXT,
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
-    leaseUntil TEXT, serverId TEXT, _etag TEXT NOT NULL
+    leaseUntil TEXT, serverId TEXT, preferredServer TEXT, _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
+CREATE INDEX IF NOT EXISTS Queue_imageSha256 ON Queue (imageSha256, createdAt);
 CREATE TABLE IF NOT EXISTS SAMOutput (
     id TEXT PRIMARY KEY, masks TEXT NOT NULL, model TEXT NOT NULL,
     createdAt TEXT NOT NULL, timings TEXT NOT NULL, cachedEmbedding INTEGER NOT NULL DEFAULT 0,
@@ -52,7 +53,12 @@ CREATE TABLE IF NOT EXISTS SAMOutput (
 );
 """
 # Columns added after a release, for files created before it: (table, column, definition).
-ADDED_COLUMNS = [("SAMOutput", "cachedEmbedding", "INTEGER NOT NULL DEFAULT 0")]
+ADDED_COLUMNS = [
+    ("SAMOutput", "cachedEmbedding", "INTEGER NOT NULL DEFAULT 0"),
+    ("Queue", "prompts", "TEXT"),
+    ("Queue", "output", "TEXT"),
+    ("Queue", "preferredServer", "TEXT"),
+]
 
 
 class _Connection(sqlite3.Connection):
@@ -145,6 +151,12 @@ class SQLiteStore(Store):
             "SELECT * FROM Queue WHERE (status = ? OR (status = ? AND leaseUntil <= ?)) AND createdAt > ? "
             "ORDER BY createdAt, id LIMIT ?",
             (jobs.QUEUED, jobs.PROCESSING, jobs.format_time(now), after or "", limit),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def with_image(self, sha256: str, limit: int) -> list[Record]:
+        rows = self._execute(
+            "SELECT * FROM Queue WHERE imageSha256 = ? ORDER BY createdAt DESC LIMIT ?", (sha256, limit)
         ).fetchall()
         return [_record(row) for row in rows]
 

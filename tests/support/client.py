@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Iterator
 
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 
 @dataclasses.dataclass
@@ -36,3 +37,44 @@ def exchange(url: str, request: dict | str | bytes, timeout: float = 120) -> Exc
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
     return Exchange(messages, code)
+
+
+@contextlib.contextmanager
+def session(url: str, timeout: float = 60) -> Iterator["Session"]:
+    """A protocol 1.1 session over one real WebSocket, closed when the block ends."""
+    with connect(url, open_timeout=10, max_size=None) as ws:
+        yield Session(ws, timeout)
+
+
+class Session:
+    """Send requests on one connection, and read each one's answers."""
+
+    def __init__(self, ws: ClientConnection, timeout: float):
+        self.ws = ws
+        self.timeout = timeout
+
+    def send(self, request: dict) -> None:
+        self.ws.send(json.dumps(request))
+
+    def next(self) -> dict[str, Any]:
+        return json.loads(self.ws.recv(timeout=self.timeout))
+
+    def answer(self) -> list[dict[str, Any]]:
+        """Messages up to and including the next result or error."""
+        messages = []
+        while not messages or messages[-1]["type"] not in ("result", "error"):
+            messages.append(self.next())
+        return messages
+
+    def ask(self, request: dict) -> dict[str, Any]:
+        """Send one request (keep_open) and return its final message."""
+        self.send({"keep_open": True, **request})
+        return self.answer()[-1]
+
+    def closed(self) -> tuple[int | None, str | None]:
+        """Wait for the server to close; its close code and reason."""
+        try:
+            while True:
+                self.ws.recv(timeout=self.timeout)
+        except ConnectionClosed as closed:
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd is not None else (None, None)

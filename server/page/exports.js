@@ -1,0 +1,63 @@
+// What the page saves: a COCO file, one PNG per object, one label-index PNG.
+// Every mask is the one the server sent, as it sent it: the RLE string (and
+// polygons) go into the COCO file untouched, and the PNGs are its decoding.
+
+import {maskPixels} from "./rle.js";
+import {grayPng, zipArchive} from "./files.js";
+
+// Labels in the order they first appear, numbered from 1 (0 is the background in a label-index PNG).
+export function categories(objects) {
+  const names = [...new Set(objects.map((object) => object.label))];
+  return names.map((name, i) => ({id: i + 1, name, supercategory: ""}));
+}
+
+// image: {name, width, height, sha256}. With `polygons`, an object that has
+// the server's polygons is exported with them; the others keep their RLE.
+export function cocoDocument(image, objects, {polygons = false} = {}) {
+  const cats = categories(objects);
+  const categoryId = new Map(cats.map((category) => [category.name, category.id]));
+  return {
+    info: {description: "Annotated with CAP", date_created: new Date().toISOString()},
+    images: [{id: 1, file_name: image.name, width: image.width, height: image.height, sha256: image.sha256}],
+    categories: cats,
+    annotations: objects.map((object, i) => ({
+      id: i + 1,
+      image_id: 1,
+      category_id: categoryId.get(object.label),
+      segmentation: polygons && object.mask.polygons ? object.mask.polygons : object.mask.segmentation,
+      area: object.mask.area,
+      bbox: object.mask.bbox,
+      score: object.mask.score,
+      iscrowd: 0,
+    })),
+  };
+}
+
+function fileSafe(text) {
+  return text.replace(/[^\p{L}\p{N}._-]+/gu, "_").slice(0, 60) || "object";
+}
+
+// A ZIP with one PNG per object: 255 on the mask, 0 elsewhere.
+export async function objectPngs(objects) {
+  const files = [];
+  for (const [i, object] of objects.entries()) {
+    const [height, width] = object.mask.segmentation.size;
+    const pixels = maskPixels(object.mask.segmentation).map((on) => on * 255);
+    files.push({name: `${String(i + 1).padStart(3, "0")}-${fileSafe(object.label)}.png`,
+                bytes: await grayPng(pixels, width, height)});
+  }
+  return zipArchive(files);
+}
+
+// One PNG whose pixel values are category ids; where objects overlap, the later one wins.
+export async function labelIndexPng(image, objects) {
+  const ids = new Map(categories(objects).map((category) => [category.name, category.id]));
+  if (ids.size > 255) throw new Error("a label-index PNG holds at most 255 labels");
+  const pixels = new Uint8Array(image.width * image.height);
+  for (const object of objects) {
+    const id = ids.get(object.label);
+    const mask = maskPixels(object.mask.segmentation);
+    for (let p = 0; p < mask.length; p++) if (mask[p]) pixels[p] = id;
+  }
+  return new Blob([await grayPng(pixels, image.width, image.height)], {type: "image/png"});
+}
