@@ -7,14 +7,17 @@ start-up log, the processor, the embedding cache and the wire format.
 
 from __future__ import annotations
 
+import hashlib
+import urllib.request
+
 import torch
 
 from server import masks
 from server.sam_model import resolve_precision
-from tests.support.client import exchange
+from tests.support.client import exchange, session as open_session
 
 
-def test_a_sam2_server_answers_boxes_and_reuses_the_embedding(tmp_path, start_replica, hiera_t_checkpoint, image_server):
+def test_a_sam2_server_answers_boxes_clicks_and_refinements_reusing_the_embedding(tmp_path, start_replica, hiera_t_checkpoint, image_server):
     replica = start_replica(tmp_path, sam_model_type="sam2.1_hiera_t", sam_checkpoint=hiera_t_checkpoint)
     replica.wait_healthy()
     precision = resolve_precision("auto", torch.device("cpu"))  # PRECISION's default, on this machine's CPU
@@ -35,3 +38,18 @@ def test_a_sam2_server_answers_boxes_and_reuses_the_embedding(tmp_path, start_re
     assert again.types[-1] == "result", again.messages
     assert again.last["cached_embedding"] is True and again.last["timings"]["encode_ms"] == 0
     assert len(again.last["masks"]) == 1 and again.last["masks"][0]["segmentation"]["size"] == [240, 320]
+
+    # Protocol 1.1 on the same image, by hash: a click, then the click refined by its own mask, as polygons.
+    with urllib.request.urlopen(request["image_url"]) as response:
+        sha256 = hashlib.sha256(response.read()).hexdigest()
+    with open_session(replica.url) as session:
+        click = session.ask({"image_sha256": sha256, "prompts": [{"points": [{"x": 60, "y": 50, "label": 1}]}]})
+        assert click["type"] == "result" and click["cached_embedding"] is True, click
+        refined = session.ask({
+            "image_sha256": sha256, "output": ["rle", "polygons"],
+            "prompts": [{"points": [{"x": 60, "y": 50, "label": 1}, {"x": 200, "y": 20, "label": 0}],
+                         "mask_input": {"id": click["id"], "index": 0}}],
+        })
+        assert refined["type"] == "result", refined
+        [mask] = refined["masks"]
+        assert mask["segmentation"]["size"] == [240, 320] and isinstance(mask["polygons"], list)
