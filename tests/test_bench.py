@@ -16,7 +16,9 @@ def test_a_committed_result_renders_as_its_table_and_plot(path, tmp_path):
     report = json.loads(path.read_text())
     table = sitting.markdown(report)
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "2", "3", "4", "5", "6", "7", "8", "9"]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "1", "2", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14"
+    ]
     assert path.with_suffix(".md").read_text() == table, "the committed table is not the one this JSON renders"
     plot.latency_by_scenario(report, tmp_path / "plot.png")
     assert Image.open(tmp_path / "plot.png").size == (plot.WIDTH, plot.HEIGHT)
