@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 # How often a waiting connection looks at its socket to notice a client that
 # left, or sent another message. Results wake it at once, whatever this is.
 SOCKET_CHECK_SECONDS = 0.2
+# In a session, a newer request supersedes the waiting one: it must be seen
+# well within a click's decoder time (tens of ms), so the socket is looked at
+# this often while a request waits.
+SESSION_SOCKET_CHECK_SECONDS = 0.005
 # Errors that end a session too: the connection cannot go on.
 CONNECTION_ERRORS = frozenset({"message_too_large", "shutting_down", "internal_error"})
 
@@ -232,9 +236,10 @@ class Conversation:
     def _wait(self, wake_me: threading.Event) -> None:
         """Sleep until the processor wakes us or POLL_INTERVAL passes; watch the socket meanwhile."""
         deadline = time.monotonic() + self.settings.poll_interval
+        check = SESSION_SOCKET_CHECK_SECONDS if self.session else SOCKET_CHECK_SECONDS
         while (remaining := deadline - time.monotonic()) > 0:
             self.intake.refuse_if_stopping()
-            if wake_me.wait(min(remaining, SOCKET_CHECK_SECONDS)):
+            if wake_me.wait(min(remaining, check)):
                 wake_me.clear()
                 return
             try:

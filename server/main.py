@@ -24,6 +24,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from server import images, logs
 from server.budget import PixelBudget
+from server.compression import SizeAwareDeflateFactory
 from server.config import Settings, SettingsError
 from server.connection import Conversation
 from server.intake import Intake
@@ -128,6 +129,8 @@ class App:
             sock=self.listener,
             process_request=self._routes.process_request,
             max_size=hard_message_limit(self.settings),
+            compression=None,  # permessage-deflate decided per message instead: server/compression.py
+            extensions=[SizeAwareDeflateFactory()],
         )
         self._server.handler = self.listener.track(self._server.handler)
         self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)

@@ -40,9 +40,12 @@ def exchange(url: str, request: dict | str | bytes, timeout: float = 120) -> Exc
 
 
 @contextlib.contextmanager
-def session(url: str, timeout: float = 60) -> Iterator["Session"]:
-    """A protocol 1.1 session over one real WebSocket, closed when the block ends."""
-    with connect(url, open_timeout=10, max_size=None) as ws:
+def session(url: str, timeout: float = 60, compression: str | None = "deflate") -> Iterator["Session"]:
+    """A protocol 1.1 session over one real WebSocket, closed when the block ends.
+
+    `compression=None` offers no permessage-deflate, as a client without it would.
+    """
+    with connect(url, open_timeout=10, max_size=None, compression=compression) as ws:
         yield Session(ws, timeout)
 
 

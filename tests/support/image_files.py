@@ -46,6 +46,27 @@ def jpeg_rgb(w: int, h: int) -> bytes:
     return _encode(Image.fromarray(rgb_pattern(w, h)), "JPEG", quality=95)
 
 
+def jpeg_photo(w: int, h: int, seed: int = 0) -> bytes:
+    """A JPEG that compresses like a photograph: smooth colour waves under sensor-like noise.
+
+    About 3.2 MB at 4000×3000 (quality 90), where `jpeg_rgb`'s flat pattern
+    gives a fraction of that, so downloading and decoding cost what they cost
+    on a camera's picture.
+    """
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, w, dtype=np.float32)[None, :]
+    y = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    pixels = np.empty((h, w, 3), np.uint8)
+    for channel in range(3):
+        fx, fy, gx, gy = rng.uniform(1, 4, 4)
+        px, py, pz = rng.uniform(0, 2 * np.pi, 3)
+        wave = 50 * np.sin(2 * np.pi * fx * x + px) * np.cos(2 * np.pi * fy * y + py)
+        wave = wave + 40 * np.sin(2 * np.pi * (gx * x + gy * y) + pz) + 128
+        noise = rng.normal(0, 8, (h, w)).astype(np.float32)
+        pixels[..., channel] = np.clip(wave + noise, 0, 255)
+    return _encode(Image.fromarray(pixels), "JPEG", quality=90)
+
+
 def png_rgb(w: int, h: int) -> bytes:
     """`rgb_pattern(w, h)` as an RGB PNG."""
     return _encode(Image.fromarray(rgb_pattern(w, h)), "PNG")
