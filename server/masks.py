@@ -26,9 +26,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from server.polygons import outer_rings
+
+# A mask whose possible region covers this much of the image is computed whole (`Upsampler._whole`).
+DENSE_FRACTION = 0.25
 
 OUTPUTS = ("rle", "polygons")  # what a mask can carry: `segmentation` (COCO RLE), `polygons`
 
@@ -141,6 +145,9 @@ class Upsampler:
         left, right = self._cols.span(positive.any(0))
         if top == bottom or left == right:
             return Crop(0, 0, np.zeros((0, 0), dtype=bool), self.postprocess.original_size)
+        height, width = self.postprocess.original_size
+        if (bottom - top) * (right - left) >= DENSE_FRACTION * height * width:
+            return self._whole(logits)
         row_begins, row_lengths = self._rows.runs(top, bottom)
         col_begins, col_lengths = self._cols.runs(left, right)
 
@@ -172,11 +179,29 @@ class Upsampler:
                 by_columns[columns, rows] = values > threshold
         return Crop(top, left, by_columns.T, self.postprocess.original_size)
 
+    def _whole(self, logits: np.ndarray) -> Crop:
+        """A mask that may cover most of the image: SAM's own two resizes, for this one mask.
+
+        Ragged masks (random weights, textures) make nearly every block an edge
+        block, where torch's `interpolate` over the whole image is several times
+        faster than computing the edges one block at a time; its memory is one
+        image-sized float32 map, for one mask at a time.
+        """
+        post = self.postprocess
+        masks = torch.from_numpy(logits)[None, None]
+        masks = F.interpolate(masks, (post.encoder_size, post.encoder_size), mode="bilinear", align_corners=False)
+        masks = masks[..., : post.input_size[0], : post.input_size[1]]
+        masks = F.interpolate(masks, post.original_size, mode="bilinear", align_corners=False)
+        return Crop(0, 0, (masks[0, 0] > post.threshold).numpy(), post.original_size)
+
 
 def crop_rle(crop: Crop) -> dict[str, Any]:
     """Compressed COCO RLE of the image-sized mask that is `crop` at its place, zero elsewhere."""
     height, width = crop.size
     rows, cols = crop.mask.shape
+    if (rows, cols) == (height, width):  # the whole image: pycocotools' own encoder, on a column-major view
+        by_column = np.ascontiguousarray(crop.mask.T).view(np.uint8).T
+        return mask_utils.encode(by_column[:, :, None])[0]
     counts: list[int] | np.ndarray = [height * width]
     if crop.mask.any():
         # COCO runs go down each column, then on to the next. Pad each crop column

@@ -148,7 +148,7 @@ class Processor:
                 log.exception("loading the model failed")
             self._on_fatal(exc)
             return
-        self.batch_size = self.settings.batch_size or (4 if torch.device(self.model.device).type == "cuda" else 1)
+        self.batch_size = self.settings.batch_size or self.model.preferred_batch_size
         try:
             warm_up_ms = self.model.warm_up()
         except Exception as exc:

@@ -10,7 +10,7 @@ import torch
 from segment_anything import SamPredictor
 
 from server import masks
-from server.prompts import Point, Prompt
+from server.prompts import Point, Prompt, decoder_calls
 from server.config import CHECKPOINT_URLS
 from server.models.sam1 import SamModel
 from server.sam_model import (
@@ -57,31 +57,43 @@ def test_multimask_gives_three_candidates(model):
     assert result.low_res.shape == (1, 3, 64, 64)
 
 
-def test_sixteen_boxes_go_through_one_batched_decoder_call(model, tiny_sam):
+def test_sixteen_boxes_go_through_the_decoder_prompts_per_call_at_a_time(model, tiny_sam):
+    """On the CPU one at a time: each prompt in a call repeats the image embedding, and batching saves no time."""
     calls = []
     hook = tiny_sam.mask_decoder.register_forward_hook(lambda module, args, output: calls.append(output[0].shape))
     try:
         result = model.segment(pixels(64, 64), boxes(*[[i, i, i + 20, i + 20] for i in range(16)]), multimask=False)
     finally:
         hook.remove()
-    assert len(calls) == 1, "all boxes of a request must share one decoder pass"
-    assert calls[0][0] == 16
+    assert model.prompts_per_call == 1  # the CPU
+    assert [shape[0] for shape in calls] == [1] * 16
     assert result.low_res.shape[0] == 16
+
+
+def test_decoder_calls_keep_one_structure_per_call_and_at_most_so_many_prompts():
+    assert decoder_calls(MIXED, 16) == [[0, 4], [1, 5], [2], [3]]
+    assert decoder_calls(MIXED, 1) == [[0], [4], [1], [5], [2], [3]]
+    many = [Prompt(box=(0.0, 0.0, 5.0, 5.0))] * 10
+    assert decoder_calls(many, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
 @pytest.mark.parametrize("height, width", [(100, 200), (200, 100), (37, 91), (256, 256), (300, 17)])
 @pytest.mark.parametrize("multimask", [False, True])
 def test_masks_and_scores_are_exactly_those_of_segment_anythings_predictor(model, tiny_sam, height, width, multimask):
-    """The batched, cached path does SamPredictor's arithmetic: same logits and scores, same masks."""
+    """The cached path does SamPredictor's arithmetic for each box alone: same logits and scores, same masks."""
     image = pixels(height, width)
     corners = np.array([[0, 0, width, height], [width / 4, height / 5, width / 2, height * 0.9]], np.float32)
     predictor = SamPredictor(tiny_sam)
     predictor.set_image(image)
     with torch.inference_mode():
-        transformed = torch.as_tensor(predictor.transform.apply_boxes(corners, (height, width)), dtype=torch.float)
-        expected_masks, expected_scores, expected_low_res = predictor.predict_torch(
-            None, None, boxes=transformed, multimask_output=multimask
-        )
+        alone = [
+            predictor.predict_torch(
+                None, None, boxes=torch.as_tensor(predictor.transform.apply_boxes(corners[k : k + 1], (height, width)),
+                                                  dtype=torch.float), multimask_output=multimask,
+            )
+            for k in range(len(corners))
+        ]
+    expected_masks, expected_scores, expected_low_res = (torch.cat(parts) for parts in zip(*alone))
     result = model.segment(image, boxes(*corners), multimask=multimask)
     assert torch.equal(result.low_res, expected_low_res)
     assert torch.equal(result.scores, expected_scores)
@@ -233,7 +245,7 @@ def test_prompts_of_each_structure_share_one_decoder_call_and_come_back_in_order
         together = model.segment(image, MIXED, multimask)
     finally:
         hook.remove()
-    assert sorted(calls) == [1, 1, 2, 2], "one call per structure: 2 boxes, 2 single points, 1 of 3 points, 1 box+point"
+    assert calls == [1] * len(MIXED), "on the CPU, one prompt per decoder call"
     assert together.low_res.shape == (6, 3 if multimask else 1, 64, 64)
     for index, prompt in enumerate(MIXED):
         alone = model.segment(image, [prompt], multimask)

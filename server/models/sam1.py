@@ -18,7 +18,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from server.masks import Postprocess
-from server.prompts import Prompt
+from server.prompts import Prompt, decoder_calls
 from server.sam_model import CachingModel, Embedding, ModelMemory, Precision, weights_error
 
 
@@ -100,11 +100,8 @@ class SamModel(CachingModel):
         side = self.sam.prompt_encoder.mask_input_size
         low_res = torch.empty((len(prompts), candidates, *side), device=self.device)
         scores = torch.empty((len(prompts), candidates), device=self.device)
-        groups: dict[tuple[int, bool, bool], list[int]] = {}
-        for index, prompt in enumerate(prompts):
-            groups.setdefault(prompt.structure, []).append(index)
         [features] = embedding.features
-        for indices in groups.values():
+        for indices in decoder_calls(prompts, self.prompts_per_call):
             group = [prompts[i] for i in indices]
             sparse, dense = self.sam.prompt_encoder(**self._prompt_tensors(group, embedding.postprocess.original_size))
             group_low_res, group_scores = self.sam.mask_decoder(

@@ -39,7 +39,7 @@ from sam2.modeling.sam2_base import SAM2Base
 from sam2.utils.transforms import SAM2Transforms
 
 from server.masks import Postprocess
-from server.prompts import Prompt
+from server.prompts import Prompt, decoder_calls
 from server.sam_model import CachingModel, Embedding, ModelMemory, Precision, weights_error
 
 CONFIGS = {  # the sam2 package's own config files
@@ -146,11 +146,8 @@ class Sam2Model(CachingModel):
         candidates = 3 if multimask else 1
         low_res = torch.empty((len(prompts), candidates, self.low_res_side, self.low_res_side), device=self.device)
         scores = torch.empty((len(prompts), candidates), device=self.device)
-        groups: dict[tuple[int, bool, bool], list[int]] = {}
-        for index, prompt in enumerate(prompts):
-            groups.setdefault(prompt.structure, []).append(index)
         image_embedding, *high_res = embedding.features
-        for indices in groups.values():
+        for indices in decoder_calls(prompts, self.prompts_per_call):
             group = [prompts[i] for i in indices]
             points, masks = self._prompt_tensors(group, embedding.postprocess.original_size)
             sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=masks)
