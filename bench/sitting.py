@@ -988,8 +988,15 @@ def click_notes(clicks_: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
-    parser.add_argument("--only", choices=["families"], help="run only this row and print it; no results file")
+    parser.add_argument("--only", choices=["families", "clicks"], help="run only these rows and print them; no results file")
     args = parser.parse_args()
+    if args.only == "clicks":
+        sitting = Sitting(args.mode, runs=0)
+        try:
+            print(json.dumps(clicks(sitting, runs=30), indent=2))
+        finally:
+            sitting.images.stop()
+        return
     if args.only == "families":
         sitting = Sitting(args.mode, runs=0)
         try:
