@@ -148,8 +148,8 @@ class Processor:
                 log.exception("loading the model failed")
             self._on_fatal(exc)
             return
-        self.batch_size = self.settings.batch_size or self.model.preferred_batch_size
         try:
+            self.batch_size = self.settings.batch_size or self.model.preferred_batch_size
             warm_up_ms = self.model.warm_up()
         except Exception as exc:
             log.exception("the model's warm-up pass failed")

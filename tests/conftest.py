@@ -20,6 +20,7 @@ from segment_anything import sam_model_registry
 from server.config import ENV_FILE_VARIABLE, Settings
 from server.main import App
 from server.models.sam1 import SamModel
+from server.sam_model import SegmentationModel
 from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
 from tests.support import image_files
@@ -187,6 +188,7 @@ def start_app(tmp_path, tiny_sam) -> Callable[..., App]:
         settings = make_settings(tmp_path, **overrides)
         if load_model is None:
             chosen = model if model is not None else SamModel(tiny_sam, "tiny", settings.embedding_cache_size)
+            assert isinstance(chosen, SegmentationModel), f"{type(chosen).__name__} lacks the declared model interface"
             load_model = lambda: chosen  # noqa: E731
         app = App(settings, store or SQLiteStore(settings.sqlite_path), load_model)
         app.start()

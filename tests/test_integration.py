@@ -13,7 +13,8 @@ import pytest
 from websockets.sync.client import connect
 
 from server import masks
-from tests.conftest import processor_is_waiting, ws_url
+from server.models.sam1 import SamModel
+from tests.conftest import ModelGate, processor_is_waiting, ws_url
 from tests.support import image_files
 from tests.support.client import exchange
 from tests.support.waiting import wait_for
@@ -277,22 +278,20 @@ def test_the_processor_is_woken_on_insert_not_by_the_poll(start_app, image_serve
     assert outcome.types == ["queued", "status", "result"]
 
 
-def test_a_model_that_keeps_failing_fails_the_record(start_app, image_server):
-    class BrokenModel:
-        model_type, device, calls = "broken", "cpu", 0
-
-        def warm_up(self):
-            return 0.0
+def test_a_model_that_keeps_failing_fails_the_record(start_app, image_server, tiny_sam):
+    class BrokenModel(ModelGate):
+        """The real model's interface, failing every segmentation."""
 
         def segment_batch(self, jobs):
-            BrokenModel.calls += 1
+            self.calls += 1
             raise RuntimeError("CUDA out of memory (simulated)")
 
-    app = start_app(model=BrokenModel(), max_attempts=2)
+    model = BrokenModel(SamModel(tiny_sam, "tiny"), opened=True)
+    app = start_app(model=model, max_attempts=2)
     outcome = exchange(ws_url(app), request_for(image_server.url("/rgb.png")))
     assert outcome.types == ["queued", "status", "error"]
     assert (outcome.last["code"], outcome.close_code) == ("processing_failed", 1011)
-    assert BrokenModel.calls == 2
+    assert model.calls == 2
     record = app.store.get(outcome.last["id"])
     assert record["status"] == "failed" and record["error"]["code"] == "processing_failed"
 

@@ -14,8 +14,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from server import logs
+from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
-from tests.conftest import ws_url
+from tests.conftest import ModelGate, ws_url
 from tests.support.client import exchange
 from tests.support.waiting import wait_for
 
@@ -124,16 +125,13 @@ class ProcessorKiller(BaseException):
 
 
 def test_a_dead_processor_turns_health_red_and_ends_the_process(start_app, image_server, tiny_sam):
-    class DeadlyModel:
-        model_type, device = "deadly", "cpu"
-
-        def warm_up(self):
-            return 0.0
+    class DeadlyModel(ModelGate):
+        """The real model's interface, whose segmentation kills the thread."""
 
         def segment_batch(self, jobs):
             raise ProcessorKiller()
 
-    app = start_app(model=DeadlyModel())
+    app = start_app(model=DeadlyModel(SamModel(tiny_sam, "tiny"), opened=True))
     waiter = threading.Thread(target=app.wait)
     waiter.start()
     outcomes = []
