@@ -206,8 +206,8 @@ def test_nothing_cites_the_design_input():
 # --- examples, as they run -------------------------------------------------------------------
 
 
-def test_readme_shows_the_example_client_verbatim():
-    assert (REPO / "examples" / "segment.py").read_text().strip() in README
+def test_docs_clients_show_the_example_client_verbatim():
+    assert (REPO / "examples" / "segment.py").read_text().strip() in (DOCS / "clients.md").read_text()
 
 
 def sample_output(markdown: str, command: str) -> tuple[str, list[str]]:

@@ -1,4 +1,4 @@
-"""The README's browser JavaScript client, run as written in Debian's chromium against a real server."""
+"""The browser JavaScript client of docs/clients.md, run as written in Debian's chromium against a real server."""
 
 import re
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import ws_url
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+CLIENTS = (Path(__file__).resolve().parent.parent / "docs" / "clients.md").read_text()
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -16,7 +16,7 @@ def test_the_readmes_javascript_client_gets_a_result(start_app, image_server):
         pytest.skip(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium when run as root with apt-get")
     from playwright.sync_api import sync_playwright
 
-    snippet = re.search(r"```js\n(.*?)```", README, re.S).group(1)
+    snippet = re.search(r"```js\n(.*?)```", CLIENTS, re.S).group(1)
     app = start_app()
     snippet = snippet.replace('"ws://localhost:8080/"', f'"{ws_url(app)}"')
     snippet = snippet.replace('"https://example.com/cat.jpg"', f'"{image_server.url("/photo.jpg")}"')
