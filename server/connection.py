@@ -33,7 +33,7 @@ from websockets.sync.server import ServerConnection
 from server import image_source, jobs, protocol
 from server.clock import utcnow
 from server.deadlines import socket_deadline
-from server.errors import ClientError
+from server.errors import CLOSE_CODES, ClientError
 from server.intake import Intake
 from server.store import Record, StoreUnavailable
 
@@ -82,15 +82,15 @@ class Conversation:
         try:
             self._converse()
         except ClientError as exc:
-            self._send_error(exc.code, exc.message, close=True)
+            self._send_error(exc.code, exc.message)
         except ClientGone:
             self.outcome = "client_gone"
         except StoreUnavailable as exc:
             log.error("job %s: store unavailable: %s", self.job_id, exc)
-            self._send_error("store_unavailable", "The database is unavailable right now; try again shortly.", close=True)
+            self._send_error("store_unavailable", "The database is unavailable right now; try again shortly.")
         except Exception:
             log.exception("job %s: unexpected error", self.job_id)
-            self._send_error("internal_error", "The server hit an unexpected error; it has been logged.", close=True)
+            self._send_error("internal_error", "The server hit an unexpected error; it has been logged.")
         finally:
             self._end_request()
 
@@ -303,13 +303,12 @@ class Conversation:
         self.outcome = code
         self._send(protocol.error_message(self.job_id, code, message, self.client_ref))
 
-    def _send_error(self, code: str, message: str, *, close: bool) -> None:
-        self.outcome = code
+    def _send_error(self, code: str, message: str) -> None:
+        """An error that ends the connection: the message, then its close code."""
         try:
-            self._send(protocol.error_message(self.job_id, code, message, self.client_ref))
-            if close:
-                self._close(ClientError(code, message).close_code, code)
-        except (ClientGone, ConnectionClosed, OSError):
+            self._answer_error(code, message)
+            self._close(CLOSE_CODES[code], code)
+        except ClientGone:
             pass
 
     def _close(self, code: int, reason: str = "") -> None:

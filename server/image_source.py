@@ -59,7 +59,7 @@ def from_url(url: str, settings: Settings, budget: PixelBudget) -> ImageSource:
         image = images.decode(data, max_pixels=settings.max_image_pixels, formats=images.DATA_URL_FORMATS, budget=budget)
         record_url = images.describe_data_url(url, len(data))
     else:
-        data = _download(url, settings)
+        data = download(url, settings)
         image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)
         record_url = url
     return ImageSource(
@@ -87,7 +87,7 @@ def by_hash(
     if not fetch.is_fetchable(url):
         raise _unknown(sha256, "its file is gone and it was sent inline, so it cannot be fetched again")
     try:
-        data = _download(url, settings)
+        data = download(url, settings)
     except ClientError as exc:
         raise _unknown(sha256, f"fetching it again from its URL failed: {exc.message}") from None
     if images.sha256_hex(data) != sha256:
@@ -98,7 +98,8 @@ def by_hash(
     )
 
 
-def _download(url: str, settings: Settings) -> bytes:
+def download(url: str, settings: Settings) -> bytes:
+    """`fetch.download` with the server's limits: MAX_IMAGE_BYTES, DOWNLOAD_TIMEOUT, ALLOW_PRIVATE_URLS, MAX_REDIRECTS."""
     return fetch.download(
         url,
         max_bytes=settings.max_image_bytes,

@@ -14,10 +14,10 @@ Images arrive decoded from the connection threads (`hand_over`). An image
 this replica lacks (another replica received the request) is fetched again
 by the `Refetcher`'s threads, never this one, so a slow image host cannot
 stall the model. A batch that fails is tried again one request at a time,
-so that only a request that fails alone fails. Writing a result (RLE and two store writes) stays on
-this thread: it costs a few milliseconds against seconds of encoder time
-(see bench/README.md), and a second writer thread would compete with the
-encoder for the same cores.
+so that only a request that fails alone fails. Writing a result (RLE and
+two store writes) stays on this thread: it costs a few milliseconds against
+seconds of encoder time (see bench/README.md), and a second writer thread
+would compete with the encoder for the same cores.
 """
 
 from __future__ import annotations

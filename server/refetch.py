@@ -6,8 +6,8 @@ that thread owns the model, and an image host that answers slowly would
 stall every request behind it. So the processor asks the `Refetcher`, which
 downloads the image from the record's URL on a worker thread (through the
 same SSRF guard, byte limit and deadline as any download), checks its
-SHA-256, saves it to IMAGE_DIR and wakes the processor (and the record's waiter), which then claims
-the record. A download that fails ends the record `failed`, if no
+SHA-256, saves it to IMAGE_DIR and wakes the processor (and the record's
+waiter), which then claims the record. A download that fails ends the record `failed`, if no
 processor has claimed it meanwhile.
 """
 
@@ -18,7 +18,7 @@ import queue
 import threading
 from typing import Callable
 
-from server import fetch, images, jobs
+from server import image_source, images, jobs
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
@@ -65,18 +65,11 @@ class Refetcher:
                     self._pending.discard(record["id"])
 
     def _fetch(self, record: Record) -> None:
-        settings = self.settings
         try:
-            data = fetch.download(
-                record["imageUrl"],
-                max_bytes=settings.max_image_bytes,
-                timeout=settings.download_timeout,
-                allow_private=settings.allow_private_urls,
-                max_redirects=settings.max_redirects,
-            )
+            data = image_source.download(record["imageUrl"], self.settings)
             if images.sha256_hex(data) != record["imageSha256"]:
                 raise ClientError("unsupported_image", "the image at its URL changed since the request was made")
-            images.save(data, settings.image_dir, record["id"], "img")
+            images.save(data, self.settings.image_dir, record["id"], "img")
         except ClientError as exc:
             self._fail(record, exc.message)
             return
