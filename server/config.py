@@ -87,6 +87,7 @@ class Settings:
     precision: str = "auto"
     image_dir: Path = Path("data/images")
     image_retention_hours: float = 168.0
+    min_free_disk_mb: int = 512
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     download_timeout: float = 15.0
@@ -184,7 +185,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be greater than 0.")
-        for name in ("embedding_cache_size", "batch_size", "torch_threads", "mask_cache_size"):
+        for name in ("embedding_cache_size", "batch_size", "torch_threads", "mask_cache_size", "min_free_disk_mb"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be 0 or more.")
         if not 0 <= self.port <= 65535:

@@ -172,13 +172,7 @@ class Conversation:
                 output=list(request.output),
                 preferred_server=self.intake.server_id if source.pixels is None else None,
             )
-            saved = source.keep(settings.image_dir, job_id)
-            try:
-                admitted = self.intake.admit(record, source.pixels, source.reservation)
-            except BaseException:
-                if saved is not None:
-                    saved.unlink(missing_ok=True)
-                raise
+            admitted = self.intake.admit(record, source)
         except BaseException:
             source.release()
             raise

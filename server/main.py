@@ -27,6 +27,7 @@ from server.budget import PixelBudget
 from server.compression import SizeAwareDeflateFactory
 from server.config import Settings, SettingsError
 from server.connection import Conversation
+from server.image_store import ImageStore
 from server.intake import Intake
 from server.listener import LimitedListener
 from server.mask_cache import MaskCache
@@ -37,6 +38,7 @@ from server.sam_model import (
     CheckpointError, DeviceError, SegmentationModel, check_checkpoint, check_device, load_model, set_torch_threads,
 )
 from server.store import Store, open_store
+from server.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class App:
         self.draining = threading.Event()  # refuse new work; stored requests go on
         self.stopping = threading.Event()  # waiting conversations end now with shutting_down
         self.fatal: Exception | None = None
+        self.image_store = ImageStore(settings, store)
+        self.sweeper = Sweeper(settings, store, self.image_store, on_interrupted=self.events.notify)
         self.processor = Processor(
             store=store,
             settings=settings,
@@ -79,13 +83,17 @@ class App:
             events=self.events,
             budget=self.budget,
             mask_cache=self.mask_cache,
+            image_store=self.image_store,
             server_id=self.server_id,
             on_fatal=self._on_fatal,
         )
         self._connections = 0
         self._connections_lock = threading.Lock()
         self.metrics = Metrics(
-            LiveState(connections=lambda: self._connections, queue_depth=store.count_queued, model=self._loaded_model)
+            LiveState(
+                connections=lambda: self._connections, queue_depth=store.count_queued, model=self._loaded_model,
+                image_usage=lambda: self.image_store.usage,
+            )
         )
         self.health = Health(
             settings,
@@ -101,6 +109,7 @@ class App:
             events=self.events,
             budget=self.budget,
             mask_cache=self.mask_cache,
+            image_store=self.image_store,
             metrics=self.metrics,
             draining=self.draining,
             stopping=self.stopping,
@@ -121,6 +130,7 @@ class App:
 
     def start(self) -> None:
         self.processor.start()
+        self.sweeper.start()
         self.listener = LimitedListener(
             socket.create_server((self.settings.host, self.settings.port)), self.settings.max_connections
         )
@@ -175,6 +185,7 @@ class App:
         self.processor.stop(timeout=max(0.0, grace_ends - time.monotonic()))
         if self.processor.is_alive():
             log.warning("the processor was still busy at the end of the stop grace; its records will be retried")
+        self.sweeper.stop(timeout=max(0.0, grace_ends - time.monotonic()))
         self.store.close()
 
     def _shut_server(self, timeout: float) -> None:

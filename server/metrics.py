@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from server.errors import CLOSE_CODES
+from server.image_usage import Usage
 from server.sam_model import SegmentationModel
 from server.store import StoreUnavailable
 
@@ -32,6 +33,7 @@ class LiveState:
     connections: Callable[[], int]
     queue_depth: Callable[[], int]  # may raise StoreUnavailable
     model: Callable[[], SegmentationModel | None]  # None until the model is loaded
+    image_usage: Callable[[], Usage]  # IMAGE_DIR's files, counted as they come and go
 
 
 class Metrics:
@@ -77,6 +79,9 @@ class _LiveCollector(Collector):
             yield GaugeMetricFamily("cap_queue_depth", "Records waiting in the store's queue.", value=live.queue_depth())
         except StoreUnavailable:
             pass  # no sample: /health says why
+        usage = live.image_usage()
+        yield GaugeMetricFamily("cap_image_dir_bytes", "Bytes of the files under IMAGE_DIR.", value=usage.bytes)
+        yield GaugeMetricFamily("cap_image_dir_files", "Files under IMAGE_DIR.", value=usage.files)
         model = live.model()
         if model is None:
             return
