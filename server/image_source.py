@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from server import fetch, image_store, images
+from server import fetch, image_layout, images
 from server.budget import PixelBudget, Reservation
 from server.config import Settings
 from server.errors import ClientError
@@ -68,7 +68,7 @@ def by_hash(
     url = next((r["imageUrl"] for r in records if fetch.is_fetchable(r["imageUrl"])), f"sha256:{sha256}")
     if embedding_cached(sha256):
         return ImageSource(sha256, width, height, url)
-    data = image_store.read(settings.image_dir, sha256)
+    data = image_layout.read(settings.image_dir, sha256)
     if data is not None and images.sha256_hex(data) == sha256:
         image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)
         return ImageSource(sha256, width, height, url, image.pixels, image.reservation)

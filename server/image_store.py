@@ -14,7 +14,7 @@ one that was processed (elsewhere: it is kept). A new file is refused
 (`store_unavailable`) when writing it would leave less than
 MIN_FREE_DISK_MB free. `sweep` does the rest in bounded steps on the
 sweeper's thread (server/sweeper.py): files past their retention, pending
-files no request can still need, and image files from versions before 1.2
+files no request can still need, and image files of earlier versions
 (`<uuid>.<ext>` at the top of IMAGE_DIR), moved to their hash's name.
 """
 
@@ -24,7 +24,6 @@ import collections
 import contextlib
 import logging
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -34,7 +33,11 @@ from pathlib import Path
 from server import images, jobs
 from server.config import Settings
 from server.errors import ClientError
-from server.image_usage import PENDING, PENDING_RANK, ROOT_RANK, Usage, folder_rank, shard_rank
+from server.image_layout import (
+    HASH, OLD_NAME, PENDING_RANK, ROOT_RANK, floor_problem, folder_rank, kept_path, pass_folders, pending_path,
+    shard_rank,
+)
+from server.image_usage import Usage
 from server.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,61 +49,8 @@ RELEASE_GRACE_SECONDS = 2.0
 STEP_ENTRIES = 256
 STEP_HASH_BYTES = 64 * 2**20
 STEP_PAUSE_SECONDS = 0.05  # between the steps of a pass
-PASS_SECONDS = 60.0  # from the end of one pass over IMAGE_DIR to the start of the next
+PASS_SECONDS = 60.0  # from the end of one pass over IMAGE_DIR to the next, or a quarter of the shortest age limit
 RECORDS_CHECKED = 8  # the newest records with a released image's hash, looked at for a live one
-_HASH = re.compile(r"[0-9a-f]{64}")
-# An image file of a version before 1.2: IMAGE_DIR/<the request's uuid>.<ext>.
-_OLD_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.[A-Za-z0-9]+")
-
-
-def kept_path(image_dir: Path, sha256: str) -> Path:
-    return Path(image_dir) / sha256[:2] / _checked(sha256)
-
-
-def pending_path(image_dir: Path, sha256: str) -> Path:
-    return Path(image_dir) / PENDING / _checked(sha256)
-
-
-def _checked(sha256: str) -> str:
-    if not _HASH.fullmatch(sha256):
-        raise ValueError(f"not a SHA-256 in hex: {sha256[:80]!r}")
-    return sha256
-
-
-def find(image_dir: Path, sha256: str) -> Path | None:
-    """The file of the image with this hash, kept or pending, or None: one or two `stat`s."""
-    for path in (kept_path(image_dir, sha256), pending_path(image_dir, sha256)):
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            if stat.S_ISREG(os.stat(path).st_mode):
-                return path
-    return None
-
-
-def read(image_dir: Path, sha256: str) -> bytes | None:
-    """The bytes of the image with this hash, or None when this server has no file of it."""
-    for path in (kept_path(image_dir, sha256), pending_path(image_dir, sha256)):
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return path.read_bytes()
-    return None
-
-
-def free_bytes(directory: Path) -> int | None:
-    """Bytes free for this user on the file system of `directory`, or None if it cannot be asked."""
-    try:
-        info = os.statvfs(directory)
-    except OSError:
-        return None
-    return info.f_bavail * info.f_frsize
-
-
-def floor_problem(directory: Path, min_free_mb: int, incoming: int = 0) -> str | None:
-    """Why a file of `incoming` bytes may not be written now (MIN_FREE_DISK_MB), or None."""
-    free = free_bytes(directory)
-    if free is None or free - incoming >= min_free_mb * 2**20:
-        return None
-    return f"{free // 2**20} MB free on IMAGE_DIR's disk, under MIN_FREE_DISK_MB ({min_free_mb})"
-
-
 class Hold:
     """A request's claim on its image's file: released once, when the request ends."""
 
@@ -129,6 +79,7 @@ class ImageStore:
         self._names: list[str] = []  # entries left in the folder being walked, last first
         self._folder: tuple[int, Path] = (ROOT_RANK, self.root)  # the folder being walked
         self._next_pass = 0.0
+        self._deleted = 0  # files this pass found past their time
 
     # --- requests ---------------------------------------------------------------
 
@@ -237,19 +188,29 @@ class ImageStore:
         if not self._walk and not self._names:
             if now < self._next_pass:
                 return min(self._next_pass - now, RELEASE_GRACE_SECONDS / 4)
-            self._walk = [(folder_rank(name), self.root / name) for name in _folders()]
+            self._walk = [(folder_rank(name), self.root / name) for name in pass_folders()]
         hashed = 0
         for _ in range(STEP_ENTRIES):
             entry = self._next_entry()
             if entry is None:
-                self.passes += 1
-                self.usage.finish()
-                self._next_pass = now + PASS_SECONDS
+                self._end_pass(now)
                 return RELEASE_GRACE_SECONDS / 4
             hashed += self._visit(*entry)
             if hashed > STEP_HASH_BYTES:
                 break
         return STEP_PAUSE_SECONDS
+
+    def _end_pass(self, now: float) -> None:
+        with self._lock:
+            self.usage.finish()
+        if self._deleted:
+            log.info("image sweep: %d files past their time deleted", self._deleted)
+        self.passes += 1
+        self._deleted = 0
+        limits = [PASS_SECONDS * 4, self.settings.job_timeout]
+        if self.settings.image_retention_hours > 0:
+            limits.append(self.settings.image_retention_hours * 3600)
+        self._next_pass = now + min(limits) / 4
 
     def _settle_released(self, now: float) -> None:
         """Pending files whose last hold went RELEASE_GRACE_SECONDS ago: kept, left or deleted."""
@@ -305,8 +266,9 @@ class ImageStore:
             age = time.time() - info.st_mtime
             if self._due(rank, path.name, age):
                 self._delete(rank, path)
+                self._deleted += 1
                 return 0
-            if rank != ROOT_RANK or not _OLD_NAME.fullmatch(path.name):
+            if rank != ROOT_RANK or not OLD_NAME.fullmatch(path.name):
                 return 0
         return self._migrate(path, info.st_size)
 
@@ -315,9 +277,9 @@ class ImageStore:
         retention = self.settings.image_retention_hours * 3600
         if name.startswith(".") and name.endswith(".tmp"):  # left by a write that died
             return age > self.settings.job_timeout
-        if rank == ROOT_RANK:  # an image file from before 1.2: moved, unless past its retention
-            return _OLD_NAME.fullmatch(name) is not None and 0 < retention < age
-        if not _HASH.fullmatch(name) or self._pins[name]:
+        if rank == ROOT_RANK:  # an image file of an earlier version: moved, unless past its retention
+            return OLD_NAME.fullmatch(name) is not None and 0 < retention < age
+        if not HASH.fullmatch(name) or self._pins[name]:
             return False
         if name in self._released:
             return False
@@ -326,7 +288,7 @@ class ImageStore:
         return 0 < retention < age
 
     def _migrate(self, path: Path, size: int) -> int:
-        """Move an image file from before 1.2 (`<uuid>.<ext>`) to its hash's name, keeping its age."""
+        """Move an image file of an earlier version (`<uuid>.<ext>`) to its hash's name, keeping its age."""
         try:
             data = path.read_bytes()
         except (FileNotFoundError, IsADirectoryError):
@@ -334,7 +296,7 @@ class ImageStore:
         sha256 = images.sha256_hex(data)
         kept = kept_path(self.root, sha256)
         with self._lock:
-            if kept.exists():  # another name of the same image (versions before 1.2 linked one per request)
+            if kept.exists():  # another name of the same image (earlier versions linked one per request)
                 self._delete(ROOT_RANK, path)
                 return len(data)
             try:
@@ -346,8 +308,3 @@ class ImageStore:
             self.usage.add(shard_rank(sha256), sha256, size)
         log.debug("image %s: moved to %s", path.name, kept.relative_to(self.root))
         return len(data)
-
-
-def _folders() -> list[str]:
-    """The folders of a pass, in the order `Usage` ranks them: IMAGE_DIR itself, pending, then 00 … ff."""
-    return ["", PENDING, *(f"{index:02x}" for index in range(256))]

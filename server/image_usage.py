@@ -3,29 +3,14 @@
 Nothing lists IMAGE_DIR to answer a scrape. The image store counts each
 file it writes, moves or deletes; what was there before the server started
 is counted by the first sweep pass, which walks IMAGE_DIR one folder after
-another, in a fixed order of folders (`rank`). While that pass runs, a file
-written or deleted in a folder it has yet to reach is left to it (it will
-count the file, or never see it), so that no file is counted twice or
-taken off uncounted. Pure bookkeeping: the caller holds the lock.
+another, in a fixed order (each folder's `rank`, server/image_layout.py).
+While that pass runs, a file written or deleted where it has yet to reach
+is left to it (it will count the file, or never see it), so that no file is
+counted twice or taken off uncounted. Pure bookkeeping: the caller holds
+the lock.
 """
 
 from __future__ import annotations
-
-PENDING = "pending"  # files of requests not processed yet; kept files are in 00 … ff
-ROOT_RANK, PENDING_RANK = 0, 1  # IMAGE_DIR itself (files from before 1.2), then pending/
-
-
-def folder_rank(name: str) -> int:
-    """The place of a folder of IMAGE_DIR in a pass: "" (IMAGE_DIR itself), "pending", then "00" to "ff"."""
-    if name == "":
-        return ROOT_RANK
-    if name == PENDING:
-        return PENDING_RANK
-    return 2 + int(name, 16)
-
-
-def shard_rank(sha256: str) -> int:
-    return folder_rank(sha256[:2])
 
 
 class Usage:
@@ -43,9 +28,7 @@ class Usage:
 
     def remove(self, rank: int, name: str, size: int) -> None:
         """A file was deleted (or moved out)."""
-        if self._pass_will_count(rank, name):
-            self._uncounted.discard(name)  # gone before the pass reached it: never counted
-        else:
+        if not self._pass_will_count(rank, name):  # else the pass, which has yet to reach it, never counted it
             self._change(-size, -1)
 
     def enter(self, rank: int, names: list[str]) -> None:

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import fetch, image_store, images, jobs, masks, prompts
+from server import fetch, image_layout, images, jobs, masks, prompts
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
@@ -247,7 +247,7 @@ class Processor:
         with self._pixels_lock:
             if record["id"] in self._pixels:  # received here: no need to look in IMAGE_DIR
                 return True
-        if image_store.find(self.settings.image_dir, record["imageSha256"]) is not None:
+        if image_layout.find(self.settings.image_dir, record["imageSha256"]) is not None:
             return True
         if self.model is not None and self.model.has_embedding(record["imageSha256"]):
             return True
@@ -364,7 +364,7 @@ class Processor:
         assert self.model is not None
         if self.model.has_embedding(work.image_sha256):
             return None, None
-        data = image_store.read(self.settings.image_dir, work.image_sha256)
+        data = image_layout.read(self.settings.image_dir, work.image_sha256)
         if data is None:
             raise ClientError("image_download_failed", "The image file was deleted before it was processed.")
         if images.sha256_hex(data) != work.image_sha256:

@@ -20,7 +20,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
-from server import __version__, image_store, images
+from server import __version__, image_layout, images
 from server.config import Settings
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
@@ -101,11 +101,11 @@ class Health:
         except StoreUnavailable as exc:
             store_state = f"error: {exc}"
         image_dir = self.settings.image_dir
-        problem = images.writable_problem(image_dir) or image_store.floor_problem(
+        problem = images.writable_problem(image_dir) or image_layout.floor_problem(
             image_dir, self.settings.min_free_disk_mb
         )
         images_state = f"error: {problem}: new images are refused" if problem else "ok"
-        return store_state, queue_depth, images_state, image_store.free_bytes(image_dir)
+        return store_state, queue_depth, images_state, image_layout.free_bytes(image_dir)
 
 
 class Routes:

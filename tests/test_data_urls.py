@@ -12,7 +12,7 @@ from PIL import Image
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from server import image_store, images, masks
+from server import image_layout, images, masks
 from server.main import hard_message_limit
 from tests.conftest import ws_url
 from tests.support import image_files as files
@@ -53,7 +53,7 @@ def test_a_data_url_image_is_segmented(start_app, media_type, data):
     assert record["imageUrl"] == f"data:{media_type};base64,... ({len(data)} bytes, sent inline)"
     assert record["imageSha256"] == images.sha256_hex(data)
     # Kept by its hash once the model has run on it, with the bytes as sent.
-    assert image_store.find(app.settings.image_dir, record["imageSha256"]).read_bytes() == data
+    assert image_layout.find(app.settings.image_dir, record["imageSha256"]).read_bytes() == data
 
 
 def test_a_data_url_may_be_larger_than_max_message_bytes(start_app):

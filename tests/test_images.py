@@ -6,12 +6,14 @@ import base64
 import io
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from server import images
+from server.budget import PixelBudget
 from server.errors import ClientError
 from server.images import decode, sha256_hex
 from tests.support import image_files as files
@@ -195,6 +197,21 @@ def test_bomb_beyond_pillows_own_limit_is_too_large():
 def test_image_exactly_at_the_pixel_limit_is_accepted():
     assert decode(files.png_rgb(100, 10), max_pixels=1000).pixels.shape == (10, 100, 3)
     assert error_of(decode, files.png_rgb(100, 10), max_pixels=999).code == "image_too_large"
+
+
+def padded_png(png: bytes, total: int) -> bytes:
+    """`png` grown to `total` bytes by a private ancillary chunk of junk after its header, which decoders skip."""
+    body = b"j" * (total - len(png) - 12)  # a chunk is its body and 12 bytes: length, type, CRC
+    chunk = len(body).to_bytes(4, "big") + b"juNk" + body + zlib.crc32(b"juNk" + body).to_bytes(4, "big")
+    return png[:33] + chunk + png[33:]  # after the 8-byte signature and the 25-byte IHDR chunk
+
+
+def test_a_file_far_larger_than_its_pixels_need_is_too_large_before_any_pixel_is_decoded():
+    largest = 6 * 4 * 8 + 2**20  # 8 bytes a pixel (16-bit RGBA, raw) and 1 MiB of metadata
+    budget = PixelBudget(10**6)
+    assert decode(padded_png(files.png_rgb(6, 4), largest), max_pixels=100).pixels.shape == (4, 6, 3)
+    error = error_of(decode, padded_png(files.png_rgb(6, 4), largest + 1), max_pixels=100, budget=budget)
+    assert error.code == "image_too_large" and "6x4 pixels" in error.message and budget.used == 0
 
 
 def test_decode_reads_only_the_formats_asked_for():
