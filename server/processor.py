@@ -347,8 +347,7 @@ class Processor:
         made = []
         for index, wire in enumerate(work.prompts):
             ref = wire.get("mask_input")
-            where = f"prompts[{index}]"
-            logits = None if ref is None else self.mask_cache.logits(where, ref, work.image_sha256, scope=work.scope)
+            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256, scope=work.scope)
             made.append(prompts.from_dict(wire, logits))
         return made
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from websockets.datastructures import Headers
+from websockets.http11 import Request
 
 from server.errors import ClientError
 from server.mask_cache import MaskCache
 from server.sam_model import EmbeddingCache
 from server.scoped_lru import ScopedLru
 from server.tokens import Tokens, scope_of
-from websockets.datastructures import Headers
-from websockets.http11 import Request
 
 
 def keys_of(cache: ScopedLru, candidates) -> list:
