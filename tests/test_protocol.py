@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -131,6 +132,35 @@ def test_a_data_url_with_a_lone_surrogate_is_counted_not_crashed_on():
     text = json.dumps({**GOOD, "image_url": "data:image/png;base64,\ud800" + "A" * 1100})
     assert "\\ud800" in text  # JSON escapes it: valid JSON, and not encodable as UTF-8 once parsed
     assert parse(text).image_url.startswith("data:image/png;base64,\ud800")
+
+
+# --- the hostile literal of issue 19: one linear pass, and only past MAX_MESSAGE_BYTES ----------
+
+
+def hostile(repeats: int) -> str:
+    """A string never closed, full of escaped `"data:` openings: quadratic for the old regex."""
+    return '"data:' + '\\"data:' * repeats
+
+
+def answered_within(seconds: float, text: str, **limits) -> ClientError:
+    started = time.thread_time()  # this thread's CPU: others' load on the machine does not count
+    error = refused(text, **limits)
+    spent = time.thread_time() - started
+    assert spent < seconds, f"answering {len(text):,} characters took {spent:.2f} s of CPU"
+    return error
+
+
+def test_the_reported_63_kb_message_is_not_scanned_at_all_under_max_message_bytes():
+    text = hostile(9_000)  # froze the whole server 13 s: the scan ran before any size check
+    assert len(text) < 65536
+    error = answered_within(0.5, text, max_message_bytes=65536, max_image_bytes=20 * 2**20)
+    assert error.code == "invalid_json"  # parsed at once, and refused for the string left open
+
+
+def test_past_max_message_bytes_the_hostile_literal_is_measured_in_one_pass():
+    text = hostile(8_000)  # 56 KB: the old regex took seconds on it, 4x as long for each doubling
+    error = answered_within(0.5, text, max_message_bytes=1024, max_image_bytes=20 * 2**20)
+    assert error.code == "message_too_large"  # a literal left open is no data: URL
 
 
 def test_a_data_url_is_never_echoed_in_an_error():
