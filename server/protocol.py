@@ -148,7 +148,8 @@ def load_message(message: str | bytes, *, max_message_bytes: int, max_image_byte
 def client_ref_of(body: Any) -> str | None:
     """The request's `client_ref`, if it has a valid one: echoed even when the rest is refused."""
     ref = body.get("client_ref") if isinstance(body, dict) else None
-    return ref if isinstance(ref, str) and len(ref) <= MAX_CLIENT_REF else None
+    valid = isinstance(ref, str) and len(ref) <= MAX_CLIENT_REF and json_text.lone_surrogate(ref) is None
+    return ref if valid else None
 
 
 def keep_open_of(body: Any) -> bool:
@@ -180,6 +181,9 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int) -> Request:
     client_ref = body.get("client_ref")
     if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > MAX_CLIENT_REF):
         raise _invalid(f"client_ref must be a string of at most {MAX_CLIENT_REF} characters.")
+    # Last, when the schema has bounded the body: a string that is not text could be neither sent on nor stored.
+    if (where := json_text.lone_surrogate(body)) is not None:
+        raise _invalid(f"{where} holds a lone surrogate (a \\ud800-\\udfff escape without its pair): not Unicode text.")
     return Request(
         image_url=image_url,
         image_sha256=image_sha256,

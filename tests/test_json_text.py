@@ -1,4 +1,4 @@
-"""server.json_text: string literals found in one linear pass.
+"""server.json_text: string literals found in one linear pass, and lone surrogates after parsing.
 
 The scanner is checked against a character-by-character reference on any
 text, against `json.loads` on any JSON, and against the clock on the input
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from server.json_text import longest_string_literal, string_literals
+from server.json_text import lone_surrogate, longest_string_literal, string_literals
 
 # The hostile message of the report: a string that never closes, full of escaped `"data:` openings.
 QUADRATIC_UNIT = '\\"data:'
@@ -155,3 +155,27 @@ def test_a_28_mb_data_literal_is_measured_in_one_pass():
     assert longest_string_literal(text, "data:", opens_within=65536) == len(url) + 2 + url.count("/")
     assert time.thread_time() - started < 0.5
 
+
+# --- lone surrogates ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, where",
+    [
+        ({"image_url": "http://h/\ud800.png"}, "image_url"),
+        ({"prompts": [{"box": {}}, {"mask_input": {"id": "a\udfffb"}}]}, "prompts[1].mask_input.id"),
+        ({"image_url": "x", "\udc80": 1}, "a key of the request"),
+        ({"prompts": [{"\ud800": 1}]}, "a key of prompts[0]"),
+        ("\ud800", "the request"),
+        (["ok", ["\ud83d"]], "[1][0]"),
+    ],
+)
+def test_a_lone_surrogate_is_found_and_named(value, where):
+    assert lone_surrogate(value) == where
+
+
+@pytest.mark.parametrize(
+    "value", [{"image_url": "http://h/😀.png"}, json.loads('"\\ud83d\\ude00"'), {"é": ["ü", 1, None, 2.5]}, 7, None, ""]
+)
+def test_unicode_text_has_no_lone_surrogate(value):
+    assert lone_surrogate(value) is None

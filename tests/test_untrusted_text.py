@@ -1,14 +1,16 @@
-"""Untrusted text through a real server (issue 19, finding 1).
+"""Untrusted text through a real server (issue 19, findings 1 and 11).
 
 A message that made the old scan backtrack quadratically, holding the GIL
 and so stopping every thread, is answered at once while `/ping` on another
-connection stays fast.
+connection stays fast; a lone surrogate in the request is a typed
+`invalid_request`, with no traceback in the server's log.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import threading
 import time
 
@@ -17,7 +19,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.conftest import ws_url
+from tests.support.client import exchange, session as open_session
 from tests.support.waiting import wait_for
+
+BOX = {"x": 4, "y": 4, "width": 30, "height": 20}
+
 
 def hostile(repeats: int) -> str:
     """The reported message: a string never closed, full of escaped `"data:` openings."""
@@ -83,3 +89,23 @@ def test_the_hostile_literal_is_answered_at_once_while_ping_stays_fast(start_app
     assert took < 3.0, f"the answer to {len(message):,} bytes took {took:.2f} s"
     assert probe.slowest < 1.5, f"/ping took {probe.slowest:.2f} s meanwhile"
 
+
+def test_a_lone_surrogate_in_image_url_is_invalid_request_without_a_traceback(start_app, image_server, caplog):
+    app = start_app()
+    url = image_server.url("/\ud800.png")  # sent as the JSON escape \ud800, as in the report
+    with caplog.at_level(logging.INFO):
+        outcome = exchange(ws_url(app), {"image_url": url, "boxes": [BOX]}, timeout=20)
+    assert outcome.types == ["error"], outcome.messages
+    assert outcome.last["code"] == "invalid_request" and outcome.close_code == 1008
+    assert outcome.last["message"].startswith("image_url holds a lone surrogate")
+    assert not [record for record in caplog.records if record.exc_info or record.levelno >= logging.ERROR]
+    assert list(app.store.records()) == []
+
+
+def test_in_a_session_a_lone_surrogate_answers_that_request_only(start_app, image_server):
+    app = start_app()
+    with open_session(ws_url(app)) as session:
+        refused = session.ask({"image_url": image_server.url("/\udc80.png"), "prompts": [], "client_ref": "r1"})
+        assert refused["code"] == "invalid_request" and refused["client_ref"] == "r1"
+        answered = session.ask({"image_url": image_server.url("/rgb.png"), "prompts": [], "client_ref": "r2"})
+        assert answered["type"] == "result" and answered["client_ref"] == "r2"
