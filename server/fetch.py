@@ -34,7 +34,6 @@ import socket
 import ssl
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -49,6 +48,8 @@ _CHUNK_BYTES = 64 * 1024
 _HEAD_BYTES = 64 * 1024
 # host[:port], the host a name, an IPv4 address or a bracketed IPv6 address.
 _AUTHORITY = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\[\]:@/?#%\\]+)(?::(?P<port>[0-9]{0,5}))?")
+# Whitespace (all that str.isspace() calls so) and control characters (Unicode category Cc): one C-speed search.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 # Characters a request target may carry as they are; anything else is percent-encoded.
 _TARGET_SAFE = "!$&'()*+,;=:@/?%~[]"
 _USER_AGENT = "CAP-image-download/0.1"
@@ -145,7 +146,7 @@ class _Target:
 def _check_characters(url: str, redirected: bool) -> None:
     if "\\" in url:
         raise _bad_url(url, redirected, "contains a backslash, which URL readers disagree on; use /")
-    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in url):
+    if _SPACE_OR_CONTROL.search(url):
         raise _bad_url(url, redirected, "contains a space or a control character; percent-encode it")
 
 
