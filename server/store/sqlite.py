@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from server import jobs
-from server.store.base import Conflict, Record, Store, StoreUnavailable
+from server.store.base import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 
 # Column name -> True when the value is stored as JSON text.
 QUEUE_COLUMNS = {
@@ -117,6 +117,8 @@ class SQLiteStore(Store):
         try:
             return self._db.execute(sql, params)
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_TOOBIG":  # a value over SQLITE_LIMIT_LENGTH (1 GB)
+                raise ItemTooLarge(f"SQLite {self.path}: {exc}") from exc
             raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
 
     # --- Queue -----------------------------------------------------------------
