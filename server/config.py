@@ -110,7 +110,7 @@ class Settings:
     mask_cache_size: int = 64
     session_idle_seconds: float = 300.0
     pixel_budget_mb: int = 2048
-    max_mask_pixels: int = 500_000_000
+    max_mask_pixels: int = 200_000_000
     max_result_bytes: int = 16 * 1024 * 1024
     max_polygon_vertices: int = 1_000_000
     api_token: str | None = None

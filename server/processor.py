@@ -37,7 +37,6 @@ from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
 from server.mask_cache import MaskCache
-from server.output_budget import OutputMeter
 from server.refetch import Refetcher
 from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
 from server.store import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
@@ -313,7 +312,7 @@ class Processor:
 
     def _finish(self, record: Record, result: Segmentation) -> None:
         """Keep the result within its budget, or fail its record: too large is final, never a retry."""
-        meter = OutputMeter.for_settings(self.settings, self.budget)
+        meter = output_budget.OutputMeter.for_settings(self.settings, self.budget)
         try:
             self._store_result(record, result, meter)
         except ClientError as exc:  # result_too_large, while its masks were made
@@ -323,7 +322,7 @@ class Processor:
         finally:
             meter.release()
 
-    def _store_result(self, record: Record, result: Segmentation, meter: OutputMeter) -> None:
+    def _store_result(self, record: Record, result: Segmentation, meter: output_budget.OutputMeter) -> None:
         """Store the result, mark the record processed, wake its connection."""
         assert self.model is not None
         work = jobs.Work.of(record)
