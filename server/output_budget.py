@@ -38,6 +38,7 @@ MULTIMASK_CANDIDATES = 3  # SAM's multimask output: three candidate masks per pr
 # ints); while read back and sent (stored text, parsed objects, message text
 # and its bytes), 4 (RLE) to 10.6 (polygons).
 RESULT_MEMORY_PER_BYTE = 12
+ASK_FOR_LESS = "Send fewer prompts, no multimask, or output without polygons."
 
 
 def mask_pixels(prompts: int, multimask: bool, width: int, height: int) -> int:
@@ -49,11 +50,13 @@ def check_work(prompts: int, multimask: bool, width: int, height: int, max_mask_
     """Refuse, before the model runs, a request whose masks would cover more than MAX_MASK_PIXELS."""
     work = mask_pixels(prompts, multimask, width, height)
     if work > max_mask_pixels:
-        candidates = f" × {MULTIMASK_CANDIDATES} candidates (multimask)" if multimask else ""
+        asked = f"{prompts} prompt{'' if prompts == 1 else 's'}"
+        if multimask:
+            asked += f" × {MULTIMASK_CANDIDATES} candidates (multimask)"
         raise ClientError(
             "result_too_large",
-            f"{prompts} prompts{candidates} on a {width}x{height} image make {work:,} mask pixels; the limit "
-            f"is {max_mask_pixels:,} (MAX_MASK_PIXELS). Send fewer prompts, no multimask, or a smaller image.",
+            f"{asked} on a {width}x{height} image make {work:,} mask pixels; the limit is {max_mask_pixels:,} "
+            f"(MAX_MASK_PIXELS). Send fewer prompts, no multimask, or a smaller image.",
         )
 
 
@@ -61,8 +64,7 @@ def refused_by_store(nbytes: int) -> ClientError:
     """The error of a result the store cannot hold: final, never tried again."""
     return ClientError(
         "result_too_large",
-        f"The result ({nbytes:,} bytes) is larger than the store accepts. "
-        f"Send fewer prompts, no multimask, or output without polygons.",
+        f"The result ({nbytes:,} bytes) is larger than the store accepts. {ASK_FOR_LESS}",
     )
 
 
@@ -95,8 +97,7 @@ class OutputMeter:
         if self.bytes > self.max_bytes:
             raise ClientError(
                 "result_too_large",
-                f"The result grew past {self.max_bytes:,} bytes (MAX_RESULT_BYTES) and was not kept. "
-                f"Send fewer prompts, no multimask, or output without polygons.",
+                f"The result grew past {self.max_bytes:,} bytes (MAX_RESULT_BYTES) and was not kept. {ASK_FOR_LESS}",
             )
 
     def release(self) -> None:
