@@ -110,6 +110,9 @@ class Settings:
     mask_cache_size: int = 64
     session_idle_seconds: float = 300.0
     pixel_budget_mb: int = 2048
+    max_mask_pixels: int = 200_000_000
+    max_result_bytes: int = 16 * 1024 * 1024
+    max_polygon_vertices: int = 1_000_000
     api_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
@@ -180,6 +183,7 @@ class Settings:
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
             "job_timeout", "poll_interval", "max_attempts", "lease_seconds", "cosmos_timeout",
             "send_timeout", "pixel_budget_mb", "max_points", "session_idle_seconds",
+            "max_mask_pixels", "max_result_bytes", "max_polygon_vertices",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -30,7 +30,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection
 
-from server import image_source, jobs, protocol
+from server import image_source, jobs, output_budget, protocol
 from server.clock import utcnow
 from server.deadlines import socket_deadline
 from server.errors import CLOSE_CODES, ClientError
@@ -155,6 +155,9 @@ class Conversation:
         self.download_ms = (time.perf_counter() - started) * 1000
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)
+            output_budget.check_work(
+                len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
+            )
             for index, prompt in enumerate(prompts):
                 if prompt.mask_input is not None:
                     ref = prompt.mask_input.to_dict()
@@ -224,7 +227,8 @@ class Conversation:
                 self._send(protocol.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
                 told_processing = True
             if status == jobs.PROCESSED:
-                self._deliver(record)
+                with output_budget.reserve_delivery(self.intake.budget, record, wait=self.settings.send_timeout):
+                    self._deliver(record)
                 return
             if status == jobs.FAILED:
                 raise ClientError(record["error"]["code"], record["error"]["message"])

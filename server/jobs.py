@@ -93,6 +93,7 @@ def new_record(
         "serverId": None,
         "preferredServer": preferred_server,
         "scope": scope,
+        "resultBytes": None,
     }
 
 
@@ -177,11 +178,14 @@ def claim(
     }
 
 
-def mark_processed(record: Record, *, now: dt.datetime) -> Record:
-    """The result is stored in SAMOutput."""
+def mark_processed(record: Record, *, now: dt.datetime, result_bytes: int = 0) -> Record:
+    """The result, of `result_bytes` bytes of masks JSON, is stored in SAMOutput."""
     if record["status"] != PROCESSING:
         raise TransitionRefused(f"record is {record['status']}, not processing")
-    return {**record, "status": PROCESSED, PROCESSED: _stamp(now, record[PROCESSING]), "leaseUntil": None}
+    return {
+        **record, "status": PROCESSED, PROCESSED: _stamp(now, record[PROCESSING]), "leaseUntil": None,
+        "resultBytes": result_bytes,
+    }
 
 
 def mark_finished(record: Record, *, now: dt.datetime) -> Record:

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import fetch, images, jobs, masks, prompts
+from server import fetch, images, jobs, masks, output_budget, prompts
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
@@ -39,7 +39,7 @@ from server.errors import ClientError
 from server.mask_cache import MaskCache
 from server.refetch import Refetcher
 from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
-from server.store import Conflict, Record, Store, StoreUnavailable
+from server.store import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -311,13 +311,25 @@ class Processor:
         self._finish(record, result)
 
     def _finish(self, record: Record, result: Segmentation) -> None:
+        """Keep the result within its budget, or fail its record: too large is final, never a retry."""
+        meter = output_budget.OutputMeter.for_settings(self.settings, self.budget)
+        try:
+            self._store_result(record, result, meter)
+        except ClientError as exc:  # result_too_large, while its masks were made
+            self._fail(record["id"], exc.code, exc.message)
+        except ItemTooLarge:
+            self._fail(record["id"], "result_too_large", output_budget.refused_by_store(meter.bytes).message)
+        finally:
+            meter.release()
+
+    def _store_result(self, record: Record, result: Segmentation, meter: output_budget.OutputMeter) -> None:
         """Store the result, mark the record processed, wake its connection."""
         assert self.model is not None
         work = jobs.Work.of(record)
         job_id = work.id
         started = time.perf_counter()
         wire = masks.wire_masks(
-            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output
+            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output, meter
         )
         rle_ms = (time.perf_counter() - started) * 1000
         self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
@@ -335,7 +347,9 @@ class Processor:
                 },
             }
         )
-        processed = self.store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow()), current=record)
+        processed = self.store.update(
+            job_id, lambda r: jobs.mark_processed(r, now=utcnow(), result_bytes=meter.bytes), current=record
+        )
         if processed is None:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
         self.events.notify(job_id)

@@ -32,7 +32,7 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey, exceptions
 
 from server import jobs
-from server.store.base import Conflict, Record, Store, StoreUnavailable
+from server.store.base import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ SYSTEM_FIELDS = ("_rid", "_self", "_attachments", "_ts")
 NON_TERMINAL = (jobs.QUEUED, jobs.PROCESSING, jobs.PROCESSED)
 TRANSIENT_RETRIES = 2
 RETRY_BACKOFF_SECONDS = 0.2
-
-
-class ItemTooLarge(ValueError):
-    """An item would exceed Cosmos DB's 2 MB limit."""
 
 
 def _clean(item: dict[str, Any]) -> Record:
