@@ -21,9 +21,9 @@ from server import jobs
 from tests.conftest import ws_url
 from tests.support import image_files
 from tests.support.client import session as open_session
+from tests.support.http_client import get
 from tests.support.waiting import wait_for
 from tests.test_malformed_traffic import TEXT, RawClient
-from tests.test_resilience import get
 
 DATA_URL = "data:image/png;base64," + base64.b64encode(image_files.png_rgb(64, 48)).decode()
 OPEN = {"image_url": DATA_URL, "prompts": [], "keep_open": True}

@@ -6,31 +6,20 @@ import logging
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from server import logs
-from server.listener import PLAIN_HTTP_ROOM
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, ws_url
 from tests.support.client import exchange
+from tests.support.http_client import get
 from tests.support.waiting import wait_for
 
 BOX = {"x": 2, "y": 2, "width": 20, "height": 20}
-
-
-def get(port, path, headers=None):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 def test_max_connections_refuses_with_503_before_starting_a_thread(start_app):
@@ -49,6 +38,8 @@ def refuse_past_the_limit_then_admit_again(app, held, stack):
     assert refused.value.response.status_code == 503
     assert b"MAX_CONNECTIONS" in refused.value.response.body
     assert get(app.port, "/ping") == (200, b"pong")  # plain HTTP has room of its own
+
+    from server.listener import PLAIN_HTTP_ROOM
 
     silent = [stack.enter_context(socket.create_connection(("127.0.0.1", app.port))) for _ in range(PLAIN_HTTP_ROOM)]
     assert wait_for(lambda: app.listener.open == 3 + len(silent), 5)  # each one is in a handshake thread
@@ -73,7 +64,7 @@ def refuse_past_the_limit_then_admit_again(app, held, stack):
 
 
 def test_a_refused_client_that_never_sends_its_request_still_gets_the_503_and_a_clean_close(start_app):
-    from server.listener import REFUSAL_LINGER_SECONDS
+    from server.listener import PLAIN_HTTP_ROOM, REFUSAL_LINGER_SECONDS
 
     app = start_app(max_connections=1, request_timeout=60)
     with contextlib.ExitStack() as stack:
