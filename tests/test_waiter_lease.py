@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from tests.support.client import exchange
 from tests.support.waiting import wait_for
 
 DATA_URL = "data:image/png;base64," + base64.b64encode(image_files.png_rgb(40, 30)).decode()
+ORPHAN_PNG = image_files.png_rgb(64, 48)
 BOX = {"x": 2, "y": 2, "width": 20, "height": 20}
 
 
@@ -28,9 +30,8 @@ def orphan_record(url: str, lease_lapsed_seconds_ago: float) -> dict:
     now = utcnow()
     created = now - dt.timedelta(seconds=60)
     return jobs.new_record(
-        str(uuid.uuid4()), now=created, image_url=url, image_sha256="00" * 32, width=64, height=48,
-        boxes=[BOX], multimask=False,
-        waiter_lease_seconds=60 - lease_lapsed_seconds_ago,
+        str(uuid.uuid4()), now=created, image_url=url, image_sha256=hashlib.sha256(ORPHAN_PNG).hexdigest(),
+        width=64, height=48, boxes=[BOX], multimask=False, waiter_lease_seconds=60 - lease_lapsed_seconds_ago,
     )
 
 
@@ -38,7 +39,7 @@ def test_a_record_whose_waiter_left_is_interrupted_not_processed(start_app, gate
     """Two replicas on one SQLite file: the orphan another replica's connection left, and this one's live request."""
     app = start_app(model=gate)
     gate.opened.set()
-    image_server.add("/orphan.png", image_files.png_rgb(64, 48))
+    image_server.add("/orphan.png", ORPHAN_PNG)
     other_replica = SQLiteStore(tmp_path / "cap.sqlite3")  # a second process's view of the same file
     orphan = other_replica.insert(orphan_record(image_server.url("/orphan.png"), lease_lapsed_seconds_ago=5))
     app.processor.wake.set()
