@@ -63,7 +63,6 @@ class Superseded(Exception):
 class Conversation:
     def __init__(self, ws: RingingConnection, intake: Intake, scope: str | None = None):
         self.ws = ws
-        self.bell = ws.bell
         self.intake = intake
         self.scope = scope  # the API token's (server/tokens.py): the hashes and result ids this client may use
         self.settings = intake.settings
@@ -185,7 +184,7 @@ class Conversation:
             )
             saved = source.keep(settings.image_dir, job_id)
             try:
-                position = self.intake.admit(record, source.pixels, source.reservation, self.bell)
+                position = self.intake.admit(record, source.pixels, source.reservation, self.ws.bell)
             except BaseException:
                 if saved is not None:
                     saved.unlink(missing_ok=True)
@@ -211,7 +210,7 @@ class Conversation:
                 return message
             if (remaining := deadline - time.monotonic()) <= 0:
                 break
-            self.bell.wait(remaining)
+            self.ws.bell.wait(remaining)
         if first:
             raise ClientError("invalid_request", f"No request arrived within {self.settings.request_timeout:g} s.")
         self._close(1000, "idle")
@@ -256,7 +255,7 @@ class Conversation:
 
     def _wait(self, timeout: float) -> None:
         """Block until the bell rings or `timeout` passes; then see if the server stops or the client spoke or left."""
-        self.bell.wait(timeout)
+        self.ws.bell.wait(timeout)
         self.intake.refuse_if_stopping()
         message = self._poll_socket()
         if message is None:
