@@ -40,6 +40,7 @@ from server.mask_cache import MaskCache
 from server.refetch import Refetcher
 from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
 from server.store import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
+from server.wakeups import JobEvents
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +50,6 @@ CLAIM_PAGES = 32  # at most 256 records looked at per claim round
 # holds its image (`preferredServer`); after that, anyone takes it.
 AFFINITY_SECONDS = 2.0
 ERROR_BACKOFF_SECONDS = 1.0
-
-
-class JobEvents:
-    """Per-record wake-ups from the processor to the connection waiting on it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: dict[str, threading.Event] = {}
-
-    def subscribe(self, job_id: str) -> threading.Event:
-        with self._lock:
-            return self._events.setdefault(job_id, threading.Event())
-
-    def unsubscribe(self, job_id: str) -> None:
-        with self._lock:
-            self._events.pop(job_id, None)
-
-    def notify(self, job_id: str) -> None:
-        with self._lock:
-            event = self._events.get(job_id)
-        if event is not None:
-            event.set()
 
 
 class Processor:
@@ -191,7 +170,8 @@ class Processor:
             for candidate in page:
                 if len(batch) == self.batch_size:
                     return batch
-                if self._left_to_another(candidate) or not self._image_is_here(candidate):
+                orphan = jobs.waiter_gone(candidate, utcnow())  # claimed only to be interrupted
+                if not orphan and (self._left_to_another(candidate) or not self._image_is_here(candidate)):
                     continue
                 stored = self._claim(candidate)
                 if stored is not None:
@@ -229,7 +209,10 @@ class Processor:
         self.events.notify(stored["id"])
         if stored["status"] == jobs.PROCESSING:
             return stored
-        log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
+        if stored["status"] == jobs.FAILED:
+            log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
+        else:
+            log.info("job %s interrupted, not processed: its waiter's lease lapsed", stored["id"])
         self.drop(stored["id"])
         return None
 

@@ -19,8 +19,9 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
-from server import __version__, images
+from server import __version__, connection_slots, images
 from server.config import Settings
+from server.connection_slots import ConnectionSlots
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
 from server.protocol import PROTOCOL_VERSION
@@ -104,12 +105,15 @@ class Health:
 
 
 class Routes:
-    def __init__(self, settings: Settings, health: Health, metrics: Metrics, draining: threading.Event):
+    def __init__(
+        self, settings: Settings, health: Health, metrics: Metrics, draining: threading.Event, slots: ConnectionSlots
+    ):
         self.settings = settings
         self.health = health
         self.metrics = metrics
         self.draining = draining
         self.tokens = Tokens(settings.api_token)
+        self.slots = slots
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -139,7 +143,24 @@ class Routes:
             )
         if self.draining.is_set():
             return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down")
+        refusal = self.slots.take(connection.socket, self._client(connection, request))
+        if refusal is not None:
+            return self._refusal(refusal)
         return None  # go on with the WebSocket handshake
+
+    def _client(self, connection: ServerConnection, request: Request) -> str:
+        """Who a connection counts against for MAX_CONNECTIONS_PER_CLIENT: its token's scope, else its address."""
+        scope = self.tokens.scope(request)
+        return f"token {scope}" if scope is not None else f"address {connection.remote_address[0]}"
+
+    def _refusal(self, refusal: str) -> Response:
+        if refusal == connection_slots.PER_CLIENT:
+            sentence = (
+                f"this client already has {self.settings.max_connections_per_client} connections open "
+                "(MAX_CONNECTIONS_PER_CLIENT): close one, or retry later"
+            )
+            return _response(http.HTTPStatus.TOO_MANY_REQUESTS, sentence.encode())
+        return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections (MAX_CONNECTIONS); retry")
 
     def authorized(self, request: Request) -> bool:
         """True without API_TOKEN; with it, the request must carry one of its tokens (server/tokens.py).

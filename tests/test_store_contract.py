@@ -209,6 +209,16 @@ def test_a_sqlite_file_from_before_the_embedding_cache_gains_its_column(tmp_path
     assert store.get_output("new")["cachedEmbedding"] is True
 
 
+def test_a_waiters_lease_is_stored_renewed_and_ends_an_orphan_at_its_claim(store):
+    store.insert(record("live", waiterLeaseUntil=jobs.format_time(at(30))))
+    store.insert(record("orphan", created=1, waiterLeaseUntil=jobs.format_time(at(30))))
+    assert store.update("live", lambda r: jobs.renew_waiter(r, now=at(25), lease_seconds=30)) is not None
+    assert store.get("live")["waiterLeaseUntil"] == jobs.format_time(at(55))
+    assert claim(store, "live", at(40))["status"] == "processing"
+    assert claim(store, "orphan", at(40))["status"] == "interrupted"
+    assert store.get("orphan")["status"] == "interrupted" and store.get("orphan")["waiterLeaseUntil"]
+
+
 def test_check_passes_on_a_working_store(store):
     store.check()
 

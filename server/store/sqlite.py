@@ -29,7 +29,7 @@ QUEUE_COLUMNS = {
     "interrupted": False, "failed": False, "error": True,
     "boxes": True, "prompts": True, "output": True, "multimask": False, "imageUrl": False, "imageSha256": False,
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
-    "serverId": False, "preferredServer": False, "scope": False, "resultBytes": False,
+    "serverId": False, "preferredServer": False, "scope": False, "resultBytes": False, "waiterLeaseUntil": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS Queue (
     interrupted TEXT, failed TEXT, error TEXT, boxes TEXT NOT NULL, prompts TEXT, output TEXT,
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
-    leaseUntil TEXT, serverId TEXT, preferredServer TEXT, scope TEXT, resultBytes INTEGER,
+    leaseUntil TEXT, serverId TEXT, preferredServer TEXT, scope TEXT, resultBytes INTEGER, waiterLeaseUntil TEXT,
     _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
@@ -61,6 +61,7 @@ ADDED_COLUMNS = [
     ("Queue", "preferredServer", "TEXT"),
     ("Queue", "scope", "TEXT"),
     ("Queue", "resultBytes", "INTEGER"),
+    ("Queue", "waiterLeaseUntil", "TEXT"),
 ]
 
 
