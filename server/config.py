@@ -97,11 +97,13 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     max_queue: int = 256
     max_connections: int = 1024
+    max_connections_per_client: int = 64
     request_timeout: float = 10.0
     job_timeout: float = 600.0
     poll_interval: float = 1.0
     max_attempts: int = 3
     lease_seconds: float = 120.0
+    waiter_lease_seconds: float = 30.0
     embedding_cache_size: int = 8
     batch_size: int = 0
     torch_threads: int = 0
@@ -111,6 +113,9 @@ class Settings:
     mask_cache_size: int = 64
     session_idle_seconds: float = 300.0
     pixel_budget_mb: int = 2048
+    max_mask_pixels: int = 200_000_000
+    max_result_bytes: int = 16 * 1024 * 1024
+    max_polygon_vertices: int = 1_000_000
     api_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
@@ -180,12 +185,17 @@ class Settings:
             "max_image_bytes", "max_image_pixels", "download_timeout", "max_boxes",
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
             "job_timeout", "poll_interval", "max_attempts", "lease_seconds", "cosmos_timeout",
-            "send_timeout", "pixel_budget_mb", "max_points", "session_idle_seconds",
+            "send_timeout", "pixel_budget_mb", "max_points", "session_idle_seconds", "waiter_lease_seconds",
+            "max_mask_pixels", "max_result_bytes", "max_polygon_vertices",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be greater than 0.")
-        for name in ("embedding_cache_size", "batch_size", "torch_threads", "mask_cache_size", "min_free_disk_mb"):
+        at_least_zero = (
+            "embedding_cache_size", "batch_size", "torch_threads", "mask_cache_size", "max_connections_per_client",
+            "min_free_disk_mb",
+        )
+        for name in at_least_zero:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be 0 or more.")
         if not 0 <= self.port <= 65535:

@@ -7,11 +7,16 @@ the record to move (`status`) ▸ send the `result` ▸ mark it finished. Withou
 
 With `keep_open: true` the connection is a session (docs/protocol.md,
 "Sessions"): it waits for the next request, until the client closes, a
-request without `keep_open` is answered, SESSION_IDLE_SECONDS pass with no
-request (close 1000, reason `idle`), or a connection-level error. A request
-that arrives while the previous one still waits supersedes it: the earlier
-one is answered `superseded` and its record interrupted. In a session, an
-error that concerns one request answers that request only.
+request without `keep_open` is answered, SESSION_IDLE_SECONDS pass since the
+last admitted request ended (close 1000, reason `idle`; a message refused
+with an error is no activity), or a connection-level error. A request that
+arrives while the previous one still waits supersedes it: the earlier one is
+answered `superseded` and its record interrupted. In a session, an error that
+concerns one request answers that request only.
+
+Waiting blocks on the connection's bell (server/wakeups.py), never polls.
+While a record waits, its waiter's lease (`waiterLeaseUntil`) is renewed, so
+that any replica's processor can tell that someone still waits.
 
 Every way out is typed: a `ClientError` becomes an `error` message and its
 close code; a client that leaves, or any other exit, leaves its records
@@ -22,30 +27,23 @@ client that stops reading cannot hold its thread.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import ServerConnection
 
-from server import image_source, jobs, protocol
+from server import image_source, jobs, output_budget, protocol
 from server.clock import utcnow
 from server.deadlines import socket_deadline
 from server.errors import CLOSE_CODES, ClientError
 from server.intake import Intake
 from server.store import Record, StoreUnavailable
+from server.waiter_lease import WaiterLease
+from server.wakeups import RingingConnection
 
 log = logging.getLogger(__name__)
 
-# How often a waiting connection looks at its socket to notice a client that
-# left, or sent another message. Results wake it at once, whatever this is.
-SOCKET_CHECK_SECONDS = 0.2
-# In a session, a newer request supersedes the waiting one: it must be seen
-# well within a click's decoder time (tens of ms), so the socket is looked at
-# this often while a request waits.
-SESSION_SOCKET_CHECK_SECONDS = 0.005
 # Errors that end a session too: the connection cannot go on.
 CONNECTION_ERRORS = frozenset({"message_too_large", "shutting_down", "internal_error"})
 
@@ -63,12 +61,14 @@ class Superseded(Exception):
 
 
 class Conversation:
-    def __init__(self, ws: ServerConnection, intake: Intake):
+    def __init__(self, ws: RingingConnection, intake: Intake, scope: str | None = None):
         self.ws = ws
         self.intake = intake
+        self.scope = scope  # the API token's (server/tokens.py): the hashes and result ids this client may use
         self.settings = intake.settings
         self.store = intake.store
         self.session = False  # the first request with keep_open: true makes it one
+        self.active_at = time.monotonic()  # the idle clock: the start, then the end of each admitted request
         # The request being answered: its record (once stored), client_ref and timings.
         self.job_id: str | None = None
         self.client_ref: str | None = None
@@ -93,11 +93,13 @@ class Conversation:
             self._send_error("internal_error", "The server hit an unexpected error; it has been logged.")
         finally:
             self._end_request()
+            if self.session:
+                self.intake.session_ended()
 
     # --- the conversation ----------------------------------------------------------
 
     def _converse(self) -> None:
-        message = self._receive(self.settings.request_timeout, first=True)
+        message = self._receive(time.monotonic() + self.settings.request_timeout, first=True)
         while message is not None:
             next_message, keep_going = self._answer(message)
             if next_message is not None:
@@ -106,7 +108,7 @@ class Conversation:
             if not keep_going:
                 self._close(1000)
                 return
-            message = self._receive(self.settings.session_idle_seconds, first=False)
+            message = self._receive(self.active_at + self.settings.session_idle_seconds, first=False)
 
     def _answer(self, message: str | bytes) -> tuple[str | bytes | None, bool]:
         """Answer one request; (a newer request that superseded it, or None; whether the session goes on)."""
@@ -118,7 +120,9 @@ class Conversation:
                 message, max_message_bytes=self.settings.max_message_bytes, max_image_bytes=self.settings.max_image_bytes
             )
             self.client_ref = protocol.client_ref_of(body)
-            self.session = self.session or protocol.keep_open_of(body)
+            if not self.session and protocol.keep_open_of(body):
+                self.session = True
+                self.intake.session_began()
             request = protocol.parse_body(body, max_boxes=self.settings.max_boxes, max_points=self.settings.max_points)
             self._serve(request)
         except Superseded as newer:
@@ -137,11 +141,11 @@ class Conversation:
     def _serve(self, request: protocol.Request) -> None:
         self.v1 = request.is_v1
         self.intake.queue_position()  # refuse early, before reading any image
-        position, wake_me = self._admit(request)
+        position = self._admit(request)
         self._send(protocol.queued_message(self.job_id, position, self.client_ref))
-        self._wait_and_deliver(wake_me)
+        self._wait_and_deliver()
 
-    def _admit(self, request: protocol.Request) -> tuple[int, threading.Event]:
+    def _admit(self, request: protocol.Request) -> int:
         """Read the image, keep its file, insert the record and hand the pixels over."""
         settings = self.settings
         started = time.perf_counter()
@@ -149,14 +153,18 @@ class Conversation:
             source = image_source.from_url(request.image_url, settings, self.intake.budget)
         else:
             source = image_source.by_hash(
-                request.image_sha256, settings, self.store, self.intake.budget, self.intake.embedding_cached
+                request.image_sha256, settings, self.store, self.intake.budget, self.intake.embedding_cached, self.scope
             )
         self.download_ms = (time.perf_counter() - started) * 1000
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)
+            output_budget.check_work(
+                len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
+            )
             for index, prompt in enumerate(prompts):
                 if prompt.mask_input is not None:
-                    self.intake.mask_cache.check(f"prompts[{index}]", prompt.mask_input.to_dict(), source.sha256)
+                    ref = prompt.mask_input.to_dict()
+                    self.intake.mask_cache.check(f"prompts[{index}]", ref, source.sha256, scope=self.scope)
             self.summary = {"prompts": len(prompts), "image": f"{source.width}x{source.height}"}
             job_id = str(uuid.uuid4())
             record = jobs.new_record(
@@ -171,41 +179,52 @@ class Conversation:
                 prompts=None if request.boxes_form else [prompt.to_dict() for prompt in prompts],
                 output=list(request.output),
                 preferred_server=self.intake.server_id if source.pixels is None else None,
+                scope=self.scope,
+                waiter_lease_seconds=settings.waiter_lease_seconds,
             )
-            admitted = self.intake.admit(record, source)
+            position = self.intake.admit(record, source, self.ws.bell)
         except BaseException:
             source.release()
             raise
         self.job_id = job_id  # from here on, _end_request() ends the record whatever happens
-        return admitted
+        return position
 
     # --- receiving -------------------------------------------------------------------
 
-    def _receive(self, timeout: float, *, first: bool) -> str | bytes | None:
-        """The next message within `timeout`, unless the server starts draining.
+    def _receive(self, deadline: float, *, first: bool) -> str | bytes | None:
+        """The next message before `deadline` (time.monotonic), unless the server starts draining.
 
         Before the first request, silence is `invalid_request` (protocol 1);
         in a session, it closes the session (1000, `idle`): None.
         """
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
+        while True:
             self.intake.refuse_if_draining()
-            try:
-                return self.ws.recv(timeout=min(remaining, SOCKET_CHECK_SECONDS))
-            except TimeoutError:
-                continue
-            except ConnectionClosed:
-                raise ClientGone() from None
+            message = self._poll_socket()
+            if message is not None:
+                return message
+            if (remaining := deadline - time.monotonic()) <= 0:
+                break
+            self.ws.bell.wait(remaining)
         if first:
             raise ClientError("invalid_request", f"No request arrived within {self.settings.request_timeout:g} s.")
         self._close(1000, "idle")
         return None
 
+    def _poll_socket(self) -> str | bytes | None:
+        """The client's next message if one has arrived, else None, at once."""
+        try:
+            return self.ws.recv(timeout=0)
+        except TimeoutError:
+            return None
+        except ConnectionClosed:
+            raise ClientGone() from None
+
     # --- waiting and delivering --------------------------------------------------------
 
-    def _wait_and_deliver(self, wake_me: threading.Event) -> None:
+    def _wait_and_deliver(self) -> None:
         assert self.job_id is not None
         told_processing = False
+        lease = WaiterLease(self.store, self.job_id, self.settings.waiter_lease_seconds)
         while True:
             record = self.store.get(self.job_id)
             if record is None:
@@ -215,38 +234,31 @@ class Conversation:
                 self._send(protocol.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
                 told_processing = True
             if status == jobs.PROCESSED:
-                self._deliver(record)
+                with output_budget.reserve_delivery(self.intake.budget, record, wait=self.settings.send_timeout):
+                    self._deliver(record)
                 return
             if status == jobs.FAILED:
                 raise ClientError(record["error"]["code"], record["error"]["message"])
             if status == jobs.INTERRUPTED:
                 raise ClientError(
                     "job_timeout",
-                    f"The server gave up on this request after JOB_TIMEOUT "
-                    f"({self.settings.job_timeout:g} s).",
+                    f"The server gave up on this request after JOB_TIMEOUT ({self.settings.job_timeout:g} s).",
                 )
-            self._wait(wake_me)
+            lease.renew_if_due()
+            self._wait(min(self.settings.poll_interval, lease.seconds_to_renewal()))
 
-    def _wait(self, wake_me: threading.Event) -> None:
-        """Sleep until the processor wakes us or POLL_INTERVAL passes; watch the socket meanwhile."""
-        deadline = time.monotonic() + self.settings.poll_interval
-        check = SESSION_SOCKET_CHECK_SECONDS if self.session else SOCKET_CHECK_SECONDS
-        while (remaining := deadline - time.monotonic()) > 0:
-            self.intake.refuse_if_stopping()
-            if wake_me.wait(min(remaining, check)):
-                wake_me.clear()
-                return
-            try:
-                message = self.ws.recv(timeout=0)
-            except TimeoutError:
-                continue  # still connected, nothing sent: keep waiting
-            except ConnectionClosed:
-                raise ClientGone() from None
-            if self.session:
-                raise Superseded(message)
-            raise ClientError(
-                "invalid_request", "Send exactly one request per connection, or open a session with keep_open."
-            )
+    def _wait(self, timeout: float) -> None:
+        """Block until the bell rings or `timeout` passes; then see if the server stops or the client spoke or left."""
+        self.ws.bell.wait(timeout)
+        self.intake.refuse_if_stopping()
+        message = self._poll_socket()
+        if message is None:
+            return
+        if self.session:
+            raise Superseded(message)
+        raise ClientError(
+            "invalid_request", "Send exactly one request per connection, or open a session with keep_open."
+        )
 
     def _deliver(self, record: Record) -> None:
         assert self.job_id is not None
@@ -317,6 +329,7 @@ class Conversation:
             return  # nothing was asked (a session that went idle, or a client that left before asking)
         self.intake.metrics.request_ended(self.outcome)
         if self.job_id is not None:
+            self.active_at = time.monotonic()  # an admitted request is activity, whatever its answer
             self.intake.release(self.job_id)
             try:
                 interrupted = self.store.update(self.job_id, lambda r: jobs.interrupt(r, now=utcnow()))

@@ -54,15 +54,16 @@ RECORDS_CHECKED = 8  # the newest records with a released image's hash, looked a
 class Hold:
     """A request's claim on its image's file: released once, when the request ends."""
 
-    def __init__(self, owner: "ImageStore", sha256: str):
+    def __init__(self, owner: "ImageStore", sha256: str, scope: str | None):
         self.sha256 = sha256
+        self.scope = scope
         self._owner = owner
         self._released = False
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._owner._unpin(self.sha256)
+            self._owner._unpin(self.sha256, self.scope)
 
 
 class ImageStore:
@@ -74,7 +75,8 @@ class ImageStore:
         self.passes = 0  # passes over IMAGE_DIR completed; after the first, `usage` counts every file
         self._lock = threading.Lock()
         self._pins: collections.Counter[str] = collections.Counter()
-        self._released: dict[str, float] = {}  # sha256 -> when its pending file is looked at again
+        # sha256 -> when its pending file is looked at again, and the scope whose records are looked at then
+        self._released: dict[str, tuple[float, str | None]] = {}
         self._walk: list[tuple[int, Path]] = []  # folders left in this pass, in order
         self._names: list[str] = []  # entries left in the folder being walked, last first
         self._folder: tuple[int, Path] = (ROOT_RANK, self.root)  # the folder being walked
@@ -83,12 +85,12 @@ class ImageStore:
 
     # --- requests ---------------------------------------------------------------
 
-    def hold(self, sha256: str, data: bytes | None) -> Hold:
-        """Hold the image for a request, writing `data` as its file unless this image is here already."""
+    def hold(self, sha256: str, data: bytes | None, scope: str | None) -> Hold:
+        """Hold the image for a request of `scope` (its token's), writing `data` as its file unless this image is here already."""
         with self._lock:
             self._pins[sha256] += 1
             self._released.pop(sha256, None)
-        hold = Hold(self, sha256)
+        hold = Hold(self, sha256, scope)
         try:
             if data is None:
                 self._touch(kept_path(self.root, sha256))
@@ -139,12 +141,12 @@ class ImageStore:
         with self._lock:
             self._keep(sha256)
 
-    def _unpin(self, sha256: str) -> None:
+    def _unpin(self, sha256: str, scope: str | None) -> None:
         with self._lock:
             self._pins[sha256] -= 1
             if self._pins[sha256] <= 0:
                 del self._pins[sha256]
-                self._released[sha256] = time.monotonic() + RELEASE_GRACE_SECONDS
+                self._released[sha256] = (time.monotonic() + RELEASE_GRACE_SECONDS, scope)
 
     def _touch(self, path: Path) -> bool:
         """Start a kept file's retention again; whether it exists."""
@@ -215,14 +217,14 @@ class ImageStore:
     def _settle_released(self, now: float) -> None:
         """Pending files whose last hold went RELEASE_GRACE_SECONDS ago: kept, left or deleted."""
         with self._lock:
-            due = [sha256 for sha256, when in self._released.items() if when <= now]
-            for sha256 in due:
+            due = [(sha256, scope) for sha256, (when, scope) in self._released.items() if when <= now]
+            for sha256, _ in due:
                 del self._released[sha256]
-        for sha256 in due:
+        for sha256, scope in due:
             if not pending_path(self.root, sha256).exists():
                 continue
             try:
-                records = self.store.with_image(sha256, RECORDS_CHECKED)
+                records = self.store.with_image(sha256, RECORDS_CHECKED, scope)
             except StoreUnavailable as exc:
                 log.warning("image %s: left for the sweep, the store did not answer: %s", sha256[:12], exc)
                 continue

@@ -8,7 +8,8 @@ image's file is held (written first if it is new) for as long as the
 request lives; the decoded pixels are handed to the processor with the
 record, so that it need not decode them again; release takes back whatever
 a request left behind (its wake-up, its pixels and their share of the pixel
-budget, its hold on the image's file).
+budget, its hold on the image's file). It also counts the open sessions,
+for `/metrics`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from server.image_source import ImageSource
 from server.image_store import Hold, ImageStore
 from server.mask_cache import MaskCache
 from server.metrics import Metrics
-from server.processor import JobEvents, Processor
+from server.processor import Processor
 from server.store import Record, Store
+from server.wakeups import Bell, JobEvents
 
 
 class Intake:
@@ -55,6 +57,8 @@ class Intake:
         self._stopping = stopping
         self._admission = threading.Lock()  # makes the queue_full check and the insert one step
         self._holds: dict[str, Hold] = {}  # job id -> its hold on its image's file
+        self._sessions_lock = threading.Lock()
+        self.sessions = 0  # open connections that are sessions (keep_open)
 
     def refuse_if_draining(self) -> None:
         if self._draining.is_set():
@@ -76,24 +80,35 @@ class Intake:
             )
         return waiting
 
-    def embedding_cached(self, sha256: str) -> bool:
-        """Whether the processor's model holds this image's embedding (a request by hash then needs no pixels)."""
+    def embedding_cached(self, sha256: str, scope: str | None) -> bool:
+        """Whether the processor's model holds this image's embedding for this token's scope
+        (a request by hash then needs no pixels)."""
         model = self._processor.model if self._processor.ready.is_set() else None
-        return model is not None and model.has_embedding(sha256)
+        return model is not None and model.has_embedding(sha256, scope)
 
-    def admit(self, record: Record, source: ImageSource) -> tuple[int, threading.Event]:
-        """Keep the image's file, insert the record and hand its pixels over; its position in the queue and its wake-up.
+    def session_began(self) -> None:
+        with self._sessions_lock:
+            self.sessions += 1
+
+    def session_ended(self) -> None:
+        with self._sessions_lock:
+            self.sessions -= 1
+
+    def admit(self, record: Record, source: ImageSource, bell: Bell) -> int:
+        """Keep the image's file, insert the record and hand its pixels over; its position in the queue.
+        The processor rings `bell`.
 
         A new file that the disk has no room for is `store_unavailable`
         (MIN_FREE_DISK_MB), before the record exists. Once this returns, the
         caller must `release` the record's id whatever happens.
         """
         job_id = record["id"]
-        hold = self.image_store.hold(source.sha256, source.data)  # outside the lock: it may write megabytes
+        # Outside the lock: it may write megabytes.
+        hold = self.image_store.hold(source.sha256, source.data, record.get("scope"))
         try:
             with self._admission:
                 ahead = self.queue_position()
-                wake_me = self._events.subscribe(job_id)
+                self._events.subscribe(job_id, bell)
                 self._processor.hand_over(job_id, source.pixels, source.reservation)
                 self._holds[job_id] = hold
                 try:
@@ -105,7 +120,7 @@ class Intake:
             hold.release()
             raise
         self._processor.wake.set()
-        return ahead + 1, wake_me
+        return ahead + 1
 
     def release(self, job_id: str) -> None:
         self._events.unsubscribe(job_id)

@@ -31,6 +31,8 @@ class LiveState:
     """What is true right now, read at scrape time."""
 
     connections: Callable[[], int]
+    sessions: Callable[[], int]
+    refused: Callable[[], dict[str, int]]  # connections refused, by the limit that refused them
     queue_depth: Callable[[], int]  # may raise StoreUnavailable
     model: Callable[[], SegmentationModel | None]  # None until the model is loaded
     image_usage: Callable[[], Usage]  # IMAGE_DIR's files, counted as they come and go
@@ -75,6 +77,13 @@ class _LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         live = self.live
         yield GaugeMetricFamily("cap_open_connections", "Open WebSocket connections.", value=live.connections())
+        yield GaugeMetricFamily("cap_open_sessions", "Open connections that are sessions (keep_open).", value=live.sessions())
+        refused = CounterMetricFamily(
+            "cap_connections_refused", "Connections refused, by the limit that refused them.", labels=["limit"]
+        )
+        for limit, count in sorted(live.refused().items()):
+            refused.add_metric([limit], count)
+        yield refused
         try:
             yield GaugeMetricFamily("cap_queue_depth", "Records waiting in the store's queue.", value=live.queue_depth())
         except StoreUnavailable:

@@ -9,9 +9,10 @@ same way for both, so that for each prompt the result is what the family's
 own predictor (`SamPredictor`, `SAM2ImagePredictor`) gives for that prompt
 alone, but:
 - several images go through the encoder as one batch (`segment_batch`);
-- embeddings are kept in an LRU cache keyed by the image's SHA-256 and the
-  model type, on the model's device, so that new prompts on a known image
-  skip the encoder;
+- embeddings are kept in an LRU cache keyed by the image's SHA-256, the
+  model type and the API token's scope, on the model's device, so that new
+  prompts on a known image skip the encoder; each token's scope may hold
+  its share of it (server/scoped_lru.py);
 - the encoder runs under bfloat16 autocast where PRECISION says so
   (`resolve_precision`);
 - the prompts of one image that have the same token structure (points
@@ -27,7 +28,6 @@ The SAM 2.1 module is imported only when a SAM 2.1 type is loaded: importing
 from __future__ import annotations
 
 import abc
-import collections
 import contextlib
 import dataclasses
 import os
@@ -41,6 +41,7 @@ import torch
 from server.config import CHECKPOINT_URLS, PRECISIONS, SAM1_TYPES
 from server.masks import Postprocess
 from server.prompts import Prompt
+from server.scoped_lru import ScopedLru
 
 
 class CheckpointError(Exception):
@@ -121,6 +122,7 @@ class ImageJob:
     prompts: list[Prompt]  # may be empty: the image's embedding is made (and cached), no masks
     multimask: bool
     image_key: str | None = None  # the image's SHA-256; None keeps it out of the cache
+    scope: str | None = None  # the API token's scope (server/tokens.py): its embedding is cached for that scope only
 
 
 @dataclasses.dataclass
@@ -157,38 +159,22 @@ class ModelMemory:
     embedding_bytes: int
 
 
-class EmbeddingCache:
-    """A least-recently-used map with a fixed capacity (0 keeps nothing)."""
+class EmbeddingCache(ScopedLru[Embedding]):
+    """A least-recently-used map with a fixed capacity (0 keeps nothing), shared fairly by the scopes
+    of API tokens (server/scoped_lru.py): each may hold its share, so one token cannot evict everyone's."""
 
     def __init__(self, capacity: int):
-        self.capacity = capacity
+        super().__init__(capacity)
         self.hits = 0
         self.misses = 0
-        self._entries: collections.OrderedDict[Hashable, Embedding] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: Hashable) -> bool:
-        """Whether `key` is kept; unlike `get`, neither counted nor made recent."""
-        return key in self._entries
 
     def get(self, key: Hashable) -> Embedding | None:
-        found = self._entries.get(key)
+        found = super().get(key)
         if found is None:
             self.misses += 1
         else:
             self.hits += 1
-            self._entries.move_to_end(key)
         return found
-
-    def put(self, key: Hashable, embedding: Embedding) -> None:
-        if self.capacity <= 0:
-            return
-        self._entries[key] = embedding
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,8 +259,8 @@ class SegmentationModel(Protocol):
         """One pass on a blank image; the milliseconds it took."""
         ...
 
-    def has_embedding(self, image_key: str) -> bool:
-        """Whether the embedding of the image with this SHA-256 is cached (a job may then omit its pixels)."""
+    def has_embedding(self, image_key: str, scope: str | None = None) -> bool:
+        """Whether the embedding of the image with this SHA-256 is cached for this scope (a job may then omit its pixels)."""
         ...
 
     def segment_batch(self, jobs: list[ImageJob]) -> list[Segmentation]:
@@ -316,14 +302,14 @@ class CachingModel(abc.ABC):
         """Mask logits for each prompt on one RGB image, without the cache."""
         return self.segment_batch([ImageJob(pixels, prompts, multimask)])[0]
 
-    def has_embedding(self, image_key: str) -> bool:
-        return (image_key, self.model_type) in self.cache
+    def has_embedding(self, image_key: str, scope: str | None = None) -> bool:
+        return (image_key, self.model_type, scope) in self.cache
 
     @torch.inference_mode()
     def segment_batch(self, jobs: list[ImageJob]) -> list[Segmentation]:
         """One encoder pass for every image not in the cache, then the decoder per image."""
         started = time.perf_counter()
-        keys = [(job.image_key, self.model_type) if job.image_key else None for job in jobs]
+        keys = [(job.image_key, self.model_type, job.scope) if job.image_key else None for job in jobs]
         embeddings = [self.cache.get(key) if key else None for key in keys]
         missing = [index for index, embedding in enumerate(embeddings) if embedding is None]
         without_pixels = [jobs[i].image_key for i in missing if jobs[i].pixels is None]
@@ -333,7 +319,7 @@ class CachingModel(abc.ABC):
             for index, embedding in zip(missing, self.embed([jobs[i].pixels for i in missing])):  # type: ignore[misc]
                 embeddings[index] = embedding
                 if keys[index]:
-                    self.cache.put(keys[index], embedding)
+                    self.cache.put(keys[index], embedding, scope=jobs[index].scope)
         self._synchronize()
         encode_ms = (time.perf_counter() - started) * 1000
 

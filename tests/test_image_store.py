@@ -99,7 +99,7 @@ def test_the_floor_counts_the_incoming_file(tmp_path):
 def test_the_same_bytes_are_written_once_and_their_file_goes_when_the_last_hold_is_released(make):
     images = make()
     run_pass(images)  # from the end of the first pass, every file is counted as it comes and goes
-    first, second = images.hold(sha(b"img"), b"img"), images.hold(sha(b"img"), b"img")
+    first, second = images.hold(sha(b"img"), b"img", None), images.hold(sha(b"img"), b"img", None)
     pending = image_layout.pending_path(images.root, sha(b"img"))
     assert os.listdir(pending.parent) == [pending.name]
     assert (images.usage.bytes, images.usage.files) == (3, 1)
@@ -116,11 +116,11 @@ def test_the_same_bytes_are_written_once_and_their_file_goes_when_the_last_hold_
 
 def test_a_released_file_stays_while_a_live_record_names_it_and_is_kept_once_one_was_processed(make, store):
     images = make()
-    images.hold(sha(b"live"), b"live").release()
+    images.hold(sha(b"live"), b"live", None).release()
     insert(store, b"live", jobs.QUEUED)  # another process's request, say
-    images.hold(sha(b"done"), b"done").release()
+    images.hold(sha(b"done"), b"done", None).release()
     insert(store, b"done", jobs.FINISHED)  # processed by another replica
-    images.hold(sha(b"gone"), b"gone").release()
+    images.hold(sha(b"gone"), b"gone", None).release()
     insert(store, b"gone", jobs.INTERRUPTED)
     settled(images)
     assert image_layout.find(images.root, sha(b"live")) == image_layout.pending_path(images.root, sha(b"live"))
@@ -131,23 +131,23 @@ def test_a_released_file_stays_while_a_live_record_names_it_and_is_kept_once_one
 def test_promotion_keeps_the_file_and_a_later_hold_starts_its_retention_again(make):
     images = make()
     run_pass(images)
-    hold = images.hold(sha(b"img"), b"img")
+    hold = images.hold(sha(b"img"), b"img", None)
     images.promote(sha(b"img"))
     kept = image_layout.kept_path(images.root, sha(b"img"))
     hold.release()
     settled(images)
     assert kept.read_bytes() == b"img" and not image_layout.pending_path(images.root, sha(b"img")).exists()
     age(kept, 3600)
-    images.hold(sha(b"img"), None).release()  # a request by hash
+    images.hold(sha(b"img"), None, None).release()  # a request by hash
     assert time.time() - kept.stat().st_mtime < 60
-    images.hold(sha(b"img"), b"img").release()  # the same bytes again: nothing written
+    images.hold(sha(b"img"), b"img", None).release()  # the same bytes again: nothing written
     assert (images.usage.bytes, images.usage.files) == (3, 1)
 
 
 def test_a_new_file_below_the_floor_is_refused_and_leaves_nothing(make, tmp_path):
     images = make(min_free_disk_mb=image_layout.free_bytes(tmp_path) // 2**20 + 10_000)
     with pytest.raises(ClientError) as refused:
-        images.hold(sha(b"img"), b"img")
+        images.hold(sha(b"img"), b"img", None)
     assert refused.value.code == "store_unavailable" and "MIN_FREE_DISK_MB" in refused.value.message
     assert on_disk(images.root) == (0, 0) and images.usage.files == 0
 
@@ -163,7 +163,7 @@ def test_the_sweep_deletes_what_is_past_its_time_and_nothing_else(make):
     for path in (hours_old, fresh, held, abandoned):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    images.hold(sha(b"3"), None)  # a request in flight: its file stays, however old
+    images.hold(sha(b"3"), None, None)  # a request in flight: its file stays, however old
     for path in (hours_old, held):
         age(path, 2 * 3600)
     age(abandoned, 601)  # no request lives past JOB_TIMEOUT
@@ -222,7 +222,7 @@ def test_the_count_stays_exact_while_files_come_and_go_during_the_first_pass(mak
             blob = randomly.choice(blobs)
             action = randomly.randrange(3)
             if action == 0:
-                holds.append(images.hold(sha(blob), blob))
+                holds.append(images.hold(sha(blob), blob, None))
             elif action == 1:
                 images.promote(sha(blob))
             elif holds:
