@@ -27,19 +27,19 @@ The SAM 2.1 module is imported only when a SAM 2.1 type is loaded: importing
 from __future__ import annotations
 
 import abc
-import collections
 import contextlib
 import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Hashable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from server.config import CHECKPOINT_URLS, PRECISIONS, SAM1_TYPES
 from server.masks import Postprocess
+from server.models.embedding_cache import Embedding, EmbeddingCache
 from server.prompts import Prompt
 
 
@@ -137,58 +137,12 @@ class Segmentation:
         return self.low_res[prompt, candidate : candidate + 1].numpy().copy()
 
 
-@dataclasses.dataclass
-class Embedding:
-    """What the encoder made of one image, on the model's device, and how its logits map onto the image."""
-
-    features: tuple[torch.Tensor, ...]  # SAM 1: one 1 × 256 × 64 × 64 map; SAM 2.1: that and two finer levels
-    postprocess: Postprocess
-
-    @property
-    def nbytes(self) -> int:
-        return sum(tensor.numel() * tensor.element_size() for tensor in self.features)
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelMemory:
     """What a model holds: its weights, and each cached image's embedding (EMBEDDING_CACHE_SIZE of them at most)."""
 
     weights_bytes: int
     embedding_bytes: int
-
-
-class EmbeddingCache:
-    """A least-recently-used map with a fixed capacity (0 keeps nothing)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.hits = 0
-        self.misses = 0
-        self._entries: collections.OrderedDict[Hashable, Embedding] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: Hashable) -> bool:
-        """Whether `key` is kept; unlike `get`, neither counted nor made recent."""
-        return key in self._entries
-
-    def get(self, key: Hashable) -> Embedding | None:
-        found = self._entries.get(key)
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-            self._entries.move_to_end(key)
-        return found
-
-    def put(self, key: Hashable, embedding: Embedding) -> None:
-        if self.capacity <= 0:
-            return
-        self._entries[key] = embedding
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
 
 
 @dataclasses.dataclass(frozen=True)
