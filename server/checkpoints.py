@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,8 +22,9 @@ from urllib.parse import urlsplit
 
 import requests
 
+from server.models.registry import hash_prefix
+
 CHUNK_BYTES = 1024 * 1024
-HASH_PREFIX = re.compile(r"_([0-9a-f]{6,64})\.pth$")
 
 
 class DownloadError(Exception):
@@ -33,8 +33,7 @@ class DownloadError(Exception):
 
 def expected_prefix(url: str) -> str | None:
     """The SHA-256 prefix in the URL's file name; None if it carries none."""
-    match = HASH_PREFIX.search(Path(urlsplit(url).path).name)
-    return match.group(1) if match else None
+    return hash_prefix(Path(urlsplit(url).path).name)
 
 
 def sha256_of(path: Path) -> str:

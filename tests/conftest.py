@@ -20,7 +20,7 @@ from segment_anything import sam_model_registry
 from server.config import ENV_FILE_VARIABLE, Settings
 from server.main import App
 from server.models.sam1 import SamModel
-from server.sam_model import SegmentationModel
+from server.models.seam import SegmentationModel
 from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
 from tests.support import image_files

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from server.config import CHECKPOINT_URLS
+from server.models.registry import MODEL_TYPES
 from tests.support.ports import free_port
 from tests.support.processes import REPO, server_env
 from tests.support.sentences import assert_one_sentence
@@ -60,7 +60,7 @@ def test_a_device_name_torch_does_not_know(tmp_path, checkpoint):
 def test_a_missing_checkpoint(tmp_path):
     missing = tmp_path / "sam_vit_b_01ec64.pth"
     done = start_server(tmp_path, PORT=free_port(), SAM_CHECKPOINT=missing, SAM_DEVICE="cpu")
-    assert_stops_with(done, str(missing), CHECKPOINT_URLS["vit_b"], "download-checkpoint")
+    assert_stops_with(done, str(missing), MODEL_TYPES["vit_b"].url, "download-checkpoint")
 
 
 def test_a_sqlite_path_that_cannot_be_created(tmp_path, checkpoint):
@@ -86,6 +86,6 @@ def test_a_corrupt_checkpoint_ends_with_one_sentence(tmp_path, checkpoint):
     done = start_server(tmp_path, PORT=free_port(), SAM_CHECKPOINT=checkpoint, SAM_DEVICE="cpu")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("cap: ") and str(checkpoint) in last and CHECKPOINT_URLS["vit_b"] in last, done.stderr
+    assert last.startswith("cap: ") and str(checkpoint) in last and MODEL_TYPES["vit_b"].url in last, done.stderr
     assert "it is not a complete PyTorch checkpoint" in last
     assert_one_sentence(last)
