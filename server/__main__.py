@@ -8,6 +8,7 @@ import sys
 
 from server import program_name
 from server.config import Settings, SettingsError
+from server.models.checkpoint_file import download_command
 from server.models.registry import MODEL_TYPES, checkpoint_name, model_type as row_of
 
 
@@ -31,7 +32,7 @@ def audit(settings: Settings) -> int:
 
 def download_checkpoint(settings: Settings, model_type: str | None, url: str | None) -> int:
     """Download the official checkpoint of SAM_MODEL_TYPE to SAM_CHECKPOINT; 1 if that fails."""
-    from server.checkpoints import DownloadError, download_checkpoint
+    from server.checkpoints import DownloadError, Unreachable, download_checkpoint
 
     model_type = model_type or settings.sam_model_type
     if model_type != settings.sam_model_type:
@@ -50,6 +51,14 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
         # SAM 1's file names carry a hash prefix; SAM 2.1's do not, so those files are verified by loading them.
         verify = None if row.sha256_prefix else (lambda path: _loads_as(model_type, path))
         download_checkpoint(url, settings.sam_checkpoint, verify=verify)
+    except Unreachable as exc:
+        print(
+            f"cap: {exc}, so nothing was written: download {row.url} where there is internet access and copy it to "
+            f"{settings.sam_checkpoint.resolve()}, or run `{download_command()} --url URL` with a mirror's copy of "
+            f"{row.checkpoint_name}.",
+            file=sys.stderr,
+        )
+        return 1
     except DownloadError as exc:
         print(f"cap: {exc}", file=sys.stderr)
         return 1

@@ -16,9 +16,16 @@ from typing import Mapping
 
 from dotenv import dotenv_values
 
+from server import working_in_clone
 from server.models.registry import MODEL_TYPES, checkpoint_name
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def default_checkpoint(model_type: str) -> Path:
+    """SAM_CHECKPOINT when unset: the official file name, in server/ in a clone (where the README puts it),
+    else in checkpoints/ of the working folder (an installed `cap` runs from any folder)."""
+    return Path("server" if working_in_clone() else "checkpoints") / checkpoint_name(model_type)
 
 
 # The variable that names the dotenv file to read; unset means `.env` in the
@@ -132,9 +139,9 @@ class Settings:
                     fields[field.name] = kind(raw)
             except ValueError as exc:
                 raise SettingsError(f"{name}={raw!r} is not valid: set it to {_EXPECTED.get(kind, kind.__name__)}.") from None
-        if "SAM_CHECKPOINT" not in values and fields.get("sam_model_type") in MODEL_TYPES:
-            # The default file follows the model type: server/ and its official file name.
-            fields["sam_checkpoint"] = Path("server") / checkpoint_name(fields["sam_model_type"])
+        model_type = fields.get("sam_model_type", cls.sam_model_type)
+        if "SAM_CHECKPOINT" not in values and model_type in MODEL_TYPES:
+            fields["sam_checkpoint"] = default_checkpoint(model_type)
         settings = cls(**fields)
         settings.check()
         return settings
