@@ -101,18 +101,24 @@ def megabytes(size: int) -> str:
 
 
 def test_docs_settings_lists_every_model_type_and_its_checkpoint_in_order():
-    model_row = next(cells for cells in table_rows(section(SETTINGS_DOC, "## Model")) if cells[0] == "`SAM_MODEL_TYPE`")
+    rows = table_rows(section(SETTINGS_DOC, "## Model"))
+    model_row = next(cells for cells in rows if cells[0] == "`SAM_MODEL_TYPE`")
     assert re.findall(r"`([^`]+)`", model_row[2]) == list(MODEL_TYPES)
-    checkpoints = [cells[:2] for cells in table_rows(section(SETTINGS_DOC, "## Model")) if len(cells) == 3 and "://" in cells[1]]
+    checkpoints = [cells[:2] for cells in rows if len(cells) == 3 and "://" in cells[1]]
     assert checkpoints == [[f"`{row.name}`", row.url] for row in MODEL_TYPES.values()]
+
+
+def bullet(markdown: str, start: str) -> str:
+    """The list item of `markdown` that starts with `start`."""
+    return next(item for item in markdown.split("\n- ") if item.startswith(start))
 
 
 def test_docs_state_the_registrys_memory_per_cached_image():
     figures = sorted({megabytes(row.embedding_bytes) for row in MODEL_TYPES.values()})
     assert figures == ["16.8 MB", "4.2 MB"]
     cache_row = next(cells for cells in table_rows(SETTINGS_DOC) if cells[0] == "`EMBEDDING_CACHE_SIZE`")
-    embeddings = next(line for line in section((DOCS / "operations.md").read_text(), "## Memory").split("\n- ") if line.startswith("**Embeddings.**"))
-    out_of_memory = next(line for line in section(README, "## Troubleshooting").split("\n- ") if line.startswith("**Out of memory.**"))
+    embeddings = bullet(section((DOCS / "operations.md").read_text(), "## Memory"), "**Embeddings.**")
+    out_of_memory = bullet(section(README, "## Troubleshooting"), "**Out of memory.**")
     for text in (cache_row[2], embeddings, out_of_memory):
         assert all(figure in text for figure in figures), text
         assert not re.search(r"(?<![\d.])4 MB", text), text  # SAM 2.1's are four times that

@@ -28,7 +28,8 @@ from server.models.seam import ModelMemory
 
 
 def load_sam(model_type: str, checkpoint: Path, device: torch.device | str) -> Sam:
-    """Build `model_type` (its row's `config` in segment-anything's registry), load its weights from `checkpoint` onto `device`."""
+    """Build `model_type` (its row's `config`: segment-anything's registry key), load its weights from `checkpoint`
+    onto `device`."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         sam = sam_model_registry[row_of(model_type).config]()

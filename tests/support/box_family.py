@@ -45,7 +45,8 @@ def load(model_type: ModelType, checkpoint: Path, device: torch.device, precisio
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         logit = state["logit"].to(device)
     except Exception as exc:  # torch raises many kinds for a bad file
-        raise weights_error(model_type.name, checkpoint, f"it is no {model_type.name} checkpoint, {type(exc).__name__}") from None
+        wrong = f"it is no {model_type.name} checkpoint, {type(exc).__name__}"
+        raise weights_error(model_type.name, checkpoint, wrong) from None
     return BoxModel(logit, model_type.name, cache_size, precision)
 
 
