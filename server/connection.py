@@ -63,9 +63,10 @@ class Superseded(Exception):
 
 
 class Conversation:
-    def __init__(self, ws: ServerConnection, intake: Intake):
+    def __init__(self, ws: ServerConnection, intake: Intake, scope: str | None = None):
         self.ws = ws
         self.intake = intake
+        self.scope = scope  # the API token's (server/tokens.py): the hashes and result ids this client may use
         self.settings = intake.settings
         self.store = intake.store
         self.session = False  # the first request with keep_open: true makes it one
@@ -149,14 +150,15 @@ class Conversation:
             source = image_source.from_url(request.image_url, settings, self.intake.budget)
         else:
             source = image_source.by_hash(
-                request.image_sha256, settings, self.store, self.intake.budget, self.intake.embedding_cached
+                request.image_sha256, settings, self.store, self.intake.budget, self.intake.embedding_cached, self.scope
             )
         self.download_ms = (time.perf_counter() - started) * 1000
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)
             for index, prompt in enumerate(prompts):
                 if prompt.mask_input is not None:
-                    self.intake.mask_cache.check(f"prompts[{index}]", prompt.mask_input.to_dict(), source.sha256)
+                    ref = prompt.mask_input.to_dict()
+                    self.intake.mask_cache.check(f"prompts[{index}]", ref, source.sha256, scope=self.scope)
             self.summary = {"prompts": len(prompts), "image": f"{source.width}x{source.height}"}
             job_id = str(uuid.uuid4())
             record = jobs.new_record(
@@ -171,6 +173,7 @@ class Conversation:
                 prompts=None if request.boxes_form else [prompt.to_dict() for prompt in prompts],
                 output=list(request.output),
                 preferred_server=self.intake.server_id if source.pixels is None else None,
+                scope=self.scope,
             )
             saved = source.keep(settings.image_dir, job_id)
             try:

@@ -71,10 +71,11 @@ class Intake:
             )
         return waiting
 
-    def embedding_cached(self, sha256: str) -> bool:
-        """Whether the processor's model holds this image's embedding (a request by hash then needs no pixels)."""
+    def embedding_cached(self, sha256: str, scope: str | None) -> bool:
+        """Whether the processor's model holds this image's embedding for this token's scope
+        (a request by hash then needs no pixels)."""
         model = self._processor.model if self._processor.ready.is_set() else None
-        return model is not None and model.has_embedding(sha256)
+        return model is not None and model.has_embedding(sha256, scope)
 
     def admit(self, record: Record, pixels: np.ndarray | None, reservation: Reservation | None) -> tuple[int, threading.Event]:
         """Insert the record and hand its pixels over; its position in the queue and its wake-up.

@@ -60,12 +60,15 @@ def new_record(
     prompts: list[dict[str, Any]] | None = None,
     output: list[str] | None = None,
     preferred_server: str | None = None,
+    scope: str | None = None,
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
     `boxes` the boxes of those that have one. `output` defaults to RLE.
     `preferredServer` names the replica whose embedding cache holds the
-    image: others leave the record to it for a moment (docs/records.md)."""
+    image: others leave the record to it for a moment (docs/records.md).
+    `scope` is the API token's (server/tokens.py): only requests with the
+    same token find the record's image by its hash."""
     return {
         "id": job_id,
         "uuid": job_id,
@@ -89,6 +92,7 @@ def new_record(
         "leaseUntil": None,
         "serverId": None,
         "preferredServer": preferred_server,
+        "scope": scope,
     }
 
 
@@ -107,6 +111,7 @@ class Work:
     boxes: tuple[dict[str, float], ...]
     prompts: tuple[dict[str, Any], ...] | None
     output: tuple[str, ...]
+    scope: str | None = None
 
     @classmethod
     def of(cls, record: Record) -> "Work":
@@ -119,6 +124,7 @@ class Work:
             boxes=tuple(record["boxes"]),
             prompts=None if prompts is None else tuple(prompts),
             output=tuple(record.get("output") or ("rle",)),
+            scope=record.get("scope"),
         )
 
     def echoes(self) -> list[dict[str, Any]]:

@@ -204,7 +204,7 @@ class App:
         with self._connections_lock:
             self._connections += 1
         try:
-            Conversation(ws, self.intake).run()
+            Conversation(ws, self.intake, scope=self._routes.tokens.scope(ws.request)).run()
         finally:
             with self._connections_lock:
                 self._connections -= 1

@@ -243,14 +243,14 @@ class Processor:
         be fetched, nor can an image named only by its hash (`sha256:<hex>`):
         that record is left to the replica that has it (or, should that one
         be gone, to the sweep after JOB_TIMEOUT). An image whose embedding is
-        cached here needs no pixels at all.
+        cached here, for the record's token scope, needs no pixels at all.
         """
         with self._pixels_lock:
             if record["id"] in self._pixels:  # received here: no need to scan IMAGE_DIR
                 return True
         if images.find_saved(self.settings.image_dir, record["id"]) is not None:
             return True
-        if self.model is not None and self.model.has_embedding(record["imageSha256"]):
+        if self.model is not None and self.model.has_embedding(record["imageSha256"], record.get("scope")):
             return True
         if fetch.is_fetchable(record["imageUrl"]):
             self.fetcher.fetch(record)
@@ -273,7 +273,7 @@ class Processor:
                 continue
             if reservation is not None:
                 reservations.append(reservation)
-            ready.append((record, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256)))
+            ready.append((record, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256, work.scope)))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
@@ -321,7 +321,7 @@ class Processor:
             result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output
         )
         rle_ms = (time.perf_counter() - started) * 1000
-        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy())
+        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
         self.store.put_output(
             {
                 "id": job_id,
@@ -348,7 +348,7 @@ class Processor:
         made = []
         for index, wire in enumerate(work.prompts):
             ref = wire.get("mask_input")
-            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256)
+            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256, scope=work.scope)
             made.append(prompts.from_dict(wire, logits))
         return made
 
@@ -362,7 +362,7 @@ class Processor:
         if handed_over is not None and handed_over[0] is not None:
             return handed_over
         assert self.model is not None
-        if self.model.has_embedding(work.image_sha256):
+        if self.model.has_embedding(work.image_sha256, work.scope):
             return None, None
         path = images.find_saved(self.settings.image_dir, work.id)
         if path is None:

@@ -7,14 +7,13 @@ handshake: an HTTP answer here ends it, `None` lets the WebSocket upgrade on
 
 from __future__ import annotations
 
-import hmac
 import http
 import json
 import threading
 import time
 from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -26,6 +25,7 @@ from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
 from server.protocol import PROTOCOL_VERSION
 from server.store import Store, StoreUnavailable
+from server.tokens import Tokens
 
 # The page people use: a few static files, read once. They hold no secret, so
 # they are served without a token; the page's WebSocket upgrade needs one like
@@ -109,7 +109,7 @@ class Routes:
         self.health = health
         self.metrics = metrics
         self.draining = draining
-        self._tokens = [token.strip().encode() for token in (settings.api_token or "").split(",") if token.strip()]
+        self.tokens = Tokens(settings.api_token)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -142,18 +142,9 @@ class Routes:
         return None  # go on with the WebSocket handshake
 
     def authorized(self, request: Request) -> bool:
-        """True without API_TOKEN; with it, the request must carry one of its tokens.
+        """True without API_TOKEN; with it, the request must carry one of its tokens (server/tokens.py).
 
-        A token comes as a Bearer header or a ?token= parameter and is
-        compared in constant time. API_TOKEN may list several tokens,
-        comma-separated, so that a new one can be rolled out before the old
-        one is withdrawn.
+        API_TOKEN may list several tokens, comma-separated: one for each
+        client, or a new one rolled out before the old one is withdrawn.
         """
-        if not self._tokens:
-            return True
-        offered = []
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            offered.append(credentials.strip())
-        offered += parse_qs(urlsplit(request.path).query).get("token", [])
-        return any(hmac.compare_digest(token.encode(), good) for token in offered for good in self._tokens)
+        return self.tokens.authorized(request)

@@ -162,8 +162,8 @@ class ModelGate:
     def warm_up(self):
         return self.model.warm_up()
 
-    def has_embedding(self, image_key):
-        return self.model.has_embedding(image_key)
+    def has_embedding(self, image_key, scope=None):
+        return self.model.has_embedding(image_key, scope)
 
     def segment_batch(self, jobs):
         self.calls += 1

@@ -115,7 +115,7 @@ def test_new_boxes_on_a_cached_image_skip_the_encoder_and_give_the_same_masks(ti
     assert again.encode_ms == 0 and first.encode_ms > 0
     assert torch.equal(first.low_res, again.low_res) and torch.equal(first.scores, again.scores)
     assert (model.cache.hits, model.cache.misses) == (2, 1)
-    cached = model.cache.get(("sha-a", "tiny"))
+    cached = model.cache.get(("sha-a", "tiny", None))
     assert cached is not None and cached.features[0].device == model.device  # kept where the model is
 
 
@@ -124,7 +124,7 @@ def test_the_cache_forgets_the_least_recently_used_image_and_size_zero_keeps_not
     box = boxes([0, 0, 8, 8])
     for key in ["a", "b", "a", "c"]:  # "a" was used after "b": "b" goes when "c" comes
         model.segment_batch([ImageJob(pixels(16, 16), box, False, image_key=key)])
-    assert [key for key in ["a", "b", "c"] if model.cache.get((key, "tiny"))] == ["a", "c"]
+    assert [key for key in ["a", "b", "c"] if model.cache.get((key, "tiny", None))] == ["a", "c"]
     assert len(model.cache) == 2
 
     off = SamModel(tiny_sam, "tiny", cache_size=0)

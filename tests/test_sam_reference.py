@@ -111,7 +111,7 @@ def assert_like_the_predictor(model, predictor, name, prompts, multimask):
 
 def test_the_cached_embeddings_are_the_predictors(model, predictors):
     for name in SIZES:
-        embedding = model.cache.get((name, model.model_type))
+        embedding = model.cache.get((name, model.model_type, None))
         expected = predictor_features(predictors(name))
         assert len(embedding.features) == len(expected) == (1 if model.model_type == "vit_b" else 3)
         for found, reference_level in zip(embedding.features, expected):

@@ -5,9 +5,10 @@ one embedding; `CachingModel` does the rest the same way for all, so that
 for each prompt the result is what the family's own predictor
 (`SamPredictor`, `SAM2ImagePredictor`) gives for that prompt alone, but:
 - several images go through the encoder as one batch (`segment_batch`);
-- embeddings are kept in an LRU cache keyed by the image's SHA-256 and the
-  model type, on the model's device, so that new prompts on a known image
-  skip the encoder;
+- embeddings are kept in an LRU cache keyed by the image's SHA-256, the
+  model type and the API token's scope, on the model's device, so that new
+  prompts on a known image skip the encoder; each token's scope may hold
+  its share of it (server/scoped_lru.py);
 - the encoder runs under bfloat16 autocast where PRECISION says so
   (`server.models.device.resolve_precision`);
 - the prompts of one image that have the same token structure (points
@@ -65,14 +66,14 @@ class CachingModel(abc.ABC):
         """Mask logits for each prompt on one RGB image, without the cache."""
         return self.segment_batch([ImageJob(pixels, prompts, multimask)])[0]
 
-    def has_embedding(self, image_key: str) -> bool:
-        return (image_key, self.model_type) in self.cache
+    def has_embedding(self, image_key: str, scope: str | None = None) -> bool:
+        return (image_key, self.model_type, scope) in self.cache
 
     @torch.inference_mode()
     def segment_batch(self, jobs: list[ImageJob]) -> list[Segmentation]:
         """One encoder pass for every image not in the cache, then the decoder per image."""
         started = time.perf_counter()
-        keys = [(job.image_key, self.model_type) if job.image_key else None for job in jobs]
+        keys = [(job.image_key, self.model_type, job.scope) if job.image_key else None for job in jobs]
         embeddings = [self.cache.get(key) if key else None for key in keys]
         missing = [index for index, embedding in enumerate(embeddings) if embedding is None]
         without_pixels = [jobs[i].image_key for i in missing if jobs[i].pixels is None]
@@ -82,7 +83,7 @@ class CachingModel(abc.ABC):
             for index, embedding in zip(missing, self.embed([jobs[i].pixels for i in missing])):  # type: ignore[misc]
                 embeddings[index] = embedding
                 if keys[index]:
-                    self.cache.put(keys[index], embedding)
+                    self.cache.put(keys[index], embedding, scope=jobs[index].scope)
         self._synchronize()
         encode_ms = (time.perf_counter() - started) * 1000
 

@@ -1,14 +1,14 @@
-"""The embedding cache: what the encoder made of each image, kept by the image's SHA-256 and the model type."""
+"""The embedding cache: what the encoder made of each image, kept by the image's SHA-256, the model type and the token's scope."""
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import Hashable
 
 import torch
 
 from server.masks import Postprocess
+from server.scoped_lru import ScopedLru
 
 
 @dataclasses.dataclass
@@ -23,35 +23,19 @@ class Embedding:
         return sum(tensor.numel() * tensor.element_size() for tensor in self.features)
 
 
-class EmbeddingCache:
-    """A least-recently-used map with a fixed capacity (0 keeps nothing)."""
+class EmbeddingCache(ScopedLru[Embedding]):
+    """A least-recently-used map with a fixed capacity (0 keeps nothing), shared fairly by the scopes
+    of API tokens (server/scoped_lru.py): each may hold its share, so one token cannot evict everyone's."""
 
     def __init__(self, capacity: int):
-        self.capacity = capacity
+        super().__init__(capacity)
         self.hits = 0
         self.misses = 0
-        self._entries: collections.OrderedDict[Hashable, Embedding] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: Hashable) -> bool:
-        """Whether `key` is kept; unlike `get`, neither counted nor made recent."""
-        return key in self._entries
 
     def get(self, key: Hashable) -> Embedding | None:
-        found = self._entries.get(key)
+        found = super().get(key)
         if found is None:
             self.misses += 1
         else:
             self.hits += 1
-            self._entries.move_to_end(key)
         return found
-
-    def put(self, key: Hashable, embedding: Embedding) -> None:
-        if self.capacity <= 0:
-            return
-        self._entries[key] = embedding
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)

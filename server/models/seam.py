@@ -31,6 +31,7 @@ class ImageJob:
     prompts: list[Prompt]  # may be empty: the image's embedding is made (and cached), no masks
     multimask: bool
     image_key: str | None = None  # the image's SHA-256; None keeps it out of the cache
+    scope: str | None = None  # the API token's scope (server/tokens.py): its embedding is cached for that scope only
 
 
 @dataclasses.dataclass
@@ -87,8 +88,8 @@ class SegmentationModel(Protocol):
         """One pass on a blank image; the milliseconds it took."""
         ...
 
-    def has_embedding(self, image_key: str) -> bool:
-        """Whether the embedding of the image with this SHA-256 is cached (a job may then omit its pixels)."""
+    def has_embedding(self, image_key: str, scope: str | None = None) -> bool:
+        """Whether the embedding of the image with this SHA-256 is cached for this scope (a job may then omit its pixels)."""
         ...
 
     def segment_batch(self, jobs: list[ImageJob]) -> list[Segmentation]:

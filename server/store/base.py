@@ -54,8 +54,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def with_image(self, sha256: str, limit: int) -> list[Record]:
-        """The newest records whose image has this SHA-256, newest first (for requests by `image_sha256`)."""
+    def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
+        """The newest records of this scope (None: records without one) whose image has this SHA-256,
+        newest first (for requests by `image_sha256`)."""
 
     @abc.abstractmethod
     def count_queued(self) -> int:

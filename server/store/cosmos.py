@@ -208,11 +208,12 @@ class CosmosStore(Store):
         )
         return [_clean(item) for item in items]
 
-    def with_image(self, sha256: str, limit: int) -> list[Record]:
+    def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
+        in_scope, by_scope = ("NOT IS_STRING(c.scope)", {}) if scope is None else ("c.scope = @scope", {"scope": scope})
         items = self._query(
             0,
-            "SELECT TOP @limit * FROM c WHERE c.imageSha256 = @sha256 ORDER BY c.createdAt DESC",
-            limit=limit, sha256=sha256,
+            f"SELECT TOP @limit * FROM c WHERE c.imageSha256 = @sha256 AND {in_scope} ORDER BY c.createdAt DESC",
+            limit=limit, sha256=sha256, **by_scope,
         )
         return [_clean(item) for item in items]
 
