@@ -33,11 +33,12 @@ from server.intake import Intake
 from server.listener import LimitedListener
 from server.mask_cache import MaskCache
 from server.metrics import LiveState, Metrics
+from server.models.checkpoint_file import CheckpointError, check_checkpoint
+from server.models.device import DeviceError, check_device
+from server.models.loading import production_model_loader
+from server.models.seam import SegmentationModel
 from server.processor import Processor
 from server.routes import Health, Routes
-from server.sam_model import (
-    CheckpointError, DeviceError, SegmentationModel, check_checkpoint, check_device, load_model, set_torch_threads,
-)
 from server.store import Store, open_store
 from server.sweeper import Sweeper
 from server.wakeups import JobEvents, RingingConnection
@@ -227,26 +228,6 @@ class App:
 
     def _handle(self, ws: RingingConnection) -> None:
         Conversation(ws, self.intake, scope=self._routes.tokens.scope(ws.request)).run()
-
-
-def production_model_loader(settings: Settings) -> Callable[[], SegmentationModel]:
-    def load() -> SegmentationModel:
-        threads = set_torch_threads(settings.torch_threads)
-        log.info("torch uses %d CPU threads", threads)
-        model = load_model(
-            settings.sam_model_type, settings.sam_checkpoint, settings.sam_device,
-            settings.precision, settings.embedding_cache_size,
-        )
-        memory = model.memory()
-        log.info(
-            "%s in %s: %s; weights %.0f MB, %.1f MB per cached image (EMBEDDING_CACHE_SIZE=%d: up to %.0f MB)",
-            model.model_type, model.precision.name, model.precision.reason, memory.weights_bytes / 1e6,
-            memory.embedding_bytes / 1e6, settings.embedding_cache_size,
-            memory.embedding_bytes * settings.embedding_cache_size / 1e6,
-        )
-        return model
-
-    return load
 
 
 def serve_forever(settings: Settings) -> int:

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from server.errors import CLOSE_CODES
 from server.image_usage import Usage
-from server.sam_model import SegmentationModel
+from server.models.seam import SegmentationModel
 from server.store import StoreUnavailable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

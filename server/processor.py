@@ -37,8 +37,9 @@ from server.config import Settings
 from server.errors import ClientError
 from server.image_store import ImageStore
 from server.mask_cache import MaskCache
+from server.models.checkpoint_file import CheckpointError
+from server.models.seam import ImageJob, Segmentation, SegmentationModel
 from server.refetch import Refetcher
-from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
 from server.store import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 from server.wakeups import JobEvents
 

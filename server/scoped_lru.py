@@ -1,7 +1,7 @@
 """A least-recently-used map that scopes (API tokens) share fairly: one scope cannot evict everyone.
 
 Both caches of recent work use it: image embeddings (`EmbeddingCache`,
-server/sam_model.py) and mask logits (`MaskCache`, server/mask_cache.py).
+server/models/embedding_cache.py) and mask logits (`MaskCache`, server/mask_cache.py).
 Each entry belongs to a scope (server/tokens.py) and has a weight: 1 for an
 embedding, its mask count for a kept result. In all, the map holds at most
 `capacity` entries and `weight_capacity` weight. Each scope that holds

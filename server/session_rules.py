@@ -52,13 +52,16 @@ class Serve:
 class Supersede:
     """Answer the waiting request `superseded` and end its record; the session goes on."""
 
+    client_ref: str | None = None  # the superseded request's
+
 
 @dataclasses.dataclass(frozen=True)
 class Answer:
-    """Answer the current request with this error."""
+    """Answer the current request with this error, and end it."""
 
     code: str
     message: str
+    client_ref: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +114,7 @@ class SessionRules:
             if not self.session:
                 return self._end("invalid_request", NOT_A_SESSION)
             self._ended(now)  # the superseded request was admitted: that is activity
-            return [Supersede(), *self._request(message)]
+            return [Supersede(self.client_ref), *self._request(message)]
         return self._request(message)
 
     def refused(self, error: ClientError) -> list[Action]:
@@ -163,16 +166,17 @@ class SessionRules:
         if not self.session or error.code in CONNECTION_ERRORS:
             return self._end(error.code, error.message)
         # In a session, an unreadable request (no valid keep_open) leaves it open; false closes it.
+        answer = Answer(error.code, error.message, self.client_ref)
         if self._keep_open or not self._readable:
-            return [Answer(error.code, error.message)]
-        return [Answer(error.code, error.message), *self._close(1000)]
+            return [answer]
+        return [answer, *self._close(1000)]
 
     def _ended(self, now: float) -> None:
         self.waiting = False
         self._deadline = now + self.limits.session_idle_seconds
 
     def _end(self, code: str, message: str) -> list[Action]:
-        return [Answer(code, message), *self._close(CLOSE_CODES[code], code)]
+        return [Answer(code, message, self.client_ref), *self._close(CLOSE_CODES[code], code)]
 
     def _close(self, code: int, reason: str = "") -> list[Action]:
         self.closed = True

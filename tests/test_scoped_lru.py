@@ -13,7 +13,7 @@ from websockets.http11 import Request
 
 from server.errors import ClientError
 from server.mask_cache import MaskCache
-from server.sam_model import EmbeddingCache
+from server.models.embedding_cache import EmbeddingCache
 from server.scoped_lru import ScopedLru
 from server.tokens import Tokens, scope_of
 

@@ -73,7 +73,7 @@ def test_in_a_session_a_message_while_waiting_supersedes_the_waiting_request():
     rules = new()
     rules.message(request(keep_open=True, client_ref="a"), now=1)
     actions = rules.message(request(keep_open=True, client_ref="b"), now=2)
-    assert actions[0] == Supersede()
+    assert actions[0] == Supersede(client_ref="a")
     assert isinstance(actions[1], Serve) and actions[1].request.client_ref == "b"
     assert rules.waiting and rules.client_ref == "b"
 
@@ -154,6 +154,9 @@ def test_the_client_ref_of_each_request_is_kept_for_its_answers():
     rules = new()
     rules.message(request(keep_open=True, client_ref="first"), now=1)
     assert rules.client_ref == "first"
-    rules.answered(now=2)
-    rules.message("{not json", now=3)
+    [answer] = rules.failed(ClientError("processing_failed", "The model failed."), now=2)
+    assert answer.client_ref == "first"
+    [answer] = rules.message(json.dumps({"prompts": [], "keep_open": True, "client_ref": "second"}), now=3)
+    assert answer.code == "invalid_request" and answer.client_ref == "second"
+    rules.message("{not json", now=4)
     assert rules.client_ref is None

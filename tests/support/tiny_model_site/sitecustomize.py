@@ -21,7 +21,7 @@ sam_model_registry["vit_b"] = lambda checkpoint=None: build_tiny_sam()
 
 _delay = float(os.environ.get("CAP_TEST_SEGMENT_DELAY", "0"))
 if _delay:
-    from server.sam_model import CachingModel
+    from server.models.caching_model import CachingModel
 
     _segment_batch = CachingModel.segment_batch
 
