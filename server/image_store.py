@@ -8,9 +8,10 @@ most); nothing here ever lists a folder for a request.
 
 Each request in flight holds its image (`hold`): a held file is never
 deleted. When the last hold on a pending file is released (the request
-was superseded, interrupted, failed or refused) the file goes RELEASE_GRACE_SECONDS
-later, unless a live record in the store names the same image by then, or
-one that was processed (elsewhere: it is kept). A new file is refused
+was superseded, interrupted, failed or refused) the file goes
+RELEASE_GRACE_SECONDS later, unless a live record of the same token scope
+names the same image by then, or one that was processed (by another
+replica: then it is kept). A new file is refused
 (`store_unavailable`) when writing it would leave less than
 MIN_FREE_DISK_MB free. `sweep` does the rest in bounded steps on the
 sweeper's thread (server/sweeper.py): files past their retention, pending
@@ -154,6 +155,8 @@ class ImageStore:
             os.utime(path)
         except (FileNotFoundError, NotADirectoryError):
             return False
+        except OSError as exc:  # there, but not ours to touch: it keeps its age
+            log.warning("cannot touch %s: %s", path, exc)
         return True
 
     def _keep(self, sha256: str) -> None:
@@ -169,6 +172,9 @@ class ImageStore:
             os.rename(pending, kept)
         except FileNotFoundError:
             return
+        except OSError as exc:  # a disk gone read-only, say: the file stays pending, the request goes on
+            log.warning("image %s: cannot keep its file: %s", sha256[:12], exc)
+            return
         self.usage.remove(PENDING_RANK, sha256, size)
         self.usage.add(shard_rank(sha256), sha256, size)
 
@@ -178,6 +184,9 @@ class ImageStore:
             size = os.lstat(path).st_size
             os.unlink(path)
         except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot delete %s: %s", path, exc)
             return
         self.usage.remove(rank, path.name, size)
 
@@ -293,7 +302,10 @@ class ImageStore:
         """Move an image file of an earlier version (`<uuid>.<ext>`) to its hash's name, keeping its age."""
         try:
             data = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.warning("cannot move %s: %s", path, exc)
             return 0
         sha256 = images.sha256_hex(data)
         kept = kept_path(self.root, sha256)
@@ -304,7 +316,8 @@ class ImageStore:
             try:
                 kept.parent.mkdir(exist_ok=True)
                 os.rename(path, kept)
-            except FileNotFoundError:
+            except OSError as exc:
+                log.warning("cannot move %s: %s", path, exc)
                 return len(data)
             self.usage.remove(ROOT_RANK, path.name, size)
             self.usage.add(shard_rank(sha256), sha256, size)
