@@ -85,7 +85,10 @@ class App:
         self._connections = 0
         self._connections_lock = threading.Lock()
         self.metrics = Metrics(
-            LiveState(connections=lambda: self._connections, queue_depth=store.count_queued, model=self._loaded_model)
+            LiveState(
+                connections=lambda: self._connections, queue_depth=store.count_queued, model=self._loaded_model,
+                pixel_budget=self.budget,
+            )
         )
         self.health = Health(
             settings,
