@@ -83,7 +83,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def check(self) -> None:
-        """Raise `StoreUnavailable` if the database does not answer."""
+        """Raise `StoreUnavailable` unless the database takes a small write, within a few seconds.
+
+        A write, not a read: a database that answers reads but refuses or
+        holds writes (another process's lock, a read-only file) cannot take
+        requests. The probe writes no record and no result.
+        """
 
     def close(self) -> None:
         """Release connections."""

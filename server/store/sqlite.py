@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Iterator
 
 from server import jobs
+from server.clock import utcnow
 from server.store.base import Conflict, Record, Store, StoreUnavailable
+
+# How long a write waits for another connection's lock: long for the work
+# (a busy moment passes), short for /health's probe (it must answer).
+BUSY_TIMEOUT_SECONDS = 30
+CHECK_TIMEOUT_SECONDS = 2
 
 # Column name -> True when the value is stored as JSON text.
 QUEUE_COLUMNS = {
@@ -51,6 +57,7 @@ CREATE TABLE IF NOT EXISTS SAMOutput (
     createdAt TEXT NOT NULL, timings TEXT NOT NULL, cachedEmbedding INTEGER NOT NULL DEFAULT 0,
     _etag TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS Health (id TEXT PRIMARY KEY, checkedAt TEXT NOT NULL);
 """
 # Columns added after a release, for files created before it: (table, column, definition).
 ADDED_COLUMNS = [
@@ -103,7 +110,7 @@ class SQLiteStore(Store):
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False, factory=_Connection
             )
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
@@ -195,7 +202,20 @@ class SQLiteStore(Store):
     # --- housekeeping ----------------------------------------------------------
 
     def check(self) -> None:
-        self._execute("SELECT 1 FROM Queue LIMIT 1").fetchall()
+        """Upsert the one `Health` row, waiting at most CHECK_TIMEOUT_SECONDS for the write lock."""
+        db = self._db
+        try:
+            db.execute(f"PRAGMA busy_timeout = {CHECK_TIMEOUT_SECONDS * 1000}")
+            try:
+                db.execute(
+                    "INSERT INTO Health (id, checkedAt) VALUES ('probe', ?) "
+                    "ON CONFLICT (id) DO UPDATE SET checkedAt = excluded.checkedAt",
+                    (jobs.format_time(utcnow()),),
+                )
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite {self.path} cannot be written: {exc}") from exc
 
     def close(self) -> None:
         for db in list(self._connections):
