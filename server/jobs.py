@@ -185,11 +185,16 @@ def mark_finished(record: Record, *, now: dt.datetime) -> Record:
     return {**record, "status": FINISHED, FINISHED: _stamp(now, record[PROCESSED])}
 
 
-def interrupt(record: Record, *, now: dt.datetime) -> Record:
-    """The client went away, or the server gave up on the record."""
+def interrupt(record: Record, *, now: dt.datetime, reason: dict[str, str] | None = None) -> Record:
+    """The client went away, or the server gave up on the record.
+
+    `reason` (`{code, message}`, kept in `error`) says why when no client
+    was there to be told: a server restarted on the record's orphans.
+    """
     if is_terminal(record):
         raise TransitionRefused(f"record is already {record['status']}")
-    return {**record, "status": INTERRUPTED, INTERRUPTED: _stamp(now, _latest(record)), "leaseUntil": None}
+    stopped = {**record, "status": INTERRUPTED, INTERRUPTED: _stamp(now, _latest(record)), "leaseUntil": None}
+    return stopped if reason is None else {**stopped, "error": reason}
 
 
 def _latest(record: Record) -> str:

@@ -23,7 +23,7 @@ from typing import Callable, NoReturn
 
 from websockets.sync.server import Server, ServerConnection, serve
 
-from server import images, logs
+from server import images, logs, recovery
 from server.budget import PixelBudget
 from server.compression import SizeAwareDeflateFactory
 from server.config import Settings, SettingsError
@@ -127,6 +127,7 @@ class App:
         return self._connections
 
     def start(self) -> None:
+        recovery.interrupt_orphans(self.store)  # before the processor could take them
         self.processor.start()
         self.listener = LimitedListener(
             socket.create_server((self.settings.host, self.settings.port)), self.settings.max_connections

@@ -102,6 +102,44 @@ def test_kill_9_mid_run_then_restart_ends_every_record(tmp_path, tiny_checkpoint
     print(f"\nkill -9 with {at_kill}; after restart: {after}; 30/30 terminal, audit clean, integrity ok")
 
 
+def test_a_restart_after_kill_9_interrupts_the_orphans_and_answers_a_new_client_at_once(
+    tmp_path, tiny_checkpoint, image_server, start_replica
+):
+    """Four requests in flight die with their server; the restarted one spends no model time on them."""
+    folder = tmp_path / "server"
+    db = folder / "cap.sqlite3"
+    first = start_replica(folder, sam_checkpoint=tiny_checkpoint, cap_test_segment_delay=60, poll_interval=0.2)
+    first.wait_healthy()
+    threads, _ = start_clients(first, image_server, 4)
+    assert wait_for(lambda: (lambda rs: len(rs) == 4 and any(r["status"] == "processing" for r in rs))(records(db)),
+                    30), "4 stored requests, one being processed, never happened"
+    first.kill()
+    for thread in threads:
+        thread.join(30)
+    orphans = {r["id"] for r in records(db)}
+
+    delay = 5  # per request, on the restarted server: 4 orphans would cost 20 s before the new client
+    second = start_replica(folder, sam_checkpoint=tiny_checkpoint, cap_test_segment_delay=delay, poll_interval=0.2)
+    second.wait_healthy()
+    started = time.monotonic()
+    box = {"x": 1, "y": 1, "width": 9, "height": 9}
+    outcome = exchange(second.url, {"image_url": image_server.url("/rgb.png"), "boxes": [box]}, timeout=60)
+    waited = time.monotonic() - started
+    assert outcome.types == ["queued", "status", "result"], outcome.messages
+
+    store = SQLiteStore(db)
+    old = [r for r in records(db) if r["id"] in orphans]
+    assert [r["status"] for r in old] == ["interrupted"] * 4
+    assert all(r["error"]["code"] == "server_restarted" for r in old)
+    assert all(store.get_output(r["id"]) is None for r in old)  # the model never ran for them
+    assert waited < 3 * delay, f"the new client waited {waited:.1f} s behind the orphans"
+    assert second.stop() == 0
+    audit = subprocess.run([sys.executable, "-m", "server", "audit"], cwd=REPO, capture_output=True, text=True,
+                           env=server_env(SQLITE_PATH=db), timeout=60)
+    assert audit.returncode == 0, audit.stdout
+    print(f"\nafter kill -9 with 4 in flight: the orphans interrupted at start, a new client answered in {waited:.1f} s")
+
+
 def test_sigterm_while_the_model_is_inside_torch_exits_zero_within_the_bound(
     tmp_path, tiny_checkpoint, image_server, start_replica
 ):

@@ -243,6 +243,20 @@ def test_the_sqlite_check_is_a_write_that_fails_fast_while_another_connection_ho
     store.close()
 
 
+def test_a_sqlite_server_knows_whether_it_is_alone_on_the_file(tmp_path):
+    path = tmp_path / "shared.sqlite3"
+    first, second, third = SQLiteStore(path), SQLiteStore(path), SQLiteStore(path)
+    assert first.register_server() is True  # no other server: what is unfinished has no one waiting
+    assert second.register_server() is False  # the first runs: its clients may be waiting
+    first.close()
+    assert third.register_server() is False  # the second still runs
+    second.close()
+    third.close()
+    again = SQLiteStore(path)
+    assert again.register_server() is True
+    again.close()
+
+
 def test_a_1_1_record_keeps_its_prompts_and_output_and_is_found_by_its_image(store):
     prompts = [{"points": [{"x": 1.0, "y": 2.0, "label": 0}], "mask_input": {"id": "a", "index": 0, "candidate": 2}}]
     newer = record("b", created=5, prompts=prompts, output=["rle", "polygons"], boxes=[], preferredServer="cap-x")

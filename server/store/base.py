@@ -90,6 +90,16 @@ class Store(abc.ABC):
         requests. The probe writes no record and no result.
         """
 
+    def register_server(self) -> bool:
+        """Count this process among the servers on the store until `close()`; True if it is the only one.
+
+        Alone, no connection of another server can be waiting for a record
+        not yet terminal, and this process has none yet: every such record is
+        an orphan of a server that died. A store that replicas share (Cosmos
+        DB) cannot say, and answers False.
+        """
+        return False
+
     def close(self) -> None:
         """Release connections."""
 
