@@ -222,6 +222,19 @@ def fail_unclaimed(record: Record, *, now: dt.datetime, code: str, message: str)
     return fail(record, now=now, code=code, message=message)
 
 
+def overdue(record: Record, *, now: dt.datetime, horizon_seconds: float) -> str | None:
+    """Why a record is past its time: not terminal `horizon_seconds` after its `createdAt`; else None."""
+    if is_terminal(record):
+        return None
+    try:
+        age = (now - parse_time(record["createdAt"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None  # order_violations says what is wrong with createdAt
+    if age <= horizon_seconds:
+        return None
+    return f"still {record.get('status')} {age:.0f} s after createdAt, past the {horizon_seconds:.0f} s a request may take"
+
+
 def order_violations(record: Record) -> list[str]:
     """What is wrong with this record's timestamps; empty when it is sound.
 

@@ -168,3 +168,13 @@ def test_an_interruption_may_say_why_when_no_client_was_told():
     assert (orphan["status"], orphan["error"]) == ("interrupted", reason)
     assert jobs.order_violations(orphan) == []
 
+
+def test_a_record_not_terminal_past_the_horizon_is_overdue():
+    queued, processed = new(), jobs.mark_processed(claim(new(), at(1)), now=at(2))
+    assert jobs.overdue(queued, now=at(100), horizon_seconds=100) is None
+    assert jobs.overdue(queued, now=at(101), horizon_seconds=100) == (
+        "still queued 101 s after createdAt, past the 100 s a request may take"
+    )
+    assert "still processed 5000 s" in jobs.overdue(processed, now=at(5000), horizon_seconds=100)
+    assert jobs.overdue(jobs.mark_finished(processed, now=at(3)), now=at(5000), horizon_seconds=100) is None
+    assert jobs.overdue({**queued, "createdAt": "yesterday"}, now=at(5000), horizon_seconds=100) is None

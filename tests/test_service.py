@@ -3,6 +3,7 @@ the README's run command, and a full-size checkpoint through the production load
 
 import datetime as dt
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -118,6 +119,27 @@ def test_audit_lists_broken_records_and_exits_non_zero(tmp_path):
     assert dirty.returncode == 1
     assert "broken-one" in dirty.stdout and "good" not in dirty.stdout.replace("audited", "")
     assert "skip" in dirty.stdout
+
+
+def test_audit_lists_records_not_terminal_past_their_time_and_exits_non_zero(tmp_path):
+    path = tmp_path / "audit.sqlite3"
+    store = SQLiteStore(path)
+    now = dt.datetime.now(dt.timezone.utc)
+    for job_id, age in (("fresh", 60), ("stuck", 3600)):
+        record = jobs.new_record(
+            job_id, now=now - dt.timedelta(seconds=age), image_url="http://x/a.png", image_sha256="0" * 64,
+            width=1, height=1, boxes=[], multimask=False,
+        )
+        stored = store.insert(record)
+        claimed = jobs.claim(stored, now=now, server_id="cap-dead", lease_seconds=120, max_attempts=3)
+        store.replace(jobs.mark_processed(claimed, now=now), etag=stored["_etag"])
+    store.close()
+    audit = run_audit(path)
+    assert audit.returncode == 1
+    [line] = [line for line in audit.stdout.splitlines() if not line.startswith("audited")]
+    assert re.match(r"stuck status=processed: still processed 36\d\d s after createdAt", line), line
+    assert "JOB_TIMEOUT=600 s" in line
+    assert "audited 2 records: 0 break the order invariant, 1 are not terminal past their time" in audit.stdout
 
 
 # --- a full-size checkpoint with random weights (conftest.vit_b_checkpoint) -----------
