@@ -123,6 +123,7 @@ def test_the_browser_enforces_the_policy_and_the_page_works_under_it(start_app, 
     open_image(page, scenes[1])  # an image from elsewhere, the WebSocket, /health: all allowed
     injected = page.evaluate("""() => new Promise(resolve => {
         document.addEventListener('securitypolicyviolation', event => resolve(event.violatedDirective), {once: true});
+        setTimeout(() => resolve('no violation'), 5000);
         const script = document.createElement('script');
         script.textContent = 'window.injected = true';
         document.head.append(script);
