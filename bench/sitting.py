@@ -62,11 +62,15 @@ from bench import plot
 from bench.burst import burst
 from server import images, jobs, masks
 from server.compression import SizeAwareDeflate
-from server.config import SAM1_TYPES, Settings, checkpoint_name
-from server.main import App, production_model_loader
+from server.config import Settings
+from server.main import App
+from server.models.caching_model import CachingModel
+from server.models.device import Precision
+from server.models.embedding_cache import Embedding
+from server.models.loading import load_model, production_model_loader
+from server.models.registry import SAM1, checkpoint_name, model_type as row_of
 from server.models.sam1 import SamModel, load_sam
 from server.prompts import Point, Prompt
-from server.sam_model import CachingModel, Embedding, Precision, load_model
 from server.store.sqlite import SQLiteStore
 from tests.support import image_files
 from tests.support.client import Session, exchange, session
@@ -323,7 +327,7 @@ def ping_ms(port: int) -> float:
 def idle_connections(sitting: Sitting, count: int) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * count + 256)), hard))
-    app = sitting.start_app(request_timeout=600, max_connections=count + 64)
+    app = sitting.start_app(request_timeout=600, max_connections=count + 64, max_connections_per_client=0)
     held: list[socket.socket] = []
     try:
         for _ in range(20):
@@ -672,7 +676,7 @@ def random_checkpoint(folder: Path, model_type: str) -> Path:
     """`model_type` with random weights, saved in Meta's layout under Meta's file name."""
     torch.manual_seed(0)
     path = folder / checkpoint_name(model_type)
-    if model_type in SAM1_TYPES:
+    if row_of(model_type).family == SAM1:
         torch.save(sam_model_registry[model_type]().state_dict(), path)
     else:
         from server.models.sam2 import build

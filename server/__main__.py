@@ -7,7 +7,9 @@ import argparse
 import sys
 
 from server import program_name
-from server.config import CHECKPOINT_URLS, SAM2_TYPES, Settings, SettingsError, checkpoint_name
+from server.config import Settings, SettingsError
+from server.models.checkpoint_file import download_command
+from server.models.registry import MODEL_TYPES, checkpoint_name, model_type as row_of
 
 # How long past JOB_TIMEOUT the audit gives the sweep, which looks every 30 s at most.
 AUDIT_GRACE_SECONDS = 60.0
@@ -45,7 +47,7 @@ def audit(settings: Settings) -> int:
 
 def download_checkpoint(settings: Settings, model_type: str | None, url: str | None) -> int:
     """Download the official checkpoint of SAM_MODEL_TYPE to SAM_CHECKPOINT; 1 if that fails."""
-    from server.checkpoints import DownloadError, download_checkpoint
+    from server.checkpoints import DownloadError, Unreachable, download_checkpoint
 
     model_type = model_type or settings.sam_model_type
     if model_type != settings.sam_model_type:
@@ -57,12 +59,21 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
             file=sys.stderr,
         )
         return 2
-    url = url or CHECKPOINT_URLS[model_type]
+    row = row_of(model_type)
+    url = url or row.url
     print(f"Downloading {url} to {settings.sam_checkpoint}", file=sys.stderr)
     try:
         # SAM 1's file names carry a hash prefix; SAM 2.1's do not, so those files are verified by loading them.
-        verify = (lambda path: _loads_as(model_type, path)) if model_type in SAM2_TYPES else None
+        verify = None if row.sha256_prefix else (lambda path: _loads_as(model_type, path))
         download_checkpoint(url, settings.sam_checkpoint, verify=verify)
+    except Unreachable as exc:
+        print(
+            f"cap: {exc}, so nothing was written: download {row.url} where there is internet access and copy it to "
+            f"{settings.sam_checkpoint.resolve()}, or run `{download_command()} --url URL` with a mirror's copy of "
+            f"{row.checkpoint_name}.",
+            file=sys.stderr,
+        )
+        return 1
     except DownloadError as exc:
         print(f"cap: {exc}", file=sys.stderr)
         return 1
@@ -78,7 +89,8 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
 
 def _loads_as(model_type: str, path) -> None:
     """Raise unless `path` loads strictly as `model_type` (SAM 2.1's files carry no hash to check)."""
-    from server.sam_model import CheckpointError, load_model
+    from server.models.checkpoint_file import CheckpointError
+    from server.models.loading import load_model
 
     try:
         load_model(model_type, path, "cpu", "fp32")
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     download = commands.add_parser(
         "download-checkpoint", help="download the official SAM checkpoint to SAM_CHECKPOINT, verified"
     )
-    download.add_argument("model_type", nargs="?", choices=list(CHECKPOINT_URLS), help="default: SAM_MODEL_TYPE")
+    download.add_argument("model_type", nargs="?", choices=list(MODEL_TYPES), help="default: SAM_MODEL_TYPE")
     download.add_argument(
         "--url", help="download from this mirror instead; a SAM 1 file name must carry the SHA-256 prefix"
     )

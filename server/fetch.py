@@ -18,8 +18,9 @@ waited for only until then, and at the deadline the socket is shut down
 (`server.deadlines`), so a peer that drips its status line, headers or body
 one byte at a time is cut off. The request asks for identity encoding and a
 response in any other encoding is refused: nothing is ever decompressed. The
-body may hold at most `max_bytes`, and everything received (status line,
-headers and chunk framing too) at most that plus 64 KiB and a 32nd.
+body may hold at most `max_bytes`, and everything else received (status
+line, headers, chunk framing and trailers) at most 64 KiB and a 32nd of that:
+a flood of one-byte chunks or trailer lines, a loop of Python each, is cut off.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import socket
 import ssl
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -43,11 +43,13 @@ from server.images import is_data_url
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK_BYTES = 64 * 1024
-# What may arrive beyond the body itself (status line, headers, chunk framing):
-# this much, plus 1/32 of the body's limit.
+# What may arrive beyond the body itself (status line, headers, chunk framing,
+# trailers): this much, plus 1/32 of the body's limit.
 _HEAD_BYTES = 64 * 1024
 # host[:port], the host a name, an IPv4 address or a bracketed IPv6 address.
 _AUTHORITY = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\[\]:@/?#%\\]+)(?::(?P<port>[0-9]{0,5}))?")
+# Whitespace (all that str.isspace() calls so) and control characters (Unicode category Cc): one C-speed search.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 # Characters a request target may carry as they are; anything else is percent-encoded.
 _TARGET_SAFE = "!$&'()*+,;=:@/?%~[]"
 _USER_AGENT = "CAP-image-download/0.1"
@@ -144,7 +146,7 @@ class _Target:
 def _check_characters(url: str, redirected: bool) -> None:
     if "\\" in url:
         raise _bad_url(url, redirected, "contains a backslash, which URL readers disagree on; use /")
-    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in url):
+    if _SPACE_OR_CONTROL.search(url):
         raise _bad_url(url, redirected, "contains a space or a control character; percent-encode it")
 
 
@@ -294,13 +296,18 @@ def _request(target: _Target) -> bytes:
 
 
 class _Wire(io.RawIOBase):
-    """The socket as a readable stream that counts every byte received, framing included."""
+    """The socket as a readable stream that counts every byte received, and bounds all but the body's.
+
+    The reader reports the body's bytes (`body_bytes`); each receive, inside
+    http.client's own loops, checks the rest, allowing a read (of body not yet
+    reported, and of what is read ahead) on top."""
 
     def __init__(self, sock: socket.socket, max_bytes: int):
         self._sock = sock
         self._max_bytes = max_bytes
-        self._limit = max_bytes + max_bytes // 32 + _HEAD_BYTES
+        self._allowance = max_bytes // 32 + _HEAD_BYTES
         self._received = 0
+        self.body_bytes = 0
 
     def readable(self) -> bool:
         return True
@@ -308,11 +315,11 @@ class _Wire(io.RawIOBase):
     def readinto(self, buffer) -> int:
         count = self._sock.recv_into(buffer)
         self._received += count
-        if self._received > self._limit:
+        if self._received - self.body_bytes > self._allowance + 2 * _CHUNK_BYTES:
             raise ClientError(
                 "image_too_large",
-                f"The image server sent more than {self._limit:,} bytes, headers and framing "
-                f"included, for an image limited to {self._max_bytes:,} bytes.",
+                f"The image server sent more than {self._allowance:,} bytes of status line, headers and "
+                f"chunk framing besides the image, for an image limited to {self._max_bytes:,} bytes.",
             )
         return count
 
@@ -340,6 +347,7 @@ def _read_response(target: _Target, wire: _Wire, max_bytes: int) -> bytes | str:
     body = bytearray()
     while chunk := response.read(_CHUNK_BYTES):
         body += chunk
+        wire.body_bytes = len(body)
         if len(body) > max_bytes:
             raise image_too_large(max_bytes)
     if response.length:  # the connection closed before Content-Length bytes came

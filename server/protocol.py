@@ -14,6 +14,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from server import json_text
 from server.errors import CLOSE_CODES, ClientError
 from server.errors import invalid as _invalid
 from server.images import data_url_max_chars, is_data_url
@@ -129,10 +130,14 @@ def load_message(message: str | bytes, *, max_message_bytes: int, max_image_byte
     # Refuse by size before parsing: parsing costs many times a message's size
     # (a few kB of compressed `{},{},...` inflate to megabytes of JSON and then
     # to hundreds of megabytes of Python objects). Only one string, a data:
-    # URL, may be long, and parsing one string costs about its own size.
-    if size - _data_url_literal_chars(message) > max_message_bytes:
-        raise _too_large(size, max_message_bytes, max_image_bytes)
-    if size > message_limit(max_message_bytes, max_image_bytes):
+    # URL, may be long, and parsing one string costs about its own size. Only
+    # a message past MAX_MESSAGE_BYTES is scanned for it, in one linear pass,
+    # and only a literal that opens within MAX_MESSAGE_BYTES can make it fit.
+    if size > message_limit(max_message_bytes, max_image_bytes) or (
+        size > max_message_bytes
+        and size - json_text.longest_string_literal(message, "data:", opens_within=max_message_bytes)
+        > max_message_bytes
+    ):
         raise _too_large(size, max_message_bytes, max_image_bytes)
     body = _load_json(message)
     if size - _inline_image_bytes(body) > max_message_bytes:
@@ -143,7 +148,8 @@ def load_message(message: str | bytes, *, max_message_bytes: int, max_image_byte
 def client_ref_of(body: Any) -> str | None:
     """The request's `client_ref`, if it has a valid one: echoed even when the rest is refused."""
     ref = body.get("client_ref") if isinstance(body, dict) else None
-    return ref if isinstance(ref, str) and len(ref) <= MAX_CLIENT_REF else None
+    valid = isinstance(ref, str) and len(ref) <= MAX_CLIENT_REF and json_text.lone_surrogate(ref) is None
+    return ref if valid else None
 
 
 def keep_open_of(body: Any) -> bool:
@@ -175,6 +181,9 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int) -> Request:
     client_ref = body.get("client_ref")
     if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > MAX_CLIENT_REF):
         raise _invalid(f"client_ref must be a string of at most {MAX_CLIENT_REF} characters.")
+    # Last, when the schema has bounded the body: a string that is not text could be neither sent on nor stored.
+    if (where := json_text.lone_surrogate(body)) is not None:
+        raise _invalid(f"{where} holds a lone surrogate (a \\ud800-\\udfff escape without its pair): not Unicode text.")
     return Request(
         image_url=image_url,
         image_sha256=image_sha256,
@@ -204,20 +213,6 @@ def _inline_image_bytes(body: Any) -> int:
     """
     url = body.get("image_url") if isinstance(body, dict) else None
     return len(url) if isinstance(url, str) and is_data_url(url) else 0
-
-
-_DATA_URL_LITERAL = re.compile(r'"data:[^"\\]*(?:\\.[^"\\]*)*"', re.IGNORECASE)
-
-
-def _data_url_literal_chars(message: str) -> int:
-    """The length of the longest `"data:..."` string literal in the raw message, before parsing.
-
-    A string literal ends at the first quote that no backslash escapes.
-    Counting the longest one only lets a message be as long as one inline
-    image plus MAX_MESSAGE_BYTES; the exact check, on the parsed
-    `image_url`, follows the parse.
-    """
-    return max((match.end() - match.start() for match in _DATA_URL_LITERAL.finditer(message)), default=0)
 
 
 def _too_large(size: int, max_message_bytes: int, max_image_bytes: int) -> ClientError:

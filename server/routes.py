@@ -7,25 +7,26 @@ handshake: an HTTP answer here ends it, `None` lets the WebSocket upgrade on
 
 from __future__ import annotations
 
-import hmac
 import http
 import json
 import threading
 import time
 from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
-from server import __version__, images
+from server import __version__, connection_slots, images
 from server.config import Settings
+from server.connection_slots import ConnectionSlots
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
 from server.protocol import PROTOCOL_VERSION
 from server.store import Store, StoreUnavailable
+from server.tokens import Tokens
 
 # The page people use: a few static files, read once. They hold no secret, so
 # they are served without a token; the page's WebSocket upgrade needs one like
@@ -122,12 +123,15 @@ class Health:
 
 
 class Routes:
-    def __init__(self, settings: Settings, health: Health, metrics: Metrics, draining: threading.Event):
+    def __init__(
+        self, settings: Settings, health: Health, metrics: Metrics, draining: threading.Event, slots: ConnectionSlots
+    ):
         self.settings = settings
         self.health = health
         self.metrics = metrics
         self.draining = draining
-        self._tokens = [token.strip().encode() for token in (settings.api_token or "").split(",") if token.strip()]
+        self.tokens = Tokens(settings.api_token)
+        self.slots = slots
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -157,21 +161,29 @@ class Routes:
             )
         if self.draining.is_set():
             return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down")
+        refusal = self.slots.take(connection.socket, self._client(connection, request))
+        if refusal is not None:
+            return self._refusal(refusal)
         return None  # go on with the WebSocket handshake
 
-    def authorized(self, request: Request) -> bool:
-        """True without API_TOKEN; with it, the request must carry one of its tokens.
+    def _client(self, connection: ServerConnection, request: Request) -> str:
+        """Who a connection counts against for MAX_CONNECTIONS_PER_CLIENT: its token's scope, else its address."""
+        scope = self.tokens.scope(request)
+        return f"token {scope}" if scope is not None else f"address {connection.remote_address[0]}"
 
-        A token comes as a Bearer header or a ?token= parameter and is
-        compared in constant time. API_TOKEN may list several tokens,
-        comma-separated, so that a new one can be rolled out before the old
-        one is withdrawn.
+    def _refusal(self, refusal: str) -> Response:
+        if refusal == connection_slots.PER_CLIENT:
+            sentence = (
+                f"this client already has {self.settings.max_connections_per_client} connections open "
+                "(MAX_CONNECTIONS_PER_CLIENT): close one, or retry later"
+            )
+            return _response(http.HTTPStatus.TOO_MANY_REQUESTS, sentence.encode())
+        return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections (MAX_CONNECTIONS); retry")
+
+    def authorized(self, request: Request) -> bool:
+        """True without API_TOKEN; with it, the request must carry one of its tokens (server/tokens.py).
+
+        API_TOKEN may list several tokens, comma-separated: one for each
+        client, or a new one rolled out before the old one is withdrawn.
         """
-        if not self._tokens:
-            return True
-        offered = []
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            offered.append(credentials.strip())
-        offered += parse_qs(urlsplit(request.path).query).get("token", [])
-        return any(hmac.compare_digest(token.encode(), good) for token in offered for good in self._tokens)
+        return self.tokens.authorized(request)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,26 @@ def test_headers_count_against_the_limit(server):
     assert error.code == "image_too_large"
 
 
+FLOODS = {
+    # 20 MB, within the old limit (MAX_IMAGE_BYTES plus a 32nd plus 64 KiB, all counted together)
+    "one-byte chunks": b"1\r\nA\r\n" * 3_400_000 + b"0\r\n\r\n",
+    "trailer lines": b"5\r\nimage\r\n0\r\n" + b"a\r\n" * 6_800_000 + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("flood", FLOODS)
+def test_a_flood_of_framing_is_cut_off_at_its_own_allowance(server, flood):
+    """Each chunk or trailer line is a turn of http.client's Python loop: 20 MB of them took 2.4 s of
+    the GIL. Framing now has its own allowance, 64 KiB and a 32nd of the limit, however small the body."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    server.add_raw("/flood.png", head + FLOODS[flood])
+    started = time.thread_time()  # this thread's CPU: the parsing, not the sending nor others' load
+    error = error_of(server.url("/flood.png"), max_bytes=20 * MIB, timeout=30.0)
+    spent = time.thread_time() - started
+    assert error.code == "image_too_large" and "chunk framing besides the image" in error.message
+    assert spent < 0.5, f"reading the framing took {spent:.2f} s of CPU"
+
+
 EMPTY_DEFLATE_BLOCK = b"\x00\x00\x00\xff\xff"  # a stored block of 0 bytes, not the last one
 GZIP_HEADER = gzip.compress(b"")[:10]
 
@@ -396,6 +417,17 @@ BAD_URLS = {
     "signed port": "http://example.com:+80/x.png",
     "open bracket": "http://[::1/x.png",
 }
+
+
+def test_the_character_check_is_one_search_not_a_python_loop():
+    """A URL of MAX_MESSAGE_BYTES, or a Location line of 64 KiB, was a turn of Python per character (32 ms)."""
+    url = "http://example.com/" + "a" * 1_000_000
+    started = time.thread_time()
+    fetch._check_characters(url, redirected=False)
+    assert time.thread_time() - started < 0.1
+    # It refuses exactly what str.isspace() and the category Cc (control) name: all are below U+3001.
+    refused = {chr(code) for code in range(0x3001) if fetch._SPACE_OR_CONTROL.search(chr(code))}
+    assert refused == {chr(code) for code in range(0x3001) if chr(code).isspace() or unicodedata.category(chr(code)) == "Cc"}
 
 
 @pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())

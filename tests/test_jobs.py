@@ -101,6 +101,27 @@ def test_reclaim_past_max_attempts_fails_the_record():
     assert jobs.order_violations(failed) == []
 
 
+def test_a_record_whose_waiter_is_gone_is_claimed_only_to_be_interrupted():
+    record = jobs.new_record(
+        "w", now=T0, image_url="http://x/a.png", image_sha256="00" * 32, width=4, height=3, boxes=[],
+        multimask=False, waiter_lease_seconds=30,
+    )
+    assert record["waiterLeaseUntil"] == jobs.format_time(at(30))
+    renewed = jobs.renew_waiter(record, now=at(20), lease_seconds=30)
+    assert renewed["waiterLeaseUntil"] == jobs.format_time(at(50)) and renewed["status"] == "queued"
+    assert claim(renewed, at(49))["status"] == "processing"  # someone still waits
+    orphan = claim(renewed, at(50))
+    assert orphan["status"] == "interrupted" and orphan["attempts"] == 0 and orphan["processing"] is None
+    assert jobs.order_violations(orphan) == []
+    # Reclaiming a dead processor's record also asks whether anyone still waits.
+    held = jobs.renew_waiter(claim(renewed, at(40), lease=5), now=at(41), lease_seconds=30)
+    assert claim(held, at(71))["status"] == "interrupted"
+    assert claim(new(), at(10_000))["status"] == "processing"  # no lease (an older record): processed
+    for ended in (jobs.mark_processed(claim(renewed, at(40)), now=at(42)), jobs.interrupt(renewed, now=at(21))):
+        with pytest.raises(TransitionRefused):
+            jobs.renew_waiter(ended, now=at(43), lease_seconds=30)
+
+
 def test_fail_records_the_error():
     record = jobs.fail(claim(new(), at(1)), now=at(2), code="processing_failed", message="out of memory")
     assert record["error"] == {"code": "processing_failed", "message": "out of memory"}

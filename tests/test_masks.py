@@ -181,7 +181,7 @@ import numpy as np, torch
 from server import masks
 from server.prompts import Prompt
 from server.models.sam1 import SamModel
-from server.sam_model import ImageJob
+from server.models.seam import ImageJob
 from tests.support.tiny_sam import build_tiny_sam
 
 def status_kb(field):

@@ -100,6 +100,26 @@ def test_the_pixel_budget_in_use_and_its_limit_are_read_live(start_app, image_se
     assert eventually(app, lambda s: s[used] == 0)[used] == 0
 
 
+SESSIONS = ("cap_open_sessions", ())
+PER_CLIENT_REFUSED = ("cap_connections_refused_total", (("limit", "max_connections_per_client"),))
+
+
+def test_open_sessions_and_refused_connections_are_counted(start_app):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    app = start_app(max_connections_per_client=2)
+    with connect(ws_url(app)) as session, connect(ws_url(app)):
+        session.send('{"keep_open": true}')  # a session from here on, though its request is refused
+        assert '"invalid_request"' in session.recv(timeout=10)
+        with pytest.raises(InvalidStatus):
+            connect(ws_url(app), open_timeout=5)
+        samples = eventually(app, lambda s: s.get(SESSIONS) == 1)
+        assert samples[SESSIONS] == 1 and samples[("cap_open_connections", ())] == 2
+        assert samples[PER_CLIENT_REFUSED] == 1
+    assert eventually(app, lambda s: s.get(SESSIONS) == 0)[SESSIONS] == 0
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
 def test_the_api_token_gates_metrics(start_app, headers):
     app = start_app(api_token="s3cret")

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -127,10 +128,62 @@ def test_an_oversized_message_that_is_not_json_is_too_large_not_invalid_json():
     assert refused("x" * 1000).code == "invalid_json"
 
 
-def test_a_data_url_with_a_lone_surrogate_is_counted_not_crashed_on():
+def test_a_data_url_with_a_lone_surrogate_is_counted_then_refused_as_not_text():
     text = json.dumps({**GOOD, "image_url": "data:image/png;base64,\ud800" + "A" * 1100})
     assert "\\ud800" in text  # JSON escapes it: valid JSON, and not encodable as UTF-8 once parsed
-    assert parse(text).image_url.startswith("data:image/png;base64,\ud800")
+    error = refused(text)  # past MAX_MESSAGE_BYTES only by the data: URL, so not message_too_large
+    assert error.code == "invalid_request" and "image_url holds a lone surrogate" in error.message
+
+
+# --- the hostile literal of issue 19: one linear pass, and only past MAX_MESSAGE_BYTES ----------
+
+
+def hostile(repeats: int) -> str:
+    """A string never closed, full of escaped `"data:` openings: quadratic for the old regex."""
+    return '"data:' + '\\"data:' * repeats
+
+
+def answered_within(seconds: float, text: str, **limits) -> ClientError:
+    started = time.thread_time()  # this thread's CPU: others' load on the machine does not count
+    error = refused(text, **limits)
+    spent = time.thread_time() - started
+    assert spent < seconds, f"answering {len(text):,} characters took {spent:.2f} s of CPU"
+    return error
+
+
+def test_the_reported_63_kb_message_is_not_scanned_at_all_under_max_message_bytes():
+    text = hostile(9_000)  # froze the whole server 13 s: the scan ran before any size check
+    assert len(text) < 65536
+    error = answered_within(0.5, text, max_message_bytes=65536, max_image_bytes=20 * 2**20)
+    assert error.code == "invalid_json"  # parsed at once, and refused for the string left open
+
+
+def test_past_max_message_bytes_the_hostile_literal_is_measured_in_one_pass():
+    text = hostile(8_000)  # 56 KB: the old regex took seconds on it, 4x as long for each doubling
+    error = answered_within(0.5, text, max_message_bytes=1024, max_image_bytes=20 * 2**20)
+    assert error.code == "message_too_large"  # a literal left open is no data: URL
+
+
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ({**GOOD, "image_url": "http://h/\ud800.png"}, "image_url"),  # the report's: internal_error before
+        ({**GOOD, "client_ref": "ref-\udc00"}, "client_ref"),
+        (
+            {"image_sha256": "0" * 64, "prompts": [{"points": [{"x": 1, "y": 1, "label": 1}], "mask_input": {"id": "\udfff", "index": 0}}]},
+            "prompts[0].mask_input.id",
+        ),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_invalid_request_that_names_where(body, where):
+    error = refused(json.dumps(body))
+    assert error.code == "invalid_request"
+    assert error.message.startswith(f"{where} holds a lone surrogate")
+
+
+def test_a_client_ref_that_is_not_text_is_not_echoed():
+    assert protocol.client_ref_of({"client_ref": "ref-\ud800"}) is None
+    assert protocol.client_ref_of({"client_ref": "ref-😀"}) == "ref-😀"
 
 
 def test_a_data_url_is_never_echoed_in_an_error():
@@ -192,7 +245,7 @@ def test_every_error_code_has_the_close_code_of_the_contract():
         "image_url_forbidden": 1008, "image_download_failed": 1008, "image_too_large": 1009,
         "unsupported_image": 1008, "queue_full": 1013, "store_unavailable": 1013, "shutting_down": 1001,
         "processing_failed": 1011, "internal_error": 1011, "job_timeout": 1011,
-        "image_unknown": 1008, "mask_unknown": 1008, "superseded": None,
+        "image_unknown": 1008, "mask_unknown": 1008, "result_too_large": 1009, "superseded": None,
     }
     assert errors.CLOSE_CODES == expected
 

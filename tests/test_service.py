@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 from server import jobs
-from server.config import CHECKPOINT_URLS
-from server.main import production_model_loader
+from server.models.loading import production_model_loader
+from server.models.registry import MODEL_TYPES
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
@@ -196,5 +196,5 @@ def test_the_run_command_explains_a_missing_checkpoint(tmp_path):
     env = run_command_env(tmp_path, port=free_port(), sam_model_type="vit_l", sam_checkpoint=missing)
     done = subprocess.run([str(REPO / "scripts" / "run")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert str(missing) in done.stderr and CHECKPOINT_URLS["vit_l"] in done.stderr
+    assert str(missing) in done.stderr and MODEL_TYPES["vit_l"].url in done.stderr
     assert "Traceback" not in done.stderr

@@ -209,6 +209,16 @@ def test_a_sqlite_file_from_before_the_embedding_cache_gains_its_column(tmp_path
     assert store.get_output("new")["cachedEmbedding"] is True
 
 
+def test_a_waiters_lease_is_stored_renewed_and_ends_an_orphan_at_its_claim(store):
+    store.insert(record("live", waiterLeaseUntil=jobs.format_time(at(30))))
+    store.insert(record("orphan", created=1, waiterLeaseUntil=jobs.format_time(at(30))))
+    assert store.update("live", lambda r: jobs.renew_waiter(r, now=at(25), lease_seconds=30)) is not None
+    assert store.get("live")["waiterLeaseUntil"] == jobs.format_time(at(55))
+    assert claim(store, "live", at(40))["status"] == "processing"
+    assert claim(store, "orphan", at(40))["status"] == "interrupted"
+    assert store.get("orphan")["status"] == "interrupted" and store.get("orphan")["waiterLeaseUntil"]
+
+
 def test_check_passes_on_a_working_store_and_its_probe_write_leaves_records_and_results_alone(store):
     store.check()
     store.insert(record("a"))
@@ -266,9 +276,22 @@ def test_a_1_1_record_keeps_its_prompts_and_output_and_is_found_by_its_image(sto
     fetched = store.get("b")
     assert fetched["prompts"] == prompts and fetched["output"] == ["rle", "polygons"] and fetched["boxes"] == []
     assert fetched["preferredServer"] == "cap-x"
-    assert [r["id"] for r in store.with_image("ab" * 32, 8)] == ["b", "a"]  # newest first
-    assert [r["id"] for r in store.with_image("ab" * 32, 1)] == ["b"]
-    assert store.with_image("ef" * 32, 8) == []
+    assert [r["id"] for r in store.with_image("ab" * 32, 8, None)] == ["b", "a"]  # newest first
+    assert [r["id"] for r in store.with_image("ab" * 32, 1, None)] == ["b"]
+    assert store.with_image("ef" * 32, 8, None) == []
+
+
+def test_records_by_image_are_found_in_their_token_scope_only(store):
+    """A scope's newest records are found however many another scope has with the same image."""
+    store.insert(record("mine", scope="scope-a"))
+    for n in range(3):
+        store.insert(record(f"theirs-{n}", created=1 + n, scope="scope-b"))
+    store.insert(record("unscoped", created=9))
+    assert store.get("mine")["scope"] == "scope-a"
+    assert [r["id"] for r in store.with_image("ab" * 32, 1, "scope-a")] == ["mine"]
+    assert [r["id"] for r in store.with_image("ab" * 32, 8, "scope-b")] == ["theirs-2", "theirs-1", "theirs-0"]
+    assert [r["id"] for r in store.with_image("ab" * 32, 8, None)] == ["unscoped"]
+    assert store.with_image("ab" * 32, 8, "scope-c") == []
 
 
 def test_claimable_pages_on_after_a_creation_time(store):

@@ -31,6 +31,10 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or refused the operation."""
 
 
+class ItemTooLarge(ValueError):
+    """An item over the store's size limit: writing it again would fail again."""
+
+
 class Store(abc.ABC):
     # --- Queue -----------------------------------------------------------------
 
@@ -54,8 +58,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def with_image(self, sha256: str, limit: int) -> list[Record]:
-        """The newest records whose image has this SHA-256, newest first (for requests by `image_sha256`)."""
+    def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
+        """The newest records of this scope (None: records without one) whose image has this SHA-256,
+        newest first (for requests by `image_sha256`)."""
 
     @abc.abstractmethod
     def count_queued(self) -> int:
@@ -73,7 +78,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def put_output(self, output: Record) -> None:
-        """Store the result for a record (its `id` is the record's id)."""
+        """Store the result for a record (its `id` is the record's id); `ItemTooLarge` if it cannot hold it."""
 
     @abc.abstractmethod
     def get_output(self, job_id: str) -> Record | None:

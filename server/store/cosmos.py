@@ -33,7 +33,7 @@ from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey, exceptions
 
 from server import jobs
 from server.clock import utcnow
-from server.store.base import Conflict, Record, Store, StoreUnavailable
+from server.store.base import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,6 @@ NON_TERMINAL = (jobs.QUEUED, jobs.PROCESSING, jobs.PROCESSED)
 HEALTH_ITEM_ID = "cap-health-probe"
 TRANSIENT_RETRIES = 2
 RETRY_BACKOFF_SECONDS = 0.2
-
-
-class ItemTooLarge(ValueError):
-    """An item would exceed Cosmos DB's 2 MB limit."""
 
 
 def _clean(item: dict[str, Any]) -> Record:
@@ -211,11 +207,12 @@ class CosmosStore(Store):
         )
         return [_clean(item) for item in items]
 
-    def with_image(self, sha256: str, limit: int) -> list[Record]:
+    def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
+        in_scope, by_scope = ("NOT IS_STRING(c.scope)", {}) if scope is None else ("c.scope = @scope", {"scope": scope})
         items = self._query(
             0,
-            "SELECT TOP @limit * FROM c WHERE c.imageSha256 = @sha256 ORDER BY c.createdAt DESC",
-            limit=limit, sha256=sha256,
+            f"SELECT TOP @limit * FROM c WHERE c.imageSha256 = @sha256 AND {in_scope} ORDER BY c.createdAt DESC",
+            limit=limit, sha256=sha256, **by_scope,
         )
         return [_clean(item) for item in items]
 

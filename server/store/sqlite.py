@@ -27,7 +27,7 @@ from typing import BinaryIO, Iterator
 
 from server import jobs
 from server.clock import utcnow
-from server.store.base import Conflict, Record, Store, StoreUnavailable
+from server.store.base import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ QUEUE_COLUMNS = {
     "interrupted": False, "failed": False, "error": True,
     "boxes": True, "prompts": True, "output": True, "multimask": False, "imageUrl": False, "imageSha256": False,
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
-    "serverId": False, "preferredServer": False,
+    "serverId": False, "preferredServer": False, "scope": False, "resultBytes": False, "waiterLeaseUntil": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS Queue (
     interrupted TEXT, failed TEXT, error TEXT, boxes TEXT NOT NULL, prompts TEXT, output TEXT,
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
-    leaseUntil TEXT, serverId TEXT, preferredServer TEXT, _etag TEXT NOT NULL
+    leaseUntil TEXT, serverId TEXT, preferredServer TEXT, scope TEXT, resultBytes INTEGER, waiterLeaseUntil TEXT,
+    _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
 CREATE INDEX IF NOT EXISTS Queue_imageSha256 ON Queue (imageSha256, createdAt);
@@ -73,6 +74,9 @@ ADDED_COLUMNS = [
     ("Queue", "prompts", "TEXT"),
     ("Queue", "output", "TEXT"),
     ("Queue", "preferredServer", "TEXT"),
+    ("Queue", "scope", "TEXT"),
+    ("Queue", "resultBytes", "INTEGER"),
+    ("Queue", "waiterLeaseUntil", "TEXT"),
 ]
 
 
@@ -132,6 +136,8 @@ class SQLiteStore(Store):
         try:
             return self._db.execute(sql, params)
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_TOOBIG":  # a value over SQLITE_LIMIT_LENGTH (1 GB)
+                raise ItemTooLarge(f"SQLite {self.path}: {exc}") from exc
             raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
 
     # --- Queue -----------------------------------------------------------------
@@ -170,9 +176,10 @@ class SQLiteStore(Store):
         ).fetchall()
         return [_record(row) for row in rows]
 
-    def with_image(self, sha256: str, limit: int) -> list[Record]:
+    def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
         rows = self._execute(
-            "SELECT * FROM Queue WHERE imageSha256 = ? ORDER BY createdAt DESC LIMIT ?", (sha256, limit)
+            "SELECT * FROM Queue WHERE imageSha256 = ? AND scope IS ? ORDER BY createdAt DESC LIMIT ?",
+            (sha256, scope, limit),
         ).fetchall()
         return [_record(row) for row in rows]
 

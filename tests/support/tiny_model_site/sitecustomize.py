@@ -36,7 +36,7 @@ def _busy_in_torch(seconds: float) -> None:
 
 
 if _delay or _torch_seconds:
-    from server.sam_model import CachingModel
+    from server.models.caching_model import CachingModel
 
     _segment_batch = CachingModel.segment_batch
 
