@@ -11,23 +11,38 @@ from server.config import Settings, SettingsError
 from server.models.checkpoint_file import download_command
 from server.models.registry import MODEL_TYPES, checkpoint_name, model_type as row_of
 
+# How long past JOB_TIMEOUT the audit gives the sweep, which looks every 30 s at most.
+AUDIT_GRACE_SECONDS = 60.0
+
 
 def audit(settings: Settings) -> int:
-    """Print every record whose timestamps break the order invariant; 1 if any."""
+    """Print every record whose timestamps break the order invariant, or that is past its time; 1 if any.
+
+    A record not terminal JOB_TIMEOUT + AUDIT_GRACE_SECONDS after its
+    `createdAt` is one no server's sweep ended (none runs on the store, or
+    its sweep is stuck): a server started alone on the store interrupts it.
+    """
     from server import jobs
+    from server.clock import utcnow
     from server.store import open_store
 
     store = open_store(settings)
-    total = broken = 0
+    now = utcnow()
+    horizon = settings.job_timeout + AUDIT_GRACE_SECONDS
+    total = broken = late = 0
     for record in store.records():
         total += 1
         problems = jobs.order_violations(record)
+        broken += bool(problems)
+        past_time = jobs.overdue(record, now=now, horizon_seconds=horizon)
+        if past_time:
+            late += 1
+            problems.append(f"{past_time} (JOB_TIMEOUT={settings.job_timeout:.0f} s): no server ended it")
         if problems:
-            broken += 1
             print(f"{record['id']} status={record.get('status')}: {'; '.join(problems)}")
     store.close()
-    print(f"audited {total} records: {broken} break the order invariant")
-    return 1 if broken else 0
+    print(f"audited {total} records: {broken} break the order invariant, {late} are not terminal past their time")
+    return 1 if broken or late else 0
 
 
 def download_checkpoint(settings: Settings, model_type: str | None, url: str | None) -> int:
@@ -89,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", title="commands (default: serve)")
     commands.add_parser("serve", help="run the service")
-    commands.add_parser("audit", help="list records that break the order invariant; exit 1 if any")
+    commands.add_parser(
+        "audit", help="list records that break the order invariant or are not terminal past their time; exit 1 if any"
+    )
     download = commands.add_parser(
         "download-checkpoint", help="download the official SAM checkpoint to SAM_CHECKPOINT, verified"
     )

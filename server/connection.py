@@ -29,7 +29,7 @@ import uuid
 
 from websockets.exceptions import ConnectionClosed
 
-from server import image_source, jobs, output_budget, protocol
+from server import answers, image_source, jobs, output_budget, protocol
 from server.clock import utcnow
 from server.deadlines import socket_deadline
 from server.errors import ClientError
@@ -141,7 +141,7 @@ class Conversation:
             position = self._admit(request)
         except ClientError as exc:
             return self.rules.refused(exc)
-        self._send(protocol.queued_message(self.job_id, position, self.client_ref))
+        self._send(answers.queued_message(self.job_id, position, self.client_ref))
         try:
             newer = self._wait_and_deliver()
         except ClientError as exc:
@@ -219,7 +219,7 @@ class Conversation:
                 raise RuntimeError(f"record {self.job_id} vanished from the store")
             status = record["status"]
             if record["processing"] is not None and not told_processing:  # claimed, even if it ended since
-                self._send(protocol.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
+                self._send(answers.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
                 told_processing = True
             if status == jobs.PROCESSED:
                 with output_budget.reserve_delivery(self.intake.budget, record, wait=self.settings.send_timeout):
@@ -253,7 +253,7 @@ class Conversation:
         }
         cached = output.get("cachedEmbedding", False)
         self._send(
-            protocol.result_message(
+            answers.result_message(
                 self.job_id,
                 width=record["width"],
                 height=record["height"],
@@ -288,7 +288,7 @@ class Conversation:
         """An error answering the current request (or the connection, before any); the request ends."""
         self.outcome = code
         try:
-            self._send(protocol.error_message(self.job_id, code, message, client_ref))
+            self._send(answers.error_message(self.job_id, code, message, client_ref))
         finally:
             self._end_request()
 

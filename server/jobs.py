@@ -216,11 +216,16 @@ def mark_finished(record: Record, *, now: dt.datetime) -> Record:
     return {**record, "status": FINISHED, FINISHED: _stamp(now, record[PROCESSED])}
 
 
-def interrupt(record: Record, *, now: dt.datetime) -> Record:
-    """The client went away, or the server gave up on the record."""
+def interrupt(record: Record, *, now: dt.datetime, reason: dict[str, str] | None = None) -> Record:
+    """The client went away, or the server gave up on the record.
+
+    `reason` (`{code, message}`, kept in `error`) says why when no client
+    was there to be told: a server restarted on the record's orphans.
+    """
     if is_terminal(record):
         raise TransitionRefused(f"record is already {record['status']}")
-    return {**record, "status": INTERRUPTED, INTERRUPTED: _stamp(now, _latest(record)), "leaseUntil": None}
+    stopped = {**record, "status": INTERRUPTED, INTERRUPTED: _stamp(now, _latest(record)), "leaseUntil": None}
+    return stopped if reason is None else {**stopped, "error": reason}
 
 
 def _latest(record: Record) -> str:
@@ -246,6 +251,19 @@ def fail_unclaimed(record: Record, *, now: dt.datetime, code: str, message: str)
     if record["status"] != QUEUED and not lease_expired(record, now):
         raise TransitionRefused(f"record is {record['status']}, held by a processor")
     return fail(record, now=now, code=code, message=message)
+
+
+def overdue(record: Record, *, now: dt.datetime, horizon_seconds: float) -> str | None:
+    """Why a record is past its time: not terminal `horizon_seconds` after its `createdAt`; else None."""
+    if is_terminal(record):
+        return None
+    try:
+        age = (now - parse_time(record["createdAt"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None  # order_violations says what is wrong with createdAt
+    if age <= horizon_seconds:
+        return None
+    return f"still {record.get('status')} {age:.0f} s after createdAt, past the {horizon_seconds:.0f} s a request may take"
 
 
 def order_violations(record: Record) -> list[str]:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from server.budget import PixelBudget
 from server.errors import CLOSE_CODES
 from server.image_usage import Usage
 from server.models.seam import SegmentationModel
@@ -35,6 +36,7 @@ class LiveState:
     refused: Callable[[], dict[str, int]]  # connections refused, by the limit that refused them
     queue_depth: Callable[[], int]  # may raise StoreUnavailable
     model: Callable[[], SegmentationModel | None]  # None until the model is loaded
+    pixel_budget: PixelBudget
     image_usage: Callable[[], Usage]  # IMAGE_DIR's files, counted as they come and go
 
 
@@ -77,6 +79,13 @@ class _LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         live = self.live
         yield GaugeMetricFamily("cap_open_connections", "Open WebSocket connections.", value=live.connections())
+        yield GaugeMetricFamily(
+            "cap_pixel_budget_used_bytes", "Bytes of decoded images held from PIXEL_BUDGET_MB.",
+            value=live.pixel_budget.used,
+        )
+        yield GaugeMetricFamily(
+            "cap_pixel_budget_limit_bytes", "PIXEL_BUDGET_MB in bytes.", value=live.pixel_budget.limit
+        )
         yield GaugeMetricFamily("cap_open_sessions", "Open connections that are sessions (keep_open).", value=live.sessions())
         refused = CounterMetricFamily(
             "cap_connections_refused", "Connections refused, by the limit that refused them.", labels=["limit"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Union
 
-from server import protocol
+from server import message_size, protocol
 from server.errors import CLOSE_CODES, ClientError
 
 # Errors that end a session too: the connection cannot go on.
@@ -149,7 +149,7 @@ class SessionRules:
         self._readable = False  # until the message's keep_open is read
         limits = self.limits
         try:
-            body: Any = protocol.load_message(
+            body: Any = message_size.load_message(
                 message, max_message_bytes=limits.max_message_bytes, max_image_bytes=limits.max_image_bytes
             )
             self.client_ref = protocol.client_ref_of(body)

@@ -1,4 +1,4 @@
-"""server.fetch: the SSRF-guarded download, against real local HTTP(S) servers.
+"""server.fetch (and the fetch_* modules beside it): the SSRF-guarded download, against real local HTTP(S) servers.
 
 Host names are resolved by a patched resolver (socket.getaddrinfo), so a test
 can point "images.example.test" anywhere without a DNS server. Packets go to
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from server import fetch
+from server import fetch, fetch_address, fetch_url
 from server.errors import ClientError
 from tests.support import image_files as files
 from tests.support.http_server import ImageHTTPServer
@@ -44,8 +44,8 @@ def server():
 @pytest.fixture
 def loopback_is_public(monkeypatch):
     """Treat 127.0.0.1 as a public address, so the guard lets the test server through."""
-    real_rule = fetch._is_forbidden
-    monkeypatch.setattr(fetch, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip))
+    real_rule = fetch_address._is_forbidden
+    monkeypatch.setattr(fetch_address, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip))
 
 
 def download(url: str, **overrides) -> bytes:
@@ -365,7 +365,7 @@ def test_redirect_to_a_private_address_is_forbidden(server, loopback_is_public):
     ],
 )
 def test_address_rule(address, forbidden):
-    assert fetch._is_forbidden(ipaddress.ip_address(address)) is forbidden
+    assert fetch_address._is_forbidden(ipaddress.ip_address(address)) is forbidden
 
 
 def test_the_parser_differential_url_is_refused_and_never_fetched(server, resolver, monkeypatch):
@@ -375,8 +375,8 @@ def test_the_parser_differential_url_is_refused_and_never_fetched(server, resolv
     never connected to: a guard that checked one host and connected to the
     other would fetch the loopback server's /admin/x.png.
     """
-    real_rule = fetch._is_forbidden
-    monkeypatch.setattr(fetch, "_is_forbidden", lambda ip: str(ip) != PUBLIC and real_rule(ip))
+    real_rule = fetch_address._is_forbidden
+    monkeypatch.setattr(fetch_address, "_is_forbidden", lambda ip: str(ip) != PUBLIC and real_rule(ip))
     resolver[NAME] = [PUBLIC]
     server.add("/admin/x.png", b"secret")
     for allow_private in (False, True):
@@ -423,10 +423,10 @@ def test_the_character_check_is_one_search_not_a_python_loop():
     """A URL of MAX_MESSAGE_BYTES, or a Location line of 64 KiB, was a turn of Python per character (32 ms)."""
     url = "http://example.com/" + "a" * 1_000_000
     started = time.thread_time()
-    fetch._check_characters(url, redirected=False)
+    fetch_url.check_characters(url, redirected=False)
     assert time.thread_time() - started < 0.1
     # It refuses exactly what str.isspace() and the category Cc (control) name: all are below U+3001.
-    refused = {chr(code) for code in range(0x3001) if fetch._SPACE_OR_CONTROL.search(chr(code))}
+    refused = {chr(code) for code in range(0x3001) if fetch_url._SPACE_OR_CONTROL.search(chr(code))}
     assert refused == {chr(code) for code in range(0x3001) if chr(code).isspace() or unicodedata.category(chr(code)) == "Cc"}
 
 
@@ -461,7 +461,7 @@ def test_every_redirect_hop_is_read_as_strictly(server, location):
 REBINDING_CHECK = textwrap.dedent(
     f"""
     import json, socket
-    from server import fetch
+    from server import fetch, fetch_address
     from server.errors import ClientError
     from tests.support.http_server import ImageHTTPServer
 
@@ -474,8 +474,8 @@ REBINDING_CHECK = textwrap.dedent(
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     socket.getaddrinfo = rebinding_resolver
-    real_rule = fetch._is_forbidden  # TEST-NET-2 is not global: count it as public here
-    fetch._is_forbidden = lambda ip: str(ip) != "{PUBLIC}" and real_rule(ip)
+    real_rule = fetch_address._is_forbidden  # TEST-NET-2 is not global: count it as public here
+    fetch_address._is_forbidden = lambda ip: str(ip) != "{PUBLIC}" and real_rule(ip)
 
     with ImageHTTPServer() as loopback, ImageHTTPServer("{PUBLIC}", loopback.port) as public:
         loopback.add("/cat.png", b"loopback")

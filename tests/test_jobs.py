@@ -179,3 +179,23 @@ def test_work_reads_a_protocol_1_and_a_1_1_record_alike():
     assert record["preferredServer"] == "cap-1" and not jobs.order_violations(record)
     old = {k: v for k, v in new().items() if k not in ("prompts", "output", "preferredServer")}
     assert jobs.Work.of(old).output == ("rle",)  # a record stored before protocol 1.1
+
+
+def test_an_interruption_may_say_why_when_no_client_was_told():
+    reason = {"code": "server_restarted", "message": "gone"}
+    told = jobs.interrupt(claim(new(), at(1)), now=at(2))
+    assert told["error"] is None
+    orphan = jobs.interrupt(jobs.mark_processed(claim(new(), at(1)), now=at(2)), now=at(3), reason=reason)
+    assert (orphan["status"], orphan["error"]) == ("interrupted", reason)
+    assert jobs.order_violations(orphan) == []
+
+
+def test_a_record_not_terminal_past_the_horizon_is_overdue():
+    queued, processed = new(), jobs.mark_processed(claim(new(), at(1)), now=at(2))
+    assert jobs.overdue(queued, now=at(100), horizon_seconds=100) is None
+    assert jobs.overdue(queued, now=at(101), horizon_seconds=100) == (
+        "still queued 101 s after createdAt, past the 100 s a request may take"
+    )
+    assert "still processed 5000 s" in jobs.overdue(processed, now=at(5000), horizon_seconds=100)
+    assert jobs.overdue(jobs.mark_finished(processed, now=at(3)), now=at(5000), horizon_seconds=100) is None
+    assert jobs.overdue({**queued, "createdAt": "yesterday"}, now=at(5000), horizon_seconds=100) is None

@@ -1,5 +1,6 @@
 """`GET /metrics` on a real running server: Prometheus text that moves with real requests."""
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -79,6 +80,24 @@ def test_open_connections_and_queue_depth_are_read_live(start_app, image_server,
             assert samples[("cap_queue_depth", ())] == 1
     finally:
         gate.opened.set()
+
+
+def test_the_pixel_budget_in_use_and_its_limit_are_read_live(start_app, image_server, gate):
+    app = start_app(model=gate, pixel_budget_mb=64)
+    limit = ("cap_pixel_budget_limit_bytes", ())
+    used = ("cap_pixel_budget_used_bytes", ())
+    assert scrape(app)[used] == 0 and scrape(app)[limit] == 64 * 2**20
+    client = threading.Thread(
+        target=exchange, args=(ws_url(app), {"image_url": image_server.url("/photo.jpg"), "boxes": [BOX]})
+    )
+    client.start()
+    try:
+        assert gate.entered.wait(30)  # its decoded pixels are held until the encoder has run
+        assert scrape(app)[used] == app.budget.used == 320 * 240 * 3
+    finally:
+        gate.opened.set()
+        client.join(30)
+    assert eventually(app, lambda s: s[used] == 0)[used] == 0
 
 
 SESSIONS = ("cap_open_sessions", ())

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from server import protocol
-from server import errors
+from server import answers, errors, message_size, protocol
 from server.errors import ClientError
 from server.prompts import Point
-from server.protocol import Box, MaskRef, Request, RequestPrompt, fit_prompts, parse_request
+from server.protocol import Request, fit_prompts, parse_request
+from server.request_prompts import Box, MaskRef, RequestPrompt
 
 LIMITS = {"max_boxes": 4, "max_points": 3, "max_message_bytes": 1024, "max_image_bytes": 3000}
 GOOD = {"image_url": "https://example.com/cat.jpg", "boxes": [{"x": 10, "y": 20, "width": 200, "height": 150}]}
@@ -102,14 +102,14 @@ def test_a_data_url_may_take_the_message_past_max_message_bytes():
 
 
 def test_the_message_limit_is_max_message_bytes_plus_the_longest_data_url():
-    assert protocol.message_limit(1024, 3000) == 1024 + len("data:image/webp;base64,") + 4000
-    assert protocol.message_limit(1024, 3001) == 1024 + len("data:image/webp;base64,") + 4004
+    assert message_size.message_limit(1024, 3000) == 1024 + len("data:image/webp;base64,") + 4000
+    assert message_size.message_limit(1024, 3001) == 1024 + len("data:image/webp;base64,") + 4004
 
 
 def test_only_the_data_url_is_not_counted():
     url = data_url(30)
     text = json.dumps({**GOOD, "image_url": url}).replace(", ", "," + " " * 1100, 1)  # padding outside the URL
-    assert len(text) - len(url) > 1024 and len(text) < protocol.message_limit(1024, 3000)
+    assert len(text) - len(url) > 1024 and len(text) < message_size.message_limit(1024, 3000)
     error = refused(text)
     assert error.code == "message_too_large"
     assert "1024" in error.message and "data: URL" in error.message
@@ -118,7 +118,7 @@ def test_only_the_data_url_is_not_counted():
 
 def test_a_message_past_the_whole_limit_is_refused_before_it_is_parsed():
     text = json.dumps({**GOOD, "image_url": data_url(3800)})  # 3000 image bytes plus 1024 do not hold it
-    assert len(text) > protocol.message_limit(1024, 3000)
+    assert len(text) > message_size.message_limit(1024, 3000)
     assert refused(text).code == "message_too_large"
     assert refused("[" * 9000).code == "message_too_large"  # never parsed, so never a JSON error
 
@@ -215,26 +215,26 @@ def test_box_to_xyxy():
 
 
 def test_messages_are_typed_json():
-    assert json.loads(protocol.queued_message("j", 3)) == {"type": "queued", "id": "j", "position": 3}
-    assert json.loads(protocol.status_message("j", "processing")) == {
+    assert json.loads(answers.queued_message("j", 3)) == {"type": "queued", "id": "j", "position": 3}
+    assert json.loads(answers.status_message("j", "processing")) == {
         "type": "status", "id": "j", "status": "processing"
     }
-    error = json.loads(protocol.error_message(None, "queue_full", "Try later."))
+    error = json.loads(answers.error_message(None, "queue_full", "Try later."))
     assert error == {"type": "error", "id": None, "code": "queue_full", "message": "Try later."}
     result = json.loads(
-        protocol.result_message(
+        answers.result_message(
             "j", width=4, height=3, sha256="ab" * 32, masks=[], timings={"total_ms": 1.0}, cached_embedding=False
         )
     )
     assert result["image"] == {"width": 4, "height": 3, "sha256": "ab" * 32} and result["type"] == "result"
     assert "client_ref" not in result
-    v1 = json.loads(protocol.result_message("j", width=4, height=3, sha256=None, masks=[], timings={}, cached_embedding=False))
+    v1 = json.loads(answers.result_message("j", width=4, height=3, sha256=None, masks=[], timings={}, cached_embedding=False))
     assert v1["image"] == {"width": 4, "height": 3}
     assert parse(GOOD).is_v1 and not parse({**GOOD, "client_ref": "x"}).is_v1 and not parse({**GOOD, "output": ["polygons"]}).is_v1
     tagged = [
-        protocol.queued_message("j", 1, "ref-7"),
-        protocol.status_message("j", "processing", "ref-7"),
-        protocol.error_message("j", "superseded", "Replaced.", "ref-7"),
+        answers.queued_message("j", 1, "ref-7"),
+        answers.status_message("j", "processing", "ref-7"),
+        answers.error_message("j", "superseded", "Replaced.", "ref-7"),
     ]
     assert all(json.loads(message)["client_ref"] == "ref-7" for message in tagged)
 

@@ -219,8 +219,52 @@ def test_a_waiters_lease_is_stored_renewed_and_ends_an_orphan_at_its_claim(store
     assert store.get("orphan")["status"] == "interrupted" and store.get("orphan")["waiterLeaseUntil"]
 
 
-def test_check_passes_on_a_working_store(store):
+def test_check_passes_on_a_working_store_and_its_probe_write_leaves_records_and_results_alone(store):
     store.check()
+    store.insert(record("a"))
+    store.check()
+    store.check()  # the probe's item is written over, never added again
+    assert [r["id"] for r in store.records()] == ["a"]
+    assert store.count_queued() == 1 and store.get_output("a") is None
+    assert [r["id"] for r in store.unfinished_before(at(60))] == ["a"]
+
+
+def test_the_sqlite_check_is_a_write_that_fails_fast_while_another_connection_holds_the_file(tmp_path):
+    import sqlite3
+    import time
+
+    from server.store import StoreUnavailable
+    from server.store.sqlite import CHECK_TIMEOUT_SECONDS
+
+    store = SQLiteStore(tmp_path / "locked.sqlite3")
+    store.check()
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # as another process would; reads still work in WAL mode
+    try:
+        assert store.count_queued() == 0
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="cannot be written: database is locked"):
+            store.check()
+        assert time.monotonic() - started < CHECK_TIMEOUT_SECONDS + 3
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.check()
+    store.close()
+
+
+def test_a_sqlite_server_knows_whether_it_is_alone_on_the_file(tmp_path):
+    path = tmp_path / "shared.sqlite3"
+    first, second, third = SQLiteStore(path), SQLiteStore(path), SQLiteStore(path)
+    assert first.register_server() is True  # no other server: what is unfinished has no one waiting
+    assert second.register_server() is False  # the first runs: its clients may be waiting
+    first.close()
+    assert third.register_server() is False  # the second still runs
+    second.close()
+    third.close()
+    again = SQLiteStore(path)
+    assert again.register_server() is True
+    again.close()
 
 
 def test_a_1_1_record_keeps_its_prompts_and_output_and_is_found_by_its_image(store):

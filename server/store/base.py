@@ -88,7 +88,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def check(self) -> None:
-        """Raise `StoreUnavailable` if the database does not answer."""
+        """Raise `StoreUnavailable` unless the database takes a small write, within a few seconds.
+
+        A write, not a read: a database that answers reads but refuses or
+        holds writes (another process's lock, a read-only file) cannot take
+        requests. The probe writes no record and no result.
+        """
+
+    def register_server(self) -> bool:
+        """Count this process among the servers on the store until `close()`; True if it is the only one.
+
+        Alone, no connection of another server can be waiting for a record
+        not yet terminal, and this process has none yet: every such record is
+        an orphan of a server that died. A store that replicas share (Cosmos
+        DB) cannot say, and answers False.
+        """
+        return False
 
     def close(self) -> None:
         """Release connections."""

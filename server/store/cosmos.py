@@ -32,6 +32,7 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey, exceptions
 
 from server import jobs
+from server.clock import utcnow
 from server.store.base import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ MAX_ITEM_BYTES = 2 * 1024 * 1024  # Cosmos DB's limit for one item
 MASKS_CHUNK_BYTES = MAX_ITEM_BYTES - 64 * 1024
 SYSTEM_FIELDS = ("_rid", "_self", "_attachments", "_ts")
 NON_TERMINAL = (jobs.QUEUED, jobs.PROCESSING, jobs.PROCESSED)
+# /health's probe: the one item it upserts in SAMOutput (results are named by UUID).
+HEALTH_ITEM_ID = "cap-health-probe"
 TRANSIENT_RETRIES = 2
 RETRY_BACKOFF_SECONDS = 0.2
 
@@ -263,13 +266,14 @@ class CosmosStore(Store):
     # --- housekeeping ----------------------------------------------------------
 
     def check(self) -> None:
-        """One cheap round trip; recreates the containers if they are gone."""
+        """A read of `Queue` and an upsert of one small item in `SAMOutput`; recreates the containers if they are gone."""
+        probe = {"id": HEALTH_ITEM_ID, "checkedAt": jobs.format_time(utcnow())}
 
-        def read(queue: ContainerProxy, output: ContainerProxy) -> None:
+        def probe_write(queue: ContainerProxy, output: ContainerProxy) -> None:
             queue.read(timeout=self.timeout)
-            output.read(timeout=self.timeout)
+            output.upsert_item(probe, timeout=self.timeout)
 
-        self._call("check", read, idempotent=False)  # one try: /health must answer quickly
+        self._call("check", probe_write, idempotent=False)  # one try: /health must answer quickly
 
     def close(self) -> None:
         with self._lock:
