@@ -3,9 +3,10 @@
 `from_url` downloads (through the SSRF guard) or reads a data: URL, and
 decodes. `by_hash` serves `image_sha256`: an image whose embedding is cached
 needs no pixels at all, so nothing is read, decoded or hashed; otherwise
-its file in IMAGE_DIR is read again (found by its hash, no listing), or the image is fetched again from
-the http(s) URL that first brought it (a record in the shared store says
-which); otherwise the image is unknown (`image_unknown`). Either way the
+its file in IMAGE_DIR is read again (found by its hash, no listing), or the
+image is fetched again from the http(s) URL that first brought it (a record
+in the shared store says which); otherwise the image is unknown
+(`image_unknown`). Either way the
 result says what the record keeps in `imageUrl`, and carries the bytes to
 keep in IMAGE_DIR when they came from outside it (`server.image_store`).
 

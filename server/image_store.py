@@ -87,7 +87,8 @@ class ImageStore:
     # --- requests ---------------------------------------------------------------
 
     def hold(self, sha256: str, data: bytes | None, scope: str | None) -> Hold:
-        """Hold the image for a request of `scope` (its token's), writing `data` as its file unless this image is here already."""
+        """Hold the image for a request of `scope` (its token's), writing `data` as its file
+        unless this image is here already."""
         with self._lock:
             self._pins[sha256] += 1
             self._released.pop(sha256, None)

@@ -46,7 +46,7 @@ def sha256(data: bytes) -> str:
 
 
 def files_under(folder: Path) -> dict[Path, bytes]:
-    """Every file under `folder`, whatever the layout, with its bytes (a file the server deletes meanwhile is left out)."""
+    """Every file under `folder`, whatever the layout, with its bytes (one the server deletes meanwhile left out)."""
     found = {}
     for parent, _, names in os.walk(folder):
         for name in names:
@@ -112,7 +112,8 @@ def test_below_min_free_disk_mb_a_new_image_is_refused_and_health_says_so(start_
 
 def test_superseded_inline_images_are_deleted_within_seconds(start_app, gate, image_server):
     app = start_app(model=gate)
-    blocker = threading.Thread(target=exchange, args=(ws_url(app), {"image_url": image_server.url("/rgb.png"), "boxes": [BOX]}))
+    blocking = {"image_url": image_server.url("/rgb.png"), "boxes": [BOX]}
+    blocker = threading.Thread(target=exchange, args=(ws_url(app), blocking))
     blocker.start()
     assert gate.entered.wait(10)  # the model is busy: every request of the session below waits, and is superseded
     sent = [files.noise_png(24, 16, seed=n) for n in range(100)]
@@ -207,9 +208,8 @@ def test_housekeeping_goes_on_while_the_model_is_busy_and_never_on_its_thread(st
     gate.opened.clear()
     gate.entered.clear()
     outcomes = []
-    held = threading.Thread(
-        target=lambda: outcomes.append(exchange(ws_url(app), {"image_url": image_server.url("/photo.jpg"), "boxes": [BOX]}))
-    )
+    photo = {"image_url": image_server.url("/photo.jpg"), "boxes": [BOX]}
+    held = threading.Thread(target=lambda: outcomes.append(exchange(ws_url(app), photo)))
     held.start()
     assert gate.entered.wait(10)
     # The processor is inside the model: the first image passes its retention of 1 s and is deleted, and
@@ -266,7 +266,8 @@ def test_image_dir_bytes_are_a_gauge_kept_as_files_come_and_go(start_app, gate, 
     assert wait_for(gauge_matches)
     gate.opened.clear()
     gate.entered.clear()
-    blocker = threading.Thread(target=exchange, args=(ws_url(app), {"image_url": image_server.url("/photo.jpg"), "boxes": [BOX]}))
+    blocking = {"image_url": image_server.url("/photo.jpg"), "boxes": [BOX]}
+    blocker = threading.Thread(target=exchange, args=(ws_url(app), blocking))
     blocker.start()
     assert gate.entered.wait(10)
     with open_session(ws_url(app)) as session:  # a file written, then deleted once its request is superseded

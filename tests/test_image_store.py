@@ -176,7 +176,8 @@ def test_the_sweep_deletes_what_is_past_its_time_and_nothing_else(make):
         path.write_bytes(b"x")
         age(path, 10 * 3600)
     run_pass(images)
-    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == sorted([fresh.name, held.name, *(p.name for p in others)])
+    left = sorted(path.name for path in root.rglob("*") if path.is_file())
+    assert left == sorted([fresh.name, held.name, *(path.name for path in others)])
 
 
 def test_retention_zero_keeps_images_for_good(make):
