@@ -79,6 +79,7 @@ class Settings:
     precision: str = "auto"
     image_dir: Path = Path("data/images")
     image_retention_hours: float = 168.0
+    min_free_disk_mb: int = 512
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     download_timeout: float = 15.0
@@ -184,6 +185,7 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be greater than 0.")
         at_least_zero = (
             "embedding_cache_size", "batch_size", "torch_threads", "mask_cache_size", "max_connections_per_client",
+            "min_free_disk_mb",
         )
         for name in at_least_zero:
             if getattr(self, name) < 0:

@@ -188,13 +188,7 @@ class Conversation:
                 scope=self.scope,
                 waiter_lease_seconds=settings.waiter_lease_seconds,
             )
-            saved = source.keep(settings.image_dir, job_id)
-            try:
-                position = self.intake.admit(record, source.pixels, source.reservation, self.ws.bell)
-            except BaseException:
-                if saved is not None:
-                    saved.unlink(missing_ok=True)
-                raise
+            position = self.intake.admit(record, source, self.ws.bell)
         except BaseException:
             source.release()
             raise
@@ -239,11 +233,11 @@ class Conversation:
                     f"The server gave up on this request after JOB_TIMEOUT ({self.settings.job_timeout:g} s).",
                 )
             lease.renew_if_due()
-            self.ws.bell.wait(min(self.settings.poll_interval, lease.seconds_to_renewal()))
-            self.intake.refuse_if_stopping()
-            message = self._poll_socket()
+            message = self._poll_socket()  # before the wait: a message read before it rang the bell already
             if message is not None:
                 return message
+            self.ws.bell.wait(min(self.settings.poll_interval, lease.seconds_to_renewal()))
+            self.intake.refuse_if_stopping()
 
     def _deliver(self, record: Record) -> None:
         assert self.job_id is not None

@@ -2,11 +2,13 @@
 
 `from_url` downloads (through the SSRF guard) or reads a data: URL, and
 decodes. `by_hash` serves `image_sha256`: an image whose embedding is cached
-needs no pixels at all, so nothing is read, decoded or hashed; otherwise a
-saved file with that hash is read again, or the image is fetched again from
-the http(s) URL that first brought it (a record in the shared store says
-which); otherwise the image is unknown (`image_unknown`). Either way the
-result says what the record keeps in `imageUrl` and how its file is kept.
+needs no pixels at all, so nothing is read, decoded or hashed; otherwise
+its file in IMAGE_DIR is read again (found by its hash, no listing), or the
+image is fetched again from the http(s) URL that first brought it (a record
+in the shared store says which); otherwise the image is unknown
+(`image_unknown`). Either way the
+result says what the record keeps in `imageUrl`, and carries the bytes to
+keep in IMAGE_DIR when they came from outside it (`server.image_store`).
 
 Only the records of the request's own scope (its API token's,
 server/tokens.py) are looked at, and the embedding cache is asked for that
@@ -18,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from server import fetch, images
+from server import fetch, image_layout, images
 from server.budget import PixelBudget, Reservation
 from server.config import Settings
 from server.errors import ClientError
@@ -31,7 +32,7 @@ from server.store import Store
 
 log = logging.getLogger(__name__)
 
-# How many of the newest records with the hash are looked at for a saved file or a URL.
+# How many of the newest records with the hash are looked at for a URL.
 RECORDS_LOOKED_AT = 8
 
 
@@ -43,17 +44,7 @@ class ImageSource:
     record_url: str  # what the record keeps as imageUrl
     pixels: np.ndarray | None = None  # None when the embedding is cached
     reservation: Reservation | None = None
-    data: bytes | None = None  # bytes to save for the record, with their extension
-    extension: str = ""
-    existing: Path | None = None  # a saved file with these bytes: linked for the record instead
-
-    def keep(self, image_dir: Path, job_id: str) -> Path | None:
-        """Save (or link) the image as the record's file, when there is one to keep."""
-        if self.data is not None:
-            return images.save(self.data, image_dir, job_id, self.extension)
-        if self.existing is not None:
-            return images.link(self.existing, image_dir, job_id)
-        return None
+    data: bytes | None = None  # read from outside IMAGE_DIR: to be kept there, unless it is already
 
     def release(self) -> None:
         if self.reservation is not None:
@@ -72,7 +63,7 @@ def from_url(url: str, settings: Settings, budget: PixelBudget) -> ImageSource:
         record_url = url
     return ImageSource(
         images.sha256_hex(data), image.width, image.height, record_url,
-        pixels=image.pixels, reservation=image.reservation, data=data, extension=image.extension,
+        pixels=image.pixels, reservation=image.reservation, data=data,
     )
 
 
@@ -93,14 +84,12 @@ def by_hash(
         raise _unknown(sha256, "no request has brought it")
     width, height = records[0]["width"], records[0]["height"]
     url = next((r["imageUrl"] for r in records if fetch.is_fetchable(r["imageUrl"])), f"sha256:{sha256}")
-    saved = [path for r in records if (path := images.find_saved(settings.image_dir, r["id"])) is not None]
     if embedding_cached(sha256, scope):
-        return ImageSource(sha256, width, height, url, existing=saved[0] if saved else None)
-    for path in saved:
-        data = path.read_bytes()
-        if images.sha256_hex(data) == sha256:
-            image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)
-            return ImageSource(sha256, width, height, url, image.pixels, image.reservation, existing=path)
+        return ImageSource(sha256, width, height, url)
+    data = image_layout.read(settings.image_dir, sha256)
+    if data is not None and images.sha256_hex(data) == sha256:
+        image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)
+        return ImageSource(sha256, width, height, url, image.pixels, image.reservation)
     if not fetch.is_fetchable(url):
         raise _unknown(sha256, "its file is gone and it was sent inline, so it cannot be fetched again")
     try:
@@ -111,9 +100,7 @@ def by_hash(
     if images.sha256_hex(data) != sha256:
         raise _unknown(sha256, "the image at its URL has changed")
     image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)
-    return ImageSource(
-        sha256, width, height, url, image.pixels, image.reservation, data=data, extension=image.extension
-    )
+    return ImageSource(sha256, width, height, url, image.pixels, image.reservation, data=data)
 
 
 def download(url: str, settings: Settings) -> bytes:

@@ -1,23 +1,19 @@
-"""Safe image decode, inline images and saved files (error codes: docs/protocol.md; image files: docs/records.md).
+"""Safe image decode and inline images (error codes: docs/protocol.md).
 
 Downloading an http(s) URL is `server.fetch`. `parse_data_url` reads an
 image sent inline as a base64 `data:` URL instead. `decode` turns
-the bytes into RGB pixels as displayed, refusing decompression bombs before
-any pixel data is loaded. `save` and `find_saved` keep the original bytes at
-`IMAGE_DIR/<id>.<ext>`.
+the bytes into RGB pixels as displayed, refusing decompression bombs, and
+files far larger than their pixels need, before any pixel data is loaded.
+Keeping the bytes in IMAGE_DIR is `server.image_store`.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import glob
 import hashlib
 import io
-import logging
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,24 +23,26 @@ from PIL import Image, ImageOps
 from server.budget import DECODE_BYTES_PER_PIXEL, HELD_BYTES_PER_PIXEL, PixelBudget, Reservation
 from server.errors import ClientError, image_too_large
 
-log = logging.getLogger(__name__)
-
 # Raster formats only: no EPS (Ghostscript), PDF or other exotic decoders.
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # A data: URL may carry only these media types, and its bytes must decode as one of them.
 DATA_URL_MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 DATA_URL_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
-_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg"}
 _DISPLAY_NAMES = {"WEBP": "WebP"}
 # SAM scales the long side to 1024 pixels: past this ratio the short side is under 4.
 MAX_ASPECT_RATIO = 256
+# A file may hold at most this many bytes a pixel, plus METADATA_ALLOWANCE: 8 is
+# 16-bit RGBA stored raw, more than any lossless encoding of the pixels needs.
+# The rest would be chunks, metadata or frames the model never sees, kept on
+# disk for IMAGE_RETENTION_HOURS (a 1x1 PNG carrying 19 MB of junk chunks).
+MAX_FILE_BYTES_PER_PIXEL = 8
+METADATA_ALLOWANCE = 2**20
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
 @dataclass(frozen=True)
 class DecodedImage:
     pixels: np.ndarray  # uint8, (H, W, 3), C-contiguous RGB, EXIF orientation applied
-    extension: str  # of the original bytes' format, e.g. "jpg"
     reservation: Reservation | None = None  # its pixels' share of the PIXEL_BUDGET_MB budget
 
     @property
@@ -134,9 +132,9 @@ def decode(
         with Image.open(io.BytesIO(data), formats=formats) as image:
             width, height = image.size
             _check_size(width, height, max_pixels)
+            _check_file_size(len(data), width, height)
             if budget is not None:
                 reservation = budget.reserve(width * height * DECODE_BYTES_PER_PIXEL, force=force)
-            extension = _EXTENSIONS.get(image.format, image.format.lower())
             pixels = _to_rgb(ImageOps.exif_transpose(image, in_place=True) or image)
         if reservation is not None:
             reservation.shrink(width * height * HELD_BYTES_PER_PIXEL)
@@ -159,7 +157,7 @@ def decode(
             "unsupported_image",
             "The image could not be decoded; the file may be truncated or corrupt.",
         ) from None
-    return DecodedImage(pixels=pixels, extension=extension, reservation=reservation)
+    return DecodedImage(pixels=pixels, reservation=reservation)
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
@@ -174,6 +172,23 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
             "unsupported_image",
             f"The image is {width}x{height} pixels: one side is more than {MAX_ASPECT_RATIO} times the "
             "other, so the model (which scales the long side to 1024) would see a strip under 4 pixels wide.",
+        )
+
+
+def largest_file_for(width: int, height: int) -> int:
+    """The most bytes an image file of width x height pixels may have."""
+    return width * height * MAX_FILE_BYTES_PER_PIXEL + METADATA_ALLOWANCE
+
+
+def _check_file_size(size: int, width: int, height: int) -> None:
+    """Refuse a file far larger than its pixels need, rather than keep its junk on disk."""
+    if size > largest_file_for(width, height):
+        raise ClientError(
+            "image_too_large",
+            f"The image file is {size:,} bytes for {width}x{height} pixels, more than the "
+            f"{largest_file_for(width, height):,} bytes any lossless encoding of them needs "
+            f"({MAX_FILE_BYTES_PER_PIXEL} a pixel and 1 MiB of metadata): strip its metadata or "
+            "extra frames, or send it as PNG or JPEG.",
         )
 
 
@@ -204,48 +219,6 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save(data: bytes, image_dir: Path, job_id: str, extension: str) -> Path:
-    """Write IMAGE_DIR/<job_id>.<extension> through a temporary file and a rename.
-
-    A disk that is full or read-only is `store_unavailable` for the client;
-    the server's /health reports it too (`writable_problem`).
-    """
-    if Path(job_id).name != job_id or job_id.startswith(".") or not extension.isalnum():
-        raise ValueError(f"unsafe image file name: {job_id!r}.{extension!r}")
-    image_dir = Path(image_dir)
-    try:
-        image_dir.mkdir(parents=True, exist_ok=True)
-        target = image_dir / f"{job_id}.{extension}"
-        fd, temporary = tempfile.mkstemp(dir=image_dir, prefix=f".{job_id}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-    except OSError as exc:
-        log.error("cannot write the image to IMAGE_DIR %s: %s", image_dir, exc)
-        raise ClientError(
-            "store_unavailable",
-            f"The server cannot store the image right now ({exc.strerror or exc}); try again later.",
-        ) from None
-    return target
-
-
-def link(existing: Path, image_dir: Path, job_id: str) -> Path:
-    """Give a record its own name for an image file already saved: a hard link, else a copy."""
-    target = Path(image_dir) / f"{job_id}{existing.suffix}"
-    try:
-        os.link(existing, target)
-    except FileExistsError:
-        pass
-    except OSError:  # another file system, or links not allowed
-        return save(existing.read_bytes(), image_dir, job_id, existing.suffix.lstrip("."))
-    return target
-
-
 def writable_problem(directory: Path) -> str | None:
     """Why files cannot be written in `directory` (created if missing), or None when they can."""
     try:
@@ -257,23 +230,3 @@ def writable_problem(directory: Path) -> str | None:
     except OSError as exc:
         return f"{directory} is not writable: {exc.strerror or exc}"
     return None
-
-
-def find_saved(image_dir: Path, job_id: str) -> Path | None:
-    """The saved file for `job_id`, whatever its extension, or None."""
-    matches = sorted(
-        path for path in Path(image_dir).glob(glob.escape(job_id) + ".*") if path.is_file()
-    )
-    return matches[0] if matches else None
-
-
-def delete_older_than(image_dir: Path, max_age_seconds: float) -> int:
-    """Delete saved images (and stray temporary files) older than `max_age_seconds`."""
-    cutoff = time.time() - max_age_seconds
-    deleted = 0
-    for path in Path(image_dir).glob("*"):
-        with contextlib.suppress(FileNotFoundError):
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                deleted += 1
-    return deleted

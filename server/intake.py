@@ -4,21 +4,23 @@ A `Conversation` (server/connection.py) sees only an `Intake`: it never
 reaches into the App, the processor or the metrics. Admission is one step
 under a lock (refuse when draining or when MAX_QUEUE records wait, then
 insert), so that concurrent connections cannot overfill the queue; the
-decoded pixels are handed to the processor with the record, so that it need
-not decode them again; release takes back whatever a request left behind
-(its wake-up, its pixels and their share of the pixel budget). It also counts
-the open sessions, for `/metrics`.
+image's file is held (written first if it is new) for as long as the
+request lives; the decoded pixels are handed to the processor with the
+record, so that it need not decode them again; release takes back whatever
+a request left behind (its wake-up, its pixels and their share of the pixel
+budget, its hold on the image's file). It also counts the open sessions,
+for `/metrics`.
 """
 
 from __future__ import annotations
 
 import threading
 
-import numpy as np
-
-from server.budget import PixelBudget, Reservation
+from server.budget import PixelBudget
 from server.config import Settings
 from server.errors import ClientError
+from server.image_source import ImageSource
+from server.image_store import Hold, ImageStore
 from server.mask_cache import MaskCache
 from server.metrics import Metrics
 from server.processor import Processor
@@ -36,6 +38,7 @@ class Intake:
         events: JobEvents,
         budget: PixelBudget,
         mask_cache: MaskCache,
+        image_store: ImageStore,
         metrics: Metrics,
         draining: threading.Event,
         stopping: threading.Event,
@@ -45,6 +48,7 @@ class Intake:
         self.store = store
         self.budget = budget
         self.mask_cache = mask_cache
+        self.image_store = image_store
         self.server_id = server_id
         self.metrics = metrics
         self._processor = processor
@@ -52,6 +56,7 @@ class Intake:
         self._draining = draining
         self._stopping = stopping
         self._admission = threading.Lock()  # makes the queue_full check and the insert one step
+        self._holds: dict[str, Hold] = {}  # job id -> its hold on its image's file
         self._sessions_lock = threading.Lock()
         self.sessions = 0  # open connections that are sessions (keep_open)
 
@@ -89,24 +94,37 @@ class Intake:
         with self._sessions_lock:
             self.sessions -= 1
 
-    def admit(self, record: Record, pixels: np.ndarray | None, reservation: Reservation | None, bell: Bell) -> int:
-        """Insert the record and hand its pixels over; its position in the queue. The processor rings `bell`.
+    def admit(self, record: Record, source: ImageSource, bell: Bell) -> int:
+        """Keep the image's file, insert the record and hand its pixels over; its position in the queue.
+        The processor rings `bell`.
 
-        Once this returns, the caller must `release` the record's id whatever happens.
+        A new file that the disk has no room for is `store_unavailable`
+        (MIN_FREE_DISK_MB), before the record exists. Once this returns, the
+        caller must `release` the record's id whatever happens.
         """
         job_id = record["id"]
-        with self._admission:
-            ahead = self.queue_position()
-            self._events.subscribe(job_id, bell)
-            self._processor.hand_over(job_id, pixels, reservation)
-            try:
-                self.store.insert(record)
-            except BaseException:
-                self.release(job_id)
-                raise
+        # Outside the lock: it may write megabytes.
+        hold = self.image_store.hold(source.sha256, source.data, record.get("scope"))
+        try:
+            with self._admission:
+                ahead = self.queue_position()
+                self._events.subscribe(job_id, bell)
+                self._processor.hand_over(job_id, source.pixels, source.reservation)
+                self._holds[job_id] = hold
+                try:
+                    self.store.insert(record)
+                except BaseException:
+                    self.release(job_id)
+                    raise
+        except BaseException:
+            hold.release()
+            raise
         self._processor.wake.set()
         return ahead + 1
 
     def release(self, job_id: str) -> None:
         self._events.unsubscribe(job_id)
         self._processor.drop(job_id)
+        hold = self._holds.pop(job_id, None)
+        if hold is not None:
+            hold.release()

@@ -29,6 +29,7 @@ from server.compression import SizeAwareDeflateFactory
 from server.config import Settings, SettingsError
 from server.connection import Conversation
 from server.connection_slots import ConnectionSlots
+from server.image_store import ImageStore
 from server.intake import Intake
 from server.listener import LimitedListener
 from server.mask_cache import MaskCache
@@ -40,6 +41,7 @@ from server.models.seam import SegmentationModel
 from server.processor import Processor
 from server.routes import Health, Routes
 from server.store import Store, open_store
+from server.sweeper import Sweeper
 from server.wakeups import JobEvents, RingingConnection
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class App:
         self.draining = threading.Event()  # refuse new work; stored requests go on
         self.stopping = threading.Event()  # waiting conversations end now with shutting_down
         self.fatal: Exception | None = None
+        self.image_store = ImageStore(settings, store)
+        self.sweeper = Sweeper(settings, store, self.image_store, on_interrupted=self.events.notify)
         self.processor = Processor(
             store=store,
             settings=settings,
@@ -86,6 +90,7 @@ class App:
             events=self.events,
             budget=self.budget,
             mask_cache=self.mask_cache,
+            image_store=self.image_store,
             server_id=self.server_id,
             on_fatal=self._on_fatal,
         )
@@ -98,6 +103,7 @@ class App:
                 queue_depth=store.count_queued,
                 model=self._loaded_model,
                 pixel_budget=self.budget,
+                image_usage=lambda: self.image_store.usage,
             )
         )
         self.health = Health(
@@ -114,6 +120,7 @@ class App:
             events=self.events,
             budget=self.budget,
             mask_cache=self.mask_cache,
+            image_store=self.image_store,
             metrics=self.metrics,
             draining=self.draining,
             stopping=self.stopping,
@@ -136,6 +143,7 @@ class App:
     def start(self) -> None:
         recovery.interrupt_orphans(self.store)  # before the processor could take them
         self.processor.start()
+        self.sweeper.start()
         self.listener = LimitedListener(
             socket.create_server((self.settings.host, self.settings.port)), self.settings.max_connections
         )
@@ -193,6 +201,7 @@ class App:
         self.processor.stop(timeout=max(0.0, grace_ends - time.monotonic()))
         if self.processor.is_alive():
             log.warning("the processor was still busy at the end of the stop grace; its records will be retried")
+        self.sweeper.stop(timeout=max(0.0, grace_ends - time.monotonic()))
         self.store.close()
 
     def _ring_every_connection(self) -> None:

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from server.budget import PixelBudget
 from server.errors import CLOSE_CODES
+from server.image_usage import Usage
 from server.models.seam import SegmentationModel
 from server.store import StoreUnavailable
 
@@ -36,6 +37,7 @@ class LiveState:
     queue_depth: Callable[[], int]  # may raise StoreUnavailable
     model: Callable[[], SegmentationModel | None]  # None until the model is loaded
     pixel_budget: PixelBudget
+    image_usage: Callable[[], Usage]  # IMAGE_DIR's files, counted as they come and go
 
 
 class Metrics:
@@ -95,6 +97,9 @@ class _LiveCollector(Collector):
             yield GaugeMetricFamily("cap_queue_depth", "Records waiting in the store's queue.", value=live.queue_depth())
         except StoreUnavailable:
             pass  # no sample: /health says why
+        usage = live.image_usage()
+        yield GaugeMetricFamily("cap_image_dir_bytes", "Bytes of the files under IMAGE_DIR.", value=usage.bytes)
+        yield GaugeMetricFamily("cap_image_dir_files", "Files under IMAGE_DIR.", value=usage.files)
         model = live.model()
         if model is None:
             return

@@ -7,8 +7,8 @@ SAMOutput, mark each record processed, and wake the connection waiting for
 it. An insert wakes it at once through `wake`, and it claims again straight
 after a batch, so it never sleeps while records wait; the `POLL_INTERVAL`
 timeout only catches records inserted by other processes sharing the
-database. Between batches it sweeps records stuck past `JOB_TIMEOUT` and
-images past `IMAGE_RETENTION_HOURS`.
+database. Housekeeping (records past `JOB_TIMEOUT`, IMAGE_DIR) is the
+sweeper's thread (server/sweeper.py), never this one.
 
 Images arrive decoded from the connection threads (`hand_over`). An image
 this replica lacks (another replica received the request) is fetched again
@@ -22,7 +22,6 @@ would compete with the encoder for the same cores.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -31,11 +30,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import fetch, images, jobs, masks, output_budget, prompts
+from server import fetch, image_layout, images, jobs, masks, output_budget, prompts
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
+from server.image_store import ImageStore
 from server.mask_cache import MaskCache
 from server.models.checkpoint_file import CheckpointError
 from server.models.seam import ImageJob, Segmentation, SegmentationModel
@@ -63,6 +63,7 @@ class Processor:
         events: JobEvents,
         budget: PixelBudget,
         mask_cache: MaskCache,
+        image_store: ImageStore,
         server_id: str,
         on_fatal: Callable[[Exception], None],
     ):
@@ -79,9 +80,9 @@ class Processor:
         self._pixels: dict[str, tuple[np.ndarray | None, Reservation | None]] = {}
         self.budget = budget
         self.mask_cache = mask_cache
-        self.fetcher = Refetcher(settings, store, on_ready=self._image_arrived)
+        self.image_store = image_store
+        self.fetcher = Refetcher(settings, store, image_store, on_ready=self._image_arrived)
         self._pixels_lock = threading.Lock()
-        self._next_sweep = 0.0
         self.batch_size = 1  # BATCH_SIZE, resolved once the model's device is known
         self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
 
@@ -143,7 +144,6 @@ class Processor:
         while not self._stopping.is_set():
             try:
                 self.wake.clear()
-                self._sweep_if_due()
                 batch = self._claim_batch()
                 if batch:
                     self._process(batch)
@@ -229,9 +229,9 @@ class Processor:
         cached here, for the record's token scope, needs no pixels at all.
         """
         with self._pixels_lock:
-            if record["id"] in self._pixels:  # received here: no need to scan IMAGE_DIR
+            if record["id"] in self._pixels:  # received here: no need to look in IMAGE_DIR
                 return True
-        if images.find_saved(self.settings.image_dir, record["id"]) is not None:
+        if image_layout.find(self.settings.image_dir, record["imageSha256"]) is not None:
             return True
         if self.model is not None and self.model.has_embedding(record["imageSha256"], record.get("scope")):
             return True
@@ -317,6 +317,7 @@ class Processor:
         )
         rle_ms = (time.perf_counter() - started) * 1000
         self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
+        self.image_store.promote(work.image_sha256)  # before `processed`, which lets its connection release it
         self.store.put_output(
             {
                 "id": job_id,
@@ -361,10 +362,9 @@ class Processor:
         assert self.model is not None
         if self.model.has_embedding(work.image_sha256, work.scope):
             return None, None
-        path = images.find_saved(self.settings.image_dir, work.id)
-        if path is None:
+        data = image_layout.read(self.settings.image_dir, work.image_sha256)
+        if data is None:
             raise ClientError("image_download_failed", "The image file was deleted before it was processed.")
-        data = path.read_bytes()
         if images.sha256_hex(data) != work.image_sha256:
             raise ClientError("unsupported_image", "The image changed since the request was made.")
         # Forced: the record is claimed, and this thread must not be refused its own work.
@@ -374,19 +374,6 @@ class Processor:
     def _fail(self, job_id: str, code: str, message: str) -> None:
         self.store.update(job_id, lambda r: jobs.fail(r, now=utcnow(), code=code, message=message))
         self.events.notify(job_id)
-
-    def _sweep_if_due(self) -> None:
-        """End records stuck past JOB_TIMEOUT; delete images past their retention."""
-        if time.monotonic() < self._next_sweep:
-            return
-        self._next_sweep = time.monotonic() + min(30.0, self.settings.job_timeout / 2)
-        now = utcnow()
-        for record in self.store.unfinished_before(now - dt.timedelta(seconds=self.settings.job_timeout)):
-            if self.store.update(record["id"], lambda r: jobs.interrupt(r, now=utcnow())) is not None:
-                log.warning("job %s: interrupted by the sweep after JOB_TIMEOUT", record["id"])
-                self.events.notify(record["id"])
-        if self.settings.image_retention_hours > 0:
-            images.delete_older_than(self.settings.image_dir, self.settings.image_retention_hours * 3600)
 
 
 def _empty_cuda_cache() -> None:

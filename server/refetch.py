@@ -6,9 +6,10 @@ that thread owns the model, and an image host that answers slowly would
 stall every request behind it. So the processor asks the `Refetcher`, which
 downloads the image from the record's URL on a worker thread (through the
 same SSRF guard, byte limit and deadline as any download), checks its
-SHA-256, saves it to IMAGE_DIR and wakes the processor (and the record's
-waiter), which then claims the record. A download that fails ends the record `failed`, if no
-processor has claimed it meanwhile.
+SHA-256, keeps it in IMAGE_DIR by its hash (server/image_store.py) and
+wakes the processor (and the record's waiter), which then claims the
+record. A download that fails ends the record `failed`, if no processor has
+claimed it meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from server import image_source, images, jobs
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
+from server.image_store import ImageStore
 from server.store import Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,10 @@ MAX_PENDING = 32  # past this, records wait for a later claim round
 
 
 class Refetcher:
-    def __init__(self, settings: Settings, store: Store, on_ready: Callable[[str], None]):
+    def __init__(self, settings: Settings, store: Store, image_store: ImageStore, on_ready: Callable[[str], None]):
         self.settings = settings
         self.store = store
+        self.image_store = image_store
         self.on_ready = on_ready
         self._pending: set[str] = set()
         self._lock = threading.Lock()
@@ -69,7 +72,7 @@ class Refetcher:
             data = image_source.download(record["imageUrl"], self.settings)
             if images.sha256_hex(data) != record["imageSha256"]:
                 raise ClientError("unsupported_image", "the image at its URL changed since the request was made")
-            images.save(data, self.settings.image_dir, record["id"], "img")
+            self.image_store.put(record["imageSha256"], data)
         except ClientError as exc:
             self._fail(record, exc.message)
             return

@@ -19,7 +19,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
-from server import __version__, connection_slots, images
+from server import __version__, connection_slots, image_layout, images
 from server.config import Settings
 from server.connection_slots import ConnectionSlots
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -87,15 +87,16 @@ class Health:
         self.draining = draining
         self._lock = threading.Lock()
         self._checked_at = -float("inf")
-        self._storage: tuple[str, int | None, str] = ("unknown", None, "unknown")
+        self._storage: tuple[str, int | None, str, int | None] = ("unknown", None, "unknown", None)
 
     def state(self) -> tuple[bool, dict]:
-        store_state, queue_depth, images_state = self._storage_state()
+        store_state, queue_depth, images_state, free_bytes = self._storage_state()
         model_loaded = self.model_loaded()
         body = {
             "model_loaded": model_loaded,
             "store": store_state,
             "images": images_state,
+            "images_free_mb": None if free_bytes is None else free_bytes // 2**20,
             "queue_depth": queue_depth,
             "connections": self.connections(),
             "version": __version__,
@@ -104,22 +105,26 @@ class Health:
         healthy = model_loaded and store_state == "ok" and images_state == "ok" and not self.draining.is_set()
         return healthy, body
 
-    def _storage_state(self) -> tuple[str, int | None, str]:
+    def _storage_state(self) -> tuple[str, int | None, str, int | None]:
         with self._lock:  # one caller looks; the others wait for its answer
             if time.monotonic() - self._checked_at >= HEALTH_CACHE_SECONDS:
                 self._storage = self._look()
                 self._checked_at = time.monotonic()
             return self._storage
 
-    def _look(self) -> tuple[str, int | None, str]:
+    def _look(self) -> tuple[str, int | None, str, int | None]:
         store_state, queue_depth = "ok", None
         try:
             self.store.check()
             queue_depth = self.store.count_queued()
         except StoreUnavailable as exc:
             store_state = f"error: {exc}"
-        problem = images.writable_problem(self.settings.image_dir)
-        return store_state, queue_depth, f"error: {problem}" if problem else "ok"
+        image_dir = self.settings.image_dir
+        problem = images.writable_problem(image_dir) or image_layout.floor_problem(
+            image_dir, self.settings.min_free_disk_mb
+        )
+        images_state = f"error: {problem}: new images are refused" if problem else "ok"
+        return store_state, queue_depth, images_state, image_layout.free_bytes(image_dir)
 
 
 class Routes:

@@ -1,20 +1,21 @@
-"""server.images: decode, data: URLs, save (downloads are tests/test_fetch.py)."""
+"""server.images: decode and data: URLs (downloads are tests/test_fetch.py; files, tests/test_image_store.py)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from server import images
+from server.budget import PixelBudget
 from server.errors import ClientError
-from server.images import decode, find_saved, save, sha256_hex
+from server.images import decode, sha256_hex
 from tests.support import image_files as files
 
 MIB = 1024 * 1024
@@ -41,14 +42,14 @@ def gray_rgb(gray: np.ndarray) -> np.ndarray:
 
 def test_png_rgb_decodes_exactly():
     image = decode(files.png_rgb(300, 200), max_pixels=10**6)
-    assert (image.width, image.height, image.extension) == (300, 200, "png")
+    assert (image.width, image.height) == (300, 200)
     assert image.pixels.dtype == np.uint8 and image.pixels.flags.c_contiguous
     np.testing.assert_array_equal(image.pixels, files.rgb_pattern(300, 200))
 
 
 def test_jpeg_rgb_decodes_close_to_the_source():
     image = decode(files.jpeg_rgb(64, 48), max_pixels=10**6)
-    assert (image.pixels.shape, image.extension) == ((48, 64, 3), "jpg")
+    assert image.pixels.shape == (48, 64, 3)
     difference = np.abs(image.pixels.astype(int) - files.rgb_pattern(64, 48).astype(int))
     assert difference.mean() < 3
 
@@ -74,7 +75,6 @@ def test_grayscale_becomes_three_equal_channels():
 
 def test_cmyk_jpeg_becomes_rgb():
     image = decode(files.jpeg_cmyk(32, 16), max_pixels=10**6)
-    assert image.extension == "jpg"
     cyan, black = image.pixels[8, 4].astype(int), image.pixels[8, 28].astype(int)
     assert np.abs(cyan - [0, 255, 255]).max() <= 3
     assert black.max() <= 3
@@ -90,7 +90,6 @@ def test_sixteen_bit_png_is_scaled_not_clipped():
 def test_sixteen_bit_big_endian_tiff_is_scaled():
     values = np.array([[0, 256, 32768, 65535]], dtype=">u2")
     image = decode(encode(Image.fromarray(values), "TIFF"), max_pixels=100)
-    assert image.extension == "tiff"
     assert image.pixels[0, :, 1].tolist() == [0, 1, 128, 255]
 
 
@@ -145,24 +144,13 @@ def test_animated_gif_gives_its_first_frame():
     red, blue = Image.new("RGB", (4, 4), (255, 0, 0)), Image.new("RGB", (4, 4), (0, 0, 255))
     gif = encode(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
     image = decode(gif, max_pixels=100)
-    assert image.extension == "gif"
     assert image.pixels[2, 2].tolist() == [255, 0, 0]
 
 
-@pytest.mark.parametrize(
-    "fmt, extension",
-    [
-        ("JPEG", "jpg"),
-        ("PNG", "png"),
-        ("WEBP", "webp"),
-        ("GIF", "gif"),
-        ("BMP", "bmp"),
-        ("TIFF", "tiff"),
-    ],
-)
-def test_extension_names_the_original_format(fmt, extension):
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_each_allowed_format_decodes(fmt):
     image = decode(encode(Image.new("RGB", (6, 4), (0, 0, 255)), fmt), max_pixels=100)
-    assert (image.extension, image.width, image.height) == (extension, 6, 4)
+    assert (image.width, image.height) == (6, 4)
     assert np.abs(image.pixels[1, 1].astype(int) - [0, 0, 255]).max() <= 2  # JPEG, WebP: lossy
 
 
@@ -170,13 +158,13 @@ def test_first_decode_in_a_fresh_process_reads_every_format():
     # Pillow registers WebP and TIFF lazily; decode must not depend on an earlier caller.
     script = (
         "import sys; from server.images import decode; "
-        "print(decode(sys.stdin.buffer.read(), max_pixels=100).extension)"
+        "print(decode(sys.stdin.buffer.read(), max_pixels=100).pixels.shape)"
     )
     webp = encode(Image.new("RGB", (4, 4)), "WEBP")
     done = subprocess.run(
         [sys.executable, "-c", script], input=webp, capture_output=True, check=True
     )
-    assert done.stdout.decode().strip() == "webp"
+    assert done.stdout.decode().strip() == "(4, 4, 3)"
 
 
 @pytest.mark.parametrize(
@@ -211,9 +199,24 @@ def test_image_exactly_at_the_pixel_limit_is_accepted():
     assert error_of(decode, files.png_rgb(100, 10), max_pixels=999).code == "image_too_large"
 
 
+def padded_png(png: bytes, total: int) -> bytes:
+    """`png` grown to `total` bytes by a private ancillary chunk of junk after its header, which decoders skip."""
+    body = b"j" * (total - len(png) - 12)  # a chunk is its body and 12 bytes: length, type, CRC
+    chunk = len(body).to_bytes(4, "big") + b"juNk" + body + zlib.crc32(b"juNk" + body).to_bytes(4, "big")
+    return png[:33] + chunk + png[33:]  # after the 8-byte signature and the 25-byte IHDR chunk
+
+
+def test_a_file_far_larger_than_its_pixels_need_is_too_large_before_any_pixel_is_decoded():
+    largest = 6 * 4 * 8 + 2**20  # 8 bytes a pixel (16-bit RGBA, raw) and 1 MiB of metadata
+    budget = PixelBudget(10**6)
+    assert decode(padded_png(files.png_rgb(6, 4), largest), max_pixels=100).pixels.shape == (4, 6, 3)
+    error = error_of(decode, padded_png(files.png_rgb(6, 4), largest + 1), max_pixels=100, budget=budget)
+    assert error.code == "image_too_large" and "6x4 pixels" in error.message and budget.used == 0
+
+
 def test_decode_reads_only_the_formats_asked_for():
     gif = encode(Image.new("RGB", (4, 4)), "GIF")
-    assert decode(gif, max_pixels=100).extension == "gif"
+    assert decode(gif, max_pixels=100).pixels.shape == (4, 4, 3)
     error = error_of(decode, gif, max_pixels=100, formats=images.DATA_URL_FORMATS)
     assert error.code == "unsupported_image" and "JPEG, PNG or WebP" in error.message
 
@@ -288,26 +291,3 @@ def test_a_record_keeps_a_short_description_of_a_data_url():
 
 def test_sha256_hex():
     assert sha256_hex(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-
-
-def test_save_writes_id_dot_extension_and_no_temporary_files(tmp_path):
-    image_dir = tmp_path / "images" / "nested"
-    path = save(b"first", image_dir, "job-1", "png")
-    assert path == image_dir / "job-1.png" and path.read_bytes() == b"first"
-    save(b"second", image_dir, "job-1", "png")
-    save(b"other", image_dir, "job-2", "jpg")
-    assert sorted(os.listdir(image_dir)) == ["job-1.png", "job-2.jpg"]
-    assert path.read_bytes() == b"second"
-    assert find_saved(image_dir, "job-2") == image_dir / "job-2.jpg"
-
-
-def test_find_saved_misses(tmp_path):
-    assert find_saved(tmp_path / "absent", "job-1") is None
-    save(b"x", tmp_path, "job-10", "png")
-    assert find_saved(tmp_path, "job-1") is None
-
-
-def test_save_refuses_path_traversal(tmp_path):
-    with pytest.raises(ValueError):
-        save(b"x", tmp_path, "../escape", "png")
-    assert list(tmp_path.iterdir()) == []

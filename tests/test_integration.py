@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from server import masks
+from server import image_layout, masks
 from server.models.sam1 import SamModel
 from tests.conftest import ModelGate, processor_is_waiting, ws_url
 from tests.support import image_files
@@ -61,7 +61,9 @@ def test_one_box_end_to_end(start_app, image_server):
     assert record["imageUrl"] == image_server.url("/rgb.png") and len(record["imageSha256"]) == 64
     assert (record["width"], record["height"], record["attempts"]) == (64, 48, 1)
     assert app.store.get_output(job_id)["masks"] == result["masks"]
-    assert (app.settings.image_dir / f"{job_id}.png").is_file()
+    assert image_layout.find(app.settings.image_dir, record["imageSha256"]) == image_layout.kept_path(
+        app.settings.image_dir, record["imageSha256"]
+    )
 
 
 def test_sixteen_boxes(start_app, image_server):
@@ -69,7 +71,7 @@ def test_sixteen_boxes(start_app, image_server):
     boxes = [box(2 * i, i, 10 + i, 8) for i in range(16)]
     result = assert_result(exchange(ws_url(app), request_for(image_server.url("/photo.jpg"), *boxes)), 320, 240, 16)
     assert [m["box"] for m in result["masks"]] == [{k: float(v) for k, v in b.items()} for b in boxes]
-    assert (app.settings.image_dir / f"{result['id']}.jpg").is_file()
+    assert image_layout.find(app.settings.image_dir, app.store.get(result["id"])["imageSha256"]) is not None
 
 
 def test_multimask_gives_three_masks_per_box(start_app, image_server):

@@ -47,7 +47,9 @@ def test_ping_answers_while_the_model_loads_and_health_waits_for_it(start_app, t
     assert status == 503
     health = json.loads(body)
     assert health["model_loaded"] is False and health["store"] == "ok"
-    assert set(health) == {"model_loaded", "store", "images", "queue_depth", "connections", "version", "protocol"}
+    assert set(health) == {
+        "model_loaded", "store", "images", "images_free_mb", "queue_depth", "connections", "version", "protocol"
+    }
     assert health["images"] == "ok" and health["protocol"] == "1.1"
 
     release.set()

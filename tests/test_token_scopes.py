@@ -63,7 +63,7 @@ def test_an_image_that_cannot_be_fetched_again_is_unknown_without_its_url(start_
     app = start_app(api_token=TOKENS, embedding_cache_size=0)
     url = image_server.url("/scoped-gone.png")
     assert exchange(as_client(app, "token-a"), {"image_url": url, "prompts": []}).last["type"] == "result"
-    for saved in app.settings.image_dir.iterdir():
+    for saved in [path for path in app.settings.image_dir.rglob("*") if path.is_file()]:
         saved.unlink()
     image_server.add("/scoped-gone.png", b"gone", content_type="text/plain", status=404)
 
