@@ -29,7 +29,7 @@ import uuid
 
 from websockets.exceptions import ConnectionClosed
 
-from server import answers, image_source, jobs, output_budget, protocol
+from server import answers, jobs, output_budget, protocol
 from server.clock import utcnow
 from server.deadlines import socket_deadline
 from server.errors import ClientError
@@ -155,12 +155,7 @@ class Conversation:
         """Read the image, keep its file, insert the record and hand the pixels over."""
         settings = self.settings
         started = time.perf_counter()
-        if request.image_url is not None:
-            source = image_source.from_url(request.image_url, settings, self.intake.budget)
-        else:
-            source = image_source.by_hash(
-                request.image_sha256, settings, self.store, self.intake.budget, self.intake.embedding_cached, self.scope
-            )
+        source = self.intake.read_image(request.image_url, request.image_sha256, self.scope)
         self.download_ms = (time.perf_counter() - started) * 1000
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)

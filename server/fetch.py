@@ -39,7 +39,7 @@ from server.fetch_address import check_addresses, connect, resolve
 from server.fetch_errors import failure, timed_out
 from server.fetch_http import Wire, read_response, request
 from server.fetch_url import Target, check_characters
-from server.images import is_data_url
+from server.data_urls import is_data_url
 
 
 def is_fetchable(url: str) -> bool:

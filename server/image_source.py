@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from server import fetch, image_layout, images
+from server import data_urls, fetch, image_layout, images
 from server.budget import PixelBudget, Reservation
 from server.config import Settings
 from server.errors import ClientError
@@ -51,12 +51,29 @@ class ImageSource:
             self.reservation.release()
 
 
+def read(
+    image_url: str | None,
+    image_sha256: str | None,
+    scope: str | None,
+    *,
+    settings: Settings,
+    store: Store,
+    budget: PixelBudget,
+    embedding_cached: Callable[[str, str | None], bool],
+) -> ImageSource:
+    """A request's image: by its URL (or data: URL), else by its hash within `scope`. The intake's `read_image`."""
+    if image_url is not None:
+        return from_url(image_url, settings, budget)
+    assert image_sha256 is not None
+    return by_hash(image_sha256, settings, store, budget, embedding_cached, scope)
+
+
 def from_url(url: str, settings: Settings, budget: PixelBudget) -> ImageSource:
     """Download (or read a data: URL) and decode; a data: URL's record keeps a short description."""
-    if images.is_data_url(url):
-        data = images.parse_data_url(url, max_bytes=settings.max_image_bytes)
+    if data_urls.is_data_url(url):
+        data = data_urls.parse_data_url(url, max_bytes=settings.max_image_bytes)
         image = images.decode(data, max_pixels=settings.max_image_pixels, formats=images.DATA_URL_FORMATS, budget=budget)
-        record_url = images.describe_data_url(url, len(data))
+        record_url = data_urls.describe_data_url(url, len(data))
     else:
         data = download(url, settings)
         image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)

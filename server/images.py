@@ -1,7 +1,7 @@
-"""Safe image decode and inline images (error codes: docs/protocol.md).
+"""Safe image decode (error codes: docs/protocol.md).
 
-Downloading an http(s) URL is `server.fetch`. `parse_data_url` reads an
-image sent inline as a base64 `data:` URL instead. `decode` turns
+Downloading an http(s) URL is `server.fetch`. An image sent inline
+as a base64 `data:` URL is read by `server.data_urls`. `decode` turns
 the bytes into RGB pixels as displayed, refusing decompression bombs, and
 files far larger than their pixels need, before any pixel data is loaded.
 Keeping the bytes in IMAGE_DIR is `server.image_store`.
@@ -9,7 +9,6 @@ Keeping the bytes in IMAGE_DIR is `server.image_store`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import os
@@ -21,12 +20,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from server.budget import DECODE_BYTES_PER_PIXEL, HELD_BYTES_PER_PIXEL, PixelBudget, Reservation
-from server.errors import ClientError, image_too_large
+from server.errors import ClientError
 
 # Raster formats only: no EPS (Ghostscript), PDF or other exotic decoders.
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-# A data: URL may carry only these media types, and its bytes must decode as one of them.
-DATA_URL_MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 DATA_URL_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 _DISPLAY_NAMES = {"WEBP": "WebP"}
 # SAM scales the long side to 1024 pixels: past this ratio the short side is under 4.
@@ -52,58 +49,6 @@ class DecodedImage:
     @property
     def height(self) -> int:
         return self.pixels.shape[0]
-
-
-# --- data: URLs ---------------------------------------------------------------
-
-
-def is_data_url(url: str) -> bool:
-    return url[:5].lower() == "data:"
-
-
-def data_url_max_chars(max_bytes: int) -> int:
-    """The longest a base64 data: URL of at most `max_bytes` image bytes can be."""
-    longest_head = max(len(f"data:{media_type};base64,") for media_type in DATA_URL_MEDIA_TYPES)
-    return longest_head + 4 * -(-max_bytes // 3)  # base64: 4 characters for every 3 bytes
-
-
-def parse_data_url(url: str, *, max_bytes: int) -> bytes:
-    """The image bytes of `data:image/png;base64,...` (or image/jpeg, image/webp).
-
-    Pure: no I/O. The size limit applies to the decoded bytes. Raises
-    ClientError with the code the client should get.
-    """
-    head, comma, payload = url.partition(",")
-    media_type, _, encoding = head[len("data:"):].partition(";")
-    if not comma or encoding.lower() != "base64":
-        raise ClientError(
-            "invalid_request",
-            "A data: URL image must be base64, written data:<media type>;base64,<data>.",
-        )
-    if media_type.lower() not in DATA_URL_MEDIA_TYPES:
-        raise ClientError(
-            "unsupported_image",
-            f"A data: URL image must be image/png, image/jpeg or image/webp, not {media_type[:40]!r}.",
-        )
-    if len(payload) // 4 * 3 > max_bytes + 2:  # refuse before decoding; the exact check follows
-        raise image_too_large(max_bytes)
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except ValueError:  # binascii.Error, or a character that is not ASCII
-        raise ClientError(
-            "invalid_request", "The data: URL's base64 is malformed: it has characters or padding base64 does not allow."
-        ) from None
-    if len(data) > max_bytes:
-        raise image_too_large(max_bytes)
-    if not data:
-        raise ClientError("unsupported_image", "The data: URL holds no image data.")
-    return data
-
-
-def describe_data_url(url: str, size: int) -> str:
-    """What a record keeps instead of an inline image: its media type and size."""
-    media_type = url[len("data:"):].partition(";")[0].lower()
-    return f"data:{media_type};base64,... ({size} bytes, sent inline)"
 
 
 # --- decode -----------------------------------------------------------------

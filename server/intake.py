@@ -15,17 +15,34 @@ for `/metrics`.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Callable, Protocol
 
-from server.budget import PixelBudget
+from server.budget import PixelBudget, Reservation
 from server.config import Settings
 from server.errors import ClientError
-from server.image_source import ImageSource
-from server.image_store import Hold, ImageStore
 from server.mask_cache import MaskCache
-from server.metrics import Metrics
-from server.processor import Processor
 from server.store import Record, Store
 from server.wakeups import Bell, JobEvents
+
+if TYPE_CHECKING:  # the connection side imports neither torch nor Pillow: these stand on them
+    import numpy as np
+
+    from server.image_source import ImageSource
+    from server.image_store import Hold, ImageStore
+    from server.metrics import Metrics
+
+# How a request's image is read: (image_url, image_sha256, token scope) -> its source (server/image_source.py).
+ImageReader = Callable[[str | None, str | None, str | None], "ImageSource"]
+
+
+class ModelSide(Protocol):
+    """What the intake asks of the processor (server/processor.py), and no more."""
+
+    wake: threading.Event  # set when a record is inserted
+
+    def hand_over(self, job_id: str, pixels: np.ndarray | None, reservation: Reservation | None) -> None: ...
+
+    def drop(self, job_id: str) -> None: ...
 
 
 class Intake:
@@ -34,7 +51,8 @@ class Intake:
         *,
         settings: Settings,
         store: Store,
-        processor: Processor,
+        processor: ModelSide,
+        read_image: ImageReader,
         events: JobEvents,
         budget: PixelBudget,
         mask_cache: MaskCache,
@@ -51,6 +69,7 @@ class Intake:
         self.image_store = image_store
         self.server_id = server_id
         self.metrics = metrics
+        self.read_image = read_image
         self._processor = processor
         self._events = events
         self._draining = draining
@@ -79,12 +98,6 @@ class Intake:
                 "queue_full", f"{self.settings.max_queue} requests are already waiting; try again shortly."
             )
         return waiting
-
-    def embedding_cached(self, sha256: str, scope: str | None) -> bool:
-        """Whether the processor's model holds this image's embedding for this token's scope
-        (a request by hash then needs no pixels)."""
-        model = self._processor.model if self._processor.ready.is_set() else None
-        return model is not None and model.has_embedding(sha256, scope)
 
     def session_began(self) -> None:
         with self._sessions_lock:

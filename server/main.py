@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from typing import Callable, NoReturn
 
 from websockets.sync.server import Server, serve
 
-from server import images, logs, recovery
+from server import data_urls, image_source, images, logs, recovery
 from server.budget import PixelBudget
 from server.compression import SizeAwareDeflateFactory
 from server.config import Settings, SettingsError
@@ -62,7 +63,7 @@ EXIT_SECONDS = 1.0
 
 def hard_message_limit(settings: Settings) -> int:
     """The largest message the WebSocket layer reads at all."""
-    return settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR + images.data_url_max_chars(
+    return settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR + data_urls.data_url_max_chars(
         settings.max_image_bytes
     )
 
@@ -117,6 +118,13 @@ class App:
             settings=settings,
             store=store,
             processor=self.processor,
+            read_image=functools.partial(
+                image_source.read,
+                settings=settings,
+                store=store,
+                budget=self.budget,
+                embedding_cached=self.processor.has_embedding,
+            ),
             events=self.events,
             budget=self.budget,
             mask_cache=self.mask_cache,

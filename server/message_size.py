@@ -11,7 +11,7 @@ from typing import Any
 from server import json_text
 from server.errors import ClientError
 from server.errors import invalid as _invalid
-from server.images import data_url_max_chars, is_data_url
+from server.data_urls import data_url_max_chars, is_data_url
 
 
 def message_limit(max_message_bytes: int, max_image_bytes: int) -> int:

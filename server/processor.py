@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable
 
 import numpy as np
 import torch
 
-from server import fetch, image_layout, images, jobs, masks, output_budget, prompts
+from server import fetch, image_layout, images, jobs, prompts
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
@@ -38,9 +37,10 @@ from server.errors import ClientError
 from server.image_store import ImageStore
 from server.mask_cache import MaskCache
 from server.models.checkpoint_file import CheckpointError
-from server.models.seam import ImageJob, Segmentation, SegmentationModel
+from server.models.seam import ImageJob, SegmentationModel
 from server.refetch import Refetcher
-from server.store import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
+from server.results import ResultWriter
+from server.store import Conflict, Record, Store, StoreUnavailable
 from server.wakeups import JobEvents
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,10 @@ class Processor:
         self._pixels: dict[str, tuple[np.ndarray | None, Reservation | None]] = {}
         self.budget = budget
         self.mask_cache = mask_cache
-        self.image_store = image_store
         self.fetcher = Refetcher(settings, store, image_store, on_ready=self._image_arrived)
+        self.results = ResultWriter(
+            store=store, settings=settings, budget=budget, mask_cache=mask_cache, image_store=image_store, events=events
+        )
         self._pixels_lock = threading.Lock()
         self.batch_size = 1  # BATCH_SIZE, resolved once the model's device is known
         self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
@@ -113,6 +115,10 @@ class Processor:
             _, reservation = self._pixels.pop(job_id, (None, None))
         if reservation is not None:
             reservation.release()
+
+    def has_embedding(self, sha256: str, scope: str | None) -> bool:
+        """Whether the loaded model holds this image's embedding for this token's scope."""
+        return self.ready.is_set() and self.model is not None and self.model.has_embedding(sha256, scope)
 
     def _image_arrived(self, job_id: str) -> None:
         """The refetcher saved a record's image, or failed the record: look again now."""
@@ -240,23 +246,23 @@ class Processor:
         return False
 
     def _process(self, batch: list[Record]) -> None:
-        ready: list[tuple[Record, ImageJob]] = []
+        ready: list[tuple[Record, jobs.Work, ImageJob]] = []
         reservations: list[Reservation] = []
         for record in batch:
-            work = jobs.Work.of(record)
+            work = jobs.Work.of(record)  # the one typed view of the record, to its result
             try:
                 job_prompts = self._prompts_for(work)
             except ClientError as exc:  # a mask to refine that is no longer kept
-                self._fail(work.id, exc.code, exc.message)
+                self.results.fail(work.id, exc.code, exc.message)
                 continue
             try:
                 pixels, reservation = self._pixels_for(work)
             except ClientError as exc:
-                self._fail(work.id, "processing_failed", f"The image is no longer available: {exc.message}")
+                self.results.fail(work.id, "processing_failed", f"The image is no longer available: {exc.message}")
                 continue
             if reservation is not None:
                 reservations.append(reservation)
-            ready.append((record, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256, work.scope)))
+            ready.append((record, work, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256, work.scope)))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
@@ -266,21 +272,21 @@ class Processor:
             for reservation in reservations:
                 reservation.release()
 
-    def _segment_together(self, ready: list[tuple[Record, ImageJob]]) -> None:
+    def _segment_together(self, ready: list[tuple[Record, jobs.Work, ImageJob]]) -> None:
         """One encoder pass for the batch; if it fails, each request alone, so that only a guilty one fails."""
         assert self.model is not None
         try:
-            results = self.model.segment_batch([job for _, job in ready])
+            results = self.model.segment_batch([job for _, _, job in ready])
         except Exception as exc:
             log.warning("a batch of %d failed (%s); trying each request alone", len(ready), exc)
             _empty_cuda_cache()
-            for record, job in ready:
-                self._segment_alone(record, job)
+            for record, work, job in ready:
+                self._segment_alone(record, work, job)
             return
-        for (record, _), result in zip(ready, results):
-            self._finish(record, result)
+        for (record, work, _), result in zip(ready, results):
+            self.results.write(record, work, result, self.model.model_type)
 
-    def _segment_alone(self, record: Record, job: ImageJob) -> None:
+    def _segment_alone(self, record: Record, work: jobs.Work, job: ImageJob) -> None:
         assert self.model is not None
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
@@ -290,54 +296,9 @@ class Processor:
                 log.warning("job %s: model failed on attempt %d: %s", record["id"], attempt, exc)
                 _empty_cuda_cache()
         else:
-            self._fail(record["id"], "processing_failed", "The model failed on this image; see the server log.")
+            self.results.fail(work.id, "processing_failed", "The model failed on this image; see the server log.")
             return
-        self._finish(record, result)
-
-    def _finish(self, record: Record, result: Segmentation) -> None:
-        """Keep the result within its budget, or fail its record: too large is final, never a retry."""
-        meter = output_budget.OutputMeter.for_settings(self.settings, self.budget)
-        try:
-            self._store_result(record, result, meter)
-        except ClientError as exc:  # result_too_large, while its masks were made
-            self._fail(record["id"], exc.code, exc.message)
-        except ItemTooLarge:
-            self._fail(record["id"], "result_too_large", output_budget.refused_by_store(meter.bytes).message)
-        finally:
-            meter.release()
-
-    def _store_result(self, record: Record, result: Segmentation, meter: output_budget.OutputMeter) -> None:
-        """Store the result, mark the record processed, wake its connection."""
-        assert self.model is not None
-        work = jobs.Work.of(record)
-        job_id = work.id
-        started = time.perf_counter()
-        wire = masks.wire_masks(
-            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output, meter
-        )
-        rle_ms = (time.perf_counter() - started) * 1000
-        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
-        self.image_store.promote(work.image_sha256)  # before `processed`, which lets its connection release it
-        self.store.put_output(
-            {
-                "id": job_id,
-                "masks": wire,
-                "model": self.model.model_type,
-                "createdAt": jobs.format_time(utcnow()),
-                "cachedEmbedding": result.cached_embedding,
-                "timings": {
-                    "encode_ms": round(result.encode_ms, 2),
-                    "decode_ms": round(result.decode_ms, 2),
-                    "rle_ms": round(rle_ms, 2),
-                },
-            }
-        )
-        processed = self.store.update(
-            job_id, lambda r: jobs.mark_processed(r, now=utcnow(), result_bytes=meter.bytes), current=record
-        )
-        if processed is None:
-            log.info("job %s: result stored, but the record was no longer processing", job_id)
-        self.events.notify(job_id)
+        self.results.write(record, work, result, self.model.model_type)
 
     def _prompts_for(self, work: jobs.Work) -> list[prompts.Prompt]:
         """The record's prompts for the model, with each `mask_input` resolved to the logits it names."""
@@ -370,10 +331,6 @@ class Processor:
         # Forced: the record is claimed, and this thread must not be refused its own work.
         image = images.decode(data, max_pixels=self.settings.max_image_pixels, budget=self.budget, force=True)
         return image.pixels, image.reservation
-
-    def _fail(self, job_id: str, code: str, message: str) -> None:
-        self.store.update(job_id, lambda r: jobs.fail(r, now=utcnow(), code=code, message=message))
-        self.events.notify(job_id)
 
 
 def _empty_cuda_cache() -> None:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from server import json_text
 from server.errors import invalid as _invalid
-from server.images import is_data_url
+from server.data_urls import is_data_url
 from server.message_size import load_message
 from server.request_prompts import Box, RequestPrompt, parse_boxes, parse_prompts
 

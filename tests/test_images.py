@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server import images
+from server import data_urls, images
 from server.budget import PixelBudget
 from server.errors import ClientError
 from server.images import decode, sha256_hex
@@ -237,8 +237,8 @@ def as_data_url(data: bytes, media_type: str = "image/png") -> str:
     ],
 )
 def test_a_data_url_gives_back_its_bytes(media_type, data):
-    assert images.parse_data_url(as_data_url(data, media_type), max_bytes=MIB) == data
-    assert images.is_data_url(as_data_url(data, media_type).replace("data:", "DATA:"))
+    assert data_urls.parse_data_url(as_data_url(data, media_type), max_bytes=MIB) == data
+    assert data_urls.is_data_url(as_data_url(data, media_type).replace("data:", "DATA:"))
 
 
 @pytest.mark.parametrize(
@@ -259,31 +259,31 @@ def test_a_data_url_gives_back_its_bytes(media_type, data):
     ],
 )
 def test_a_malformed_data_url_gets_a_typed_error(url, code, words):
-    error = error_of(images.parse_data_url, url, max_bytes=MIB)
+    error = error_of(data_urls.parse_data_url, url, max_bytes=MIB)
     assert (error.code, words in error.message) == (code, True), error.message
 
 
 def test_the_data_url_limit_counts_decoded_bytes():
     data = files.png_rgb(30, 30)
-    assert images.parse_data_url(as_data_url(data), max_bytes=len(data)) == data
-    error = error_of(images.parse_data_url, as_data_url(data), max_bytes=len(data) - 1)
+    assert data_urls.parse_data_url(as_data_url(data), max_bytes=len(data)) == data
+    error = error_of(data_urls.parse_data_url, as_data_url(data), max_bytes=len(data) - 1)
     assert error.code == "image_too_large" and f"{len(data) - 1:,}" in error.message
 
 
 def test_a_huge_data_url_is_refused_before_decoding():
-    error = error_of(images.parse_data_url, "data:image/png;base64," + "!" * 10_000, max_bytes=1000)
+    error = error_of(data_urls.parse_data_url, "data:image/png;base64," + "!" * 10_000, max_bytes=1000)
     assert error.code == "image_too_large"  # not "malformed": the size is known without decoding
 
 
 @pytest.mark.parametrize("max_bytes", [1, 2, 3, 4, 1000, 20 * MIB])
 def test_data_url_max_chars_fits_the_largest_data_url(max_bytes):
     longest = as_data_url(b"x" * max_bytes, "image/webp")
-    assert images.data_url_max_chars(max_bytes) == len(longest)
+    assert data_urls.data_url_max_chars(max_bytes) == len(longest)
 
 
 def test_a_record_keeps_a_short_description_of_a_data_url():
     url = as_data_url(files.png_rgb(100, 100))
-    assert images.describe_data_url(url, 1234) == "data:image/png;base64,... (1234 bytes, sent inline)"
+    assert data_urls.describe_data_url(url, 1234) == "data:image/png;base64,... (1234 bytes, sent inline)"
 
 
 # --- files ------------------------------------------------------------------

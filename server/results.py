@@ -1,0 +1,94 @@
+"""How a claimed record ends, on the processor thread: its result written, or its failure.
+
+`write` makes the masks within the output budget (server/output_budget.py),
+keeps the low-res logits for `mask_input` (the mask cache), keeps the image's
+file (it was processed), stores the result in SAMOutput, marks the record
+processed and wakes its connection. A result too large for its budget or for
+the store fails its record at once: too large is final, never a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from server import jobs, masks, output_budget
+from server.budget import PixelBudget
+from server.clock import utcnow
+from server.config import Settings
+from server.errors import ClientError
+from server.image_store import ImageStore
+from server.mask_cache import MaskCache
+from server.models.seam import Segmentation
+from server.store import ItemTooLarge, Record, Store
+from server.wakeups import JobEvents
+
+log = logging.getLogger(__name__)
+
+
+class ResultWriter:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: Settings,
+        budget: PixelBudget,
+        mask_cache: MaskCache,
+        image_store: ImageStore,
+        events: JobEvents,
+    ):
+        self.store = store
+        self.settings = settings
+        self.budget = budget
+        self.mask_cache = mask_cache
+        self.image_store = image_store
+        self.events = events
+
+    def write(self, record: Record, work: jobs.Work, result: Segmentation, model_type: str) -> None:
+        """Keep the result within its budget, or fail its record: too large is final, never a retry."""
+        meter = output_budget.OutputMeter.for_settings(self.settings, self.budget)
+        try:
+            self._store(record, work, result, model_type, meter)
+        except ClientError as exc:  # result_too_large, while its masks were made
+            self.fail(record["id"], exc.code, exc.message)
+        except ItemTooLarge:
+            self.fail(record["id"], "result_too_large", output_budget.refused_by_store(meter.bytes).message)
+        finally:
+            meter.release()
+
+    def _store(
+        self, record: Record, work: jobs.Work, result: Segmentation, model_type: str, meter: output_budget.OutputMeter
+    ) -> None:
+        """Store the result, mark the record processed, wake its connection."""
+        job_id = work.id
+        started = time.perf_counter()
+        wire = masks.wire_masks(
+            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output, meter
+        )
+        rle_ms = (time.perf_counter() - started) * 1000
+        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
+        self.image_store.promote(work.image_sha256)  # before `processed`, which lets its connection release it
+        self.store.put_output(
+            {
+                "id": job_id,
+                "masks": wire,
+                "model": model_type,
+                "createdAt": jobs.format_time(utcnow()),
+                "cachedEmbedding": result.cached_embedding,
+                "timings": {
+                    "encode_ms": round(result.encode_ms, 2),
+                    "decode_ms": round(result.decode_ms, 2),
+                    "rle_ms": round(rle_ms, 2),
+                },
+            }
+        )
+        processed = self.store.update(
+            job_id, lambda r: jobs.mark_processed(r, now=utcnow(), result_bytes=meter.bytes), current=record
+        )
+        if processed is None:
+            log.info("job %s: result stored, but the record was no longer processing", job_id)
+        self.events.notify(job_id)
+
+    def fail(self, job_id: str, code: str, message: str) -> None:
+        self.store.update(job_id, lambda r: jobs.fail(r, now=utcnow(), code=code, message=message))
+        self.events.notify(job_id)
