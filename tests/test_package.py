@@ -20,7 +20,7 @@ def installed(tmp_path_factory) -> Path:
     source.mkdir()
     shutil.copy(REPO / "pyproject.toml", source)
     for folder in ("server", "requirements"):
-        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pth"))
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pth", "*.pt"))
     prefix = work / "prefix"
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
