@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import ctypes
 import dataclasses
 import json
 import os
@@ -60,6 +59,12 @@ from websockets.frames import Frame, Opcode
 
 from bench import plot
 from bench.burst import burst
+from harness import image_files
+from harness.client import Session, exchange, session
+from harness.http_server import ImageHTTPServer
+from harness.memory import release_free_memory, rss_bytes
+from harness.tiny_sam import build_tiny_sam
+from harness.waiting import wait_for
 from server import images, jobs, masks
 from server.compression import SizeAwareDeflate
 from server.config import SAM1_TYPES, Settings, checkpoint_name
@@ -68,11 +73,6 @@ from server.models.sam1 import SamModel, load_sam
 from server.prompts import Point, Prompt
 from server.sam_model import CachingModel, Embedding, Precision, load_model
 from server.store.sqlite import SQLiteStore
-from tests.support import image_files
-from tests.support.client import Session, exchange, session
-from tests.support.http_server import ImageHTTPServer
-from tests.support.tiny_sam import build_tiny_sam
-from tests.support.waiting import wait_for
 
 RESULTS = Path(__file__).parent / "results"
 DEFLATE_DEFAULTS = (False, False, 12, 12, {"memLevel": 5})  # what websockets' serve() and connect() agree on
@@ -81,14 +81,6 @@ BOX = {"x": 100, "y": 80, "width": 300, "height": 200}
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-def rss_bytes(field: str = "VmRSS") -> int:
-    """The process's resident set (VmRSS), or its peak since the last reset (VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field}")
 
 
 def xyxy(box: dict) -> np.ndarray:
@@ -210,7 +202,7 @@ def cosmos_one_at_a_time(sitting: Sitting) -> dict | None:
     import urllib3
 
     from server.store.cosmos import CosmosStore
-    from tests.support.cosmos_emulator import KEY, CosmosEmulator
+    from harness.cosmos_emulator import KEY, CosmosEmulator
 
     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the emulator's self-signed certificate
 
@@ -501,15 +493,6 @@ def clicks_against_stock(sitting: Sitting, app: App, image: tuple[str, np.ndarra
         "breakdown_p50_ms": {name: statistics.median(values) for name, values in parts.items()},
         "result_bytes": len(a.text.encode()), "result_text": a.text,
     }
-
-
-def release_free_memory() -> None:
-    """Hand the allocator's free pages back to the kernel, so that a peak counts fresh pages only."""
-    libc = ctypes.CDLL(None)
-    if hasattr(libc, "MallocExtension_ReleaseFreeMemory"):  # tcmalloc, when preloaded
-        libc.MallocExtension_ReleaseFreeMemory()
-    if hasattr(libc, "malloc_trim"):  # glibc
-        libc.malloc_trim(0)
 
 
 def peak_extra_rss_mb(action) -> float:

@@ -9,7 +9,6 @@ import os
 import socket
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -17,17 +16,17 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
+from harness import image_files
+from harness.cosmos_emulator import KEY, CosmosEmulator, new_database_name
+from harness.http_server import ImageHTTPServer
+from harness.replicas import Replica
+from harness.tiny_sam import build_tiny_sam, write_tiny_checkpoint
 from server.config import ENV_FILE_VARIABLE, Settings
 from server.main import App
 from server.models.sam1 import SamModel
 from server.sam_model import SegmentationModel
 from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
-from tests.support import image_files
-from tests.support.cosmos_emulator import KEY, CosmosEmulator
-from tests.support.http_server import ImageHTTPServer
-from tests.support.replicas import Replica
-from tests.support.tiny_sam import build_tiny_sam, write_tiny_checkpoint
 
 # Tests never read the user's `.env`: not here, and not in any process started
 # from here, which inherits this (tests/support/processes.server_env sets it too).
@@ -89,10 +88,6 @@ def cosmos_store(emulator: CosmosEmulator, database: str | None = None) -> Cosmo
         emulator.endpoint, KEY, database=database or new_database_name(), queue_container="Queue",
         output_container="SAMOutput", verify_tls=False, timeout=5,
     )
-
-
-def new_database_name() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.http_server import ImageHTTPServer
-from tests.support.processes import REPO, server_env
+from harness.http_server import ImageHTTPServer
+from harness.processes import REPO, server_env
 WEIGHTS = os.urandom(3 * 1024 * 1024 + 17)  # a few chunks, and a partial one
 NAME = f"sam_vit_b_{hashlib.sha256(WEIGHTS).hexdigest()[:6]}.pth"  # the official naming, for these bytes
 

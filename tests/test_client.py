@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from harness import image_files as files
+from harness.ports import free_port
 from server import client
 from tests.conftest import ws_url
-from tests.support import image_files as files
-from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

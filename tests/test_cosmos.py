@@ -9,14 +9,14 @@ import threading
 
 import pytest
 
+from harness.client import exchange
+from harness.cosmos_emulator import KEY, new_database_name
+from harness.waiting import wait_for
 from server import jobs
 from server.processor import utcnow
 from server.store import Conflict, StoreUnavailable
 from server.store.cosmos import MAX_ITEM_BYTES, CosmosStore, ItemTooLarge
-from tests.conftest import cosmos_store, new_database_name, processor_is_waiting, ws_url
-from tests.support.client import exchange
-from tests.support.cosmos_emulator import KEY
-from tests.support.waiting import wait_for
+from tests.conftest import cosmos_store, processor_is_waiting, ws_url
 
 
 def new_record(job_id, created=None):

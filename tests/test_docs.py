@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness import image_files
 from server.config import Settings
 from server.errors import CLOSE_CODES
 from tests.conftest import ws_url
-from tests.support import image_files
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()

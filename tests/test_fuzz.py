@@ -33,11 +33,11 @@ from urllib.parse import urlsplit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import image_files
+from harness.client import exchange
+from harness.ports import free_port
+from harness.waiting import wait_for
 from tests.conftest import ws_url
-from tests.support import image_files
-from tests.support.client import exchange
-from tests.support.waiting import wait_for
-from tests.support.ports import free_port
 
 # The README's error table, code -> close code. Written out here rather than
 # imported from server.protocol, so that the server is checked against the

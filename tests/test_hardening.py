@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from harness import image_files
+from harness.client import exchange
 from server import jobs, main, protocol, routes
-from server.errors import ClientError
 from server.clock import utcnow
+from server.errors import ClientError
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, ws_url
-from tests.support import image_files
-from tests.support.client import exchange
 
 REPO = Path(__file__).resolve().parent.parent
 BOX = {"x": 4, "y": 4, "width": 30, "height": 20}

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import image_files as files
 from server import images
 from server.errors import ClientError
 from server.images import decode, find_saved, save, sha256_hex
-from tests.support import image_files as files
 
 MIB = 1024 * 1024
 

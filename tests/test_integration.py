@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
+from harness import image_files
+from harness.client import exchange
+from harness.waiting import wait_for
 from server import masks
 from server.models.sam1 import SamModel
 from tests.conftest import ModelGate, processor_is_waiting, ws_url
-from tests.support import image_files
-from tests.support.client import exchange
-from tests.support.waiting import wait_for
 
 
 def box(x, y, width, height):

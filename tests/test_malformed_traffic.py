@@ -17,9 +17,9 @@ import struct
 import threading
 import time
 
+from harness.client import exchange
+from harness.waiting import wait_for
 from tests.conftest import ws_url
-from tests.support.client import exchange
-from tests.support.waiting import wait_for
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0

@@ -178,11 +178,11 @@ def test_wire_masks_refuses_a_count_mismatch():
 MEMORY_PROBE = """
 import json, resource, sys
 import numpy as np, torch
+from harness.tiny_sam import build_tiny_sam
 from server import masks
-from server.prompts import Prompt
 from server.models.sam1 import SamModel
+from server.prompts import Prompt
 from server.sam_model import ImageJob
-from tests.support.tiny_sam import build_tiny_sam
 
 def status_kb(field):
     for line in open("/proc/self/status"):

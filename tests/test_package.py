@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO, server_env
+from harness.processes import REPO, server_env
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ import pytest
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from harness.client import exchange
 from server import jobs
 from server.routes import PAGE, PAGE_DIR, PAGE_FILES
 from tests.conftest import ModelGate, ws_url
-from tests.support.client import exchange
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"  # gitignored; docs/page*.png are copied from here by hand

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import image_files
+from harness.client import exchange, session as open_session
+from harness.waiting import wait_for
 from server import jobs, masks
-from server.prompts import Point, Prompt
 from server.models.sam1 import SamModel
+from server.prompts import Point, Prompt
 from tests.conftest import ws_url
-from tests.support import image_files
-from tests.support.client import exchange, session as open_session
 from tests.support.mask_shapes import filled, iou, rasterised
-from tests.support.waiting import wait_for
 
 PNG = image_files.png_rgb(64, 48)
 SHA = hashlib.sha256(PNG).hexdigest()

@@ -13,12 +13,12 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from harness.client import exchange
+from harness.waiting import wait_for
 from server import logs
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, ws_url
-from tests.support.client import exchange
-from tests.support.waiting import wait_for
 
 BOX = {"x": 2, "y": 2, "width": 20, "height": 20}
 

@@ -10,9 +10,9 @@ import torch
 from segment_anything import SamPredictor
 
 from server import masks
-from server.prompts import Point, Prompt, decoder_calls
 from server.config import CHECKPOINT_URLS
 from server.models.sam1 import SamModel
+from server.prompts import Point, Prompt, decoder_calls
 from server.sam_model import (
     CheckpointError,
     DeviceError,
@@ -27,7 +27,7 @@ from server.sam_model import (
     resolve_precision,
     set_torch_threads,
 )
-from tests.support.processes import REPO
+from harness.processes import REPO
 from tests.support.sentences import assert_one_sentence
 
 

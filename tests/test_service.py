@@ -12,15 +12,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from harness.client import exchange
+from harness.ports import free_port
+from harness.processes import REPO, running, server_env
 from server import jobs
 from server.config import CHECKPOINT_URLS
 from server.main import production_model_loader
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
-from tests.support.client import exchange
-from tests.support.ports import free_port
-from tests.support.processes import REPO, running, server_env
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from harness.ports import free_port
+from harness.processes import REPO, server_env
 from server.config import CHECKPOINT_URLS
-from tests.support.ports import free_port
-from tests.support.processes import REPO, server_env
 from tests.support.sentences import assert_one_sentence
 
 

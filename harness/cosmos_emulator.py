@@ -1,4 +1,4 @@
-"""The Cosmos DB emulator process for tests: start, restart and stop by PID.
+"""The Cosmos DB emulator process for tests and benchmarks: start, restart and stop by PID.
 
 `tests/cosmos_emulator/launcher.js` runs `@vercel/cosmosdb-server` 1.0.1
 (installed by scripts/test with `npm ci`) on 127.0.0.1 over HTTPS. It keeps
@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
-from tests.support import processes
-from tests.support.ports import free_port
+from harness import processes
+from harness.ports import free_port
 
-FOLDER = Path(__file__).resolve().parent.parent / "cosmos_emulator"
+FOLDER = Path(__file__).resolve().parent.parent / "tests" / "cosmos_emulator"  # its node_modules: npm ci, by scripts/test
 # The emulator accepts any key; this is the public key of Microsoft's emulator.
 KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+
+
+def new_database_name() -> str:
+    """A database name of its own for one test or run, in the one emulator."""
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 class CosmosEmulator:

@@ -1,4 +1,4 @@
-"""A real WebSocket client for tests: send one request, collect every message."""
+"""A real WebSocket client for tests and benchmarks: send one request, collect every message."""
 
 from __future__ import annotations
 
