@@ -3,6 +3,10 @@
 `tests/cosmos_emulator/launcher.js` runs `@vercel/cosmosdb-server` 1.0.1
 (installed by scripts/test with `npm ci`) on 127.0.0.1 over HTTPS. It keeps
 everything in memory, so a restart is an empty database.
+
+Its standard input is a pipe from this process, which it reads until the end:
+when this process ends in any way (kill -9 included), the kernel closes the
+pipe and the emulator exits, so it never outlives the test run.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ class CosmosEmulator:
 
     def start(self) -> "CosmosEmulator":
         self.process = subprocess.Popen(
-            ["node", str(FOLDER / "launcher.js"), str(self.port)],
-            cwd=FOLDER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            ["node", str(FOLDER / "launcher.js"), str(self.port)], cwd=FOLDER,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         line = self.process.stdout.readline().strip()
         if line != f"ready {self.port}":
@@ -61,6 +65,7 @@ class CosmosEmulator:
         if self.process is None:
             return
         processes.stop(self.process, grace=0)
+        self.process.stdin.close()
         self.process.stdout.close()
         self.process = None
 

@@ -3,12 +3,19 @@ cannot show: item size, racing processors, faults of the database, and cost."""
 
 import http.client
 import json
+import os
 import random
+import signal
+import socket
 import string
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
+from harness import processes
 from harness.client import exchange
 from harness.cosmos_emulator import KEY, new_database_name
 from harness.waiting import wait_for
@@ -162,3 +169,38 @@ def test_the_service_survives_a_database_restart(cosmos_emulator, start_app, ima
     assert app.processor.is_alive()
     assert exchange(ws_url(app), request).types == ["queued", "status", "result"]
     assert [r["status"] for r in store.records()] == ["finished"]
+
+
+def emulator_alive(pid: int) -> bool:
+    """Whether the process `pid` runs (a zombie, dead but not yet reaped by init, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+# A test run in miniature: it starts the emulator as the session fixture does, says so, and waits to be killed.
+RUN_THAT_STARTS_THE_EMULATOR = """
+import time
+from harness.cosmos_emulator import CosmosEmulator
+emulator = CosmosEmulator().start()
+print(emulator.pid, emulator.port, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_emulator_dies_with_a_test_run_killed_with_sigkill():
+    with processes.running([sys.executable, "-c", RUN_THAT_STARTS_THE_EMULATOR], cwd=processes.REPO,
+                           env=processes.server_env(), stdout=subprocess.PIPE, text=True) as run:
+        pid, port = map(int, run.stdout.readline().split())
+        try:
+            assert emulator_alive(pid)
+            assert socket.create_connection(("127.0.0.1", port), timeout=5).close() is None  # it listens
+            run.kill()  # kill -9: no finalizer, no atexit, no fixture teardown runs
+            run.wait(10)
+            assert wait_for(lambda: not emulator_alive(pid), timeout=10), "the emulator outlived its killed test run"
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=5)
+        finally:
+            if emulator_alive(pid) and "launcher.js" in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(pid, signal.SIGKILL)
