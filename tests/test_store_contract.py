@@ -10,7 +10,10 @@ import threading
 import pytest
 
 from server import jobs
-from server.store import Conflict
+from harness.cosmos_emulator import KEY
+from harness.ports import free_port
+from server.store import Conflict, StoreUnavailable
+from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
 from tests.conftest import cosmos_store
 
@@ -21,7 +24,7 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["sqlite", "cosmos"])
+@pytest.fixture(params=["sqlite", pytest.param("cosmos", marks=pytest.mark.slow)])
 def store(request, tmp_path):
     if request.param == "sqlite":
         backend = SQLiteStore(tmp_path / "contract.sqlite3")
@@ -209,8 +212,28 @@ def test_a_sqlite_file_from_before_the_embedding_cache_gains_its_column(tmp_path
     assert store.get_output("new")["cachedEmbedding"] is True
 
 
+@pytest.fixture(params=["sqlite", "cosmos"])
+def unanswering_store(request, tmp_path):
+    """A store whose database does not answer: a SQLite store closed under its user, a Cosmos DB store
+    whose endpoint nothing listens on."""
+    if request.param == "sqlite":
+        backend = SQLiteStore(tmp_path / "closed.sqlite3")
+        backend.close()
+    else:
+        backend = CosmosStore(f"https://127.0.0.1:{free_port()}/", KEY, database="cap", queue_container="Queue",
+                              output_container="SAMOutput", verify_tls=False, timeout=1)
+    yield backend
+    backend.close()
+
+
 def test_check_passes_on_a_working_store(store):
-    store.check()
+    assert store.check() is None
+
+
+def test_check_raises_store_unavailable_when_the_database_does_not_answer(unanswering_store):
+    """/health reports the store from check(): one that never raises would keep /health green over a dead database."""
+    with pytest.raises(StoreUnavailable):
+        unanswering_store.check()
 
 
 def test_a_1_1_record_keeps_its_prompts_and_output_and_is_found_by_its_image(store):
