@@ -30,6 +30,7 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -502,6 +503,7 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
+@pytest.mark.slow  # about 20 s
 def test_fuzzed_messages_each_get_one_typed_answer(start_app, image_server):
     app = start_app(max_image_bytes=MAX_IMAGE_BYTES)  # one server for the whole run
     url = ws_url(app)

@@ -342,6 +342,7 @@ def test_an_image_dir_that_cannot_be_written_is_reported_not_hidden(start_app, t
     assert status == 503 and json.loads(body)["images"].startswith("error:")
 
 
+@pytest.mark.slow  # a real `python -m server` process
 @pytest.mark.parametrize("setting", ["IMAGE_DIR"])  # SQLITE_PATH: tests/test_startup_errors.py
 def test_an_unwritable_folder_stops_the_start_with_one_sentence(tmp_path, setting):
     checkpoint = tmp_path / "model.pth"

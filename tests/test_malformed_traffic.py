@@ -17,6 +17,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 from harness.client import exchange
 from harness.waiting import wait_for
 from tests.conftest import ws_url
@@ -261,6 +263,7 @@ def test_bad_frames_get_a_protocol_error_close_or_a_typed_error(start_app, image
 # --- (b) slow and stalled handshakes -------------------------------------------------------
 
 
+@pytest.mark.slow  # 10 s of stalls
 def test_a_slow_handshake_and_a_stalled_one_do_not_block_the_server(start_app, image_server):
     """One client drips its upgrade request a byte at a time, one sends half and stalls.
 

@@ -210,6 +210,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow  # about 40 s
 def test_64_boxes_on_a_flat_40_megapixel_image_stay_under_1_5_gb():
     """Masks (RLE and polygons) are made one at a time from the low-res logits: peak memory does not grow
     with boxes × pixels."""

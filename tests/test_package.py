@@ -10,6 +10,8 @@ import pytest
 
 from harness.processes import REPO, server_env
 
+pytestmark = pytest.mark.slow  # pip installs the package, then runs its commands
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:

@@ -14,6 +14,8 @@ from harness.replicas import Replica
 from harness.waiting import wait_for
 from server.store.sqlite import SQLiteStore
 
+pytestmark = pytest.mark.slow  # real server processes, killed
+
 TERMINAL = {"finished", "interrupted", "failed"}
 
 

@@ -355,6 +355,7 @@ def test_memory_counts_the_weights_and_one_cached_embedding(model, tiny_sam):
     assert model.preferred_batch_size == 1  # on the CPU
 
 
+@pytest.mark.slow  # a fresh interpreter imports sam2
 def test_sam2_and_hydra_are_imported_only_when_a_sam2_model_is_loaded():
     """`import sam2` initialises Hydra for the whole process: a SAM 1 server must not pay for it, or carry it."""
     code = (

@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from harness.client import exchange
 from harness.ports import free_port
 from harness.processes import REPO, running, server_env
@@ -21,6 +23,8 @@ from server.main import production_model_loader
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
+
+pytestmark = pytest.mark.slow  # real processes and a full-size checkpoint
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:

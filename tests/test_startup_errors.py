@@ -12,6 +12,8 @@ from harness.processes import REPO, server_env
 from server.config import CHECKPOINT_URLS
 from tests.support.sentences import assert_one_sentence
 
+pytestmark = pytest.mark.slow  # real `python -m server` processes
+
 
 def start_server(tmp_path, **settings) -> subprocess.CompletedProcess:
     defaults = dict(HOST="127.0.0.1", SQLITE_PATH=tmp_path / "cap.sqlite3", IMAGE_DIR=tmp_path / "images",

@@ -13,6 +13,8 @@ from harness.client import exchange
 from harness.processes import REPO, server_env
 from server.config import ENV_FILE_VARIABLE
 
+pytestmark = pytest.mark.slow  # real server processes
+
 HOSTILE = "PORT=9\nAPI_TOKEN=hostile-token\nSAM_MODEL_TYPE=vit_h\n"
 
 
