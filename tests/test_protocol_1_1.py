@@ -135,6 +135,26 @@ def test_mask_input_refines_an_earlier_mask_and_bad_references_are_refused(start
     assert wait_for(lambda: all_terminal(app))
 
 
+def test_the_logits_a_mask_input_names_reach_the_model(start_app, tiny_sam):
+    """A refined mask is the model's own answer for its prompt with the earlier mask's logits, which differs
+    from its answer without them: the server hands the logits it kept to the model."""
+    model = SamModel(tiny_sam, "tiny")
+    pixels = np.asarray(Image.open(io.BytesIO(PNG)).convert("RGB"))
+    earlier = model.segment(pixels, [Prompt(points=(Point(20, 15, 1),))], False)
+    expected = {}
+    for name, logits in (("with", earlier.mask_input(0)), ("without", None)):
+        alone = model.segment(pixels, [Prompt(points=(Point(20, 15, 1), Point(40, 30, 0)), mask_input=logits)], False)
+        expected[name] = masks.wire_masks(alone.low_res, alone.scores, alone.postprocess, [{}], False)[0]
+    assert expected["with"] != expected["without"], "the tiny model ignores a mask input: this test would prove nothing"
+    app = start_app()
+    with open_session(ws_url(app)) as session:
+        plain = session.ask({"image_url": DATA_URL, "prompts": [{"points": POINTS[:1]}]})
+        refined = session.ask({"image_sha256": SHA, "prompts": [{"points": POINTS, "mask_input": {"id": plain["id"], "index": 0}}]})
+    assert refined["type"] == "result", refined
+    assert refined["masks"][0]["score"] == expected["with"]["score"]
+    assert refined["masks"][0]["segmentation"] == expected["with"]["segmentation"]
+
+
 def test_polygons_cover_the_mask_and_polygons_alone_leave_out_the_rle(start_app):
     app = start_app()
     both = exchange(ws_url(app), {"image_url": DATA_URL, "prompts": [{"points": POINTS}], "output": ["rle", "polygons"]}).last
