@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import resource
 import socket
 import statistics
@@ -11,6 +9,7 @@ import time
 import urllib.request
 
 from bench.rig import Sitting, percentile, request, tiny_model_loader
+from harness.client import upgraded_socket
 from harness.memory import rss_bytes
 
 
@@ -30,22 +29,6 @@ def memory_growth(sitting: Sitting, requests: int) -> dict:
             "rss_after_last_mb": samples[requests] / 2**20, "ratio": samples[requests] / samples[50]}
 
 
-def upgrade(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        assert chunk, "closed during the handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head[:100]
-    return sock
-
-
 def ping_ms(port: int) -> float:
     started = time.perf_counter()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as response:
@@ -63,7 +46,7 @@ def idle_connections(sitting: Sitting, count: int) -> dict:
             ping_ms(app.port)
         before = rss_bytes()
         for _ in range(count):
-            held.append(upgrade(app.port))
+            held.append(upgraded_socket(app.port))
         time.sleep(1.0)
         pings = [ping_ms(app.port) for _ in range(200)]
         after = rss_bytes()

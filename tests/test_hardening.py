@@ -26,7 +26,7 @@ import pytest
 from websockets.sync.client import connect
 
 from harness import image_files
-from harness.client import exchange
+from harness.client import exchange, upgraded_socket
 from server import jobs, main, protocol, routes
 from server.clock import utcnow
 from server.errors import ClientError
@@ -246,18 +246,7 @@ def big_result_request() -> dict:
 
 def silent_reader(app, request: dict) -> socket.socket:
     """A raw WebSocket client that upgrades, sends the request, and never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", app.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
+    sock = upgraded_socket(app.port, receive_buffer=4096, timeout=None)
     payload = json.dumps(request).encode()
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
