@@ -38,9 +38,10 @@ def ask(ws, request):
 try:
     image_url = image_url_of(args.image)
     ws = connect(args.server, additional_headers={"Authorization": f"Bearer {args.token}"} if args.token else {})
-except InvalidStatus as refused:
-    sys.exit(f"The server refused the connection (HTTP {refused.response.status_code}): "
-             + ("check the token." if args.token else "it needs a token: pass --token or set API_TOKEN."))
+except InvalidStatus as refused:  # 401: no token, or a wrong one
+    code = refused.response.status_code
+    hint = "check the token" if args.token else "it needs a token: pass --token or set API_TOKEN"
+    sys.exit(f"The server refused the connection (HTTP {code}): {hint if code == 401 else 'is it a CAP server?'}.")
 except OSError as error:
     sys.exit(f"Cannot read {error.filename}: {error.strerror}." if error.filename else f"Cannot reach {args.server}: {error}.")
 with ws:

@@ -21,9 +21,10 @@ try:
             image_url = f"data:{mimetypes.guess_type(args.image)[0]};base64,{base64.b64encode(file.read()).decode()}"
     request = {"image_url": image_url, "boxes": [{"x": 10, "y": 20, "width": 200, "height": 150}]}
     ws = connect(args.server, additional_headers={"Authorization": f"Bearer {args.token}"} if args.token else {})
-except InvalidStatus as refused:  # 401: no token, or not this server's
-    sys.exit(f"The server refused the connection (HTTP {refused.response.status_code}): "
-             + ("check the token." if args.token else "it needs a token: pass --token or set API_TOKEN."))
+except InvalidStatus as refused:  # 401: no token, or a wrong one
+    code = refused.response.status_code
+    hint = "check the token" if args.token else "it needs a token: pass --token or set API_TOKEN"
+    sys.exit(f"The server refused the connection (HTTP {code}): {hint if code == 401 else 'is it a CAP server?'}.")
 except OSError as error:  # the file, or the server
     sys.exit(f"Cannot read {error.filename}: {error.strerror}." if error.filename else f"Cannot reach {args.server}: {error}.")
 with ws:
