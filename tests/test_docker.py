@@ -67,7 +67,7 @@ def test_every_path_the_dockerfile_copies_exists_and_reaches_the_build_context()
 @pytest.mark.parametrize(
     "path",
     ["data/cap.sqlite3", ".venv/bin/python", "server/sam_vit_h_4b8939.pth", "sam_vit_b_01ec64.pth",
-     "server/sam2.1_hiera_large.pt", "checkpoints/sam2.1_hiera_tiny.pt",
+     "server/sam2.1_hiera_large.pt", "sam2.1_hiera_tiny.pt",
      "server/__pycache__/main.cpython-311.pyc", ".pytest_cache/v/x", ".env", "cap-image.tar", ".git/HEAD"],
 )
 def test_dockerignore_keeps_out_data_environments_checkpoints_caches_and_secrets(path):
