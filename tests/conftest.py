@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(items):
 
 
 # Tests never read the user's `.env`: not here, and not in any process started
-# from here, which inherits this (tests/support/processes.server_env sets it too).
+# from here, which inherits this (harness/processes.server_env sets it too).
 os.environ[ENV_FILE_VARIABLE] = ""
 
 
@@ -70,7 +70,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def start_replica():
-    """`start_replica(folder, **settings)`: a real `python -m server` (see tests/support/replicas.py),
+    """`start_replica(folder, **settings)`: a real `python -m server` (see harness/replicas.py),
     stopped with its process group when the test ends, whether it passed or not."""
     with contextlib.ExitStack() as started:
         yield lambda folder, **settings: started.enter_context(Replica(folder, **settings))
