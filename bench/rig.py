@@ -24,7 +24,8 @@ from harness.http_server import ImageHTTPServer
 from harness.tiny_sam import build_tiny_sam
 from server import images
 from server.config import Settings
-from server.main import App, production_model_loader
+from server.main import App
+from server.models.loading import production_model_loader
 from server.models.sam1 import SamModel, load_sam
 from server.store.sqlite import SQLiteStore
 

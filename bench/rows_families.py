@@ -12,10 +12,13 @@ from segment_anything import SamPredictor, sam_model_registry
 
 from bench.rig import BOX, Sitting, request, timed_ms, xyxy
 from server import masks
-from server.config import SAM1_TYPES, checkpoint_name
+from server.models.caching_model import CachingModel
+from server.models.device import Precision
+from server.models.embedding_cache import Embedding
+from server.models.loading import load_model
+from server.models.registry import SAM1, checkpoint_name, model_type as row_of
 from server.models.sam1 import SamModel
 from server.prompts import Point, Prompt
-from server.sam_model import CachingModel, Embedding, Precision, load_model
 
 FAMILY_TYPES = {
     "quick": ("vit_b", "sam2.1_hiera_t"),
@@ -28,7 +31,7 @@ def random_checkpoint(folder: Path, model_type: str) -> Path:
     """`model_type` with random weights, saved in Meta's layout under Meta's file name."""
     torch.manual_seed(0)
     path = folder / checkpoint_name(model_type)
-    if model_type in SAM1_TYPES:
+    if row_of(model_type).family == SAM1:
         torch.save(sam_model_registry[model_type]().state_dict(), path)
     else:
         from server.models.sam2 import build

@@ -39,7 +39,7 @@ def ping_ms(port: int) -> float:
 def idle_connections(sitting: Sitting, count: int) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * count + 256)), hard))
-    app = sitting.start_app(request_timeout=600, max_connections=count + 64)
+    app = sitting.start_app(request_timeout=600, max_connections=count + 64, max_connections_per_client=0)
     held: list[socket.socket] = []
     try:
         for _ in range(20):

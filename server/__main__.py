@@ -7,30 +7,47 @@ import argparse
 import sys
 
 from server import program_name
-from server.config import CHECKPOINT_URLS, SAM2_TYPES, Settings, SettingsError, checkpoint_name
+from server.config import Settings, SettingsError
+from server.models.checkpoint_file import download_command
+from server.models.registry import MODEL_TYPES, checkpoint_name, model_type as row_of
+
+# How long past JOB_TIMEOUT the audit gives the sweep, which looks every 30 s at most.
+AUDIT_GRACE_SECONDS = 60.0
 
 
 def audit(settings: Settings) -> int:
-    """Print every record whose timestamps break the order invariant; 1 if any."""
+    """Print every record whose timestamps break the order invariant, or that is past its time; 1 if any.
+
+    A record not terminal JOB_TIMEOUT + AUDIT_GRACE_SECONDS after its
+    `createdAt` is one no server's sweep ended (none runs on the store, or
+    its sweep is stuck): a server started alone on the store interrupts it.
+    """
     from server import jobs
+    from server.clock import utcnow
     from server.store import open_store
 
     store = open_store(settings)
-    total = broken = 0
+    now = utcnow()
+    horizon = settings.job_timeout + AUDIT_GRACE_SECONDS
+    total = broken = late = 0
     for record in store.records():
         total += 1
         problems = jobs.order_violations(record)
+        broken += bool(problems)
+        past_time = jobs.overdue(record, now=now, horizon_seconds=horizon)
+        if past_time:
+            late += 1
+            problems.append(f"{past_time} (JOB_TIMEOUT={settings.job_timeout:.0f} s): no server ended it")
         if problems:
-            broken += 1
             print(f"{record['id']} status={record.get('status')}: {'; '.join(problems)}")
     store.close()
-    print(f"audited {total} records: {broken} break the order invariant")
-    return 1 if broken else 0
+    print(f"audited {total} records: {broken} break the order invariant, {late} are not terminal past their time")
+    return 1 if broken or late else 0
 
 
 def download_checkpoint(settings: Settings, model_type: str | None, url: str | None) -> int:
     """Download the official checkpoint of SAM_MODEL_TYPE to SAM_CHECKPOINT; 1 if that fails."""
-    from server.checkpoints import DownloadError, download_checkpoint
+    from server.checkpoints import DownloadError, Unreachable, download_checkpoint
 
     model_type = model_type or settings.sam_model_type
     if model_type != settings.sam_model_type:
@@ -42,12 +59,21 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
             file=sys.stderr,
         )
         return 2
-    url = url or CHECKPOINT_URLS[model_type]
+    row = row_of(model_type)
+    url = url or row.url
     print(f"Downloading {url} to {settings.sam_checkpoint}", file=sys.stderr)
     try:
         # SAM 1's file names carry a hash prefix; SAM 2.1's do not, so those files are verified by loading them.
-        verify = (lambda path: _loads_as(model_type, path)) if model_type in SAM2_TYPES else None
+        verify = None if row.sha256_prefix else (lambda path: _loads_as(model_type, path))
         download_checkpoint(url, settings.sam_checkpoint, verify=verify)
+    except Unreachable as exc:
+        print(
+            f"cap: {exc}, so nothing was written: download {row.url} where there is internet access and copy it to "
+            f"{settings.sam_checkpoint.resolve()}, or run `{download_command()} --url URL` with a mirror's copy of "
+            f"{row.checkpoint_name}.",
+            file=sys.stderr,
+        )
+        return 1
     except DownloadError as exc:
         print(f"cap: {exc}", file=sys.stderr)
         return 1
@@ -63,7 +89,8 @@ def download_checkpoint(settings: Settings, model_type: str | None, url: str | N
 
 def _loads_as(model_type: str, path) -> None:
     """Raise unless `path` loads strictly as `model_type` (SAM 2.1's files carry no hash to check)."""
-    from server.sam_model import CheckpointError, load_model
+    from server.models.checkpoint_file import CheckpointError
+    from server.models.loading import load_model
 
     try:
         load_model(model_type, path, "cpu", "fp32")
@@ -77,11 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", title="commands (default: serve)")
     commands.add_parser("serve", help="run the service")
-    commands.add_parser("audit", help="list records that break the order invariant; exit 1 if any")
+    commands.add_parser(
+        "audit", help="list records that break the order invariant or are not terminal past their time; exit 1 if any"
+    )
     download = commands.add_parser(
         "download-checkpoint", help="download the official SAM checkpoint to SAM_CHECKPOINT, verified"
     )
-    download.add_argument("model_type", nargs="?", choices=list(CHECKPOINT_URLS), help="default: SAM_MODEL_TYPE")
+    download.add_argument("model_type", nargs="?", choices=list(MODEL_TYPES), help="default: SAM_MODEL_TYPE")
     download.add_argument(
         "--url", help="download from this mirror instead; a SAM 1 file name must carry the SHA-256 prefix"
     )

@@ -1,4 +1,4 @@
-"""The server-wide budget for decoded pixels (PIXEL_BUDGET_MB).
+"""The server-wide memory budget (PIXEL_BUDGET_MB): decoded pixels, and results on their way out.
 
 A small compressed image can decode to tens of megapixels: a 132 kB PNG is
 40 Mpx, 120 MB as RGB and several times that while Pillow decodes it. Each
@@ -7,11 +7,17 @@ keeps a smaller reservation while its pixels wait for the processor, and
 gives it back once the encoder has run (or the request ended). A request
 that finds the budget spent is refused with `queue_full`, rather than the
 process running out of memory.
+
+Results draw on the same budget (server/output_budget.py): the processor's
+reservation grows with each mask it makes, and a connection reserves its
+result's share before reading it from the store, waiting for other
+reservations to be given back rather than refusing a result already made.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 from server.errors import ClientError
 
@@ -28,34 +34,52 @@ class PixelBudget:
         self.limit = limit_bytes
         self._used = 0
         self._lock = threading.Lock()
+        self._given_back = threading.Condition(self._lock)
 
     @property
     def used(self) -> int:
         return self._used
 
-    def reserve(self, nbytes: int, *, force: bool = False) -> "Reservation":
-        """Take `nbytes`, or refuse with `queue_full`; `force` never refuses (the processor's own reads)."""
-        with self._lock:
-            if not force and self._used + nbytes > self.limit:
-                raise ClientError(
-                    "queue_full",
-                    f"The server is holding as many decoded images as its memory budget allows "
-                    f"(PIXEL_BUDGET_MB={self.limit // 2**20}); try again shortly.",
-                )
-            self._used += nbytes
+    def reserve(self, nbytes: int, *, force: bool = False, wait: float = 0.0) -> "Reservation":
+        """Take `nbytes`, or refuse with `queue_full`.
+
+        `force` never refuses (the processor's own work); `wait` is how many
+        seconds to wait for other reservations to give bytes back before refusing.
+        """
+        self._take(nbytes, force=force, wait=wait)
         return Reservation(self, nbytes)
+
+    def _take(self, nbytes: int, *, force: bool, wait: float = 0.0) -> None:
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while not force and self._used + nbytes > self.limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ClientError(
+                        "queue_full",
+                        f"The server is holding as many decoded images and results as its memory budget "
+                        f"allows (PIXEL_BUDGET_MB={self.limit // 2**20}); try again shortly.",
+                    )
+                self._given_back.wait(remaining)
+            self._used += nbytes
 
     def _give_back(self, nbytes: int) -> None:
         with self._lock:
             self._used -= nbytes
+            self._given_back.notify_all()
 
 
 class Reservation:
-    """Bytes held from a `PixelBudget`; `shrink` and `release` give them back (release is idempotent)."""
+    """Bytes held from a `PixelBudget`; `shrink` and `release` give them back (idempotent; a `with` releases)."""
 
     def __init__(self, budget: PixelBudget, nbytes: int):
         self._budget = budget
         self.nbytes = nbytes
+
+    def grow(self, nbytes: int) -> None:
+        """Hold `nbytes` more, never refused: for memory the processor is already spending."""
+        self._budget._take(nbytes, force=True)
+        self.nbytes += nbytes
 
     def shrink(self, nbytes: int) -> None:
         if nbytes < self.nbytes:
@@ -64,3 +88,9 @@ class Reservation:
 
     def release(self) -> None:
         self.shrink(0)
+
+    def __enter__(self) -> "Reservation":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

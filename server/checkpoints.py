@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -23,18 +23,23 @@ from urllib.parse import urlsplit
 
 import requests
 
+from server.models.registry import hash_prefix
+
 CHUNK_BYTES = 1024 * 1024
-HASH_PREFIX = re.compile(r"_([0-9a-f]{6,64})\.pth$")
 
 
 class DownloadError(Exception):
     """The checkpoint could not be downloaded whole and verified; the message says what to do."""
 
 
+class Unreachable(DownloadError):
+    """Not one byte came: no network, a name that does not resolve, a refused or silent host. The message
+    says which; what to do instead (a mirror, or copying the file in) is the caller's to say."""
+
+
 def expected_prefix(url: str) -> str | None:
     """The SHA-256 prefix in the URL's file name; None if it carries none."""
-    match = HASH_PREFIX.search(Path(urlsplit(url).path).name)
-    return match.group(1) if match else None
+    return hash_prefix(Path(urlsplit(url).path).name)
 
 
 def sha256_of(path: Path) -> str:
@@ -115,12 +120,28 @@ def _stream(url: str, file: IO[bytes], progress: IO[str], timeout: float) -> str
                 received += len(chunk)
                 _show(progress, received, total)
     except requests.RequestException as exc:
+        if received == 0 and isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            raise Unreachable(f"Cannot reach {urlsplit(url).hostname} for {url} ({_unreachable(exc, timeout)})") from None
         raise DownloadError(f"The download from {url} failed after {received} bytes ({exc}); nothing was written. Try again.") from None
     finally:
         print(file=progress)
     if total and received != total:
         raise DownloadError(f"The download from {url} stopped at {received} of {total} bytes; nothing was written. Try again.")
     return digest.hexdigest()
+
+
+def _unreachable(exc: requests.RequestException, timeout: float) -> str:
+    """Why no connection was made, in a few words rather than urllib3's nested exceptions."""
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g} s"
+    cause: BaseException | None = exc
+    while isinstance(cause, requests.RequestException) or (cause is not None and not isinstance(cause, OSError)):
+        cause = cause.__cause__ or cause.__context__  # requests' error, urllib3's, then the socket's
+    if isinstance(cause, socket.gaierror):
+        return "the name does not resolve: no network, or no DNS"
+    if isinstance(cause, ConnectionRefusedError):
+        return "the connection was refused"
+    return cause.strerror if isinstance(cause, OSError) and cause.strerror else "no connection"
 
 
 def _show(progress: IO[str], received: int, total: int) -> None:

@@ -16,24 +16,16 @@ from typing import Mapping
 
 from dotenv import dotenv_values
 
-# Every SAM_MODEL_TYPE, with Meta's checkpoint: SAM 1 first, then SAM 2.1.
-CHECKPOINT_URLS = {
-    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-    "sam2.1_hiera_t": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
-    "sam2.1_hiera_s": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_small.pt",
-    "sam2.1_hiera_b+": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",
-    "sam2.1_hiera_l": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_large.pt",
-}
-SAM1_TYPES = ("vit_h", "vit_l", "vit_b")
-SAM2_TYPES = ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l")
+from server import working_in_clone
+from server.models.registry import MODEL_TYPES, checkpoint_name
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def checkpoint_name(model_type: str) -> str:
-    """The official checkpoint's file name for `model_type`, e.g. sam_vit_b_01ec64.pth."""
-    return CHECKPOINT_URLS[model_type].rsplit("/", 1)[1]
+def default_checkpoint(model_type: str) -> Path:
+    """SAM_CHECKPOINT when unset: the official file name, in server/ in a clone (where the README puts it),
+    else in checkpoints/ of the working folder (an installed `cap` runs from any folder)."""
+    return Path("server" if working_in_clone() else "checkpoints") / checkpoint_name(model_type)
 
 
 # The variable that names the dotenv file to read; unset means `.env` in the
@@ -96,11 +88,13 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     max_queue: int = 256
     max_connections: int = 1024
+    max_connections_per_client: int = 64
     request_timeout: float = 10.0
     job_timeout: float = 600.0
     poll_interval: float = 1.0
     max_attempts: int = 3
     lease_seconds: float = 120.0
+    waiter_lease_seconds: float = 30.0
     embedding_cache_size: int = 8
     batch_size: int = 0
     torch_threads: int = 0
@@ -110,6 +104,9 @@ class Settings:
     mask_cache_size: int = 64
     session_idle_seconds: float = 300.0
     pixel_budget_mb: int = 2048
+    max_mask_pixels: int = 200_000_000
+    max_result_bytes: int = 16 * 1024 * 1024
+    max_polygon_vertices: int = 1_000_000
     api_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
@@ -147,21 +144,21 @@ class Settings:
                     fields[field.name] = kind(raw)
             except ValueError as exc:
                 raise SettingsError(f"{name}={raw!r} is not valid: set it to {_EXPECTED.get(kind, kind.__name__)}.") from None
-        if "SAM_CHECKPOINT" not in values and fields.get("sam_model_type") in CHECKPOINT_URLS:
-            # The default file follows the model type: server/ and its official file name.
-            fields["sam_checkpoint"] = Path("server") / checkpoint_name(fields["sam_model_type"])
+        model_type = fields.get("sam_model_type", cls.sam_model_type)
+        if "SAM_CHECKPOINT" not in values and model_type in MODEL_TYPES:
+            fields["sam_checkpoint"] = default_checkpoint(model_type)
         settings = cls(**fields)
         settings.check()
         return settings
 
     def check(self) -> None:
         """Refuse values that are well-formed but make no sense."""
-        if self.sam_model_type not in CHECKPOINT_URLS:
+        if self.sam_model_type not in MODEL_TYPES:
             raise SettingsError(
                 f"SAM_MODEL_TYPE={self.sam_model_type!r} is not a model type: set it to one of "
-                f"{', '.join(CHECKPOINT_URLS)}."
+                f"{', '.join(MODEL_TYPES)}."
             )
-        for model_type in CHECKPOINT_URLS:
+        for model_type in MODEL_TYPES:
             if self.sam_checkpoint.name == checkpoint_name(model_type) and model_type != self.sam_model_type:
                 mine = checkpoint_name(self.sam_model_type)
                 raise SettingsError(
@@ -179,12 +176,16 @@ class Settings:
             "max_image_bytes", "max_image_pixels", "download_timeout", "max_boxes",
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
             "job_timeout", "poll_interval", "max_attempts", "lease_seconds", "cosmos_timeout",
-            "send_timeout", "pixel_budget_mb", "max_points", "session_idle_seconds",
+            "send_timeout", "pixel_budget_mb", "max_points", "session_idle_seconds", "waiter_lease_seconds",
+            "max_mask_pixels", "max_result_bytes", "max_polygon_vertices",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be greater than 0.")
-        for name in ("embedding_cache_size", "batch_size", "torch_threads", "mask_cache_size"):
+        at_least_zero = (
+            "embedding_cache_size", "batch_size", "torch_threads", "mask_cache_size", "max_connections_per_client",
+        )
+        for name in at_least_zero:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be 0 or more.")
         if not 0 <= self.port <= 65535:

@@ -1,17 +1,18 @@
-"""One WebSocket connection's conversation, in its own thread: one request, or a session of many.
+"""One WebSocket connection's conversation, in its own thread: the I/O loop around `SessionRules`.
 
 Each request: receive ▸ validate ▸ read the image (download, data: URL, or
 one the server has by its hash) ▸ insert a Queue record ▸ `queued` ▸ wait for
-the record to move (`status`) ▸ send the `result` ▸ mark it finished. Without
-`keep_open` the connection then closes 1000, as in protocol 1.
+the record to move (`status`) ▸ send the `result` ▸ mark it finished.
 
-With `keep_open: true` the connection is a session (docs/protocol.md,
-"Sessions"): it waits for the next request, until the client closes, a
-request without `keep_open` is answered, SESSION_IDLE_SECONDS pass with no
-request (close 1000, reason `idle`), or a connection-level error. A request
-that arrives while the previous one still waits supersedes it: the earlier
-one is answered `superseded` and its record interrupted. In a session, an
-error that concerns one request answers that request only.
+What the conversation may do next (serve, supersede, answer an error, close
+with a code, go idle) is decided by `server.session_rules`, which holds every
+rule of docs/protocol.md "Sessions" and touches no socket. This module feeds
+it events (a message, an answer, a refusal, the clock) and carries out its
+actions on the socket, the store and the intake.
+
+Waiting blocks on the connection's bell (server/wakeups.py), never polls.
+While a record waits, its waiter's lease (`waiterLeaseUntil`) is renewed, so
+that any replica's processor can tell that someone still waits.
 
 Every way out is typed: a `ClientError` becomes an `error` message and its
 close code; a client that leaves, or any other exit, leaves its records
@@ -21,57 +22,53 @@ client that stops reading cannot hold its thread.
 
 from __future__ import annotations
 
+import collections
 import logging
-import threading
 import time
 import uuid
-from typing import Any
 
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import ServerConnection
 
-from server import image_source, jobs, protocol
+from server import answers, image_source, jobs, output_budget, protocol
 from server.clock import utcnow
 from server.deadlines import socket_deadline
-from server.errors import CLOSE_CODES, ClientError
+from server.errors import ClientError
 from server.intake import Intake
+from server.session_rules import Action, Answer, Close, Limits, Serve, SessionRules, Supersede
 from server.store import Record, StoreUnavailable
+from server.waiter_lease import WaiterLease
+from server.wakeups import RingingConnection
 
 log = logging.getLogger(__name__)
-
-# How often a waiting connection looks at its socket to notice a client that
-# left, or sent another message. Results wake it at once, whatever this is.
-SOCKET_CHECK_SECONDS = 0.2
-# In a session, a newer request supersedes the waiting one: it must be seen
-# well within a click's decoder time (tens of ms), so the socket is looked at
-# this often while a request waits.
-SESSION_SOCKET_CHECK_SECONDS = 0.005
-# Errors that end a session too: the connection cannot go on.
-CONNECTION_ERRORS = frozenset({"message_too_large", "shutting_down", "internal_error"})
 
 
 class ClientGone(Exception):
     """The client closed the connection, or stopped reading for longer than SEND_TIMEOUT."""
 
 
-class Superseded(Exception):
-    """A newer request arrived on the session while this one waited."""
-
-    def __init__(self, message: str | bytes):
-        super().__init__("superseded")
-        self.message = message
-
-
 class Conversation:
-    def __init__(self, ws: ServerConnection, intake: Intake):
+    def __init__(self, ws: RingingConnection, intake: Intake, scope: str | None = None):
         self.ws = ws
         self.intake = intake
-        self.settings = intake.settings
+        self.scope = scope  # the API token's (server/tokens.py): the hashes and result ids this client may use
+        self.settings = settings = intake.settings
         self.store = intake.store
-        self.session = False  # the first request with keep_open: true makes it one
+        self.rules = SessionRules(
+            Limits(
+                request_timeout=settings.request_timeout,
+                session_idle_seconds=settings.session_idle_seconds,
+                max_message_bytes=settings.max_message_bytes,
+                max_image_bytes=settings.max_image_bytes,
+                max_boxes=settings.max_boxes,
+                max_points=settings.max_points,
+            ),
+            time.monotonic(),
+        )
+        self.counted_session = False
         # The request being answered: its record (once stored), client_ref and timings.
         self.job_id: str | None = None
         self.client_ref: str | None = None
+        self.finished = False  # its result was sent and its record marked finished
         self.v1 = True  # a protocol 1 request: its result has no image.sha256
         self.started = time.perf_counter()
         self.download_ms = 0.0
@@ -81,67 +78,80 @@ class Conversation:
     def run(self) -> None:
         try:
             self._converse()
-        except ClientError as exc:
-            self._send_error(exc.code, exc.message)
         except ClientGone:
             self.outcome = "client_gone"
         except StoreUnavailable as exc:
             log.error("job %s: store unavailable: %s", self.job_id, exc)
-            self._send_error("store_unavailable", "The database is unavailable right now; try again shortly.")
+            self._end_badly(ClientError("store_unavailable", "The database is unavailable right now; try again shortly."))
         except Exception:
             log.exception("job %s: unexpected error", self.job_id)
-            self._send_error("internal_error", "The server hit an unexpected error; it has been logged.")
+            self._end_badly(ClientError("internal_error", "The server hit an unexpected error; it has been logged."))
         finally:
             self._end_request()
+            if self.counted_session:
+                self.intake.session_ended()
 
-    # --- the conversation ----------------------------------------------------------
+    # --- the loop: events into the rules, their actions carried out ---------------------
 
     def _converse(self) -> None:
-        message = self._receive(self.settings.request_timeout, first=True)
-        while message is not None:
-            next_message, keep_going = self._answer(message)
-            if next_message is not None:
-                message = next_message  # it superseded the request just answered
+        while not self.rules.closed:
+            try:
+                self.intake.refuse_if_draining()
+            except ClientError as exc:
+                self._carry_out(self.rules.refused(exc))
                 continue
-            if not keep_going:
-                self._close(1000)
-                return
-            message = self._receive(self.settings.session_idle_seconds, first=False)
+            message = self._poll_socket()
+            if message is not None:
+                self._carry_out(self._on_message(message))
+                continue
+            deadline = self.rules.deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                self._carry_out(self.rules.tick(time.monotonic()))
+            elif deadline is not None:
+                self.ws.bell.wait(deadline - time.monotonic())
 
-    def _answer(self, message: str | bytes) -> tuple[str | bytes | None, bool]:
-        """Answer one request; (a newer request that superseded it, or None; whether the session goes on)."""
+    def _on_message(self, message: str | bytes) -> list[Action]:
         self.started = time.perf_counter()
-        self.summary = {}
-        body: Any = None
-        try:
-            body = protocol.load_message(
-                message, max_message_bytes=self.settings.max_message_bytes, max_image_bytes=self.settings.max_image_bytes
-            )
-            self.client_ref = protocol.client_ref_of(body)
-            self.session = self.session or protocol.keep_open_of(body)
-            request = protocol.parse_body(body, max_boxes=self.settings.max_boxes, max_points=self.settings.max_points)
-            self._serve(request)
-        except Superseded as newer:
-            self._answer_error("superseded", "A newer request on this session replaced this one.")
-            self._end_request()
-            return newer.message, True
-        except ClientError as exc:
-            if not self.session or exc.code in CONNECTION_ERRORS:
-                raise  # run() answers, closes, and ends the request
-            self._answer_error(exc.code, exc.message)
-        self._end_request()
-        # In a session, an unreadable request (no valid keep_open) leaves it open; false or missing closes it.
-        readable = isinstance(body, dict) and isinstance(body.get("keep_open", False), bool)
-        return None, self.session and (protocol.keep_open_of(body) or not readable)
+        actions = self.rules.message(message, time.monotonic())
+        if self.rules.session and not self.counted_session:
+            self.counted_session = True
+            self.intake.session_began()
+        return actions
 
-    def _serve(self, request: protocol.Request) -> None:
+    def _carry_out(self, actions: list[Action]) -> None:
+        """Do what the rules say; serving a request yields the rules' next actions, done in turn."""
+        pending = collections.deque(actions)
+        while pending:
+            action = pending.popleft()
+            if isinstance(action, Serve):
+                pending.extend(self._serve(action.request))
+            elif isinstance(action, Supersede):
+                self._answer("superseded", "A newer request on this session replaced this one.", action.client_ref)
+            elif isinstance(action, Answer):
+                self._answer(action.code, action.message, action.client_ref)
+            elif isinstance(action, Close):
+                self._close(action.code, action.reason)
+
+    def _serve(self, request: protocol.Request) -> list[Action]:
+        """Admit the request and wait for its answer; what the rules say next."""
         self.v1 = request.is_v1
-        self.intake.queue_position()  # refuse early, before reading any image
-        position, wake_me = self._admit(request)
-        self._send(protocol.queued_message(self.job_id, position, self.client_ref))
-        self._wait_and_deliver(wake_me)
+        self.client_ref = request.client_ref
+        try:
+            self.intake.queue_position()  # refuse early, before reading any image
+            position = self._admit(request)
+        except ClientError as exc:
+            return self.rules.refused(exc)
+        self._send(answers.queued_message(self.job_id, position, self.client_ref))
+        try:
+            newer = self._wait_and_deliver()
+        except ClientError as exc:
+            return self.rules.failed(exc, time.monotonic())
+        if newer is not None:
+            return self._on_message(newer)
+        self._end_request()
+        return self.rules.answered(time.monotonic())
 
-    def _admit(self, request: protocol.Request) -> tuple[int, threading.Event]:
+    def _admit(self, request: protocol.Request) -> int:
         """Read the image, keep its file, insert the record and hand the pixels over."""
         settings = self.settings
         started = time.perf_counter()
@@ -149,14 +159,18 @@ class Conversation:
             source = image_source.from_url(request.image_url, settings, self.intake.budget)
         else:
             source = image_source.by_hash(
-                request.image_sha256, settings, self.store, self.intake.budget, self.intake.embedding_cached
+                request.image_sha256, settings, self.store, self.intake.budget, self.intake.embedding_cached, self.scope
             )
         self.download_ms = (time.perf_counter() - started) * 1000
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)
+            output_budget.check_work(
+                len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
+            )
             for index, prompt in enumerate(prompts):
                 if prompt.mask_input is not None:
-                    self.intake.mask_cache.check(f"prompts[{index}]", prompt.mask_input.to_dict(), source.sha256)
+                    ref = prompt.mask_input.to_dict()
+                    self.intake.mask_cache.check(f"prompts[{index}]", ref, source.sha256, scope=self.scope)
             self.summary = {"prompts": len(prompts), "image": f"{source.width}x{source.height}"}
             job_id = str(uuid.uuid4())
             record = jobs.new_record(
@@ -171,10 +185,12 @@ class Conversation:
                 prompts=None if request.boxes_form else [prompt.to_dict() for prompt in prompts],
                 output=list(request.output),
                 preferred_server=self.intake.server_id if source.pixels is None else None,
+                scope=self.scope,
+                waiter_lease_seconds=settings.waiter_lease_seconds,
             )
             saved = source.keep(settings.image_dir, job_id)
             try:
-                admitted = self.intake.admit(record, source.pixels, source.reservation)
+                position = self.intake.admit(record, source.pixels, source.reservation, self.ws.bell)
             except BaseException:
                 if saved is not None:
                     saved.unlink(missing_ok=True)
@@ -183,76 +199,51 @@ class Conversation:
             source.release()
             raise
         self.job_id = job_id  # from here on, _end_request() ends the record whatever happens
-        return admitted
+        return position
 
     # --- receiving -------------------------------------------------------------------
 
-    def _receive(self, timeout: float, *, first: bool) -> str | bytes | None:
-        """The next message within `timeout`, unless the server starts draining.
-
-        Before the first request, silence is `invalid_request` (protocol 1);
-        in a session, it closes the session (1000, `idle`): None.
-        """
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            self.intake.refuse_if_draining()
-            try:
-                return self.ws.recv(timeout=min(remaining, SOCKET_CHECK_SECONDS))
-            except TimeoutError:
-                continue
-            except ConnectionClosed:
-                raise ClientGone() from None
-        if first:
-            raise ClientError("invalid_request", f"No request arrived within {self.settings.request_timeout:g} s.")
-        self._close(1000, "idle")
-        return None
+    def _poll_socket(self) -> str | bytes | None:
+        """The client's next message if one has arrived, else None, at once."""
+        try:
+            return self.ws.recv(timeout=0)
+        except TimeoutError:
+            return None
+        except ConnectionClosed:
+            raise ClientGone() from None
 
     # --- waiting and delivering --------------------------------------------------------
 
-    def _wait_and_deliver(self, wake_me: threading.Event) -> None:
+    def _wait_and_deliver(self) -> str | bytes | None:
+        """Deliver the record's result; or the client's newer message, which came first."""
         assert self.job_id is not None
         told_processing = False
+        lease = WaiterLease(self.store, self.job_id, self.settings.waiter_lease_seconds)
         while True:
             record = self.store.get(self.job_id)
             if record is None:
                 raise RuntimeError(f"record {self.job_id} vanished from the store")
             status = record["status"]
             if record["processing"] is not None and not told_processing:  # claimed, even if it ended since
-                self._send(protocol.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
+                self._send(answers.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
                 told_processing = True
             if status == jobs.PROCESSED:
-                self._deliver(record)
-                return
+                with output_budget.reserve_delivery(self.intake.budget, record, wait=self.settings.send_timeout):
+                    self._deliver(record)
+                return None
             if status == jobs.FAILED:
                 raise ClientError(record["error"]["code"], record["error"]["message"])
             if status == jobs.INTERRUPTED:
                 raise ClientError(
                     "job_timeout",
-                    f"The server gave up on this request after JOB_TIMEOUT "
-                    f"({self.settings.job_timeout:g} s).",
+                    f"The server gave up on this request after JOB_TIMEOUT ({self.settings.job_timeout:g} s).",
                 )
-            self._wait(wake_me)
-
-    def _wait(self, wake_me: threading.Event) -> None:
-        """Sleep until the processor wakes us or POLL_INTERVAL passes; watch the socket meanwhile."""
-        deadline = time.monotonic() + self.settings.poll_interval
-        check = SESSION_SOCKET_CHECK_SECONDS if self.session else SOCKET_CHECK_SECONDS
-        while (remaining := deadline - time.monotonic()) > 0:
+            lease.renew_if_due()
+            self.ws.bell.wait(min(self.settings.poll_interval, lease.seconds_to_renewal()))
             self.intake.refuse_if_stopping()
-            if wake_me.wait(min(remaining, check)):
-                wake_me.clear()
-                return
-            try:
-                message = self.ws.recv(timeout=0)
-            except TimeoutError:
-                continue  # still connected, nothing sent: keep waiting
-            except ConnectionClosed:
-                raise ClientGone() from None
-            if self.session:
-                raise Superseded(message)
-            raise ClientError(
-                "invalid_request", "Send exactly one request per connection, or open a session with keep_open."
-            )
+            message = self._poll_socket()
+            if message is not None:
+                return message
 
     def _deliver(self, record: Record) -> None:
         assert self.job_id is not None
@@ -268,7 +259,7 @@ class Conversation:
         }
         cached = output.get("cachedEmbedding", False)
         self._send(
-            protocol.result_message(
+            answers.result_message(
                 self.job_id,
                 width=record["width"],
                 height=record["height"],
@@ -282,6 +273,7 @@ class Conversation:
         finished = self.store.update(self.job_id, lambda r: jobs.mark_finished(r, now=utcnow()), current=record)
         if finished is None:
             log.warning("job %s: result sent, but the record was no longer processed", self.job_id)
+        self.finished = True
         self.outcome = "finished"
         self.summary.update(timings, cached_embedding=cached)
         self.intake.metrics.result_sent(timings, cached)
@@ -298,16 +290,18 @@ class Conversation:
         if deadline.expired:
             raise ClientGone()
 
-    def _answer_error(self, code: str, message: str) -> None:
-        """An error that answers one request of a session; the session goes on."""
+    def _answer(self, code: str, message: str, client_ref: str | None) -> None:
+        """An error answering the current request (or the connection, before any); the request ends."""
         self.outcome = code
-        self._send(protocol.error_message(self.job_id, code, message, self.client_ref))
-
-    def _send_error(self, code: str, message: str) -> None:
-        """An error that ends the connection: the message, then its close code."""
         try:
-            self._answer_error(code, message)
-            self._close(CLOSE_CODES[code], code)
+            self._send(answers.error_message(self.job_id, code, message, client_ref))
+        finally:
+            self._end_request()
+
+    def _end_badly(self, error: ClientError) -> None:
+        """A fault outside the rules' view (the store, a bug): the rules still say how the connection ends."""
+        try:
+            self._carry_out(self.rules.refused(error))
         except ClientGone:
             pass
 
@@ -324,14 +318,8 @@ class Conversation:
         self.intake.metrics.request_ended(self.outcome)
         if self.job_id is not None:
             self.intake.release(self.job_id)
-            try:
-                interrupted = self.store.update(self.job_id, lambda r: jobs.interrupt(r, now=utcnow()))
-            except StoreUnavailable as exc:
-                # The JOB_TIMEOUT sweep ends the record once the store answers again.
-                log.error("job %s: could not mark the record interrupted: %s", self.job_id, exc)
-            else:
-                if interrupted is not None:
-                    self.outcome = f"{self.outcome} (record interrupted)"
+            if not self.finished:
+                self._interrupt_record()
         log.info(
             "request id=%s outcome=%s total_ms=%.1f %s",
             self.job_id,
@@ -341,5 +329,17 @@ class Conversation:
         )
         self.job_id = None
         self.client_ref = None
+        self.finished = False
         self.outcome = "unknown"
         self.summary = {}
+
+    def _interrupt_record(self) -> None:
+        """A request that ends without its result sent: its record, unless already terminal, is interrupted."""
+        try:
+            interrupted = self.store.update(self.job_id, lambda r: jobs.interrupt(r, now=utcnow()))
+        except StoreUnavailable as exc:
+            # The JOB_TIMEOUT sweep ends the record once the store answers again.
+            log.error("job %s: could not mark the record interrupted: %s", self.job_id, exc)
+        else:
+            if interrupted is not None:
+                self.outcome = f"{self.outcome} (record interrupted)"

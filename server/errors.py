@@ -25,6 +25,7 @@ CLOSE_CODES: dict[str, int | None] = {
     "internal_error": 1011,
     "image_unknown": 1008,
     "mask_unknown": 1008,
+    "result_too_large": 1009,
     "superseded": None,  # never closes: only a session's requests are superseded, and the session goes on
 }
 

@@ -7,11 +7,17 @@ saved file with that hash is read again, or the image is fetched again from
 the http(s) URL that first brought it (a record in the shared store says
 which); otherwise the image is unknown (`image_unknown`). Either way the
 result says what the record keeps in `imageUrl` and how its file is kept.
+
+Only the records of the request's own scope (its API token's,
+server/tokens.py) are looked at, and the embedding cache is asked for that
+scope's entry: another token's image is unknown, with the same message as
+an image no one sent, and no message names the URL that brought it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +28,8 @@ from server.budget import PixelBudget, Reservation
 from server.config import Settings
 from server.errors import ClientError
 from server.store import Store
+
+log = logging.getLogger(__name__)
 
 # How many of the newest records with the hash are looked at for a saved file or a URL.
 RECORDS_LOOKED_AT = 8
@@ -69,15 +77,24 @@ def from_url(url: str, settings: Settings, budget: PixelBudget) -> ImageSource:
 
 
 def by_hash(
-    sha256: str, settings: Settings, store: Store, budget: PixelBudget, embedding_cached: Callable[[str], bool]
+    sha256: str,
+    settings: Settings,
+    store: Store,
+    budget: PixelBudget,
+    embedding_cached: Callable[[str, str | None], bool],
+    scope: str | None,
 ) -> ImageSource:
-    records = store.with_image(sha256, RECORDS_LOOKED_AT)
+    """The image that `scope`'s records with this hash name.
+
+    `embedding_cached(sha256, scope)` says whether the model holds its embedding for that scope.
+    """
+    records = store.with_image(sha256, RECORDS_LOOKED_AT, scope)
     if not records:
         raise _unknown(sha256, "no request has brought it")
     width, height = records[0]["width"], records[0]["height"]
     url = next((r["imageUrl"] for r in records if fetch.is_fetchable(r["imageUrl"])), f"sha256:{sha256}")
     saved = [path for r in records if (path := images.find_saved(settings.image_dir, r["id"])) is not None]
-    if embedding_cached(sha256):
+    if embedding_cached(sha256, scope):
         return ImageSource(sha256, width, height, url, existing=saved[0] if saved else None)
     for path in saved:
         data = path.read_bytes()
@@ -89,7 +106,8 @@ def by_hash(
     try:
         data = download(url, settings)
     except ClientError as exc:
-        raise _unknown(sha256, f"fetching it again from its URL failed: {exc.message}") from None
+        log.info("image %s: fetching it again failed: %s", sha256[:12], exc.message)
+        raise _unknown(sha256, "fetching it again from the URL that brought it failed") from None
     if images.sha256_hex(data) != sha256:
         raise _unknown(sha256, "the image at its URL has changed")
     image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)

@@ -6,7 +6,8 @@ under a lock (refuse when draining or when MAX_QUEUE records wait, then
 insert), so that concurrent connections cannot overfill the queue; the
 decoded pixels are handed to the processor with the record, so that it need
 not decode them again; release takes back whatever a request left behind
-(its wake-up, its pixels and their share of the pixel budget).
+(its wake-up, its pixels and their share of the pixel budget). It also counts
+the open sessions, for `/metrics`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from server.config import Settings
 from server.errors import ClientError
 from server.mask_cache import MaskCache
 from server.metrics import Metrics
-from server.processor import JobEvents, Processor
+from server.processor import Processor
 from server.store import Record, Store
+from server.wakeups import Bell, JobEvents
 
 
 class Intake:
@@ -50,6 +52,8 @@ class Intake:
         self._draining = draining
         self._stopping = stopping
         self._admission = threading.Lock()  # makes the queue_full check and the insert one step
+        self._sessions_lock = threading.Lock()
+        self.sessions = 0  # open connections that are sessions (keep_open)
 
     def refuse_if_draining(self) -> None:
         if self._draining.is_set():
@@ -71,20 +75,29 @@ class Intake:
             )
         return waiting
 
-    def embedding_cached(self, sha256: str) -> bool:
-        """Whether the processor's model holds this image's embedding (a request by hash then needs no pixels)."""
+    def embedding_cached(self, sha256: str, scope: str | None) -> bool:
+        """Whether the processor's model holds this image's embedding for this token's scope
+        (a request by hash then needs no pixels)."""
         model = self._processor.model if self._processor.ready.is_set() else None
-        return model is not None and model.has_embedding(sha256)
+        return model is not None and model.has_embedding(sha256, scope)
 
-    def admit(self, record: Record, pixels: np.ndarray | None, reservation: Reservation | None) -> tuple[int, threading.Event]:
-        """Insert the record and hand its pixels over; its position in the queue and its wake-up.
+    def session_began(self) -> None:
+        with self._sessions_lock:
+            self.sessions += 1
+
+    def session_ended(self) -> None:
+        with self._sessions_lock:
+            self.sessions -= 1
+
+    def admit(self, record: Record, pixels: np.ndarray | None, reservation: Reservation | None, bell: Bell) -> int:
+        """Insert the record and hand its pixels over; its position in the queue. The processor rings `bell`.
 
         Once this returns, the caller must `release` the record's id whatever happens.
         """
         job_id = record["id"]
         with self._admission:
             ahead = self.queue_position()
-            wake_me = self._events.subscribe(job_id)
+            self._events.subscribe(job_id, bell)
             self._processor.hand_over(job_id, pixels, reservation)
             try:
                 self.store.insert(record)
@@ -92,7 +105,7 @@ class Intake:
                 self.release(job_id)
                 raise
         self._processor.wake.set()
-        return ahead + 1, wake_me
+        return ahead + 1
 
     def release(self, job_id: str) -> None:
         self._events.unsubscribe(job_id)

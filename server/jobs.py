@@ -60,12 +60,19 @@ def new_record(
     prompts: list[dict[str, Any]] | None = None,
     output: list[str] | None = None,
     preferred_server: str | None = None,
+    scope: str | None = None,
+    waiter_lease_seconds: float | None = None,
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
     `boxes` the boxes of those that have one. `output` defaults to RLE.
     `preferredServer` names the replica whose embedding cache holds the
-    image: others leave the record to it for a moment (docs/records.md)."""
+    image: others leave the record to it for a moment (docs/records.md).
+    `scope` is the API token's (server/tokens.py): only requests with the
+    same token find the record's image by its hash.
+    `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
+    None: no lease, processed whoever waits."""
+    waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
         "uuid": job_id,
@@ -89,6 +96,9 @@ def new_record(
         "leaseUntil": None,
         "serverId": None,
         "preferredServer": preferred_server,
+        "scope": scope,
+        "resultBytes": None,
+        "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
     }
 
 
@@ -107,6 +117,7 @@ class Work:
     boxes: tuple[dict[str, float], ...]
     prompts: tuple[dict[str, Any], ...] | None
     output: tuple[str, ...]
+    scope: str | None = None
 
     @classmethod
     def of(cls, record: Record) -> "Work":
@@ -119,6 +130,7 @@ class Work:
             boxes=tuple(record["boxes"]),
             prompts=None if prompts is None else tuple(prompts),
             output=tuple(record.get("output") or ("rle",)),
+            scope=record.get("scope"),
         )
 
     def echoes(self) -> list[dict[str, Any]]:
@@ -140,6 +152,19 @@ def lease_expired(record: Record, now: dt.datetime) -> bool:
     )
 
 
+def waiter_gone(record: Record, now: dt.datetime) -> bool:
+    """Whether the connection waiting for this record stopped renewing its lease: no one waits any more."""
+    until = record.get("waiterLeaseUntil")
+    return until is not None and parse_time(until) <= now
+
+
+def renew_waiter(record: Record, *, now: dt.datetime, lease_seconds: float) -> Record:
+    """The waiting connection is still there: its lease runs `lease_seconds` from now."""
+    if record["status"] not in (QUEUED, PROCESSING):
+        raise TransitionRefused(f"record is {record['status']}: no lease to renew")
+    return {**record, "waiterLeaseUntil": format_time(now + dt.timedelta(seconds=lease_seconds))}
+
+
 def claim(
     record: Record,
     *,
@@ -150,10 +175,13 @@ def claim(
 ) -> Record:
     """Claim a queued record, or reclaim one whose processor's lease expired.
 
-    A reclaim past `max_attempts` returns the record `failed` instead.
+    A record whose waiter's lease lapsed returns `interrupted` instead: no
+    one would read its result. A reclaim past `max_attempts` returns it `failed`.
     """
     if record["status"] != QUEUED and not lease_expired(record, now):
         raise TransitionRefused(f"record is {record['status']}, not claimable")
+    if waiter_gone(record, now):
+        return interrupt(record, now=now)
     if record["attempts"] >= max_attempts:
         return fail(
             record,
@@ -171,11 +199,14 @@ def claim(
     }
 
 
-def mark_processed(record: Record, *, now: dt.datetime) -> Record:
-    """The result is stored in SAMOutput."""
+def mark_processed(record: Record, *, now: dt.datetime, result_bytes: int = 0) -> Record:
+    """The result, of `result_bytes` bytes of masks JSON, is stored in SAMOutput."""
     if record["status"] != PROCESSING:
         raise TransitionRefused(f"record is {record['status']}, not processing")
-    return {**record, "status": PROCESSED, PROCESSED: _stamp(now, record[PROCESSING]), "leaseUntil": None}
+    return {
+        **record, "status": PROCESSED, PROCESSED: _stamp(now, record[PROCESSING]), "leaseUntil": None,
+        "resultBytes": result_bytes,
+    }
 
 
 def mark_finished(record: Record, *, now: dt.datetime) -> Record:
@@ -185,11 +216,16 @@ def mark_finished(record: Record, *, now: dt.datetime) -> Record:
     return {**record, "status": FINISHED, FINISHED: _stamp(now, record[PROCESSED])}
 
 
-def interrupt(record: Record, *, now: dt.datetime) -> Record:
-    """The client went away, or the server gave up on the record."""
+def interrupt(record: Record, *, now: dt.datetime, reason: dict[str, str] | None = None) -> Record:
+    """The client went away, or the server gave up on the record.
+
+    `reason` (`{code, message}`, kept in `error`) says why when no client
+    was there to be told: a server restarted on the record's orphans.
+    """
     if is_terminal(record):
         raise TransitionRefused(f"record is already {record['status']}")
-    return {**record, "status": INTERRUPTED, INTERRUPTED: _stamp(now, _latest(record)), "leaseUntil": None}
+    stopped = {**record, "status": INTERRUPTED, INTERRUPTED: _stamp(now, _latest(record)), "leaseUntil": None}
+    return stopped if reason is None else {**stopped, "error": reason}
 
 
 def _latest(record: Record) -> str:
@@ -215,6 +251,19 @@ def fail_unclaimed(record: Record, *, now: dt.datetime, code: str, message: str)
     if record["status"] != QUEUED and not lease_expired(record, now):
         raise TransitionRefused(f"record is {record['status']}, held by a processor")
     return fail(record, now=now, code=code, message=message)
+
+
+def overdue(record: Record, *, now: dt.datetime, horizon_seconds: float) -> str | None:
+    """Why a record is past its time: not terminal `horizon_seconds` after its `createdAt`; else None."""
+    if is_terminal(record):
+        return None
+    try:
+        age = (now - parse_time(record["createdAt"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None  # order_violations says what is wrong with createdAt
+    if age <= horizon_seconds:
+        return None
+    return f"still {record.get('status')} {age:.0f} s after createdAt, past the {horizon_seconds:.0f} s a request may take"
 
 
 def order_violations(record: Record) -> list[str]:

@@ -1,11 +1,14 @@
-"""The listening socket, with MAX_CONNECTIONS enforced before any thread starts.
+"""The listening socket, with a bound on open sockets enforced before any thread starts.
 
-websockets' threaded server starts one thread per accepted socket. Past the
-limit, `LimitedListener.accept` hands the socket to one shared `Refuser`
-thread, which answers HTTP 503, and goes back to accepting, so a flood of
-connections cannot make the server start a thread for each. `track` wraps
-the server's per-connection handler to count connections out again when
-they end.
+websockets' threaded server starts one thread per accepted socket. The
+listener accepts MAX_CONNECTIONS sockets plus `PLAIN_HTTP_ROOM`: WebSocket
+connections are held to MAX_CONNECTIONS at the handshake
+(server/connection_slots.py), so the room left over keeps `/ping`, `/health`
+and the page answered while every WebSocket place is taken. Past that bound,
+`LimitedListener.accept` hands the socket to one shared `Refuser` thread,
+which answers HTTP 503, and goes back to accepting, so a flood of connections
+cannot make the server start a thread for each. `track` wraps the server's
+per-connection handler to count sockets out again when they end.
 
 Why a refuser thread at all:
 - closing a socket while the client's request is unread (or not yet arrived)
@@ -36,15 +39,17 @@ REFUSAL = (
     b"Connection: close\r\n\r\n"
     b"too many connections (MAX_CONNECTIONS); retry\n"
 )
+# Sockets accepted past MAX_CONNECTIONS, for plain HTTP requests and handshakes in flight.
+PLAIN_HTTP_ROOM = 32
 POLL_SECONDS = 0.1
 REFUSAL_LINGER_SECONDS = 2.0
 MAX_LINGERING = 1024  # past this, refused sockets are closed at once: a flood gets resets, not memory
 
 
 class LimitedListener:
-    def __init__(self, sock: socket.socket, limit: int):
+    def __init__(self, sock: socket.socket, max_connections: int):
         self._sock = sock
-        self.limit = limit
+        self.limit = max_connections + PLAIN_HTTP_ROOM
         self.open = 0
         self.refused = 0
         self._lock = threading.Lock()
@@ -84,8 +89,10 @@ class LimitedListener:
         self._sock.close()
         self._refuser.close()
 
-    def track(self, handler: Callable[[socket.socket, Any], None]) -> Callable[[socket.socket, Any], None]:
-        """Wrap the per-connection handler so that a finished connection frees its place."""
+    def track(
+        self, handler: Callable[[socket.socket, Any], None], ended: Callable[[socket.socket], None]
+    ) -> Callable[[socket.socket, Any], None]:
+        """Wrap the per-connection handler so that a finished connection frees its place, and tell `ended`."""
 
         def handle(conn: socket.socket, address: Any) -> None:
             try:
@@ -93,6 +100,7 @@ class LimitedListener:
             finally:
                 with self._lock:
                     self.open -= 1
+                ended(conn)
 
         return handle
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 import sqlite3
@@ -18,25 +19,28 @@ import sys
 import threading
 import time
 import uuid
-from typing import Callable
+from typing import Callable, NoReturn
 
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import Server, serve
 
-from server import images, logs
+from server import images, logs, recovery
 from server.budget import PixelBudget
 from server.compression import SizeAwareDeflateFactory
 from server.config import Settings, SettingsError
 from server.connection import Conversation
+from server.connection_slots import ConnectionSlots
 from server.intake import Intake
 from server.listener import LimitedListener
 from server.mask_cache import MaskCache
 from server.metrics import LiveState, Metrics
-from server.processor import JobEvents, Processor
+from server.models.checkpoint_file import CheckpointError, check_checkpoint
+from server.models.device import DeviceError, check_device
+from server.models.loading import production_model_loader
+from server.models.seam import SegmentationModel
+from server.processor import Processor
 from server.routes import Health, Routes
-from server.sam_model import (
-    CheckpointError, DeviceError, SegmentationModel, check_checkpoint, check_device, load_model, set_torch_threads,
-)
 from server.store import Store, open_store
+from server.wakeups import JobEvents, RingingConnection
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,9 @@ WATCHDOG_SECONDS = 1.0
 # After DRAIN_SECONDS, how long a stop may still take: conversations end
 # with `shutting_down`, then the processor gets what is left of this.
 STOP_GRACE_SECONDS = 10.0
+# The end of that grace kept for leaving once the processor is let go: closing
+# the store and the process's own teardown (0.2 s measured with a model in torch).
+EXIT_SECONDS = 1.0
 
 
 def hard_message_limit(settings: Settings) -> int:
@@ -82,16 +89,22 @@ class App:
             server_id=self.server_id,
             on_fatal=self._on_fatal,
         )
-        self._connections = 0
-        self._connections_lock = threading.Lock()
+        self.slots = ConnectionSlots(settings.max_connections, settings.max_connections_per_client)
         self.metrics = Metrics(
-            LiveState(connections=lambda: self._connections, queue_depth=store.count_queued, model=self._loaded_model)
+            LiveState(
+                connections=lambda: self.slots.open,
+                sessions=lambda: self.intake.sessions,
+                refused=lambda: {**self.slots.refused, "sockets": self.listener.refused},
+                queue_depth=store.count_queued,
+                model=self._loaded_model,
+                pixel_budget=self.budget,
+            )
         )
         self.health = Health(
             settings,
             store,
             model_loaded=lambda: self._loaded_model() is not None,
-            connections=lambda: self._connections,
+            connections=lambda: self.slots.open,
             draining=self.draining,
         )
         self.intake = Intake(
@@ -106,7 +119,7 @@ class App:
             stopping=self.stopping,
             server_id=self.server_id,
         )
-        self._routes = Routes(settings, self.health, self.metrics, self.draining)
+        self._routes = Routes(settings, self.health, self.metrics, self.draining, self.slots)
         self._server: Server | None = None
         self._serve_thread: threading.Thread | None = None
 
@@ -117,9 +130,11 @@ class App:
 
     @property
     def connections(self) -> int:
-        return self._connections
+        """Open WebSocket connections (each holds one of MAX_CONNECTIONS' places)."""
+        return self.slots.open
 
     def start(self) -> None:
+        recovery.interrupt_orphans(self.store)  # before the processor could take them
         self.processor.start()
         self.listener = LimitedListener(
             socket.create_server((self.settings.host, self.settings.port)), self.settings.max_connections
@@ -128,11 +143,12 @@ class App:
             self._handle,
             sock=self.listener,
             process_request=self._routes.process_request,
+            create_connection=RingingConnection,
             max_size=hard_message_limit(self.settings),
             compression=None,  # permessage-deflate decided per message instead: server/compression.py
             extensions=[SizeAwareDeflateFactory()],
         )
-        self._server.handler = self.listener.track(self._server.handler)
+        self._server.handler = self.listener.track(self._server.handler, ended=self.slots.give_back)
         self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)
         self._serve_thread.start()
         log.info("listening on %s:%d (server id %s)", self.settings.host, self.port, self.server_id)
@@ -164,12 +180,14 @@ class App:
            run out, and another replica (or this one, restarted) takes them.
         """
         self.draining.set()
+        self._ring_every_connection()  # idle sessions end now with shutting_down
         if self.fatal is None:
             deadline = time.monotonic() + self.settings.drain_seconds
-            while self._connections and time.monotonic() < deadline:
+            while self.slots.open and time.monotonic() < deadline:
                 time.sleep(0.05)
         self.stopping.set()
-        grace_ends = time.monotonic() + STOP_GRACE_SECONDS
+        self._ring_every_connection()
+        grace_ends = time.monotonic() + STOP_GRACE_SECONDS - EXIT_SECONDS
         if self._server is not None:
             self._shut_server(timeout=STOP_GRACE_SECONDS / 2)
         self.processor.stop(timeout=max(0.0, grace_ends - time.monotonic()))
@@ -177,11 +195,17 @@ class App:
             log.warning("the processor was still busy at the end of the stop grace; its records will be retried")
         self.store.close()
 
+    def _ring_every_connection(self) -> None:
+        """Wake every conversation, so that it sees `draining` or `stopping` at once (server/wakeups.py)."""
+        if self._server is not None:
+            for connection in list(self._server.connections):
+                connection.bell.ring()
+
     def _shut_server(self, timeout: float) -> None:
         """Stop accepting, and wait for the conversations to end; cut their sockets if they outlast `timeout`."""
         server = self._server
         assert server is not None
-        # Conversations see `stopping` within a fraction of a second; shutdown() waits for them.
+        # Conversations were rung and see `stopping` at once; shutdown() waits for them.
         closer = threading.Thread(target=server.shutdown, kwargs={"close_connections": False}, daemon=True)
         closer.start()
         closer.join(timeout)
@@ -199,34 +223,8 @@ class App:
         processor = self.processor
         return processor.model if processor.ready.is_set() and processor.is_alive() else None
 
-    def _handle(self, ws: ServerConnection) -> None:
-        with self._connections_lock:
-            self._connections += 1
-        try:
-            Conversation(ws, self.intake).run()
-        finally:
-            with self._connections_lock:
-                self._connections -= 1
-
-
-def production_model_loader(settings: Settings) -> Callable[[], SegmentationModel]:
-    def load() -> SegmentationModel:
-        threads = set_torch_threads(settings.torch_threads)
-        log.info("torch uses %d CPU threads", threads)
-        model = load_model(
-            settings.sam_model_type, settings.sam_checkpoint, settings.sam_device,
-            settings.precision, settings.embedding_cache_size,
-        )
-        memory = model.memory()
-        log.info(
-            "%s in %s: %s; weights %.0f MB, %.1f MB per cached image (EMBEDDING_CACHE_SIZE=%d: up to %.0f MB)",
-            model.model_type, model.precision.name, model.precision.reason, memory.weights_bytes / 1e6,
-            memory.embedding_bytes / 1e6, settings.embedding_cache_size,
-            memory.embedding_bytes * settings.embedding_cache_size / 1e6,
-        )
-        return model
-
-    return load
+    def _handle(self, ws: RingingConnection) -> None:
+        Conversation(ws, self.intake, scope=self._routes.tokens.scope(ws.request)).run()
 
 
 def serve_forever(settings: Settings) -> int:
@@ -258,10 +256,29 @@ def serve_forever(settings: Settings) -> int:
     app.wait()
     log.info("stopping")
     app.stop()
+    status = 0
     if app.fatal is not None:
         print(f"cap: {app.fatal}", file=sys.stderr)
-        return 2
-    return 0
+        status = 2
+    if app.processor.is_alive():
+        _exit_under_the_model(status)
+    return status
+
+
+def _exit_under_the_model(status: int) -> NoReturn:
+    """End the process while the processor thread is still inside the model (a long encode, a load).
+
+    A normal exit finalizes the interpreter under that daemon thread: when its
+    torch call returns and asks for the GIL back, Python ends the thread with
+    pthread_exit, whose unwinding through torch's C++ frames calls
+    std::terminate ("terminate called without an active exception": abort,
+    exit 134). The stop is done (the waiting clients were told, the store is
+    closed): flush the logs and leave without finalizing.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def storage_problem(settings: Settings) -> str | None:

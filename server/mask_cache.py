@@ -7,13 +7,19 @@ a connection checks a reference when its request arrives (so that a bad one
 is refused at once), and the processor reads the logits when it runs the
 request. Kept: the last MASK_CACHE_SIZE results, and at most
 3 × MASK_CACHE_SIZE masks in all (each is 256 KB), so that a few requests
-with many boxes cannot fill the memory; a result with more masks than that
-is not kept.
+with many boxes cannot fill the memory; a result with more masks than its
+scope's share of those is not kept.
+
+A result belongs to the scope of the API token that asked for it
+(server/tokens.py): another token's requests cannot refine it, and hear the
+same `mask_unknown` as for an id that never existed, so that nothing tells
+them it does. Each scope may hold its share of the cache (MASK_CACHE_SIZE
+÷ the scopes holding results, and 3 × that many masks; server/scoped_lru.py),
+so that one token's many small requests cannot evict everyone's.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import threading
 from typing import Any
@@ -21,12 +27,14 @@ from typing import Any
 import numpy as np
 
 from server.errors import ClientError, invalid
+from server.scoped_lru import ScopedLru
 
 MASKS_PER_RESULT = 3  # the mask budget is MASK_CACHE_SIZE × this
 
 
 @dataclasses.dataclass(frozen=True)
 class KeptResult:
+    scope: str | None
     image_sha256: str
     multimask: bool
     logits: np.ndarray  # float32, prompts × candidates × s × s
@@ -35,39 +43,36 @@ class KeptResult:
 class MaskCache:
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._results: collections.OrderedDict[str, KeptResult] = collections.OrderedDict()
-        self._masks = 0
+        self._results: ScopedLru[KeptResult] = ScopedLru(capacity, capacity * MASKS_PER_RESULT)
         self._lock = threading.Lock()
 
-    def put(self, job_id: str, image_sha256: str, multimask: bool, logits: np.ndarray) -> None:
+    def put(self, job_id: str, image_sha256: str, multimask: bool, logits: np.ndarray, *, scope: str | None) -> None:
         masks = logits.shape[0] * logits.shape[1]
-        if not masks or masks > self.capacity * MASKS_PER_RESULT:
+        if not masks:
             return
         with self._lock:
-            self._results[job_id] = KeptResult(image_sha256, multimask, logits)
-            self._masks += masks
-            while len(self._results) > self.capacity or self._masks > self.capacity * MASKS_PER_RESULT:
-                _, dropped = self._results.popitem(last=False)
-                self._masks -= dropped.logits.shape[0] * dropped.logits.shape[1]
+            self._results.put(job_id, KeptResult(scope, image_sha256, multimask, logits), scope=scope, weight=masks)
 
-    def check(self, where: str, ref: dict[str, Any], image_sha256: str) -> None:
-        """Refuse a reference `{id, index, candidate?}` that cannot be used on this image:
+    def check(self, where: str, ref: dict[str, Any], image_sha256: str, *, scope: str | None) -> None:
+        """Refuse a reference `{id, index, candidate?}` that cannot be used on this image in this scope:
         `mask_unknown` or `invalid_request`."""
-        self._resolve(where, ref, image_sha256)
+        self._resolve(where, ref, image_sha256, scope)
 
-    def logits(self, where: str, ref: dict[str, Any], image_sha256: str) -> np.ndarray:
+    def logits(self, where: str, ref: dict[str, Any], image_sha256: str, *, scope: str | None) -> np.ndarray:
         """The named mask's low-res logits, 1 × s × s, for the prompt encoder."""
-        kept, index, candidate = self._resolve(where, ref, image_sha256)
+        kept, index, candidate = self._resolve(where, ref, image_sha256, scope)
         return kept.logits[index, candidate][None, :, :]
 
-    def _resolve(self, where: str, ref: dict[str, Any], image_sha256: str) -> tuple[KeptResult, int, int]:
+    def _resolve(
+        self, where: str, ref: dict[str, Any], image_sha256: str, scope: str | None
+    ) -> tuple[KeptResult, int, int]:
         with self._lock:
-            kept = self._results.get(ref["id"])
-        if kept is None:
+            kept = self._results.peek(ref["id"])
+        if kept is None or kept.scope != scope:  # one answer, whether another token's or none at all
             raise ClientError(
                 "mask_unknown",
-                f"{where}.mask_input names result {ref['id']}, which this server no longer keeps (it keeps the last "
-                f"{self.capacity}); send the prompt without mask_input.",
+                f"{where}.mask_input names result {ref['id']}, which this server no longer keeps or never had "
+                f"(it keeps recent results only); send the prompt without mask_input.",
             )
         index, candidate = ref["index"], ref.get("candidate")
         if kept.image_sha256 != image_sha256:

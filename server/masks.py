@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
-from server.polygons import outer_rings
+from server.output_budget import OutputMeter
+from server.polygons import as_lists, outer_rings, ring_arrays, vertex_count
 
 # A mask whose possible region covers this much of the image is computed whole (`Upsampler._whole`).
 DENSE_FRACTION = 0.25
@@ -233,14 +234,30 @@ def decode(segmentation: dict[str, Any]) -> np.ndarray:
     return mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")})
 
 
-def wire_mask(crop: Crop, output: Sequence[str] = ("rle",)) -> dict[str, Any]:
-    """`area`, `bbox`, and `segmentation` (with "rle" in `output`) and/or `polygons` (with "polygons")."""
+def wire_mask(crop: Crop, output: Sequence[str] = ("rle",), meter: OutputMeter | None = None) -> dict[str, Any]:
+    """`area`, `bbox`, and `segmentation` (with "rle" in `output`) and/or `polygons` (with "polygons").
+
+    With a `meter`, polygons that would take the request past its vertex cap
+    are left out, and the entry says `polygons_omitted` instead.
+    """
     entry = wire_rle(crop_rle(crop))
     if "rle" not in output:
         del entry["segmentation"]
     if "polygons" in output:
-        entry["polygons"] = outer_rings(crop.mask, crop.top, crop.left)
+        if meter is None:
+            entry["polygons"] = outer_rings(crop.mask, crop.top, crop.left)
+        else:
+            entry.update(_metered_polygons(crop, meter))
     return entry
+
+
+def _metered_polygons(crop: Crop, meter: OutputMeter) -> dict[str, Any]:
+    if meter.vertices_left == 0 and crop.mask.any():
+        return {"polygons_omitted": True}  # nothing more fits: not even traced
+    rings = ring_arrays(crop.mask, crop.top, crop.left)
+    if not meter.take_vertices(vertex_count(rings)):
+        return {"polygons_omitted": True}
+    return {"polygons": as_lists(rings)}
 
 
 def wire_masks(
@@ -250,6 +267,7 @@ def wire_masks(
     echoes: Sequence[dict[str, Any]],
     multimask: bool,
     output: Sequence[str] = ("rle",),
+    meter: OutputMeter | None = None,
 ) -> list[Any]:
     """The `masks` list of a result: one entry per prompt, or a list of 3 per prompt with multimask.
 
@@ -258,6 +276,8 @@ def wire_masks(
     of prompt i (`{"box": ...}` in protocol 1, `{"prompt": ...}` in 1.1).
     `output` is the request's: "rle" and/or "polygons" (see `wire_mask`).
     Masks are made one at a time, so memory holds one crop, never N × C images.
+    A `meter` (the server's) counts each mask as it is made, and stops the
+    result with `result_too_large` as soon as it is past its byte cap.
     """
     count, candidates = low_res.shape[:2]
     if len(echoes) != count:
@@ -269,13 +289,15 @@ def wire_masks(
     flat_scores = scores.reshape(-1).tolist()
     answers = []
     for index, echo in enumerate(echoes):
-        group = [
-            {
+        group = []
+        for candidate in range(candidates):
+            mask = {
                 **echo,
                 "score": round(flat_scores[index * candidates + candidate], 4),
-                **wire_mask(upsampler.crop(low_res[index, candidate].numpy()), output),
+                **wire_mask(upsampler.crop(low_res[index, candidate].numpy()), output, meter),
             }
-            for candidate in range(candidates)
-        ]
+            if meter is not None:
+                meter.count(mask)
+            group.append(mask)
         answers.append(group if multimask else group[0])
     return answers

@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from server.budget import PixelBudget
 from server.errors import CLOSE_CODES
-from server.sam_model import SegmentationModel
+from server.models.seam import SegmentationModel
 from server.store import StoreUnavailable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -30,8 +31,11 @@ class LiveState:
     """What is true right now, read at scrape time."""
 
     connections: Callable[[], int]
+    sessions: Callable[[], int]
+    refused: Callable[[], dict[str, int]]  # connections refused, by the limit that refused them
     queue_depth: Callable[[], int]  # may raise StoreUnavailable
     model: Callable[[], SegmentationModel | None]  # None until the model is loaded
+    pixel_budget: PixelBudget
 
 
 class Metrics:
@@ -73,6 +77,20 @@ class _LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         live = self.live
         yield GaugeMetricFamily("cap_open_connections", "Open WebSocket connections.", value=live.connections())
+        yield GaugeMetricFamily(
+            "cap_pixel_budget_used_bytes", "Bytes of decoded images held from PIXEL_BUDGET_MB.",
+            value=live.pixel_budget.used,
+        )
+        yield GaugeMetricFamily(
+            "cap_pixel_budget_limit_bytes", "PIXEL_BUDGET_MB in bytes.", value=live.pixel_budget.limit
+        )
+        yield GaugeMetricFamily("cap_open_sessions", "Open connections that are sessions (keep_open).", value=live.sessions())
+        refused = CounterMetricFamily(
+            "cap_connections_refused", "Connections refused, by the limit that refused them.", labels=["limit"]
+        )
+        for limit, count in sorted(live.refused().items()):
+            refused.add_metric([limit], count)
+        yield refused
         try:
             yield GaugeMetricFamily("cap_queue_depth", "Records waiting in the store's queue.", value=live.queue_depth())
         except StoreUnavailable:

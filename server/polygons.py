@@ -33,6 +33,11 @@ def outer_rings(mask: np.ndarray, top: int = 0, left: int = 0) -> list[list[int]
     Each ring is a flat [x1, y1, x2, y2, ...] list of pixel-edge coordinates
     in the image, with at least 3 (in fact 4) vertices.
     """
+    return as_lists(ring_arrays(mask, top, left))
+
+
+def ring_arrays(mask: np.ndarray, top: int = 0, left: int = 0) -> list[np.ndarray]:
+    """`outer_rings` as vertices × 2 arrays of (x, y), before they become lists: counted cheaply."""
     if not mask.any():
         return []
     # 2× up, with a zero border so that rings on the mask's edge are traced like any other.
@@ -42,9 +47,14 @@ def outer_rings(mask: np.ndarray, top: int = 0, left: int = 0) -> list[list[int]
             doubled[row : row + 2 * mask.shape[0] : 2, col : col + 2 * mask.shape[1] : 2] = mask
     contours, _ = cv2.findContours(doubled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(-1, -1))
     del doubled
-    rings = []
-    for contour in contours:
-        ring = _simplify((contour[:, 0, :].astype(np.int64) + 1) // 2 + (left, top))
-        if len(ring) >= 3:
-            rings.append(ring.reshape(-1).tolist())
-    return rings
+    rings = (_simplify((contour[:, 0, :].astype(np.int64) + 1) // 2 + (left, top)) for contour in contours)
+    return [ring for ring in rings if len(ring) >= 3]
+
+
+def vertex_count(rings: list[np.ndarray]) -> int:
+    return sum(len(ring) for ring in rings)
+
+
+def as_lists(rings: list[np.ndarray]) -> list[list[int]]:
+    """Rings as the wire has them: flat [x1, y1, x2, y2, ...] lists."""
+    return [ring.reshape(-1).tolist() for ring in rings]

@@ -31,15 +31,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import fetch, images, jobs, masks, prompts
+from server import fetch, images, jobs, masks, output_budget, prompts
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
 from server.mask_cache import MaskCache
+from server.models.checkpoint_file import CheckpointError
+from server.models.seam import ImageJob, Segmentation, SegmentationModel
 from server.refetch import Refetcher
-from server.sam_model import CheckpointError, ImageJob, Segmentation, SegmentationModel
-from server.store import Conflict, Record, Store, StoreUnavailable
+from server.store import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
+from server.wakeups import JobEvents
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +51,6 @@ CLAIM_PAGES = 32  # at most 256 records looked at per claim round
 # holds its image (`preferredServer`); after that, anyone takes it.
 AFFINITY_SECONDS = 2.0
 ERROR_BACKOFF_SECONDS = 1.0
-
-
-class JobEvents:
-    """Per-record wake-ups from the processor to the connection waiting on it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: dict[str, threading.Event] = {}
-
-    def subscribe(self, job_id: str) -> threading.Event:
-        with self._lock:
-            return self._events.setdefault(job_id, threading.Event())
-
-    def unsubscribe(self, job_id: str) -> None:
-        with self._lock:
-            self._events.pop(job_id, None)
-
-    def notify(self, job_id: str) -> None:
-        with self._lock:
-            event = self._events.get(job_id)
-        if event is not None:
-            event.set()
 
 
 class Processor:
@@ -191,7 +171,8 @@ class Processor:
             for candidate in page:
                 if len(batch) == self.batch_size:
                     return batch
-                if self._left_to_another(candidate) or not self._image_is_here(candidate):
+                orphan = jobs.waiter_gone(candidate, utcnow())  # claimed only to be interrupted
+                if not orphan and (self._left_to_another(candidate) or not self._image_is_here(candidate)):
                     continue
                 stored = self._claim(candidate)
                 if stored is not None:
@@ -229,7 +210,10 @@ class Processor:
         self.events.notify(stored["id"])
         if stored["status"] == jobs.PROCESSING:
             return stored
-        log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
+        if stored["status"] == jobs.FAILED:
+            log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
+        else:
+            log.info("job %s interrupted, not processed: its waiter's lease lapsed", stored["id"])
         self.drop(stored["id"])
         return None
 
@@ -242,14 +226,14 @@ class Processor:
         be fetched, nor can an image named only by its hash (`sha256:<hex>`):
         that record is left to the replica that has it (or, should that one
         be gone, to the sweep after JOB_TIMEOUT). An image whose embedding is
-        cached here needs no pixels at all.
+        cached here, for the record's token scope, needs no pixels at all.
         """
         with self._pixels_lock:
             if record["id"] in self._pixels:  # received here: no need to scan IMAGE_DIR
                 return True
         if images.find_saved(self.settings.image_dir, record["id"]) is not None:
             return True
-        if self.model is not None and self.model.has_embedding(record["imageSha256"]):
+        if self.model is not None and self.model.has_embedding(record["imageSha256"], record.get("scope")):
             return True
         if fetch.is_fetchable(record["imageUrl"]):
             self.fetcher.fetch(record)
@@ -272,7 +256,7 @@ class Processor:
                 continue
             if reservation is not None:
                 reservations.append(reservation)
-            ready.append((record, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256)))
+            ready.append((record, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256, work.scope)))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
@@ -311,16 +295,28 @@ class Processor:
         self._finish(record, result)
 
     def _finish(self, record: Record, result: Segmentation) -> None:
+        """Keep the result within its budget, or fail its record: too large is final, never a retry."""
+        meter = output_budget.OutputMeter.for_settings(self.settings, self.budget)
+        try:
+            self._store_result(record, result, meter)
+        except ClientError as exc:  # result_too_large, while its masks were made
+            self._fail(record["id"], exc.code, exc.message)
+        except ItemTooLarge:
+            self._fail(record["id"], "result_too_large", output_budget.refused_by_store(meter.bytes).message)
+        finally:
+            meter.release()
+
+    def _store_result(self, record: Record, result: Segmentation, meter: output_budget.OutputMeter) -> None:
         """Store the result, mark the record processed, wake its connection."""
         assert self.model is not None
         work = jobs.Work.of(record)
         job_id = work.id
         started = time.perf_counter()
         wire = masks.wire_masks(
-            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output
+            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output, meter
         )
         rle_ms = (time.perf_counter() - started) * 1000
-        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy())
+        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
         self.store.put_output(
             {
                 "id": job_id,
@@ -335,7 +331,9 @@ class Processor:
                 },
             }
         )
-        processed = self.store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow()), current=record)
+        processed = self.store.update(
+            job_id, lambda r: jobs.mark_processed(r, now=utcnow(), result_bytes=meter.bytes), current=record
+        )
         if processed is None:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
         self.events.notify(job_id)
@@ -347,7 +345,7 @@ class Processor:
         made = []
         for index, wire in enumerate(work.prompts):
             ref = wire.get("mask_input")
-            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256)
+            logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256, scope=work.scope)
             made.append(prompts.from_dict(wire, logits))
         return made
 
@@ -361,7 +359,7 @@ class Processor:
         if handed_over is not None and handed_over[0] is not None:
             return handed_over
         assert self.model is not None
-        if self.model.has_embedding(work.image_sha256):
+        if self.model.has_embedding(work.image_sha256, work.scope):
             return None, None
         path = images.find_saved(self.settings.image_dir, work.id)
         if path is None:

@@ -7,25 +7,26 @@ handshake: an HTTP answer here ends it, `None` lets the WebSocket upgrade on
 
 from __future__ import annotations
 
-import hmac
 import http
 import json
 import threading
 import time
 from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
-from server import __version__, images
+from server import __version__, connection_slots, images
 from server.config import Settings
+from server.connection_slots import ConnectionSlots
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
 from server.protocol import PROTOCOL_VERSION
 from server.store import Store, StoreUnavailable
+from server.tokens import Tokens
 
 # The page people use: a few static files, read once. They hold no secret, so
 # they are served without a token; the page's WebSocket upgrade needs one like
@@ -38,14 +39,32 @@ PAGE_FILES = {
     for path in sorted(PAGE_DIR.iterdir())
     if path.suffix in _CONTENT_TYPES
 }
+# The page and its files load nothing from elsewhere and run no inline code:
+# scripts, styles and connections (its WebSocket and /health) are its own
+# origin's. Images are the exception: it shows the image the user opens, from
+# the URL they give (http, https, data:) or a local file (blob:). It may not
+# be framed, so that no other site can overlay it to steal clicks.
+PAGE_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' http: https: data: blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Frame-Options", "DENY"),
+)
 # How long the store's and the disk's state is reused by /health: anyone may
-# call /health, and each look costs database operations (request units on
-# Cosmos DB) and a small disk write.
+# call /health, and each look costs database operations (a small write, and
+# request units on Cosmos DB) and a small disk write.
 HEALTH_CACHE_SECONDS = 1.0
 
 
-def _response(status: http.HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+def _response(
+    status: http.HTTPStatus,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))), *extra_headers])
     return Response(status.value, status.phrase, headers, body)
 
 
@@ -104,12 +123,15 @@ class Health:
 
 
 class Routes:
-    def __init__(self, settings: Settings, health: Health, metrics: Metrics, draining: threading.Event):
+    def __init__(
+        self, settings: Settings, health: Health, metrics: Metrics, draining: threading.Event, slots: ConnectionSlots
+    ):
         self.settings = settings
         self.health = health
         self.metrics = metrics
         self.draining = draining
-        self._tokens = [token.strip().encode() for token in (settings.api_token or "").split(",") if token.strip()]
+        self.tokens = Tokens(settings.api_token)
+        self.slots = slots
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -128,32 +150,40 @@ class Routes:
                 return _response(http.HTTPStatus.UNAUTHORIZED, b"API token required for /metrics")
             return _response(http.HTTPStatus.OK, self.metrics.text(), METRICS_CONTENT_TYPE)
         if path in PAGE_FILES:
-            return _response(http.HTTPStatus.OK, *PAGE_FILES[path])
+            return _response(http.HTTPStatus.OK, *PAGE_FILES[path], PAGE_HEADERS)
         if path != "/":
             return _response(http.HTTPStatus.NOT_FOUND, b"not found")
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return _response(http.HTTPStatus.OK, PAGE, "text/html; charset=utf-8")
+            return _response(http.HTTPStatus.OK, PAGE, "text/html; charset=utf-8", PAGE_HEADERS)
         if not self.authorized(request):
             return _response(
                 http.HTTPStatus.UNAUTHORIZED, b"API token required: send 'Authorization: Bearer <token>' or ?token=<token>"
             )
         if self.draining.is_set():
             return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"shutting down")
+        refusal = self.slots.take(connection.socket, self._client(connection, request))
+        if refusal is not None:
+            return self._refusal(refusal)
         return None  # go on with the WebSocket handshake
 
-    def authorized(self, request: Request) -> bool:
-        """True without API_TOKEN; with it, the request must carry one of its tokens.
+    def _client(self, connection: ServerConnection, request: Request) -> str:
+        """Who a connection counts against for MAX_CONNECTIONS_PER_CLIENT: its token's scope, else its address."""
+        scope = self.tokens.scope(request)
+        return f"token {scope}" if scope is not None else f"address {connection.remote_address[0]}"
 
-        A token comes as a Bearer header or a ?token= parameter and is
-        compared in constant time. API_TOKEN may list several tokens,
-        comma-separated, so that a new one can be rolled out before the old
-        one is withdrawn.
+    def _refusal(self, refusal: str) -> Response:
+        if refusal == connection_slots.PER_CLIENT:
+            sentence = (
+                f"this client already has {self.settings.max_connections_per_client} connections open "
+                "(MAX_CONNECTIONS_PER_CLIENT): close one, or retry later"
+            )
+            return _response(http.HTTPStatus.TOO_MANY_REQUESTS, sentence.encode())
+        return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections (MAX_CONNECTIONS); retry")
+
+    def authorized(self, request: Request) -> bool:
+        """True without API_TOKEN; with it, the request must carry one of its tokens (server/tokens.py).
+
+        API_TOKEN may list several tokens, comma-separated: one for each
+        client, or a new one rolled out before the old one is withdrawn.
         """
-        if not self._tokens:
-            return True
-        offered = []
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            offered.append(credentials.strip())
-        offered += parse_qs(urlsplit(request.path).query).get("token", [])
-        return any(hmac.compare_digest(token.encode(), good) for token in offered for good in self._tokens)
+        return self.tokens.authorized(request)

@@ -26,7 +26,7 @@ from harness.tiny_sam import build_tiny_sam, write_tiny_checkpoint
 from server.config import ENV_FILE_VARIABLE, Settings
 from server.main import App
 from server.models.sam1 import SamModel
-from server.sam_model import SegmentationModel
+from server.models.seam import SegmentationModel
 from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
 
@@ -183,8 +183,8 @@ class ModelGate:
     def warm_up(self):
         return self.model.warm_up()
 
-    def has_embedding(self, image_key):
-        return self.model.has_embedding(image_key)
+    def has_embedding(self, image_key, scope=None):
+        return self.model.has_embedding(image_key, scope)
 
     def segment_batch(self, jobs):
         self.calls += 1
@@ -241,6 +241,7 @@ def ws_url(app: App) -> str:
 def resolver(monkeypatch):
     """Map host names to addresses (socket.getaddrinfo, patched); other names resolve as usual.
 
+    A name mapped to None does not resolve (socket.gaierror, as offline);
     `resolver.lookups` lists every name asked for.
     """
 
@@ -253,6 +254,8 @@ def resolver(monkeypatch):
 
     def getaddrinfo(host, port, *args, **kwargs):
         names.lookups.append(host)
+        if host in names and names[host] is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         if host in names:
             return [
                 (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 80))

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from harness.http_server import ImageHTTPServer
+from harness.ports import free_port
 from harness.processes import REPO, server_env
+from server.__main__ import main
+from server.models.registry import MODEL_TYPES
+from tests.support.sentences import assert_one_sentence
+
 WEIGHTS = os.urandom(3 * 1024 * 1024 + 17)  # a few chunks, and a partial one
 NAME = f"sam_vit_b_{hashlib.sha256(WEIGHTS).hexdigest()[:6]}.pth"  # the official naming, for these bytes
 
@@ -108,3 +113,53 @@ def test_a_sam2_file_that_does_not_load_as_the_model_leaves_nothing(tmp_path, fi
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "does not load as a sam2.1_hiera_t model" in done.stderr and "nothing was written" in done.stderr
     assert left_in(tmp_path) == []
+
+
+# --- offline, and where the file goes by default ------------------------------------------------
+
+
+def assert_says_how_to_do_without_the_network(stderr: str, target: Path, command: str) -> None:
+    """Not urllib3's nested exceptions and "Try again": a mirror with --url, or the file copied in, and where."""
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("cap: Cannot reach ") and "Traceback" not in stderr, stderr
+    assert "Error" not in last and "Max retries" not in last and "Try again" not in last, last
+    vit_b = MODEL_TYPES["vit_b"]
+    assert f"download {vit_b.url} where there is internet access and copy it to {target.resolve()}," in last
+    assert f"`{command} --url URL` with a mirror's copy of sam_vit_b_01ec64.pth." in last
+    assert_one_sentence(last)
+
+
+def test_offline_a_refused_connection_says_how_to_use_a_mirror_or_copy_the_file_in(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}/{NAME}"  # nothing listens there
+    done = download(tmp_path, closed)
+    assert done.returncode == 1
+    assert "(the connection was refused)" in done.stderr
+    assert_says_how_to_do_without_the_network(done.stderr, tmp_path / "checkpoints" / "sam.pth", "python -m server download-checkpoint")
+    assert left_in(tmp_path) == []
+
+
+def test_offline_a_name_that_does_not_resolve_says_so_and_what_to_do(tmp_path, resolver, monkeypatch, capsys):
+    """In this process, so that the resolver fixture can make the name fail as it does without DNS."""
+    resolver["mirror.example"] = None
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cap", "download-checkpoint"])  # as the installed command
+    monkeypatch.setenv("SAM_MODEL_TYPE", "vit_b")
+    monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
+    assert main(["download-checkpoint", "--url", f"http://mirror.example/{NAME}"]) == 1
+    stderr = capsys.readouterr().err
+    assert "Cannot reach mirror.example" in stderr and "(the name does not resolve: no network, or no DNS)" in stderr
+    assert_says_how_to_do_without_the_network(stderr, Path("checkpoints/sam_vit_b_01ec64.pth"), "cap download-checkpoint")
+    assert resolver.lookups == ["mirror.example"]
+
+
+def test_outside_a_clone_the_checkpoint_goes_to_checkpoints_not_server(tmp_path, files):
+    """SAM_CHECKPOINT unset and the working folder not CAP's own: ./checkpoints/, and no ./server/ created."""
+    files.add(f"/{NAME}", WEIGHTS, content_type="application/octet-stream")
+    env = server_env(PYTHONPATH=REPO, SAM_MODEL_TYPE="vit_b")
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "download-checkpoint", "--url", files.url(f"/{NAME}")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "checkpoints" / "sam_vit_b_01ec64.pth").read_bytes() == WEIGHTS
+    assert not (tmp_path / "server").exists()

@@ -92,3 +92,12 @@ def test_sam2_model_types_take_meta_s_file_names(model_type, name):
     assert settings.sam_checkpoint == Path("server") / name and settings.precision == "fp32"
     with pytest.raises(SettingsError, match=f"SAM_MODEL_TYPE={model_type}"):
         Settings.from_env({"SAM_MODEL_TYPE": model_type, "SAM_CHECKPOINT": "/c/sam_vit_b_01ec64.pth"}, dotenv=None)
+
+
+def test_outside_a_clone_the_default_checkpoint_is_in_the_working_folders_checkpoints(tmp_path, monkeypatch):
+    """An installed `cap` runs from any folder: its default is ./checkpoints/, not a ./server/ of its own."""
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env({}, dotenv=None).sam_checkpoint == Path("checkpoints/sam_vit_h_4b8939.pth")
+    (tmp_path / "server").mkdir()  # a folder named server that does not hold CAP's code
+    settings = Settings.from_env({"SAM_MODEL_TYPE": "sam2.1_hiera_t"}, dotenv=None)
+    assert settings.sam_checkpoint == Path("checkpoints/sam2.1_hiera_tiny.pt")

@@ -15,12 +15,16 @@ from PIL import Image
 from harness import image_files
 from server.config import Settings
 from server.errors import CLOSE_CODES
+from server.models.registry import MODEL_TYPES
 from tests.conftest import ws_url
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 DOCS = REPO / "docs"
 PROTOCOL = (DOCS / "protocol.md").read_text()
+ARCHITECTURE = (DOCS / "architecture.md").read_text()
+RECORDS = (DOCS / "records.md").read_text()
+SERVER = REPO / "server"
 SETTINGS_DOC = (DOCS / "settings.md").read_text()
 SETTINGS = {field.name.upper() for field in dataclasses.fields(Settings)}
 # Every page whose links must resolve.
@@ -116,6 +120,44 @@ def test_the_server_reads_no_environment_variable_outside_settings():
 def test_the_environment_scan_sees_every_kind_of_read():
     source = "import os\nA = os.environ['CAP_X']\nB = os.getenv('CAP_Y', '')\nC = os.environ.get(name)\nD = dict(os.environ)\n"
     assert sorted(environment_reads(source)) == ["?", "CAP_X", "CAP_Y", "os.environ"]
+
+
+# --- the map ---------------------------------------------------------------------------------
+
+
+def server_files() -> set[str]:
+    """What docs/architecture.md must name, each by its path under server/: every module but the
+    `__init__.py` files, and every file of the page."""
+    modules = {path for path in SERVER.rglob("*.py") if path.name != "__init__.py"}
+    page = {path for path in (SERVER / "page").rglob("*") if path.is_file()}
+    return {path.relative_to(SERVER).as_posix() for path in modules | page}
+
+
+def named_files(markdown: str) -> set[str]:
+    """The files a page names in code type, whole: `connection.py`, `models/registry.py`, `page/app.js`."""
+    return set(re.findall(r"`([\w/.+-]+\.(?:py|js|html|css))`", markdown))
+
+
+def test_docs_architecture_names_every_server_module_and_page_file():
+    """The map names each module under server/ (by its path under server/) and each page file, and
+    no file that is gone (a name is looked for under server/, then from the repository's root)."""
+    files = server_files()
+    assert {"main.py", "models/registry.py", "store/sqlite.py", "page/index.html"} <= files  # the scan sees every level
+    named = named_files(ARCHITECTURE)
+    missing = sorted(files - named)
+    assert not missing, (
+        f"docs/architecture.md does not name {len(missing)} file(s) under server/: {', '.join(missing)}. "
+        "Name each in code type by its path under server/ (as `fetch.py`, `models/registry.py`), in its layer's table."
+    )
+    gone = sorted(name for name in named if not (SERVER / name).is_file() and not (REPO / name).is_file())
+    assert not gone, f"docs/architecture.md names file(s) that do not exist: {', '.join(gone)}"
+
+
+def test_docs_records_names_every_model_type():
+    """SAMOutput's `model` is a SAM_MODEL_TYPE: records.md lists the registry's types, all of them."""
+    [model] = [cells for cells in table_rows(section(RECORDS, "## Fields")) if cells[0] == "`model`"]
+    named = [name for name in re.findall(r"`([^`]+)`", model[1]) if not name.isupper()]  # a setting's name aside
+    assert named == list(MODEL_TYPES)
 
 
 # --- the protocol ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""server.fetch: the SSRF-guarded download, against real local HTTP(S) servers.
+"""server.fetch (and the fetch_* modules beside it): the SSRF-guarded download, against real local HTTP(S) servers.
 
 Host names are resolved by a patched resolver (socket.getaddrinfo), so a test
 can point "images.example.test" anywhere without a DNS server. Packets go to
@@ -19,13 +19,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from harness import image_files as files
 from harness.http_server import ImageHTTPServer
-from server import fetch
+from server import fetch, fetch_address, fetch_url
 from server.errors import ClientError
 
 MIB = 1024 * 1024
@@ -43,8 +44,8 @@ def server():
 @pytest.fixture
 def loopback_is_public(monkeypatch):
     """Treat 127.0.0.1 as a public address, so the guard lets the test server through."""
-    real_rule = fetch._is_forbidden
-    monkeypatch.setattr(fetch, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip))
+    real_rule = fetch_address._is_forbidden
+    monkeypatch.setattr(fetch_address, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip))
 
 
 def download(url: str, **overrides) -> bytes:
@@ -210,6 +211,26 @@ def test_headers_count_against_the_limit(server):
     assert error.code == "image_too_large"
 
 
+FLOODS = {
+    # 20 MB, within the old limit (MAX_IMAGE_BYTES plus a 32nd plus 64 KiB, all counted together)
+    "one-byte chunks": b"1\r\nA\r\n" * 3_400_000 + b"0\r\n\r\n",
+    "trailer lines": b"5\r\nimage\r\n0\r\n" + b"a\r\n" * 6_800_000 + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("flood", FLOODS)
+def test_a_flood_of_framing_is_cut_off_at_its_own_allowance(server, flood):
+    """Each chunk or trailer line is a turn of http.client's Python loop: 20 MB of them took 2.4 s of
+    the GIL. Framing now has its own allowance, 64 KiB and a 32nd of the limit, however small the body."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    server.add_raw("/flood.png", head + FLOODS[flood])
+    started = time.thread_time()  # this thread's CPU: the parsing, not the sending nor others' load
+    error = error_of(server.url("/flood.png"), max_bytes=20 * MIB, timeout=30.0)
+    spent = time.thread_time() - started
+    assert error.code == "image_too_large" and "chunk framing besides the image" in error.message
+    assert spent < 0.5, f"reading the framing took {spent:.2f} s of CPU"
+
+
 EMPTY_DEFLATE_BLOCK = b"\x00\x00\x00\xff\xff"  # a stored block of 0 bytes, not the last one
 GZIP_HEADER = gzip.compress(b"")[:10]
 
@@ -344,7 +365,7 @@ def test_redirect_to_a_private_address_is_forbidden(server, loopback_is_public):
     ],
 )
 def test_address_rule(address, forbidden):
-    assert fetch._is_forbidden(ipaddress.ip_address(address)) is forbidden
+    assert fetch_address._is_forbidden(ipaddress.ip_address(address)) is forbidden
 
 
 def test_the_parser_differential_url_is_refused_and_never_fetched(server, resolver, monkeypatch):
@@ -354,8 +375,8 @@ def test_the_parser_differential_url_is_refused_and_never_fetched(server, resolv
     never connected to: a guard that checked one host and connected to the
     other would fetch the loopback server's /admin/x.png.
     """
-    real_rule = fetch._is_forbidden
-    monkeypatch.setattr(fetch, "_is_forbidden", lambda ip: str(ip) != PUBLIC and real_rule(ip))
+    real_rule = fetch_address._is_forbidden
+    monkeypatch.setattr(fetch_address, "_is_forbidden", lambda ip: str(ip) != PUBLIC and real_rule(ip))
     resolver[NAME] = [PUBLIC]
     server.add("/admin/x.png", b"secret")
     for allow_private in (False, True):
@@ -398,6 +419,17 @@ BAD_URLS = {
 }
 
 
+def test_the_character_check_is_one_search_not_a_python_loop():
+    """A URL of MAX_MESSAGE_BYTES, or a Location line of 64 KiB, was a turn of Python per character (32 ms)."""
+    url = "http://example.com/" + "a" * 1_000_000
+    started = time.thread_time()
+    fetch_url.check_characters(url, redirected=False)
+    assert time.thread_time() - started < 0.1
+    # It refuses exactly what str.isspace() and the category Cc (control) name: all are below U+3001.
+    refused = {chr(code) for code in range(0x3001) if fetch_url._SPACE_OR_CONTROL.search(chr(code))}
+    assert refused == {chr(code) for code in range(0x3001) if chr(code).isspace() or unicodedata.category(chr(code)) == "Cc"}
+
+
 @pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())
 def test_urls_that_parsers_read_differently_are_refused_before_any_lookup(resolver, url):
     for allow_private in (False, True):
@@ -429,7 +461,7 @@ def test_every_redirect_hop_is_read_as_strictly(server, location):
 REBINDING_CHECK = textwrap.dedent(
     f"""
     import json, socket
-    from server import fetch
+    from server import fetch, fetch_address
     from server.errors import ClientError
     from harness.http_server import ImageHTTPServer
 
@@ -442,8 +474,8 @@ REBINDING_CHECK = textwrap.dedent(
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     socket.getaddrinfo = rebinding_resolver
-    real_rule = fetch._is_forbidden  # TEST-NET-2 is not global: count it as public here
-    fetch._is_forbidden = lambda ip: str(ip) != "{PUBLIC}" and real_rule(ip)
+    real_rule = fetch_address._is_forbidden  # TEST-NET-2 is not global: count it as public here
+    fetch_address._is_forbidden = lambda ip: str(ip) != "{PUBLIC}" and real_rule(ip)
 
     with ImageHTTPServer() as loopback, ImageHTTPServer("{PUBLIC}", loopback.port) as public:
         loopback.add("/cat.png", b"loopback")

@@ -59,6 +59,7 @@ README_CODES = {
     "internal_error": 1011,
     "image_unknown": 1008,
     "mask_unknown": 1008,
+    "result_too_large": 1009,
 }
 
 EXAMPLES = int(os.environ.get("CAP_FUZZ_EXAMPLES") or 2000)

@@ -256,7 +256,7 @@ def silent_reader(app, request: dict) -> socket.socket:
 
 
 def test_a_client_that_stops_reading_loses_its_thread_after_send_timeout(start_app):
-    app = start_app(send_timeout=1)
+    app = start_app(send_timeout=1, max_mask_pixels=10**9)  # a big result, on purpose
     sock = silent_reader(app, big_result_request())
     try:
         assert eventually(lambda: any(r["status"] != jobs.QUEUED for r in app.store.records()), 60)

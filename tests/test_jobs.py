@@ -101,6 +101,27 @@ def test_reclaim_past_max_attempts_fails_the_record():
     assert jobs.order_violations(failed) == []
 
 
+def test_a_record_whose_waiter_is_gone_is_claimed_only_to_be_interrupted():
+    record = jobs.new_record(
+        "w", now=T0, image_url="http://x/a.png", image_sha256="00" * 32, width=4, height=3, boxes=[],
+        multimask=False, waiter_lease_seconds=30,
+    )
+    assert record["waiterLeaseUntil"] == jobs.format_time(at(30))
+    renewed = jobs.renew_waiter(record, now=at(20), lease_seconds=30)
+    assert renewed["waiterLeaseUntil"] == jobs.format_time(at(50)) and renewed["status"] == "queued"
+    assert claim(renewed, at(49))["status"] == "processing"  # someone still waits
+    orphan = claim(renewed, at(50))
+    assert orphan["status"] == "interrupted" and orphan["attempts"] == 0 and orphan["processing"] is None
+    assert jobs.order_violations(orphan) == []
+    # Reclaiming a dead processor's record also asks whether anyone still waits.
+    held = jobs.renew_waiter(claim(renewed, at(40), lease=5), now=at(41), lease_seconds=30)
+    assert claim(held, at(71))["status"] == "interrupted"
+    assert claim(new(), at(10_000))["status"] == "processing"  # no lease (an older record): processed
+    for ended in (jobs.mark_processed(claim(renewed, at(40)), now=at(42)), jobs.interrupt(renewed, now=at(21))):
+        with pytest.raises(TransitionRefused):
+            jobs.renew_waiter(ended, now=at(43), lease_seconds=30)
+
+
 def test_fail_records_the_error():
     record = jobs.fail(claim(new(), at(1)), now=at(2), code="processing_failed", message="out of memory")
     assert record["error"] == {"code": "processing_failed", "message": "out of memory"}
@@ -158,3 +179,23 @@ def test_work_reads_a_protocol_1_and_a_1_1_record_alike():
     assert record["preferredServer"] == "cap-1" and not jobs.order_violations(record)
     old = {k: v for k, v in new().items() if k not in ("prompts", "output", "preferredServer")}
     assert jobs.Work.of(old).output == ("rle",)  # a record stored before protocol 1.1
+
+
+def test_an_interruption_may_say_why_when_no_client_was_told():
+    reason = {"code": "server_restarted", "message": "gone"}
+    told = jobs.interrupt(claim(new(), at(1)), now=at(2))
+    assert told["error"] is None
+    orphan = jobs.interrupt(jobs.mark_processed(claim(new(), at(1)), now=at(2)), now=at(3), reason=reason)
+    assert (orphan["status"], orphan["error"]) == ("interrupted", reason)
+    assert jobs.order_violations(orphan) == []
+
+
+def test_a_record_not_terminal_past_the_horizon_is_overdue():
+    queued, processed = new(), jobs.mark_processed(claim(new(), at(1)), now=at(2))
+    assert jobs.overdue(queued, now=at(100), horizon_seconds=100) is None
+    assert jobs.overdue(queued, now=at(101), horizon_seconds=100) == (
+        "still queued 101 s after createdAt, past the 100 s a request may take"
+    )
+    assert "still processed 5000 s" in jobs.overdue(processed, now=at(5000), horizon_seconds=100)
+    assert jobs.overdue(jobs.mark_finished(processed, now=at(3)), now=at(5000), horizon_seconds=100) is None
+    assert jobs.overdue({**queued, "createdAt": "yesterday"}, now=at(5000), horizon_seconds=100) is None

@@ -181,8 +181,8 @@ import numpy as np, torch
 from harness.tiny_sam import build_tiny_sam
 from server import masks
 from server.models.sam1 import SamModel
+from server.models.seam import ImageJob
 from server.prompts import Prompt
-from server.sam_model import ImageJob
 
 def status_kb(field):
     for line in open("/proc/self/status"):

@@ -1,5 +1,6 @@
 """`GET /metrics` on a real running server: Prometheus text that moves with real requests."""
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -79,6 +80,44 @@ def test_open_connections_and_queue_depth_are_read_live(start_app, image_server,
             assert samples[("cap_queue_depth", ())] == 1
     finally:
         gate.opened.set()
+
+
+def test_the_pixel_budget_in_use_and_its_limit_are_read_live(start_app, image_server, gate):
+    app = start_app(model=gate, pixel_budget_mb=64)
+    limit = ("cap_pixel_budget_limit_bytes", ())
+    used = ("cap_pixel_budget_used_bytes", ())
+    assert scrape(app)[used] == 0 and scrape(app)[limit] == 64 * 2**20
+    client = threading.Thread(
+        target=exchange, args=(ws_url(app), {"image_url": image_server.url("/photo.jpg"), "boxes": [BOX]})
+    )
+    client.start()
+    try:
+        assert gate.entered.wait(30)  # its decoded pixels are held until the encoder has run
+        assert scrape(app)[used] == app.budget.used == 320 * 240 * 3
+    finally:
+        gate.opened.set()
+        client.join(30)
+    assert eventually(app, lambda s: s[used] == 0)[used] == 0
+
+
+SESSIONS = ("cap_open_sessions", ())
+PER_CLIENT_REFUSED = ("cap_connections_refused_total", (("limit", "max_connections_per_client"),))
+
+
+def test_open_sessions_and_refused_connections_are_counted(start_app):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    app = start_app(max_connections_per_client=2)
+    with connect(ws_url(app)) as session, connect(ws_url(app)):
+        session.send('{"keep_open": true}')  # a session from here on, though its request is refused
+        assert '"invalid_request"' in session.recv(timeout=10)
+        with pytest.raises(InvalidStatus):
+            connect(ws_url(app), open_timeout=5)
+        samples = eventually(app, lambda s: s.get(SESSIONS) == 1)
+        assert samples[SESSIONS] == 1 and samples[("cap_open_connections", ())] == 2
+        assert samples[PER_CLIENT_REFUSED] == 1
+    assert eventually(app, lambda s: s.get(SESSIONS) == 0)[SESSIONS] == 0
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])

@@ -1,6 +1,8 @@
 """CAP as an installed package: `pip install .` gives the `cap` and `cap-client` commands, which
 run from any folder, with the page installed beside the code."""
 
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.http_server import ImageHTTPServer
 from harness.processes import REPO, server_env
 
 pytestmark = pytest.mark.slow  # pip installs the package, then runs its commands
@@ -56,3 +59,25 @@ def test_the_installed_package_holds_the_page(installed, tmp_path):
     assert int(page) == (REPO / "server" / "page" / "index.html").stat().st_size
     page_dir = REPO / "server" / "page"
     assert int(files) == sum(f.stat().st_size for f in page_dir.iterdir() if f.suffix in (".js", ".css")) > 0
+
+
+def test_the_installed_cap_keeps_checkpoints_in_checkpoints_and_names_itself_in_what_to_run(installed, tmp_path):
+    """From a fresh folder, with SAM_CHECKPOINT unset: `cap download-checkpoint` writes ./checkpoints/<official
+    name> (no ./server/), and `cap` without it says to run `cap download-checkpoint`."""
+    weights = os.urandom(100_000)
+    name = f"sam_vit_b_{hashlib.sha256(weights).hexdigest()[:6]}.pth"
+    site = next(installed.glob("lib/python3*/site-packages"))
+    env = server_env(PYTHONPATH=site, SAM_MODEL_TYPE="vit_b", SAM_DEVICE="cpu")
+    missing = subprocess.run([str(installed / "bin" / "cap")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2, missing.stderr
+    assert f"No SAM checkpoint at {tmp_path / 'checkpoints' / 'sam_vit_b_01ec64.pth'} " in missing.stderr
+    assert "download it with `cap download-checkpoint`" in missing.stderr
+    with ImageHTTPServer() as files:
+        files.add(f"/{name}", weights, content_type="application/octet-stream")
+        done = subprocess.run(
+            [str(installed / "bin" / "cap"), "download-checkpoint", "--url", files.url(f"/{name}")],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "checkpoints" / "sam_vit_b_01ec64.pth").read_bytes() == weights
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoints"]  # no ./server/, nor anything else

@@ -106,6 +106,43 @@ def test_the_page_is_open_but_the_websocket_still_needs_the_token(start_app, ima
     assert exchange(ws_url(app) + "?token=s3cret", request).types == ["queued", "status", "result"]
 
 
+def test_the_page_and_its_files_send_a_content_security_policy_and_refuse_framing(start_app):
+    app = start_app()
+    for path in ["/", "/page/app.js", "/page/page.css"]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{app.port}{path}", timeout=10) as response:
+            policy = response.headers["Content-Security-Policy"]
+            assert response.headers["X-Frame-Options"] == "DENY", path
+        directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+        assert directives["default-src"] == "'none'" and directives["frame-ancestors"] == "'none'"
+        assert directives["script-src"] == directives["style-src"] == directives["connect-src"] == "'self'"
+        assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+
+
+def test_the_browser_enforces_the_policy_and_the_page_works_under_it(start_app, scenes, page):
+    app = start_app()
+    visit(page, app)
+    open_image(page, scenes[1])  # an image from elsewhere, the WebSocket, /health: all allowed
+    injected = page.evaluate("""() => new Promise(resolve => {
+        document.addEventListener('securitypolicyviolation', event => resolve(event.violatedDirective), {once: true});
+        setTimeout(() => resolve('no violation'), 5000);
+        const script = document.createElement('script');
+        script.textContent = 'window.injected = true';
+        document.head.append(script);
+    })""")
+    assert injected.startswith("script-src") and page.evaluate("window.injected") is None
+    assert page.evaluate("window.self === window.top")
+    frame = page.evaluate("""port => new Promise(resolve => {
+        const frame = document.createElement('iframe');
+        frame.src = `http://127.0.0.1:${port}/`;
+        frame.onload = () => { try { resolve(frame.contentDocument.title) } catch { resolve('blocked') } };
+        document.body.append(frame);
+        setTimeout(() => resolve('timeout'), 5000);
+    })""", app.port)
+    assert frame != "CAP: click an object, get its mask"  # the page is never shown in a frame, not even its own
+    assert any("script-src" in v for v in CSP_VIOLATIONS[page])  # the console reports what was refused
+    CSP_VIOLATIONS[page].clear()  # those two were this test's own doing
+
+
 def test_the_page_needs_nothing_from_elsewhere():
     html = PAGE.decode()
     assert re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", html) == ["/page/page.css", "/page/app.js"]
@@ -167,7 +204,7 @@ class Frames:
         before = len(self.sent)
         action()
         self.sent_after(before)
-        self.page.wait_for_function("!document.getElementById('accept').disabled")  # the current prompt's mask is shown
+        self.page.wait_for_function("() => !document.getElementById('accept').disabled")  # the current prompt's mask is shown
         shown = self.page.get_attribute("#current-layer", "data-answer").partition(":")[0]
         result = wait_for(self.page, lambda: next(
             (m for m in self.received if m.get("id") == shown and m["type"] == "result"), None))
@@ -183,16 +220,24 @@ def wait_for(page, find, timeout: float = 20):
     return found
 
 
+CSP_VIOLATIONS: dict[object, list[str]] = {}  # page -> what its console said the Content-Security-Policy refused
+
+
 @pytest.fixture
 def page(browser):
+    """A fresh browser tab; at the end, it must have seen no script error and no CSP violation."""
     context = browser.new_context(viewport={"width": 1000, "height": 760}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
+    violations = CSP_VIOLATIONS.setdefault(page, [])
+    page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None)
     yield page
     context.close()
+    CSP_VIOLATIONS.pop(page)
     assert script_errors == [], "the page's script raised"
+    assert violations == [], "the page did something its Content-Security-Policy refuses"
 
 
 def visit(page, app, token: str | None = None) -> None:
@@ -209,8 +254,8 @@ def open_image(page, url: str) -> None:
 
 
 def wait_until_prepared(page) -> None:
-    page.wait_for_function("/^Prepared in/.test(document.getElementById('progress').textContent)")
-    page.wait_for_function("document.getElementById('view').dataset.transform !== undefined")
+    page.wait_for_function("() => /^Prepared in/.test(document.getElementById('progress').textContent)")
+    page.wait_for_function("() => document.getElementById('view').dataset.transform !== undefined")
 
 
 def view_transform(page) -> tuple[float, float, float, dict]:
@@ -258,7 +303,7 @@ def decode(segmentation: dict) -> np.ndarray:
 
 def shown_mask(page, result: dict, candidate: int = 0) -> np.ndarray:
     """Wait until the current layer shows `result`'s mask, and return what it shows."""
-    page.wait_for_function(f"document.getElementById('current-layer').dataset.answer === '{result['id']}:{candidate}'")
+    page.wait_for_function(f"() => document.getElementById('current-layer').dataset.answer === '{result['id']}:{candidate}'")
     return read_layer(page, "current-layer")[..., 3]
 
 
@@ -325,7 +370,7 @@ def test_a_click_a_negative_click_undo_and_redo(start_app, scenes, page):
 
     # Escape clears the prompt (a step too); undo brings it back.
     page.keyboard.press("Escape")
-    page.wait_for_function("document.getElementById('current-layer').dataset.answer === ''")
+    page.wait_for_function("() => document.getElementById('current-layer').dataset.answer === ''")
     assert read_layer(page, "current-layer")[..., 3].max() == 0
     page.keyboard.press("Control+z")
     assert_shows(page, result2)
@@ -465,7 +510,7 @@ def test_the_image_masks_and_points_stay_aligned_at_every_zoom_and_pan(start_app
         under = ((cursor[0] - before[3]["x"] - before[1]) / before[0], (cursor[1] - before[3]["y"] - before[2]) / before[0])
         for _ in range(abs(clicks)):
             page.mouse.wheel(0, 100 if clicks > 0 else -100)
-        page.wait_for_function(f"JSON.parse(document.getElementById('view').dataset.transform)[0] !== {before[0]}")
+        page.wait_for_function(f"() => JSON.parse(document.getElementById('view').dataset.transform)[0] !== {before[0]}")
         page.wait_for_timeout(50)
         last = view_transform(page)
         assert last[0] == pytest.approx(before[0] * np.exp(-0.15 * clicks))
@@ -515,7 +560,7 @@ def test_objects_are_labelled_listed_hidden_deleted_and_exported(start_app, scen
     page.fill("#label", "ball")
     page.press("#label", "Enter")
     assert objects_in_list(page) == ["ball"]
-    page.wait_for_function("document.getElementById('current-layer').dataset.answer === ''")
+    page.wait_for_function("() => document.getElementById('current-layer').dataset.answer === ''")
     assert page.input_value("#label") == "ball"
     crate_request, crate_result = frames.ask(lambda: click_image(page, *CRATE))
     assert "mask_input" not in crate_request["prompts"][0]  # a new object starts afresh
@@ -598,7 +643,7 @@ def test_objects_are_labelled_listed_hidden_deleted_and_exported(start_app, scen
     # The objects and the label survive a reload: the image reopens and finds them by its hash.
     page.reload()
     wait_until_prepared(page)
-    page.wait_for_function("document.querySelectorAll('#objects li').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('#objects li').length === 3")
     assert objects_in_list(page) == ["ball", "crate", "cone"]
     assert page.input_value("#label") == "cone"
     np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, masks[0] | masks[1] | masks[2])
@@ -691,7 +736,7 @@ def test_preparing_shows_the_time_it_takes(start_app, scenes, page, gate):
     page.fill("#image-url", scenes[1])
     page.click("#load-url")
     assert gate.entered.wait(20)
-    page.wait_for_function("/^preparing… \\d+\\.\\d s$/.test(document.getElementById('progress').textContent)")
+    page.wait_for_function("() => /^preparing… \\d+\\.\\d s$/.test(document.getElementById('progress').textContent)")
     first = float(page.inner_text("#progress").split()[1])
     page.wait_for_timeout(400)
     later = float(page.inner_text("#progress").split()[1])
@@ -705,14 +750,14 @@ def test_a_wrong_token_is_said_plainly_and_the_right_one_works(start_app, scenes
     app = start_app(api_token="s3cret")
     frames = Frames(page)
     visit(page, app)
-    page.wait_for_function("document.getElementById('connection').dataset.state === 'token'")
+    page.wait_for_function("() => document.getElementById('connection').dataset.state === 'token'")
     assert page.inner_text("#connection") == "This server needs an API token: type it in the Token field."
     page.fill("#token", "wrong")
     page.press("#token", "Enter")
-    page.wait_for_function("/refused/.test(document.getElementById('connection').textContent)")
+    page.wait_for_function("() => /refused/.test(document.getElementById('connection').textContent)")
     page.fill("#image-url", scenes[1])
     page.click("#load-url")
-    page.wait_for_function("document.getElementById('connection').dataset.state === 'token'")
+    page.wait_for_function("() => document.getElementById('connection').dataset.state === 'token'")
     assert page.inner_text("#connection") == "The server refused the API token: type the right one in the Token field."
     assert frames.sent == []  # refused at the upgrade: no socket
     page.fill("#token", "s3cret")
@@ -732,10 +777,10 @@ def test_a_server_that_goes_away_is_said_gone_and_the_page_reconnects(start_app,
     visit(page, app)
     open_image(page, scenes[1])
     app.stop()
-    page.wait_for_function("document.getElementById('connection').dataset.state === 'gone'")
+    page.wait_for_function("() => document.getElementById('connection').dataset.state === 'gone'")
     assert page.inner_text("#connection").startswith("The server is gone")
     start_app(port=port)
-    page.wait_for_function("document.getElementById('connection').textContent === 'Connected.'", timeout=15_000)
+    page.wait_for_function("() => document.getElementById('connection').textContent === 'Connected.'", timeout=15_000)
     wait_until_prepared(page)
     assert_shows(page, frames.ask(lambda: click_image(page, 150, 200))[1])
 
@@ -745,7 +790,7 @@ def test_an_idle_session_and_a_forgotten_mask_are_picked_up_again(start_app, sce
     frames = Frames(page)
     visit(page, app)
     open_image(page, scenes[1])
-    page.wait_for_function("document.getElementById('connection').dataset.state === 'idle'")
+    page.wait_for_function("() => document.getElementById('connection').dataset.state === 'idle'")
     # The next click opens a new session, names the image by its hash, and gets its mask.
     request1, result1 = frames.ask(lambda: click_image(page, 150, 200))
     reprepared = frames.sent[-2]
@@ -793,7 +838,7 @@ def test_an_image_the_server_cannot_download_shows_the_servers_sentence(start_ap
     page.click("#load-url")
     error = frames.answer(frames.sent_after(0))
     assert error["type"] == "error" and error["code"] == "image_download_failed" and "404" in error["message"]
-    page.wait_for_function("document.getElementById('error').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('error').textContent !== ''")
     assert page.inner_text("#error") == error["message"]
 
 

@@ -2,14 +2,15 @@
 
 import base64
 import json
+import time
 
 import pytest
 
-from server import protocol
-from server import errors
+from server import answers, errors, message_size, protocol
 from server.errors import ClientError
 from server.prompts import Point
-from server.protocol import Box, MaskRef, Request, RequestPrompt, fit_prompts, parse_request
+from server.protocol import Request, fit_prompts, parse_request
+from server.request_prompts import Box, MaskRef, RequestPrompt
 
 LIMITS = {"max_boxes": 4, "max_points": 3, "max_message_bytes": 1024, "max_image_bytes": 3000}
 GOOD = {"image_url": "https://example.com/cat.jpg", "boxes": [{"x": 10, "y": 20, "width": 200, "height": 150}]}
@@ -101,14 +102,14 @@ def test_a_data_url_may_take_the_message_past_max_message_bytes():
 
 
 def test_the_message_limit_is_max_message_bytes_plus_the_longest_data_url():
-    assert protocol.message_limit(1024, 3000) == 1024 + len("data:image/webp;base64,") + 4000
-    assert protocol.message_limit(1024, 3001) == 1024 + len("data:image/webp;base64,") + 4004
+    assert message_size.message_limit(1024, 3000) == 1024 + len("data:image/webp;base64,") + 4000
+    assert message_size.message_limit(1024, 3001) == 1024 + len("data:image/webp;base64,") + 4004
 
 
 def test_only_the_data_url_is_not_counted():
     url = data_url(30)
     text = json.dumps({**GOOD, "image_url": url}).replace(", ", "," + " " * 1100, 1)  # padding outside the URL
-    assert len(text) - len(url) > 1024 and len(text) < protocol.message_limit(1024, 3000)
+    assert len(text) - len(url) > 1024 and len(text) < message_size.message_limit(1024, 3000)
     error = refused(text)
     assert error.code == "message_too_large"
     assert "1024" in error.message and "data: URL" in error.message
@@ -117,7 +118,7 @@ def test_only_the_data_url_is_not_counted():
 
 def test_a_message_past_the_whole_limit_is_refused_before_it_is_parsed():
     text = json.dumps({**GOOD, "image_url": data_url(3800)})  # 3000 image bytes plus 1024 do not hold it
-    assert len(text) > protocol.message_limit(1024, 3000)
+    assert len(text) > message_size.message_limit(1024, 3000)
     assert refused(text).code == "message_too_large"
     assert refused("[" * 9000).code == "message_too_large"  # never parsed, so never a JSON error
 
@@ -127,10 +128,62 @@ def test_an_oversized_message_that_is_not_json_is_too_large_not_invalid_json():
     assert refused("x" * 1000).code == "invalid_json"
 
 
-def test_a_data_url_with_a_lone_surrogate_is_counted_not_crashed_on():
+def test_a_data_url_with_a_lone_surrogate_is_counted_then_refused_as_not_text():
     text = json.dumps({**GOOD, "image_url": "data:image/png;base64,\ud800" + "A" * 1100})
     assert "\\ud800" in text  # JSON escapes it: valid JSON, and not encodable as UTF-8 once parsed
-    assert parse(text).image_url.startswith("data:image/png;base64,\ud800")
+    error = refused(text)  # past MAX_MESSAGE_BYTES only by the data: URL, so not message_too_large
+    assert error.code == "invalid_request" and "image_url holds a lone surrogate" in error.message
+
+
+# --- the hostile literal of issue 19: one linear pass, and only past MAX_MESSAGE_BYTES ----------
+
+
+def hostile(repeats: int) -> str:
+    """A string never closed, full of escaped `"data:` openings: quadratic for the old regex."""
+    return '"data:' + '\\"data:' * repeats
+
+
+def answered_within(seconds: float, text: str, **limits) -> ClientError:
+    started = time.thread_time()  # this thread's CPU: others' load on the machine does not count
+    error = refused(text, **limits)
+    spent = time.thread_time() - started
+    assert spent < seconds, f"answering {len(text):,} characters took {spent:.2f} s of CPU"
+    return error
+
+
+def test_the_reported_63_kb_message_is_not_scanned_at_all_under_max_message_bytes():
+    text = hostile(9_000)  # froze the whole server 13 s: the scan ran before any size check
+    assert len(text) < 65536
+    error = answered_within(0.5, text, max_message_bytes=65536, max_image_bytes=20 * 2**20)
+    assert error.code == "invalid_json"  # parsed at once, and refused for the string left open
+
+
+def test_past_max_message_bytes_the_hostile_literal_is_measured_in_one_pass():
+    text = hostile(8_000)  # 56 KB: the old regex took seconds on it, 4x as long for each doubling
+    error = answered_within(0.5, text, max_message_bytes=1024, max_image_bytes=20 * 2**20)
+    assert error.code == "message_too_large"  # a literal left open is no data: URL
+
+
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ({**GOOD, "image_url": "http://h/\ud800.png"}, "image_url"),  # the report's: internal_error before
+        ({**GOOD, "client_ref": "ref-\udc00"}, "client_ref"),
+        (
+            {"image_sha256": "0" * 64, "prompts": [{"points": [{"x": 1, "y": 1, "label": 1}], "mask_input": {"id": "\udfff", "index": 0}}]},
+            "prompts[0].mask_input.id",
+        ),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_invalid_request_that_names_where(body, where):
+    error = refused(json.dumps(body))
+    assert error.code == "invalid_request"
+    assert error.message.startswith(f"{where} holds a lone surrogate")
+
+
+def test_a_client_ref_that_is_not_text_is_not_echoed():
+    assert protocol.client_ref_of({"client_ref": "ref-\ud800"}) is None
+    assert protocol.client_ref_of({"client_ref": "ref-😀"}) == "ref-😀"
 
 
 def test_a_data_url_is_never_echoed_in_an_error():
@@ -162,26 +215,26 @@ def test_box_to_xyxy():
 
 
 def test_messages_are_typed_json():
-    assert json.loads(protocol.queued_message("j", 3)) == {"type": "queued", "id": "j", "position": 3}
-    assert json.loads(protocol.status_message("j", "processing")) == {
+    assert json.loads(answers.queued_message("j", 3)) == {"type": "queued", "id": "j", "position": 3}
+    assert json.loads(answers.status_message("j", "processing")) == {
         "type": "status", "id": "j", "status": "processing"
     }
-    error = json.loads(protocol.error_message(None, "queue_full", "Try later."))
+    error = json.loads(answers.error_message(None, "queue_full", "Try later."))
     assert error == {"type": "error", "id": None, "code": "queue_full", "message": "Try later."}
     result = json.loads(
-        protocol.result_message(
+        answers.result_message(
             "j", width=4, height=3, sha256="ab" * 32, masks=[], timings={"total_ms": 1.0}, cached_embedding=False
         )
     )
     assert result["image"] == {"width": 4, "height": 3, "sha256": "ab" * 32} and result["type"] == "result"
     assert "client_ref" not in result
-    v1 = json.loads(protocol.result_message("j", width=4, height=3, sha256=None, masks=[], timings={}, cached_embedding=False))
+    v1 = json.loads(answers.result_message("j", width=4, height=3, sha256=None, masks=[], timings={}, cached_embedding=False))
     assert v1["image"] == {"width": 4, "height": 3}
     assert parse(GOOD).is_v1 and not parse({**GOOD, "client_ref": "x"}).is_v1 and not parse({**GOOD, "output": ["polygons"]}).is_v1
     tagged = [
-        protocol.queued_message("j", 1, "ref-7"),
-        protocol.status_message("j", "processing", "ref-7"),
-        protocol.error_message("j", "superseded", "Replaced.", "ref-7"),
+        answers.queued_message("j", 1, "ref-7"),
+        answers.status_message("j", "processing", "ref-7"),
+        answers.error_message("j", "superseded", "Replaced.", "ref-7"),
     ]
     assert all(json.loads(message)["client_ref"] == "ref-7" for message in tagged)
 
@@ -192,7 +245,7 @@ def test_every_error_code_has_the_close_code_of_the_contract():
         "image_url_forbidden": 1008, "image_download_failed": 1008, "image_too_large": 1009,
         "unsupported_image": 1008, "queue_full": 1013, "store_unavailable": 1013, "shutting_down": 1001,
         "processing_failed": 1011, "internal_error": 1011, "job_timeout": 1011,
-        "image_unknown": 1008, "mask_unknown": 1008, "superseded": None,
+        "image_unknown": 1008, "mask_unknown": 1008, "result_too_large": 1009, "superseded": None,
     }
     assert errors.CLOSE_CODES == expected
 

@@ -6,8 +6,6 @@ import logging
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -19,55 +17,60 @@ from server import logs
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, ws_url
+from tests.support.http_client import get
 
 BOX = {"x": 2, "y": 2, "width": 20, "height": 20}
 
 
-def get(port, path, headers=None):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 def test_max_connections_refuses_with_503_before_starting_a_thread(start_app):
+    """Past MAX_CONNECTIONS, an upgrade gets 503 at the handshake while /ping still answers; past
+    MAX_CONNECTIONS + PLAIN_HTTP_ROOM sockets, the accept loop itself refuses, before a thread starts."""
     app = start_app(max_connections=3, request_timeout=60)  # the held sockets stay quiet throughout
     with contextlib.ExitStack() as stack:
         held = [stack.enter_context(connect(ws_url(app))) for _ in range(3)]
         assert wait_for(lambda: app.connections == 3)  # each one's handler thread is running
-        refuse_past_the_limit_then_admit_again(app, held)
+        refuse_past_the_limit_then_admit_again(app, held, stack)
 
 
-def refuse_past_the_limit_then_admit_again(app, held):
-    threads_before = threading.active_count()
-    started = time.perf_counter()
+def refuse_past_the_limit_then_admit_again(app, held, stack):
     with pytest.raises(InvalidStatus) as refused:
         connect(ws_url(app), open_timeout=5)
-    elapsed_ms = (time.perf_counter() - started) * 1000
     assert refused.value.response.status_code == 503
     assert b"MAX_CONNECTIONS" in refused.value.response.body
+    assert get(app.port, "/ping") == (200, b"pong")  # plain HTTP has room of its own
+
+    from server.listener import PLAIN_HTTP_ROOM
+
+    silent = [stack.enter_context(socket.create_connection(("127.0.0.1", app.port))) for _ in range(PLAIN_HTTP_ROOM)]
+    assert wait_for(lambda: app.listener.open == 3 + len(silent), 5)  # each one is in a handshake thread
+    threads_before = threading.active_count()
+    started = time.perf_counter()
     raw = socket.create_connection(("127.0.0.1", app.port), timeout=5)
     raw.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert raw.recv(100).startswith(b"HTTP/1.1 503")  # plain HTTP is refused too: a connection is a connection
+    assert raw.recv(100).startswith(b"HTTP/1.1 503")
+    elapsed_ms = (time.perf_counter() - started) * 1000
     raw.close()
-    assert app.listener.refused == 2
-    assert threading.active_count() == threads_before  # no handler thread was started for them
-    print(f"\nrefused past MAX_CONNECTIONS=3 in {elapsed_ms:.1f} ms; threads {threads_before} before and after")
+    assert app.listener.refused == 1
+    assert threading.active_count() == threads_before  # no handler thread was started for it
+    print(f"\nrefused past MAX_CONNECTIONS=3 + {PLAIN_HTTP_ROOM} sockets in {elapsed_ms:.1f} ms")
+    for sock in silent:
+        sock.close()
 
     held.pop().close()
-    assert wait_for(lambda: app.listener.open < 3, 5)  # the freed place comes back once its handler ends
+    assert wait_for(lambda: app.connections < 3, 5)  # the freed place comes back once its handler ends
     with connect(ws_url(app)) as ws:
         ws.send(json.dumps({"image_url": "http://x/", "boxes": "no"}))
         assert json.loads(ws.recv(timeout=10))["code"] == "invalid_request"
 
 
 def test_a_refused_client_that_never_sends_its_request_still_gets_the_503_and_a_clean_close(start_app):
-    from server.listener import REFUSAL_LINGER_SECONDS
+    from server.listener import PLAIN_HTTP_ROOM, REFUSAL_LINGER_SECONDS
 
     app = start_app(max_connections=1, request_timeout=60)
-    with connect(ws_url(app)):
+    with contextlib.ExitStack() as stack:
+        for _ in range(1 + PLAIN_HTTP_ROOM):  # every socket the listener takes, in its handshake
+            stack.enter_context(socket.create_connection(("127.0.0.1", app.port)))
+        assert wait_for(lambda: app.listener.open == 1 + PLAIN_HTTP_ROOM, 5)
         silent = socket.create_connection(("127.0.0.1", app.port), timeout=REFUSAL_LINGER_SECONDS + 3)
         started = time.monotonic()
         answer = b""

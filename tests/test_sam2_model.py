@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from server.models.registry import MODEL_TYPES
 from server.models.sam2 import MASK_INPUT_LIMIT, Sam2Model, build
 from server.prompts import Point, Prompt
 
@@ -40,7 +41,7 @@ def test_an_embedding_is_three_float32_maps_of_17_mb(model):
     [embedding] = model.embed([np.zeros((48, 64, 3), np.uint8)])
     assert [tuple(level.shape) for level in embedding.features] == [(1, 256, 64, 64), (1, 32, 256, 256), (1, 64, 128, 128)]
     assert all(level.dtype == torch.float32 for level in embedding.features)
-    assert embedding.nbytes == model.memory().embedding_bytes == 16_777_216
+    assert embedding.nbytes == model.memory().embedding_bytes == MODEL_TYPES["sam2.1_hiera_t"].embedding_bytes == 16_777_216
     assert embedding.postprocess.encoder_size == 256 and embedding.postprocess.original_size == (48, 64)
 
 

@@ -10,24 +10,16 @@ import torch
 from segment_anything import SamPredictor
 
 from server import masks
-from server.config import CHECKPOINT_URLS
-from server.models.sam1 import SamModel
+from server.models.checkpoint_file import CheckpointError, check_checkpoint
 from server.prompts import Point, Prompt, decoder_calls
-from server.sam_model import (
-    CheckpointError,
-    DeviceError,
-    ImageJob,
-    SegmentationModel,
-    available_cores,
-    check_checkpoint,
-    check_device,
-    cpu_flags,
-    load_model,
-    resolve_device,
-    resolve_precision,
-    set_torch_threads,
+from server.models.device import (
+    DeviceError, available_cores, check_device, cpu_flags, resolve_device, resolve_precision, set_torch_threads,
 )
 from harness.processes import REPO
+from server.models.loading import load_model
+from server.models.registry import MODEL_TYPES
+from server.models.sam1 import SamModel
+from server.models.seam import ImageJob, SegmentationModel
 from tests.support.sentences import assert_one_sentence
 
 
@@ -123,7 +115,7 @@ def test_new_boxes_on_a_cached_image_skip_the_encoder_and_give_the_same_masks(ti
     assert again.encode_ms == 0 and first.encode_ms > 0
     assert torch.equal(first.low_res, again.low_res) and torch.equal(first.scores, again.scores)
     assert (model.cache.hits, model.cache.misses) == (2, 1)
-    cached = model.cache.get(("sha-a", "tiny"))
+    cached = model.cache.get(("sha-a", "tiny", None))
     assert cached is not None and cached.features[0].device == model.device  # kept where the model is
 
 
@@ -132,7 +124,7 @@ def test_the_cache_forgets_the_least_recently_used_image_and_size_zero_keeps_not
     box = boxes([0, 0, 8, 8])
     for key in ["a", "b", "a", "c"]:  # "a" was used after "b": "b" goes when "c" comes
         model.segment_batch([ImageJob(pixels(16, 16), box, False, image_key=key)])
-    assert [key for key in ["a", "b", "c"] if model.cache.get((key, "tiny"))] == ["a", "c"]
+    assert [key for key in ["a", "b", "c"] if model.cache.get((key, "tiny", None))] == ["a", "c"]
     assert len(model.cache) == 2
 
     off = SamModel(tiny_sam, "tiny", cache_size=0)
@@ -192,7 +184,7 @@ def test_a_missing_checkpoint_names_the_file_and_the_download_url(tmp_path):
     with pytest.raises(CheckpointError) as caught:
         check_checkpoint("vit_l", path)
     message = str(caught.value)
-    assert str(path) in message and CHECKPOINT_URLS["vit_l"] in message
+    assert str(path) in message and MODEL_TYPES["vit_l"].url in message
     assert "download-checkpoint" in message
     assert_one_sentence(message)
 
@@ -204,7 +196,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
     with pytest.raises(CheckpointError) as caught:
         load_model("vit_b", path, "cpu")
     message = str(caught.value)
-    assert str(path) in message and CHECKPOINT_URLS["vit_b"] in message
+    assert str(path) in message and MODEL_TYPES["vit_b"].url in message
     assert "it is not a complete PyTorch checkpoint" in message
     assert_one_sentence(message)
 
@@ -359,7 +351,7 @@ def test_memory_counts_the_weights_and_one_cached_embedding(model, tiny_sam):
 def test_sam2_and_hydra_are_imported_only_when_a_sam2_model_is_loaded():
     """`import sam2` initialises Hydra for the whole process: a SAM 1 server must not pay for it, or carry it."""
     code = (
-        "import sys, server.main, server.sam_model, server.models.sam1, server.__main__; "
+        "import sys, server.main, server.models.loading, server.models.registry, server.models.sam1, server.__main__; "
         "print(sorted(name for name in ('sam2', 'hydra') if name in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -3,7 +3,9 @@ the README's run command, and a full-size checkpoint through the production load
 
 import datetime as dt
 import json
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,9 +19,10 @@ import pytest
 from harness.client import exchange
 from harness.ports import free_port
 from harness.processes import REPO, running, server_env
+from harness.waiting import wait_for
 from server import jobs
-from server.config import CHECKPOINT_URLS
-from server.main import production_model_loader
+from server.models.loading import production_model_loader
+from server.models.registry import MODEL_TYPES
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
@@ -56,6 +59,29 @@ def test_ping_answers_while_the_model_loads_and_health_waits_for_it(start_app, t
     status, body = http_get(app.port, "/health")
     assert status == 200
     assert json.loads(body)["model_loaded"] is True and json.loads(body)["queue_depth"] == 0
+
+
+def test_health_probes_a_write_and_says_why_while_another_connection_holds_the_file(start_app):
+    """In WAL mode reads go on under another process's BEGIN EXCLUSIVE; only a write shows that nothing can be stored."""
+    app = start_app()
+    assert http_get(app.port, "/health")[0] == 200
+    holder = sqlite3.connect(app.settings.sqlite_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        answers = []
+
+        def red() -> bool:
+            started = time.monotonic()
+            answers.append((*http_get(app.port, "/health"), time.monotonic() - started))
+            return answers[-1][0] == 503
+
+        assert wait_for(red, 10, interval=0.2), f"/health stayed {answers[-1][:2]} while the file was locked"
+        assert max(took for _, _, took in answers) < 5  # the probe's wait is bounded: /health never hangs
+        assert json.loads(answers[-1][1])["store"].endswith("cannot be written: database is locked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert wait_for(lambda: http_get(app.port, "/health")[0] == 200, 10, interval=0.2)
 
 
 def test_unknown_paths_are_404(start_app):
@@ -97,6 +123,27 @@ def test_audit_lists_broken_records_and_exits_non_zero(tmp_path):
     assert dirty.returncode == 1
     assert "broken-one" in dirty.stdout and "good" not in dirty.stdout.replace("audited", "")
     assert "skip" in dirty.stdout
+
+
+def test_audit_lists_records_not_terminal_past_their_time_and_exits_non_zero(tmp_path):
+    path = tmp_path / "audit.sqlite3"
+    store = SQLiteStore(path)
+    now = dt.datetime.now(dt.timezone.utc)
+    for job_id, age in (("fresh", 60), ("stuck", 3600)):
+        record = jobs.new_record(
+            job_id, now=now - dt.timedelta(seconds=age), image_url="http://x/a.png", image_sha256="0" * 64,
+            width=1, height=1, boxes=[], multimask=False,
+        )
+        stored = store.insert(record)
+        claimed = jobs.claim(stored, now=now, server_id="cap-dead", lease_seconds=120, max_attempts=3)
+        store.replace(jobs.mark_processed(claimed, now=now), etag=stored["_etag"])
+    store.close()
+    audit = run_audit(path)
+    assert audit.returncode == 1
+    [line] = [line for line in audit.stdout.splitlines() if not line.startswith("audited")]
+    assert re.match(r"stuck status=processed: still processed 36\d\d s after createdAt", line), line
+    assert "JOB_TIMEOUT=600 s" in line
+    assert "audited 2 records: 0 break the order invariant, 1 are not terminal past their time" in audit.stdout
 
 
 # --- a full-size checkpoint with random weights (conftest.vit_b_checkpoint) -----------
@@ -153,5 +200,5 @@ def test_the_run_command_explains_a_missing_checkpoint(tmp_path):
     env = run_command_env(tmp_path, port=free_port(), sam_model_type="vit_l", sam_checkpoint=missing)
     done = subprocess.run([str(REPO / "scripts" / "run")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert str(missing) in done.stderr and CHECKPOINT_URLS["vit_l"] in done.stderr
+    assert str(missing) in done.stderr and MODEL_TYPES["vit_l"].url in done.stderr
     assert "Traceback" not in done.stderr

@@ -9,7 +9,7 @@ guard itself, DNS rebinding included.
 import pytest
 
 from harness.client import exchange
-from server import fetch
+from server import fetch_address
 from tests.conftest import ws_url
 
 BOX = {"x": 1, "y": 1, "width": 5, "height": 5}
@@ -45,8 +45,8 @@ def test_a_name_resolving_to_a_private_address_is_refused(start_app, resolver, a
 
 def test_a_redirect_to_a_name_resolving_privately_is_refused(start_app, image_server, resolver, monkeypatch):
     # The image server's own 127.0.0.1 counts as public here, so the first hop is allowed.
-    real_rule = fetch._is_forbidden
-    monkeypatch.setattr(fetch, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip))
+    real_rule = fetch_address._is_forbidden
+    monkeypatch.setattr(fetch_address, "_is_forbidden", lambda ip: str(ip) != "127.0.0.1" and real_rule(ip))
     resolver["metadata.example.test"] = ["169.254.169.254"]
     image_server.add_redirect("/hop", "http://metadata.example.test/latest/meta-data/")
     app = start_app(allow_private_urls=False)
@@ -61,8 +61,8 @@ def test_a_url_whose_host_parsers_disagree_on_is_refused_unfetched(start_app, im
     The name resolves to an address counted as public here (and never
     connected to), so only reading the URL strictly stops the request.
     """
-    real_rule = fetch._is_forbidden
-    monkeypatch.setattr(fetch, "_is_forbidden", lambda ip: str(ip) != "198.51.100.7" and real_rule(ip))
+    real_rule = fetch_address._is_forbidden
+    monkeypatch.setattr(fetch_address, "_is_forbidden", lambda ip: str(ip) != "198.51.100.7" and real_rule(ip))
     resolver["images.example.test"] = ["198.51.100.7"]
     image_server.add("/admin/x.png", b"secret")
     app = start_app(allow_private_urls=False)

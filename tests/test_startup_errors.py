@@ -9,17 +9,17 @@ import pytest
 
 from harness.ports import free_port
 from harness.processes import REPO, server_env
-from server.config import CHECKPOINT_URLS
+from server.models.registry import MODEL_TYPES
 from tests.support.sentences import assert_one_sentence
 
 pytestmark = pytest.mark.slow  # real `python -m server` processes
 
 
-def start_server(tmp_path, **settings) -> subprocess.CompletedProcess:
+def start_server(tmp_path, cwd=REPO, **settings) -> subprocess.CompletedProcess:
     defaults = dict(HOST="127.0.0.1", SQLITE_PATH=tmp_path / "cap.sqlite3", IMAGE_DIR=tmp_path / "images",
-                    SAM_MODEL_TYPE="vit_b")
+                    SAM_MODEL_TYPE="vit_b", PYTHONPATH=REPO)
     env = server_env(**{**defaults, **settings})
-    return subprocess.run([sys.executable, "-m", "server"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "server"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -62,7 +62,14 @@ def test_a_device_name_torch_does_not_know(tmp_path, checkpoint):
 def test_a_missing_checkpoint(tmp_path):
     missing = tmp_path / "sam_vit_b_01ec64.pth"
     done = start_server(tmp_path, PORT=free_port(), SAM_CHECKPOINT=missing, SAM_DEVICE="cpu")
-    assert_stops_with(done, str(missing), CHECKPOINT_URLS["vit_b"], "download-checkpoint")
+    assert_stops_with(done, str(missing), MODEL_TYPES["vit_b"].url, "`./scripts/run download-checkpoint`")
+
+
+def test_a_missing_checkpoint_outside_a_clone_is_looked_for_in_checkpoints_and_names_python_m_server(tmp_path):
+    """Run from another folder (as the Docker image's command is, or a module on PYTHONPATH): no ./scripts/run there."""
+    done = start_server(tmp_path, cwd=tmp_path, PORT=free_port(), SAM_DEVICE="cpu")
+    expected = tmp_path / "checkpoints" / "sam_vit_b_01ec64.pth"
+    assert_stops_with(done, f"No SAM checkpoint at {expected} ", "`python -m server download-checkpoint`")
 
 
 def test_a_sqlite_path_that_cannot_be_created(tmp_path, checkpoint):
@@ -88,6 +95,6 @@ def test_a_corrupt_checkpoint_ends_with_one_sentence(tmp_path, checkpoint):
     done = start_server(tmp_path, PORT=free_port(), SAM_CHECKPOINT=checkpoint, SAM_DEVICE="cpu")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("cap: ") and str(checkpoint) in last and CHECKPOINT_URLS["vit_b"] in last, done.stderr
+    assert last.startswith("cap: ") and str(checkpoint) in last and MODEL_TYPES["vit_b"].url in last, done.stderr
     assert "it is not a complete PyTorch checkpoint" in last
     assert_one_sentence(last)

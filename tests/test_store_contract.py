@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from server import jobs
 from harness.cosmos_emulator import KEY
 from harness.ports import free_port
+from server import jobs
 from server.store import Conflict, StoreUnavailable
 from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
@@ -212,6 +212,63 @@ def test_a_sqlite_file_from_before_the_embedding_cache_gains_its_column(tmp_path
     assert store.get_output("new")["cachedEmbedding"] is True
 
 
+def test_a_waiters_lease_is_stored_renewed_and_ends_an_orphan_at_its_claim(store):
+    store.insert(record("live", waiterLeaseUntil=jobs.format_time(at(30))))
+    store.insert(record("orphan", created=1, waiterLeaseUntil=jobs.format_time(at(30))))
+    assert store.update("live", lambda r: jobs.renew_waiter(r, now=at(25), lease_seconds=30)) is not None
+    assert store.get("live")["waiterLeaseUntil"] == jobs.format_time(at(55))
+    assert claim(store, "live", at(40))["status"] == "processing"
+    assert claim(store, "orphan", at(40))["status"] == "interrupted"
+    assert store.get("orphan")["status"] == "interrupted" and store.get("orphan")["waiterLeaseUntil"]
+
+
+def test_check_passes_on_a_working_store_and_its_probe_write_leaves_records_and_results_alone(store):
+    store.check()
+    store.insert(record("a"))
+    store.check()
+    store.check()  # the probe's item is written over, never added again
+    assert [r["id"] for r in store.records()] == ["a"]
+    assert store.count_queued() == 1 and store.get_output("a") is None
+    assert [r["id"] for r in store.unfinished_before(at(60))] == ["a"]
+
+
+def test_the_sqlite_check_is_a_write_that_fails_fast_while_another_connection_holds_the_file(tmp_path):
+    import sqlite3
+    import time
+
+    from server.store.sqlite import CHECK_TIMEOUT_SECONDS
+
+    store = SQLiteStore(tmp_path / "locked.sqlite3")
+    store.check()
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # as another process would; reads still work in WAL mode
+    try:
+        assert store.count_queued() == 0
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="cannot be written: database is locked"):
+            store.check()
+        assert time.monotonic() - started < CHECK_TIMEOUT_SECONDS + 3
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.check()
+    store.close()
+
+
+def test_a_sqlite_server_knows_whether_it_is_alone_on_the_file(tmp_path):
+    path = tmp_path / "shared.sqlite3"
+    first, second, third = SQLiteStore(path), SQLiteStore(path), SQLiteStore(path)
+    assert first.register_server() is True  # no other server: what is unfinished has no one waiting
+    assert second.register_server() is False  # the first runs: its clients may be waiting
+    first.close()
+    assert third.register_server() is False  # the second still runs
+    second.close()
+    third.close()
+    again = SQLiteStore(path)
+    assert again.register_server() is True
+    again.close()
+
+
 @pytest.fixture(params=["sqlite", "cosmos"])
 def unanswering_store(request, tmp_path):
     """A store whose database does not answer: a SQLite store closed under its user, a Cosmos DB store
@@ -224,10 +281,6 @@ def unanswering_store(request, tmp_path):
                               output_container="SAMOutput", verify_tls=False, timeout=1)
     yield backend
     backend.close()
-
-
-def test_check_passes_on_a_working_store(store):
-    assert store.check() is None
 
 
 def test_check_raises_store_unavailable_when_the_database_does_not_answer(unanswering_store):
@@ -245,9 +298,22 @@ def test_a_1_1_record_keeps_its_prompts_and_output_and_is_found_by_its_image(sto
     fetched = store.get("b")
     assert fetched["prompts"] == prompts and fetched["output"] == ["rle", "polygons"] and fetched["boxes"] == []
     assert fetched["preferredServer"] == "cap-x"
-    assert [r["id"] for r in store.with_image("ab" * 32, 8)] == ["b", "a"]  # newest first
-    assert [r["id"] for r in store.with_image("ab" * 32, 1)] == ["b"]
-    assert store.with_image("ef" * 32, 8) == []
+    assert [r["id"] for r in store.with_image("ab" * 32, 8, None)] == ["b", "a"]  # newest first
+    assert [r["id"] for r in store.with_image("ab" * 32, 1, None)] == ["b"]
+    assert store.with_image("ef" * 32, 8, None) == []
+
+
+def test_records_by_image_are_found_in_their_token_scope_only(store):
+    """A scope's newest records are found however many another scope has with the same image."""
+    store.insert(record("mine", scope="scope-a"))
+    for n in range(3):
+        store.insert(record(f"theirs-{n}", created=1 + n, scope="scope-b"))
+    store.insert(record("unscoped", created=9))
+    assert store.get("mine")["scope"] == "scope-a"
+    assert [r["id"] for r in store.with_image("ab" * 32, 1, "scope-a")] == ["mine"]
+    assert [r["id"] for r in store.with_image("ab" * 32, 8, "scope-b")] == ["theirs-2", "theirs-1", "theirs-0"]
+    assert [r["id"] for r in store.with_image("ab" * 32, 8, None)] == ["unscoped"]
+    assert store.with_image("ab" * 32, 8, "scope-c") == []
 
 
 def test_claimable_pages_on_after_a_creation_time(store):

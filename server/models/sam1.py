@@ -19,14 +19,20 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from server.masks import Postprocess
 from server.prompts import Prompt, decoder_calls
-from server.sam_model import CachingModel, Embedding, ModelMemory, Precision, weights_error
+from server.models.caching_model import CachingModel
+from server.models.checkpoint_file import weights_error
+from server.models.device import Precision
+from server.models.embedding_cache import Embedding
+from server.models.registry import ModelType, model_type as row_of
+from server.models.seam import ModelMemory
 
 
 def load_sam(model_type: str, checkpoint: Path, device: torch.device | str) -> Sam:
-    """Build `model_type` and load its weights from `checkpoint` onto `device`."""
+    """Build `model_type` (its row's `config`: segment-anything's registry key), load its weights from `checkpoint`
+    onto `device`."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        sam = sam_model_registry[model_type]()
+        sam = sam_model_registry[row_of(model_type).config]()
         sam.load_state_dict(state)
     except Exception as exc:  # torch raises many kinds for a bad file
         wrong = (
@@ -37,8 +43,9 @@ def load_sam(model_type: str, checkpoint: Path, device: torch.device | str) -> S
     return sam.to(device).eval()
 
 
-def load(model_type: str, checkpoint: Path, device: torch.device, precision: Precision, cache_size: int) -> SamModel:
-    return SamModel(load_sam(model_type, checkpoint, device), model_type, cache_size, precision)
+def load(model_type: ModelType, checkpoint: Path, device: torch.device, precision: Precision, cache_size: int) -> SamModel:
+    """The family's `load` (`server.models.seam.Family`)."""
+    return SamModel(load_sam(model_type.name, checkpoint, device), model_type.name, cache_size, precision)
 
 
 def default_precision(device: torch.device) -> Precision:

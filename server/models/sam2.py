@@ -40,21 +40,20 @@ from sam2.utils.transforms import SAM2Transforms
 
 from server.masks import Postprocess
 from server.prompts import Prompt, decoder_calls
-from server.sam_model import CachingModel, Embedding, ModelMemory, Precision, weights_error
+from server.models.caching_model import CachingModel
+from server.models.checkpoint_file import weights_error
+from server.models.device import Precision
+from server.models.embedding_cache import Embedding
+from server.models.registry import ModelType, model_type as row_of
+from server.models.seam import ModelMemory
 
-CONFIGS = {  # the sam2 package's own config files
-    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
-}
 BOX_LABELS = (2, 3)  # a box's top-left and bottom-right corners, as SAM 2 encodes them
 MASK_INPUT_LIMIT = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to ±this
 
 
 def build(model_type: str) -> SAM2Base:
-    """`model_type` with random weights, on the CPU, as the sam2 package builds it (with its post-processing)."""
-    return build_sam2(CONFIGS[model_type], ckpt_path=None, device="cpu")
+    """`model_type` with random weights, on the CPU, as the sam2 package builds it from its row's config file."""
+    return build_sam2(row_of(model_type).config, ckpt_path=None, device="cpu")
 
 
 def load_sam2(model_type: str, checkpoint: Path, device: torch.device) -> SAM2Base:
@@ -75,8 +74,9 @@ def load_sam2(model_type: str, checkpoint: Path, device: torch.device) -> SAM2Ba
     return model.to(device).eval()
 
 
-def load(model_type: str, checkpoint: Path, device: torch.device, precision: Precision, cache_size: int) -> Sam2Model:
-    return Sam2Model(load_sam2(model_type, checkpoint, device), model_type, cache_size, precision)
+def load(model_type: ModelType, checkpoint: Path, device: torch.device, precision: Precision, cache_size: int) -> Sam2Model:
+    """The family's `load` (`server.models.seam.Family`)."""
+    return Sam2Model(load_sam2(model_type.name, checkpoint, device), model_type.name, cache_size, precision)
 
 
 class Sam2Model(CachingModel):

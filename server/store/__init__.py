@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from server.config import Settings, SettingsError
-from server.store.base import Conflict, Record, Store, StoreUnavailable
+from server.store.base import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 
-__all__ = ["Conflict", "Record", "Store", "StoreUnavailable", "open_store"]
+__all__ = ["Conflict", "ItemTooLarge", "Record", "Store", "StoreUnavailable", "open_store"]
 
 
 def open_store(settings: Settings) -> Store:

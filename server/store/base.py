@@ -31,6 +31,10 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or refused the operation."""
 
 
+class ItemTooLarge(ValueError):
+    """An item over the store's size limit: writing it again would fail again."""
+
+
 class Store(abc.ABC):
     # --- Queue -----------------------------------------------------------------
 
@@ -54,8 +58,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def with_image(self, sha256: str, limit: int) -> list[Record]:
-        """The newest records whose image has this SHA-256, newest first (for requests by `image_sha256`)."""
+    def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
+        """The newest records of this scope (None: records without one) whose image has this SHA-256,
+        newest first (for requests by `image_sha256`)."""
 
     @abc.abstractmethod
     def count_queued(self) -> int:
@@ -73,7 +78,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def put_output(self, output: Record) -> None:
-        """Store the result for a record (its `id` is the record's id)."""
+        """Store the result for a record (its `id` is the record's id); `ItemTooLarge` if it cannot hold it."""
 
     @abc.abstractmethod
     def get_output(self, job_id: str) -> Record | None:
@@ -83,7 +88,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def check(self) -> None:
-        """Raise `StoreUnavailable` if the database does not answer."""
+        """Raise `StoreUnavailable` unless the database takes a small write, within a few seconds.
+
+        A write, not a read: a database that answers reads but refuses or
+        holds writes (another process's lock, a read-only file) cannot take
+        requests. The probe writes no record and no result.
+        """
+
+    def register_server(self) -> bool:
+        """Count this process among the servers on the store until `close()`; True if it is the only one.
+
+        Alone, no connection of another server can be waiting for a record
+        not yet terminal, and this process has none yet: every such record is
+        an orphan of a server that died. A store that replicas share (Cosmos
+        DB) cannot say, and answers False.
+        """
+        return False
 
     def close(self) -> None:
         """Release connections."""

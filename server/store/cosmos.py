@@ -32,7 +32,8 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey, exceptions
 
 from server import jobs
-from server.store.base import Conflict, Record, Store, StoreUnavailable
+from server.clock import utcnow
+from server.store.base import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,10 @@ MAX_ITEM_BYTES = 2 * 1024 * 1024  # Cosmos DB's limit for one item
 MASKS_CHUNK_BYTES = MAX_ITEM_BYTES - 64 * 1024
 SYSTEM_FIELDS = ("_rid", "_self", "_attachments", "_ts")
 NON_TERMINAL = (jobs.QUEUED, jobs.PROCESSING, jobs.PROCESSED)
+# /health's probe: the one item it upserts in SAMOutput (results are named by UUID).
+HEALTH_ITEM_ID = "cap-health-probe"
 TRANSIENT_RETRIES = 2
 RETRY_BACKOFF_SECONDS = 0.2
-
-
-class ItemTooLarge(ValueError):
-    """An item would exceed Cosmos DB's 2 MB limit."""
 
 
 def _clean(item: dict[str, Any]) -> Record:
@@ -208,11 +207,12 @@ class CosmosStore(Store):
         )
         return [_clean(item) for item in items]
 
-    def with_image(self, sha256: str, limit: int) -> list[Record]:
+    def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
+        in_scope, by_scope = ("NOT IS_STRING(c.scope)", {}) if scope is None else ("c.scope = @scope", {"scope": scope})
         items = self._query(
             0,
-            "SELECT TOP @limit * FROM c WHERE c.imageSha256 = @sha256 ORDER BY c.createdAt DESC",
-            limit=limit, sha256=sha256,
+            f"SELECT TOP @limit * FROM c WHERE c.imageSha256 = @sha256 AND {in_scope} ORDER BY c.createdAt DESC",
+            limit=limit, sha256=sha256, **by_scope,
         )
         return [_clean(item) for item in items]
 
@@ -266,13 +266,14 @@ class CosmosStore(Store):
     # --- housekeeping ----------------------------------------------------------
 
     def check(self) -> None:
-        """One cheap round trip; recreates the containers if they are gone."""
+        """A read of `Queue` and an upsert of one small item in `SAMOutput`; recreates the containers if they are gone."""
+        probe = {"id": HEALTH_ITEM_ID, "checkedAt": jobs.format_time(utcnow())}
 
-        def read(queue: ContainerProxy, output: ContainerProxy) -> None:
+        def probe_write(queue: ContainerProxy, output: ContainerProxy) -> None:
             queue.read(timeout=self.timeout)
-            output.read(timeout=self.timeout)
+            output.upsert_item(probe, timeout=self.timeout)
 
-        self._call("check", read, idempotent=False)  # one try: /health must answer quickly
+        self._call("check", probe_write, idempotent=False)  # one try: /health must answer quickly
 
     def close(self) -> None:
         with self._lock:

@@ -6,21 +6,35 @@ Columns carry the record's camelCase fields; lists and objects are JSON text.
 If-Match. WAL mode and one connection per thread keep the file consistent
 under concurrent connection threads, the processor thread and other
 processes sharing the file.
+
+Each server also holds a shared `flock` on `<SQLITE_PATH>.lock` while it
+runs, so that a server starting can tell whether it is the only one on the
+file (`register_server`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import logging
 import sqlite3
 import threading
 import uuid
 import weakref
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from server import jobs
-from server.store.base import Conflict, Record, Store, StoreUnavailable
+from server.clock import utcnow
+from server.store.base import Conflict, ItemTooLarge, Record, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# How long a write waits for another connection's lock: long for the work
+# (a busy moment passes), short for /health's probe (it must answer).
+BUSY_TIMEOUT_SECONDS = 30
+CHECK_TIMEOUT_SECONDS = 2
 
 # Column name -> True when the value is stored as JSON text.
 QUEUE_COLUMNS = {
@@ -29,7 +43,7 @@ QUEUE_COLUMNS = {
     "interrupted": False, "failed": False, "error": True,
     "boxes": True, "prompts": True, "output": True, "multimask": False, "imageUrl": False, "imageSha256": False,
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
-    "serverId": False, "preferredServer": False,
+    "serverId": False, "preferredServer": False, "scope": False, "resultBytes": False, "waiterLeaseUntil": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
@@ -42,7 +56,8 @@ CREATE TABLE IF NOT EXISTS Queue (
     interrupted TEXT, failed TEXT, error TEXT, boxes TEXT NOT NULL, prompts TEXT, output TEXT,
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
-    leaseUntil TEXT, serverId TEXT, preferredServer TEXT, _etag TEXT NOT NULL
+    leaseUntil TEXT, serverId TEXT, preferredServer TEXT, scope TEXT, resultBytes INTEGER, waiterLeaseUntil TEXT,
+    _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
 CREATE INDEX IF NOT EXISTS Queue_imageSha256 ON Queue (imageSha256, createdAt);
@@ -51,6 +66,7 @@ CREATE TABLE IF NOT EXISTS SAMOutput (
     createdAt TEXT NOT NULL, timings TEXT NOT NULL, cachedEmbedding INTEGER NOT NULL DEFAULT 0,
     _etag TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS Health (id TEXT PRIMARY KEY, checkedAt TEXT NOT NULL);
 """
 # Columns added after a release, for files created before it: (table, column, definition).
 ADDED_COLUMNS = [
@@ -58,6 +74,9 @@ ADDED_COLUMNS = [
     ("Queue", "prompts", "TEXT"),
     ("Queue", "output", "TEXT"),
     ("Queue", "preferredServer", "TEXT"),
+    ("Queue", "scope", "TEXT"),
+    ("Queue", "resultBytes", "INTEGER"),
+    ("Queue", "waiterLeaseUntil", "TEXT"),
 ]
 
 
@@ -92,6 +111,7 @@ class SQLiteStore(Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._server_lock: BinaryIO | None = None
         self._db.executescript(SCHEMA)
         for table, column, definition in ADDED_COLUMNS:
             if column not in {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}:
@@ -103,7 +123,7 @@ class SQLiteStore(Store):
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False, factory=_Connection
             )
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
@@ -116,6 +136,8 @@ class SQLiteStore(Store):
         try:
             return self._db.execute(sql, params)
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_TOOBIG":  # a value over SQLITE_LIMIT_LENGTH (1 GB)
+                raise ItemTooLarge(f"SQLite {self.path}: {exc}") from exc
             raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
 
     # --- Queue -----------------------------------------------------------------
@@ -154,9 +176,10 @@ class SQLiteStore(Store):
         ).fetchall()
         return [_record(row) for row in rows]
 
-    def with_image(self, sha256: str, limit: int) -> list[Record]:
+    def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
         rows = self._execute(
-            "SELECT * FROM Queue WHERE imageSha256 = ? ORDER BY createdAt DESC LIMIT ?", (sha256, limit)
+            "SELECT * FROM Queue WHERE imageSha256 = ? AND scope IS ? ORDER BY createdAt DESC LIMIT ?",
+            (sha256, scope, limit),
         ).fetchall()
         return [_record(row) for row in rows]
 
@@ -195,8 +218,45 @@ class SQLiteStore(Store):
     # --- housekeeping ----------------------------------------------------------
 
     def check(self) -> None:
-        self._execute("SELECT 1 FROM Queue LIMIT 1").fetchall()
+        """Upsert the one `Health` row, waiting at most CHECK_TIMEOUT_SECONDS for the write lock."""
+        db = self._db
+        try:
+            db.execute(f"PRAGMA busy_timeout = {CHECK_TIMEOUT_SECONDS * 1000}")
+            try:
+                db.execute(
+                    "INSERT INTO Health (id, checkedAt) VALUES ('probe', ?) "
+                    "ON CONFLICT (id) DO UPDATE SET checkedAt = excluded.checkedAt",
+                    (jobs.format_time(utcnow()),),
+                )
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite {self.path} cannot be written: {exc}") from exc
+
+    def register_server(self) -> bool:
+        """A shared `flock` on `<SQLITE_PATH>.lock` until `close()`; alone if an exclusive one was free first.
+
+        The exclusive lock is turned into a shared one at once: a server that
+        starts a moment later shares the file, and is not alone.
+        """
+        lock_path = self.path.with_name(f"{self.path.name}.lock")
+        try:
+            handle = open(lock_path, "ab")
+        except OSError as exc:
+            log.warning("cannot open %s (%s): records left unfinished are left to the sweep", lock_path, exc.strerror)
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        self._server_lock = handle
+        return alone
 
     def close(self) -> None:
         for db in list(self._connections):
             db.close()
+        if self._server_lock is not None:
+            self._server_lock.close()  # releases the flock
+            self._server_lock = None

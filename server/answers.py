@@ -1,0 +1,55 @@
+"""The answers the server sends: queued, status, result and error messages (docs/protocol.md, "The answers").
+
+Pure functions only: each returns the message's JSON text; `client_ref`, when
+the request had one, is echoed in every answer to it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from server.errors import CLOSE_CODES
+
+
+def _dump(message: dict[str, Any], client_ref: str | None = None) -> str:
+    if client_ref is not None:
+        message["client_ref"] = client_ref
+    return json.dumps(message, separators=(",", ":"))
+
+
+def queued_message(job_id: str, position: int, client_ref: str | None = None) -> str:
+    return _dump({"type": "queued", "id": job_id, "position": position}, client_ref)
+
+
+def status_message(job_id: str, status: str, client_ref: str | None = None) -> str:
+    return _dump({"type": "status", "id": job_id, "status": status}, client_ref)
+
+
+def result_message(
+    job_id: str,
+    *,
+    width: int,
+    height: int,
+    sha256: str | None,
+    masks: list[Any],
+    timings: dict[str, float],
+    cached_embedding: bool,
+    client_ref: str | None = None,
+) -> str:
+    return _dump(
+        {
+            "type": "result",
+            "id": job_id,
+            "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
+            "masks": masks,
+            "timings": timings,
+            "cached_embedding": cached_embedding,
+        },
+        client_ref,
+    )
+
+
+def error_message(job_id: str | None, code: str, message: str, client_ref: str | None = None) -> str:
+    assert code in CLOSE_CODES, code
+    return _dump({"type": "error", "id": job_id, "code": code, "message": message}, client_ref)
