@@ -139,9 +139,9 @@ def test_operations_per_request(cosmos_emulator, start_app, image_server, gate):
     print(f"\nCosmos DB operations for one request: {used}")
     assert used.get("query", 0) <= 4  # count before download, count at admission, claim, claim again (empty)
     assert used.get("create", 0) == 1 and used.get("upsert", 0) == 1 and used.get("replace", 0) == 3
-    # Point reads, the 5 of the docs: the connection's own record after the insert, when claimed and when
-    # processed; the result; the record again as the request ends (to interrupt it unless it is terminal).
-    assert used.get("read", 0) == 5
+    # Point reads, the 4 of the docs: the connection's own record after the insert, when claimed and when
+    # processed; then the result.
+    assert used.get("read", 0) == 4
 
 
 def test_an_unreachable_database_is_a_clear_error_not_a_hang(start_app, image_server):
@@ -213,8 +213,6 @@ def test_the_emulator_dies_with_a_test_run_killed_with_sigkill():
             run.kill()  # kill -9: no finalizer, no atexit, no fixture teardown runs
             run.wait(10)
             assert wait_for(lambda: not emulator_alive(pid), timeout=10), "the emulator outlived its killed test run"
-            with pytest.raises(OSError):
-                socket.create_connection(("127.0.0.1", port), timeout=5)
         finally:
             if emulator_alive(pid) and "launcher.js" in Path(f"/proc/{pid}/cmdline").read_text():
                 os.kill(pid, signal.SIGKILL)
