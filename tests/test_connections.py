@@ -52,6 +52,7 @@ def next_message(client: RawClient) -> dict:
 # --- waiting without burning ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 6 s
 def test_250_sessions_waiting_behind_one_encode_cost_almost_no_cpu(start_app, gate):
     """Each waiting conversation blocks on its connection's bell: no socket polling every few ms,
     and yet a newer request on a waiting session supersedes it at once (its frame rings the bell)."""

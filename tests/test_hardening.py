@@ -110,6 +110,7 @@ def dripping():
 # --- 4: the processor never waits on the network -----------------------------------------
 
 
+@pytest.mark.slow  # a host dripping for seconds
 def test_a_dripping_image_host_never_stalls_the_processor(start_app, dripping):
     """Another replica's record points at a host that drips: this replica's own requests go on."""
     app = start_app(download_timeout=3)
@@ -255,6 +256,7 @@ def silent_reader(app, request: dict) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow  # waits out SEND_TIMEOUT
 def test_a_client_that_stops_reading_loses_its_thread_after_send_timeout(start_app):
     app = start_app(send_timeout=1, max_mask_pixels=10**9)  # a big result, on purpose
     sock = silent_reader(app, big_result_request())

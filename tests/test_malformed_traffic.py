@@ -366,6 +366,7 @@ def settled_thread_count(quiet: float = 0.5, timeout: float = 10) -> int:
     return last
 
 
+@pytest.mark.slow  # 300 connections
 def test_three_hundred_idle_connections(start_app, image_server):
     # A long REQUEST_TIMEOUT keeps the upgraded connections idle for the whole flood.
     # The app keeps its default MAX_CONNECTIONS (1024), well above 300; all come from one address.

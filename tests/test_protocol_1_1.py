@@ -312,6 +312,7 @@ def test_an_image_by_hash_across_two_replicas_is_fetched_again_left_or_unknown(s
     assert wait_for(lambda: all_terminal(a))
 
 
+@pytest.mark.slow  # waits out the 2 s affinity
 def test_a_click_is_left_to_the_replica_holding_its_embedding_until_it_proves_busy(start_app, tiny_sam, image_server, tmp_path):
     """Affinity: B leaves A's click to A for AFFINITY_SECONDS, then takes it (A still busy), fetching the image again."""
     from server import processor

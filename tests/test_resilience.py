@@ -63,6 +63,7 @@ def refuse_past_the_limit_then_admit_again(app, held, stack):
         assert json.loads(ws.recv(timeout=10))["code"] == "invalid_request"
 
 
+@pytest.mark.slow  # waits for a silent client
 def test_a_refused_client_that_never_sends_its_request_still_gets_the_503_and_a_clean_close(start_app):
     from server.listener import PLAIN_HTTP_ROOM, REFUSAL_LINGER_SECONDS
 

@@ -232,6 +232,7 @@ def test_check_passes_on_a_working_store_and_its_probe_write_leaves_records_and_
     assert [r["id"] for r in store.unfinished_before(at(60))] == ["a"]
 
 
+@pytest.mark.slow  # waits out the check's timeout
 def test_the_sqlite_check_is_a_write_that_fails_fast_while_another_connection_holds_the_file(tmp_path):
     import sqlite3
     import time
