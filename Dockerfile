@@ -4,7 +4,7 @@
 # A slim Python image is enough: torch's wheels from PyPI bundle the CUDA
 # runtime, cuDNN and cuBLAS (the nvidia-* packages torch depends on), so the
 # image needs no CUDA base; the host needs only its NVIDIA driver (recent
-# enough for torch 2.14's CUDA 13 build). See README, "Deploying on a GPU VPS".
+# enough for torch 2.14's CUDA 13 build). See docs/deploying.md.
 FROM python:3.11-slim-bookworm
 
 # tini: a tiny init as PID 1 that hands SIGTERM to the server and reaps zombies.

@@ -23,13 +23,12 @@ from pathlib import Path
 import torch
 
 from bench.burst import burst
-from tests.conftest import new_database_name
-from tests.support import image_files
-from tests.support.client import exchange
-from tests.support.cosmos_emulator import KEY, CosmosEmulator
-from tests.support.http_server import ImageHTTPServer
-from tests.support.replicas import Replica
-from tests.support.tiny_sam import write_tiny_checkpoint
+from harness import image_files
+from harness.client import exchange
+from harness.cosmos_emulator import KEY, CosmosEmulator, new_database_name
+from harness.http_server import ImageHTTPServer
+from harness.replicas import Replica
+from harness.tiny_sam import write_tiny_checkpoint
 
 
 def throughput(replicas: list[Replica], url: str, requests: int) -> float:

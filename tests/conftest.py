@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import socket
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -17,21 +17,44 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
+from harness import image_files
+from harness.cosmos_emulator import KEY, CosmosEmulator, new_database_name
+from harness.http_server import ImageHTTPServer
+from harness.memory import release_free_memory
+from harness.replicas import Replica
+from harness.tiny_sam import build_tiny_sam, write_tiny_checkpoint
 from server.config import ENV_FILE_VARIABLE, Settings
 from server.main import App
 from server.models.sam1 import SamModel
 from server.models.seam import SegmentationModel
 from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
-from tests.support import image_files
-from tests.support.cosmos_emulator import KEY, CosmosEmulator
-from tests.support.http_server import ImageHTTPServer
-from tests.support.replicas import Replica
-from tests.support.tiny_sam import build_tiny_sam, write_tiny_checkpoint
+
+# The quick subset, `./scripts/test -m "not slow"`, leaves out the tests that stand on something slow to
+# start or to run: those marked `slow` by hand (the model references, a few long ones) and every test that
+# uses one of these fixtures. pyproject.toml registers the marker.
+SLOW_FIXTURES = {"cosmos_emulator", "browser", "vit_b_checkpoint", "hiera_t_checkpoint", "start_replica"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 # Tests never read the user's `.env`: not here, and not in any process started
-# from here, which inherits this (tests/support/processes.server_env sets it too).
+# from here, which inherits this (harness/processes.server_env sets it too).
 os.environ[ENV_FILE_VARIABLE] = ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_back_after_each_file():
+    """After each test file, its freed memory goes back to the system. tcmalloc (preloaded by
+    scripts/test) keeps freed pages otherwise: after a full-size model's 2 GB of attention maps, the
+    test run would hold them to the end, beside the server processes and the browser later tests start."""
+    yield
+    gc.collect()
+    release_free_memory()
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +70,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def start_replica():
-    """`start_replica(folder, **settings)`: a real `python -m server` (see tests/support/replicas.py),
+    """`start_replica(folder, **settings)`: a real `python -m server` (see harness/replicas.py),
     stopped with its process group when the test ends, whether it passed or not."""
     with contextlib.ExitStack() as started:
         yield lambda folder, **settings: started.enter_context(Replica(folder, **settings))
@@ -59,6 +82,7 @@ def vit_b_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoints") / "sam_vit_b_random.pth"
     torch.save(sam_model_registry["vit_b"]().state_dict(), path)
+    release_free_memory()  # the model just built (375 MB) is not kept for the rest of the run
     return path
 
 
@@ -71,6 +95,7 @@ def hiera_t_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoints") / "sam2.1_hiera_t_random.pt"
     torch.save({"model": build("sam2.1_hiera_t").state_dict()}, path)
+    release_free_memory()
     return path
 
 
@@ -89,10 +114,6 @@ def cosmos_store(emulator: CosmosEmulator, database: str | None = None) -> Cosmo
         emulator.endpoint, KEY, database=database or new_database_name(), queue_container="Queue",
         output_container="SAMOutput", verify_tls=False, timeout=5,
     )
-
-
-def new_database_name() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from harness import image_files
+from harness.client import exchange
 from tests.conftest import ws_url
-from tests.support import image_files
-from tests.support.client import exchange
 
 MB = 1024 * 1024
 

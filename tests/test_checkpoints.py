@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.http_server import ImageHTTPServer
+from harness.ports import free_port
+from harness.processes import REPO, server_env
 from server.__main__ import main
 from server.models.registry import MODEL_TYPES
-from tests.support.http_server import ImageHTTPServer
-from tests.support.ports import free_port
-from tests.support.processes import REPO, server_env
 from tests.support.sentences import assert_one_sentence
 
 WEIGHTS = os.urandom(3 * 1024 * 1024 + 17)  # a few chunks, and a partial one

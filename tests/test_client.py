@@ -16,10 +16,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from harness import image_files as files
+from harness.ports import free_port
+from harness.processes import server_env
 from server import client
 from tests.conftest import ws_url
-from tests.support import image_files as files
-from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -256,3 +257,44 @@ def test_the_clicks_example_opens_a_session_and_refines_each_click(start_app, im
     records = sorted(app.store.records(), key=lambda r: r["createdAt"])
     assert [r["status"] for r in records] == ["finished"] * 3
     assert records[2]["prompts"][0]["mask_input"] == {"id": records[1]["id"], "index": 0}
+
+
+# --- the examples: a file or a URL, and a token ---------------------------------------------
+
+CAT = REPO / "examples" / "images" / "chelsea.jpg"
+
+
+def run_example(name: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """examples/<name> in a process of its own, with none of the user's settings but `env` (API_TOKEN, say)."""
+    return subprocess.run([sys.executable, str(REPO / "examples" / name), *args], env=server_env(**env),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("token_from", ["API_TOKEN", "--token"])
+def test_the_examples_send_a_file_with_the_token_a_server_asks_for(start_app, token_from):
+    app = start_app(api_token="s3cret,older")
+    by_env = {"API_TOKEN": "s3cret,older"} if token_from == "API_TOKEN" else {}  # the first of a rotating list
+    flag = ["--token", "s3cret"] if token_from == "--token" else []
+    segment = run_example("segment.py", ws_url(app), str(CAT), *flag, **by_env)
+    assert segment.returncode == 0, segment.stderr
+    messages = [json.loads(line) for line in segment.stdout.splitlines()]
+    assert [m["type"] for m in messages] == ["queued", "status", "result"]
+    assert messages[-1]["image"]["width"] == Image.open(CAT).width  # the file itself went, as a data: URL
+    clicks = run_example("clicks.py", ws_url(app), str(CAT), "150,100", *flag, **by_env)
+    assert clicks.returncode == 0, clicks.stderr
+    assert clicks.stdout.startswith(f"opened {Image.open(CAT).width}x{Image.open(CAT).height}")
+
+
+@pytest.mark.parametrize("example", ["segment.py", "clicks.py"])
+def test_the_examples_say_in_one_sentence_what_is_wrong(start_app, example, tmp_path):
+    app = start_app(api_token="s3cret")
+    sentences = {
+        "a wrong token": (run_example(example, ws_url(app), str(CAT), "--token", "wrong"), "HTTP 401): check the token."),
+        "no token": (run_example(example, ws_url(app), str(CAT)), "needs a token: pass --token or set API_TOKEN."),
+        "no such file": (run_example(example, ws_url(app), str(tmp_path / "none.jpg"), "--token", "s3cret"),
+                         "none.jpg: No such file or directory."),
+        "no server": (run_example(example, f"ws://127.0.0.1:{free_port()}/", str(CAT)), "Connection refused."),
+    }
+    for case, (done, ending) in sentences.items():
+        assert done.returncode == 1 and done.stdout == "", (case, done.stdout, done.stderr)
+        assert done.stderr.endswith(ending + "\n") and done.stderr.count("\n") == 1, (case, done.stderr)

@@ -9,9 +9,9 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 from websockets.frames import CTRL_OPCODES, Frame, Opcode
 from websockets.sync.client import connect
 
+from harness import image_files
 from server.compression import COMPRESS_AT_MOST, SizeAwareDeflate
 from tests.conftest import ws_url
-from tests.support import image_files
 
 SETTINGS = (False, False, 12, 12, {"memLevel": 5})  # what websockets' server and client agree on by default
 

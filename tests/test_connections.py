@@ -17,12 +17,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from harness import image_files
+from harness.client import session as open_session
+from harness.waiting import wait_for
 from server import jobs
 from tests.conftest import ws_url
-from tests.support import image_files
-from tests.support.client import session as open_session
 from tests.support.http_client import get
-from tests.support.waiting import wait_for
 from tests.test_malformed_traffic import TEXT, RawClient
 
 DATA_URL = "data:image/png;base64," + base64.b64encode(image_files.png_rgb(64, 48)).decode()
@@ -52,6 +52,7 @@ def next_message(client: RawClient) -> dict:
 # --- waiting without burning ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 6 s
 def test_250_sessions_waiting_behind_one_encode_cost_almost_no_cpu(start_app, gate):
     """Each waiting conversation blocks on its connection's bell: no socket polling every few ms,
     and yet a newer request on a waiting session supersedes it at once (its frame rings the bell)."""

@@ -3,20 +3,29 @@ cannot show: item size, racing processors, faults of the database, and cost."""
 
 import http.client
 import json
+import os
 import random
+import signal
+import socket
 import string
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosedOK
+from websockets.sync.client import connect
 
+from harness import processes
+from harness.client import exchange
+from harness.cosmos_emulator import KEY, new_database_name
+from harness.waiting import wait_for
 from server import jobs
 from server.processor import utcnow
 from server.store import Conflict, StoreUnavailable
 from server.store.cosmos import MAX_ITEM_BYTES, CosmosStore, ItemTooLarge
-from tests.conftest import cosmos_store, new_database_name, processor_is_waiting, ws_url
-from tests.support.client import exchange
-from tests.support.cosmos_emulator import KEY
-from tests.support.waiting import wait_for
+from tests.conftest import cosmos_store, processor_is_waiting, ws_url
 
 
 def new_record(job_id, created=None):
@@ -107,20 +116,32 @@ def test_eight_processors_on_three_clients_claim_fifty_records_exactly_once(cosm
     print(f"\nclaims per processor: { {p: sum(1 for _, q in claims if q == p) for p in sorted({q for _, q in claims})} }")
 
 
-def test_operations_per_request(cosmos_emulator, start_app, image_server):
-    """Count every store operation of one request, end to end (and print it for the README)."""
+def test_operations_per_request(cosmos_emulator, start_app, image_server, gate):
+    """Count every store operation of one request, end to end, as docs/cosmos.md#what-a-request-costs lists them.
+
+    The model is held until the client has the `status` message, so the waiting connection's reads do not
+    depend on timing: the processor's claim and its result are two wake-ups, never one.
+    """
     store = cosmos_store(cosmos_emulator)
-    app = start_app(store=store, poll_interval=30)
+    app = start_app(store=store, model=gate, poll_interval=30)
     assert wait_for(lambda: processor_is_waiting(app))  # after its first, empty claim query
     before = dict(store.operations)
-    outcome = exchange(ws_url(app), {"image_url": image_server.url("/rgb.png"), "boxes": [{"x": 1, "y": 1, "width": 9, "height": 9}]})
-    assert outcome.types == ["queued", "status", "result"]
+    request = {"image_url": image_server.url("/rgb.png"), "boxes": [{"x": 1, "y": 1, "width": 9, "height": 9}]}
+    with connect(ws_url(app), open_timeout=10) as ws:
+        ws.send(json.dumps(request))
+        assert [json.loads(ws.recv(timeout=60))["type"] for _ in range(2)] == ["queued", "status"]
+        gate.opened.set()
+        assert json.loads(ws.recv(timeout=60))["type"] == "result"
+        with pytest.raises(ConnectionClosedOK):  # the server closes once the request has ended
+            ws.recv(timeout=60)
     assert wait_for(lambda: processor_is_waiting(app))  # after its claim query after the job
     used = {op: count - before.get(op, 0) for op, count in store.operations.items() if count - before.get(op, 0)}
     print(f"\nCosmos DB operations for one request: {used}")
     assert used.get("query", 0) <= 4  # count before download, count at admission, claim, claim again (empty)
     assert used.get("create", 0) == 1 and used.get("upsert", 0) == 1 and used.get("replace", 0) == 3
-    assert used.get("read", 0) <= 6  # point reads only: the waiter's re-reads and the result
+    # Point reads, the 4 of the docs: the connection's own record after the insert, when claimed and when
+    # processed; then the result.
+    assert used.get("read", 0) == 4
 
 
 def test_an_unreachable_database_is_a_clear_error_not_a_hang(start_app, image_server):
@@ -162,3 +183,36 @@ def test_the_service_survives_a_database_restart(cosmos_emulator, start_app, ima
     assert app.processor.is_alive()
     assert exchange(ws_url(app), request).types == ["queued", "status", "result"]
     assert [r["status"] for r in store.records()] == ["finished"]
+
+
+def emulator_alive(pid: int) -> bool:
+    """Whether the process `pid` runs (a zombie, dead but not yet reaped by init, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+# A test run in miniature: it starts the emulator as the session fixture does, says so, and waits to be killed.
+RUN_THAT_STARTS_THE_EMULATOR = """
+import time
+from harness.cosmos_emulator import CosmosEmulator
+emulator = CosmosEmulator().start()
+print(emulator.pid, emulator.port, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_emulator_dies_with_a_test_run_killed_with_sigkill():
+    with processes.running([sys.executable, "-c", RUN_THAT_STARTS_THE_EMULATOR], cwd=processes.REPO,
+                           env=processes.server_env(), stdout=subprocess.PIPE, text=True) as run:
+        pid, port = map(int, run.stdout.readline().split())
+        try:
+            assert emulator_alive(pid)
+            assert socket.create_connection(("127.0.0.1", port), timeout=5).close() is None  # it listens
+            run.kill()  # kill -9: no finalizer, no atexit, no fixture teardown runs
+            run.wait(10)
+            assert wait_for(lambda: not emulator_alive(pid), timeout=10), "the emulator outlived its killed test run"
+        finally:
+            if emulator_alive(pid) and "launcher.js" in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(pid, signal.SIGKILL)

@@ -12,11 +12,11 @@ from PIL import Image
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness import image_files as files
+from harness.client import exchange
 from server import image_layout, images, masks
 from server.main import hard_message_limit
 from tests.conftest import ws_url
-from tests.support import image_files as files
-from tests.support.client import exchange
 
 BOX = {"x": 2, "y": 3, "width": 20, "height": 12}
 
@@ -145,7 +145,7 @@ def test_another_replica_leaves_an_inline_image_to_the_one_that_received_it(star
 
     from server.store.sqlite import SQLiteStore
     from tests.support.watched_store import WatchedStore
-    from tests.support.waiting import wait_for
+    from harness.waiting import wait_for
 
 
     receiver = start_app(model=gate, store=SQLiteStore(tmp_path / "cap.sqlite3"))

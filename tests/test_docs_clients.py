@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import ws_url
 
+pytestmark = pytest.mark.slow  # a browser
+
 CLIENTS = (Path(__file__).resolve().parent.parent / "docs" / "clients.md").read_text()
 CHROMIUM = Path("/usr/bin/chromium")
 

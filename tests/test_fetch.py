@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import image_files as files
+from harness.http_server import ImageHTTPServer
 from server import fetch, fetch_address, fetch_url
 from server.errors import ClientError
-from tests.support import image_files as files
-from tests.support.http_server import ImageHTTPServer
 
 MIB = 1024 * 1024
 NAME = "images.example.test"
@@ -463,7 +463,7 @@ REBINDING_CHECK = textwrap.dedent(
     import json, socket
     from server import fetch, fetch_address
     from server.errors import ClientError
-    from tests.support.http_server import ImageHTTPServer
+    from harness.http_server import ImageHTTPServer
 
     lookups = []
 

@@ -30,14 +30,15 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import image_files
+from harness.client import exchange
+from harness.ports import free_port
+from harness.waiting import wait_for
 from tests.conftest import ws_url
-from tests.support import image_files
-from tests.support.client import exchange
-from tests.support.waiting import wait_for
-from tests.support.ports import free_port
 
 # The README's error table, code -> close code. Written out here rather than
 # imported from server.protocol, so that the server is checked against the
@@ -503,6 +504,7 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
+@pytest.mark.slow  # about 20 s
 def test_fuzzed_messages_each_get_one_typed_answer(start_app, image_server):
     app = start_app(max_image_bytes=MAX_IMAGE_BYTES)  # one server for the whole run
     url = ws_url(app)

@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from harness import image_files
+from harness.client import exchange, upgraded_socket
 from server import jobs, main, protocol, routes
-from server.errors import ClientError
 from server.clock import utcnow
+from server.errors import ClientError
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, ws_url
-from tests.support import image_files
-from tests.support.client import exchange
 
 REPO = Path(__file__).resolve().parent.parent
 BOX = {"x": 4, "y": 4, "width": 30, "height": 20}
@@ -110,6 +110,7 @@ def dripping():
 # --- 4: the processor never waits on the network -----------------------------------------
 
 
+@pytest.mark.slow  # a host dripping for seconds
 def test_a_dripping_image_host_never_stalls_the_processor(start_app, dripping):
     """Another replica's record points at a host that drips: this replica's own requests go on."""
     app = start_app(download_timeout=3)
@@ -246,18 +247,7 @@ def big_result_request() -> dict:
 
 def silent_reader(app, request: dict) -> socket.socket:
     """A raw WebSocket client that upgrades, sends the request, and never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", app.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
+    sock = upgraded_socket(app.port, receive_buffer=4096, timeout=None)
     payload = json.dumps(request).encode()
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
@@ -266,6 +256,7 @@ def silent_reader(app, request: dict) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow  # waits out SEND_TIMEOUT
 def test_a_client_that_stops_reading_loses_its_thread_after_send_timeout(start_app):
     app = start_app(send_timeout=1, max_mask_pixels=10**9)  # a big result, on purpose
     sock = silent_reader(app, big_result_request())
@@ -342,6 +333,7 @@ def test_an_image_dir_that_cannot_be_written_is_reported_not_hidden(start_app, t
     assert status == 503 and json.loads(body)["images"].startswith("error:")
 
 
+@pytest.mark.slow  # a real `python -m server` process
 @pytest.mark.parametrize("setting", ["IMAGE_DIR"])  # SQLITE_PATH: tests/test_startup_errors.py
 def test_an_unwritable_folder_stops_the_start_with_one_sentence(tmp_path, setting):
     checkpoint = tmp_path / "model.pth"

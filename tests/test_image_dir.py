@@ -21,13 +21,13 @@ import uuid
 import zlib
 from pathlib import Path
 
+from harness import image_files as files
+from harness.client import exchange, session as open_session
+from harness.waiting import wait_for
 from server import jobs
 from server.clock import utcnow
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ws_url
-from tests.support import image_files as files
-from tests.support.client import exchange, session as open_session
-from tests.support.waiting import wait_for
 from tests.test_hardening import http_get
 from tests.test_metrics import scrape
 

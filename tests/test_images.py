@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import image_files as files
 from server import data_urls, images
 from server.budget import PixelBudget
 from server.errors import ClientError
 from server.images import decode, sha256_hex
-from tests.support import image_files as files
 
 MIB = 1024 * 1024
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
+from harness import image_files
+from harness.client import exchange
+from harness.waiting import wait_for
 from server import image_layout, masks
 from server.models.sam1 import SamModel
 from tests.conftest import ModelGate, processor_is_waiting, ws_url
-from tests.support import image_files
-from tests.support.client import exchange
-from tests.support.waiting import wait_for
 
 
 def box(x, y, width, height):
@@ -185,6 +185,7 @@ def test_a_second_message_is_invalid_request_and_the_record_ends(start_app, imag
     with connect(ws_url(app)) as ws:
         ws.send(json.dumps(request_for(image_server.url("/rgb.png"))))
         queued = json.loads(ws.recv(timeout=10))
+        assert gate.entered.wait(10)  # claimed: `status` is on its way, so the error comes second, not by chance
         ws.send("another")
         messages = [json.loads(ws.recv(timeout=10)) for _ in range(2)]
     error = messages[-1]

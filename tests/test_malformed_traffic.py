@@ -17,9 +17,11 @@ import struct
 import threading
 import time
 
+import pytest
+
+from harness.client import exchange
+from harness.waiting import wait_for
 from tests.conftest import ws_url
-from tests.support.client import exchange
-from tests.support.waiting import wait_for
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
@@ -261,6 +263,7 @@ def test_bad_frames_get_a_protocol_error_close_or_a_typed_error(start_app, image
 # --- (b) slow and stalled handshakes -------------------------------------------------------
 
 
+@pytest.mark.slow  # 10 s of stalls
 def test_a_slow_handshake_and_a_stalled_one_do_not_block_the_server(start_app, image_server):
     """One client drips its upgrade request a byte at a time, one sends half and stalls.
 
@@ -363,6 +366,7 @@ def settled_thread_count(quiet: float = 0.5, timeout: float = 10) -> int:
     return last
 
 
+@pytest.mark.slow  # 300 connections
 def test_three_hundred_idle_connections(start_app, image_server):
     # A long REQUEST_TIMEOUT keeps the upgraded connections idle for the whole flood.
     # The app keeps its default MAX_CONNECTIONS (1024), well above 300; all come from one address.

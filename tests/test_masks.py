@@ -178,11 +178,11 @@ def test_wire_masks_refuses_a_count_mismatch():
 MEMORY_PROBE = """
 import json, resource, sys
 import numpy as np, torch
+from harness.tiny_sam import build_tiny_sam
 from server import masks
-from server.prompts import Prompt
 from server.models.sam1 import SamModel
 from server.models.seam import ImageJob
-from tests.support.tiny_sam import build_tiny_sam
+from server.prompts import Prompt
 
 def status_kb(field):
     for line in open("/proc/self/status"):
@@ -210,6 +210,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow  # about 40 s
 def test_64_boxes_on_a_flat_40_megapixel_image_stay_under_1_5_gb():
     """Masks (RLE and polygons) are made one at a time from the low-res logits: peak memory does not grow
     with boxes × pixels."""

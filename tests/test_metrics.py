@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.client import exchange
 from tests.conftest import ws_url
-from tests.support.client import exchange
 
 BOX = {"x": 4, "y": 4, "width": 30, "height": 20}
 

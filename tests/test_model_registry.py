@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.client import exchange
 from server import masks
 from server.config import Settings, SettingsError
 from server.models.loading import load_model, production_model_loader
 from server.models.registry import MODEL_TYPES, SAM1, SAM2, ModelType
 from tests.conftest import make_settings, ws_url
 from tests.support import box_family
-from tests.support.client import exchange
 from tests.test_docs import DOCS, README, SETTINGS_DOC, section, table_rows
 
 BOX_FAMILY = "tests.support.box_family"

@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+from harness import image_files
+from harness.client import exchange, session as open_session
+from harness.waiting import wait_for
 from server import jobs, masks
 from server.budget import PixelBudget
 from server.config import Settings
@@ -27,9 +30,6 @@ from server.output_budget import RESULT_MEMORY_PER_BYTE, OutputMeter, check_work
 from server.store import ItemTooLarge
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, ws_url
-from tests.support import image_files
-from tests.support.client import exchange, session as open_session
-from tests.support.waiting import wait_for
 
 POINTS = [{"x": 20, "y": 15, "label": 1}, {"x": 40, "y": 30, "label": 0}]
 BOXES = [{"x": 2 + 4 * n, "y": 3, "width": 30, "height": 20} for n in range(4)]

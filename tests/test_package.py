@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.http_server import ImageHTTPServer
-from tests.support.processes import REPO, server_env
+from harness.http_server import ImageHTTPServer
+from harness.processes import REPO, server_env
+
+pytestmark = pytest.mark.slow  # pip installs the package, then runs its commands
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def installed(tmp_path_factory) -> Path:
     source.mkdir()
     shutil.copy(REPO / "pyproject.toml", source)
     for folder in ("server", "requirements"):
-        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pth"))
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pth", "*.pt"))
     prefix = work / "prefix"
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",

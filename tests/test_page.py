@@ -25,9 +25,10 @@ import pytest
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from harness.client import exchange
+from server import jobs
 from server.routes import PAGE, PAGE_DIR, PAGE_FILES
 from tests.conftest import ModelGate, ws_url
-from tests.support.client import exchange
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"  # gitignored; docs/page*.png are copied from here by hand
@@ -719,9 +720,13 @@ def test_a_stale_answer_is_never_shown(start_app, scenes, page, tiny_sam):
     assert read_layer(page, "current-layer")[..., 3].max() == 0
     _, on_b = frames.ask(lambda: click_image(page, 150, 200))
     assert_shows(page, on_b)
+    # A's request was admitted (its `queued` named it) and its record has ended; its answer was never drawn.
+    a_id = next((m["id"] for m in frames.received if m.get("client_ref") == on_a["client_ref"] and m.get("id")), None)
+    assert a_id is not None, "image A's request was never queued: nothing here tests its answer"
+    assert wait_for(page, lambda: jobs.is_terminal(app.store.get(a_id)) or None), "image A's request never ended"
+    page.wait_for_timeout(200)
     shown = page.evaluate("window.shownAnswers")
-    a_id = next((m["id"] for m in frames.received if m.get("client_ref") == on_a["client_ref"]), None)
-    assert a_id is None or not any(s.startswith(a_id) for s in shown), "image A's answer was drawn"
+    assert shown and not any(s.startswith(a_id) for s in shown), "image A's answer was drawn"
     assert read_layer(page, "current-layer").shape[:2] == (400, 600)
 
 

@@ -9,12 +9,14 @@ import time
 
 import pytest
 
+from harness.client import exchange
+from harness.processes import REPO, server_env
+from harness.replicas import Replica
+from harness.waiting import wait_for
 from server.main import STOP_GRACE_SECONDS
 from server.store.sqlite import SQLiteStore
-from tests.support.client import exchange
-from tests.support.processes import REPO, server_env
-from tests.support.replicas import Replica
-from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # real server processes, killed
 
 TERMINAL = {"finished", "interrupted", "failed"}
 

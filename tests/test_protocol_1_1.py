@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import image_files
+from harness.client import exchange, session as open_session
+from harness.waiting import wait_for
 from server import jobs, masks
-from server.prompts import Point, Prompt
 from server.models.sam1 import SamModel
+from server.prompts import Point, Prompt
 from tests.conftest import ws_url
-from tests.support import image_files
-from tests.support.client import exchange, session as open_session
 from tests.support.mask_shapes import filled, iou, rasterised
-from tests.support.waiting import wait_for
 
 PNG = image_files.png_rgb(64, 48)
 SHA = hashlib.sha256(PNG).hexdigest()
@@ -133,6 +133,26 @@ def test_mask_input_refines_an_earlier_mask_and_bad_references_are_refused(start
                              "prompts": [{"points": POINTS[:1], "mask_input": {"id": plain["id"], "index": 0}}]})
         assert other["code"] == "invalid_request" and "another image" in other["message"]
     assert wait_for(lambda: all_terminal(app))
+
+
+def test_the_logits_a_mask_input_names_reach_the_model(start_app, tiny_sam):
+    """A refined mask is the model's own answer for its prompt with the earlier mask's logits, which differs
+    from its answer without them: the server hands the logits it kept to the model."""
+    model = SamModel(tiny_sam, "tiny")
+    pixels = np.asarray(Image.open(io.BytesIO(PNG)).convert("RGB"))
+    earlier = model.segment(pixels, [Prompt(points=(Point(20, 15, 1),))], False)
+    expected = {}
+    for name, logits in (("with", earlier.mask_input(0)), ("without", None)):
+        alone = model.segment(pixels, [Prompt(points=(Point(20, 15, 1), Point(40, 30, 0)), mask_input=logits)], False)
+        expected[name] = masks.wire_masks(alone.low_res, alone.scores, alone.postprocess, [{}], False)[0]
+    assert expected["with"] != expected["without"], "the tiny model ignores a mask input: this test would prove nothing"
+    app = start_app()
+    with open_session(ws_url(app)) as session:
+        plain = session.ask({"image_url": DATA_URL, "prompts": [{"points": POINTS[:1]}]})
+        refined = session.ask({"image_sha256": SHA, "prompts": [{"points": POINTS, "mask_input": {"id": plain["id"], "index": 0}}]})
+    assert refined["type"] == "result", refined
+    assert refined["masks"][0]["score"] == expected["with"]["score"]
+    assert refined["masks"][0]["segmentation"] == expected["with"]["segmentation"]
 
 
 def test_polygons_cover_the_mask_and_polygons_alone_leave_out_the_rle(start_app):
@@ -292,6 +312,7 @@ def test_an_image_by_hash_across_two_replicas_is_fetched_again_left_or_unknown(s
     assert wait_for(lambda: all_terminal(a))
 
 
+@pytest.mark.slow  # waits out the 2 s affinity
 def test_a_click_is_left_to_the_replica_holding_its_embedding_until_it_proves_busy(start_app, tiny_sam, image_server, tmp_path):
     """Affinity: B leaves A's click to A for AFFINITY_SECONDS, then takes it (A still busy), fetching the image again."""
     from server import processor

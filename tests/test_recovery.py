@@ -7,11 +7,11 @@ its processor can take them; sharing the file with a running server, it leaves t
 import datetime as dt
 import uuid
 
+from harness.client import exchange
 from server import jobs
 from server.clock import utcnow
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
-from tests.support.client import exchange
 
 BOX = {"x": 1.0, "y": 1.0, "width": 9.0, "height": 9.0}
 

@@ -7,12 +7,13 @@ import time
 
 import pytest
 
-from tests.conftest import cosmos_store, new_database_name
-from tests.support.client import exchange
-from tests.support.cosmos_emulator import KEY
-from tests.support.processes import REPO, server_env
-from tests.support.replicas import Replica
-from tests.support.waiting import wait_for
+from harness.client import exchange
+from harness.cosmos_emulator import new_database_name
+from harness.cosmos_emulator import KEY
+from harness.processes import REPO, server_env
+from harness.replicas import Replica
+from harness.waiting import wait_for
+from tests.conftest import cosmos_store
 
 
 @pytest.fixture

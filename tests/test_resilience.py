@@ -11,13 +11,13 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from harness.client import exchange
+from harness.waiting import wait_for
 from server import logs
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, ws_url
-from tests.support.client import exchange
 from tests.support.http_client import get
-from tests.support.waiting import wait_for
 
 BOX = {"x": 2, "y": 2, "width": 20, "height": 20}
 
@@ -63,6 +63,7 @@ def refuse_past_the_limit_then_admit_again(app, held, stack):
         assert json.loads(ws.recv(timeout=10))["code"] == "invalid_request"
 
 
+@pytest.mark.slow  # waits for a silent client
 def test_a_refused_client_that_never_sends_its_request_still_gets_the_503_and_a_clean_close(start_app):
     from server.listener import PLAIN_HTTP_ROOM, REFUSAL_LINGER_SECONDS
 

@@ -12,6 +12,8 @@ from server.models.registry import MODEL_TYPES
 from server.models.sam2 import MASK_INPUT_LIMIT, Sam2Model, build
 from server.prompts import Point, Prompt
 
+pytestmark = pytest.mark.slow  # full-size models on the CPU
+
 
 @pytest.fixture(scope="module")
 def model():

@@ -12,9 +12,9 @@ import urllib.request
 
 import torch
 
+from harness.client import exchange, session as open_session
 from server import masks
 from server.models.device import resolve_precision
-from tests.support.client import exchange, session as open_session
 
 
 def test_a_sam2_server_answers_boxes_clicks_and_refinements_reusing_the_embedding(tmp_path, start_replica, hiera_t_checkpoint, image_server):

@@ -10,16 +10,16 @@ import torch
 from segment_anything import SamPredictor
 
 from server import masks
-from server.prompts import Point, Prompt, decoder_calls
 from server.models.checkpoint_file import CheckpointError, check_checkpoint
+from server.prompts import Point, Prompt, decoder_calls
 from server.models.device import (
     DeviceError, available_cores, check_device, cpu_flags, resolve_device, resolve_precision, set_torch_threads,
 )
+from harness.processes import REPO
 from server.models.loading import load_model
 from server.models.registry import MODEL_TYPES
 from server.models.sam1 import SamModel
 from server.models.seam import ImageJob, SegmentationModel
-from tests.support.processes import REPO
 from tests.support.sentences import assert_one_sentence
 
 
@@ -347,6 +347,7 @@ def test_memory_counts_the_weights_and_one_cached_embedding(model, tiny_sam):
     assert model.preferred_batch_size == 1  # on the CPU
 
 
+@pytest.mark.slow  # a fresh interpreter imports sam2
 def test_sam2_and_hydra_are_imported_only_when_a_sam2_model_is_loaded():
     """`import sam2` initialises Hydra for the whole process: a SAM 1 server must not pay for it, or carry it."""
     code = (

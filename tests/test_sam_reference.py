@@ -23,6 +23,8 @@ from server.models.registry import MODEL_TYPES
 from server.models.seam import ImageJob
 from server.prompts import Point, Prompt
 
+pytestmark = pytest.mark.slow  # full-size models on the CPU
+
 SIZES = {"wide": (150, 200), "tall": (310, 97)}  # height, width
 CHECKPOINTS = {"vit_b": "vit_b_checkpoint", "sam2.1_hiera_t": "hiera_t_checkpoint"}  # conftest's fixtures
 
@@ -46,10 +48,15 @@ def images():
 
 @pytest.fixture(scope="module")
 def model(request, model_type, images):
-    """Ours, loaded the production way, with both images' embeddings cached by one batched encoder pass."""
+    """Ours, loaded the production way, with both images' embeddings cached: SAM 2.1's by one batched
+    encoder pass; vit_b's one image at a time, because its global attention takes about 2.4 GB per image
+    in fp32 (two at once would double the test run's peak; batching itself is test_sam_model's, on the
+    tiny SAM, which runs the same code)."""
     checkpoint = request.getfixturevalue(CHECKPOINTS[model_type])
     model = load_model(model_type, checkpoint, "cpu", "fp32", cache_size=4)
-    model.segment_batch([ImageJob(pixels, [], False, image_key=name) for name, pixels in images.items()])
+    jobs = [ImageJob(pixels, [], False, image_key=name) for name, pixels in images.items()]
+    for batch in ([[job] for job in jobs] if model_type == "vit_b" else [jobs]):
+        model.segment_batch(batch)
     return model
 
 

@@ -14,16 +14,20 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from harness.client import exchange
+from harness.ports import free_port
+from harness.processes import REPO, running, server_env
+from harness.waiting import wait_for
 from server import jobs
 from server.models.loading import production_model_loader
 from server.models.registry import MODEL_TYPES
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
-from tests.support.client import exchange
-from tests.support.ports import free_port
-from tests.support.processes import REPO, running, server_env
-from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # real processes and a full-size checkpoint
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:

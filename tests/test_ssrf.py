@@ -8,9 +8,9 @@ guard itself, DNS rebinding included.
 
 import pytest
 
+from harness.client import exchange
 from server import fetch_address
 from tests.conftest import ws_url
-from tests.support.client import exchange
 
 BOX = {"x": 1, "y": 1, "width": 5, "height": 5}
 

@@ -7,10 +7,12 @@ import sys
 
 import pytest
 
+from harness.ports import free_port
+from harness.processes import REPO, server_env
 from server.models.registry import MODEL_TYPES
-from tests.support.ports import free_port
-from tests.support.processes import REPO, server_env
 from tests.support.sentences import assert_one_sentence
+
+pytestmark = pytest.mark.slow  # real `python -m server` processes
 
 
 def start_server(tmp_path, cwd=REPO, **settings) -> subprocess.CompletedProcess:

@@ -9,8 +9,11 @@ import threading
 
 import pytest
 
+from harness.cosmos_emulator import KEY
+from harness.ports import free_port
 from server import jobs
-from server.store import Conflict
+from server.store import Conflict, StoreUnavailable
+from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
 from tests.conftest import cosmos_store
 
@@ -21,7 +24,7 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["sqlite", "cosmos"])
+@pytest.fixture(params=["sqlite", pytest.param("cosmos", marks=pytest.mark.slow)])
 def store(request, tmp_path):
     if request.param == "sqlite":
         backend = SQLiteStore(tmp_path / "contract.sqlite3")
@@ -229,11 +232,11 @@ def test_check_passes_on_a_working_store_and_its_probe_write_leaves_records_and_
     assert [r["id"] for r in store.unfinished_before(at(60))] == ["a"]
 
 
+@pytest.mark.slow  # waits out the check's timeout
 def test_the_sqlite_check_is_a_write_that_fails_fast_while_another_connection_holds_the_file(tmp_path):
     import sqlite3
     import time
 
-    from server.store import StoreUnavailable
     from server.store.sqlite import CHECK_TIMEOUT_SECONDS
 
     store = SQLiteStore(tmp_path / "locked.sqlite3")
@@ -265,6 +268,26 @@ def test_a_sqlite_server_knows_whether_it_is_alone_on_the_file(tmp_path):
     again = SQLiteStore(path)
     assert again.register_server() is True
     again.close()
+
+
+@pytest.fixture(params=["sqlite", "cosmos"])
+def unanswering_store(request, tmp_path):
+    """A store whose database does not answer: a SQLite store closed under its user, a Cosmos DB store
+    whose endpoint nothing listens on."""
+    if request.param == "sqlite":
+        backend = SQLiteStore(tmp_path / "closed.sqlite3")
+        backend.close()
+    else:
+        backend = CosmosStore(f"https://127.0.0.1:{free_port()}/", KEY, database="cap", queue_container="Queue",
+                              output_container="SAMOutput", verify_tls=False, timeout=1)
+    yield backend
+    backend.close()
+
+
+def test_check_raises_store_unavailable_when_the_database_does_not_answer(unanswering_store):
+    """/health reports the store from check(): one that never raises would keep /health green over a dead database."""
+    with pytest.raises(StoreUnavailable):
+        unanswering_store.check()
 
 
 def test_a_1_1_record_keeps_its_prompts_and_output_and_is_found_by_its_image(store):

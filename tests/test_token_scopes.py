@@ -13,9 +13,9 @@ import base64
 import hashlib
 import uuid
 
+from harness import image_files
+from harness.client import exchange, session as open_session
 from tests.conftest import ws_url
-from tests.support import image_files
-from tests.support.client import exchange, session as open_session
 
 TOKENS = "token-a,token-b"
 PNG = image_files.png_rgb(52, 36)

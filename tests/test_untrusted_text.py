@@ -18,9 +18,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.client import exchange, session as open_session
+from harness.waiting import wait_for
 from tests.conftest import ws_url
-from tests.support.client import exchange, session as open_session
-from tests.support.waiting import wait_for
 
 BOX = {"x": 4, "y": 4, "width": 30, "height": 20}
 

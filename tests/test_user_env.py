@@ -9,9 +9,11 @@ import urllib.request
 
 import pytest
 
+from harness.client import exchange
+from harness.processes import REPO, server_env
 from server.config import ENV_FILE_VARIABLE
-from tests.support.client import exchange
-from tests.support.processes import REPO, server_env
+
+pytestmark = pytest.mark.slow  # real server processes
 
 HOSTILE = "PORT=9\nAPI_TOKEN=hostile-token\nSAM_MODEL_TYPE=vit_h\n"
 

@@ -12,13 +12,15 @@ import threading
 import time
 import uuid
 
+import pytest
+
+from harness import image_files
+from harness.client import exchange
+from harness.waiting import wait_for
 from server import jobs
 from server.clock import utcnow
 from server.store.sqlite import SQLiteStore
 from tests.conftest import ws_url
-from tests.support import image_files
-from tests.support.client import exchange
-from tests.support.waiting import wait_for
 
 DATA_URL = "data:image/png;base64," + base64.b64encode(image_files.png_rgb(40, 30)).decode()
 ORPHAN_PNG = image_files.png_rgb(64, 48)
@@ -51,6 +53,7 @@ def test_a_record_whose_waiter_left_is_interrupted_not_processed(start_app, gate
     assert stored["processing"] is None and stored["attempts"] == 0 and not jobs.order_violations(stored)
 
 
+@pytest.mark.slow  # waits out leases
 def test_a_connection_that_waits_longer_than_its_lease_keeps_renewing_it(start_app, gate):
     """WAITER_LEASE_SECONDS=1.5: a request held 4 s behind a busy model is still processed and answered."""
     app = start_app(model=gate, waiter_lease_seconds=1.5)

@@ -2,6 +2,10 @@
 //
 //   node launcher.js PORT     prints "ready PORT" once it listens on 127.0.0.1
 //
+// It exits when its standard input ends: the test run that started it holds
+// the other end of that pipe, and the kernel closes it however that process
+// ends, kill -9 included. So no emulator outlives its test run.
+//
 // Two differences from the package's own CLI:
 // - HTTPS with keep-alive: the CLI answers "connection: close", and a new TLS
 //   handshake per request makes every SDK call about 20x slower.
@@ -37,3 +41,6 @@ server.listen(port, "127.0.0.1", () => {
 for (const signal of ["SIGTERM", "SIGINT"]) {
   process.on(signal, () => process.exit(0));
 }
+process.stdin.on("end", () => process.exit(0));
+process.stdin.on("error", () => process.exit(0));
+process.stdin.resume();

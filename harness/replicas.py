@@ -1,4 +1,4 @@
-"""Real `python -m server` processes for tests that need whole servers.
+"""Real `python -m server` processes, for tests and benchmarks that need whole servers.
 
 Each replica runs the production entry point with the tiny model (see
 tiny_model_site/sitecustomize.py), its own port and image folder, and the
@@ -21,8 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support import processes
-from tests.support.ports import free_port
+from harness import processes
+from harness.ports import free_port
 
 REPO = processes.REPO
 SITE = Path(__file__).resolve().parent / "tiny_model_site"

@@ -18,7 +18,7 @@ import time
 
 from segment_anything import sam_model_registry
 
-from tests.support.tiny_sam import build_tiny_sam
+from harness.tiny_sam import build_tiny_sam
 
 sam_model_registry["vit_b"] = lambda checkpoint=None: build_tiny_sam()
 

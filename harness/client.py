@@ -1,10 +1,13 @@
-"""A real WebSocket client for tests: send one request, collect every message."""
+"""A real WebSocket client for tests and benchmarks: send one request, collect every message."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
+import os
+import socket
 from typing import Any, Iterator
 
 from websockets.exceptions import ConnectionClosed
@@ -37,6 +40,31 @@ def exchange(url: str, request: dict | str | bytes, timeout: float = 120) -> Exc
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
     return Exchange(messages, code)
+
+
+def upgraded_socket(port: int, receive_buffer: int | None = None, timeout: float | None = 30) -> socket.socket:
+    """A plain socket to 127.0.0.1:`port`, upgraded to WebSocket by hand and read up to the end of the
+    101 answer, for a caller that then writes frames itself or only holds the connection.
+
+    `receive_buffer` sets SO_RCVBUF before connecting: a small one fills at once when the caller stops reading.
+    """
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:  # a byte at a time: nothing after the answer's head is read
+        byte = sock.recv(1)
+        assert byte, "closed during the handshake"
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    return sock
 
 
 @contextlib.contextmanager

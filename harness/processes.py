@@ -1,7 +1,7 @@
 """Processes that tests start: a clean environment, and a stop that always happens.
 
-Every process a test starts goes through `running()` (or the `processes`
-fixture in conftest.py, which uses it): it starts in a session of its own, and
+Every process a test starts goes through `running()` (a `Replica`, and the
+`start_replica` fixture in tests/conftest.py, use it): it starts in a session of its own, and
 on the way out, failed test or not, its whole process group gets SIGTERM, then
 SIGKILL if it lingers. So no `python -m server` (nor a child of
 `./scripts/run`) outlives the test that started it.
@@ -23,7 +23,7 @@ from typing import Iterator
 
 from server.config import ENV_FILE_VARIABLE, Settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SETTING_NAMES = {field.name.upper() for field in dataclasses.fields(Settings)}
 
 

@@ -1,0 +1,138 @@
+// Drawing: the image, the objects' masks, the current mask and the current
+// prompt on the view's canvas. The masks are painted into two layers of the
+// image's size when the state changes, and drawn through the view's
+// transform at the next animation frame.
+
+import {maskPixels} from "./rle.js";
+import {app, currentMask, currentPrompt, isEmpty, state} from "./state.js";
+import {View} from "./view.js";
+
+// Objects' colours (the command-line client uses the same ones), the current mask's, the points'.
+const COLOURS = [
+  [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+  [70, 240, 240], [240, 50, 230], [210, 245, 60], [0, 128, 128], [170, 110, 40],
+];
+const CURRENT = [30, 144, 255];
+const POSITIVE = "rgb(40, 200, 60)", NEGATIVE = "rgb(230, 40, 40)";
+const MASK_ALPHA = 140, SELECTED_ALPHA = 220;
+
+export const canvas = document.getElementById("view");
+export const view = new View(canvas);
+// The mask layers, in image pixels (hidden canvases of index.html).
+const objectsLayer = document.getElementById("objects-layer"), currentLayer = document.getElementById("current-layer");
+
+export const colourOf = (object) => COLOURS[object.colour % COLOURS.length];
+
+// Paint masks into a layer of the image's size: each its colour, later ones on top.
+function paintLayer(layer, width, height, masks) {
+  if (layer.width !== width || layer.height !== height) Object.assign(layer, {width, height});
+  const context = layer.getContext("2d");
+  if (!masks.length) {
+    context.clearRect(0, 0, width, height);
+    return;
+  }
+  const pixels = new ImageData(width, height), data = pixels.data;
+  for (const {segmentation, colour, alpha} of masks) {
+    const mask = maskPixels(segmentation);
+    const [r, g, b] = colour;
+    for (let p = 0; p < mask.length; p++) {
+      if (mask[p]) {
+        data[4 * p] = r;
+        data[4 * p + 1] = g;
+        data[4 * p + 2] = b;
+        data[4 * p + 3] = alpha;
+      }
+    }
+  }
+  context.putImageData(pixels, 0, 0);
+}
+
+let paintedObjects = null, paintedSelected = null, paintedMask = null, waiting = false;
+
+// A new image starts with empty layers: nothing painted for another image is ever shown over it.
+export function clearLayers() {
+  paintedObjects = paintedSelected = paintedMask = null;
+  for (const layer of [objectsLayer, currentLayer]) layer.getContext("2d").clearRect(0, 0, layer.width, layer.height);
+  currentLayer.dataset.answer = "";
+}
+
+// The layers change with the state, at once (the view draws them at its next frame).
+export function paintLayers() {
+  const image = app.image, objects = state().objects;
+  if (!image || !image.width) return;
+  if (objects !== paintedObjects || app.selected !== paintedSelected) {
+    paintedObjects = objects;
+    paintedSelected = app.selected;
+    paintLayer(objectsLayer, image.width, image.height, objects.filter((object) => !object.hidden).map((object) => ({
+      segmentation: object.mask.segmentation, colour: colourOf(object),
+      alpha: object.id === app.selected ? SELECTED_ALPHA : MASK_ALPHA,
+    })));
+  }
+  // The current mask stays until the next one arrives (dimmed meanwhile), or the prompt is cleared.
+  const shown = currentMask();
+  const mask = shown ? shown.mask : isEmpty(currentPrompt()) ? null : paintedMask;
+  if (mask !== paintedMask) {
+    paintedMask = mask;
+    paintLayer(currentLayer, image.width, image.height,
+               mask ? [{segmentation: mask.segmentation, colour: CURRENT, alpha: MASK_ALPHA}] : []);
+    currentLayer.dataset.answer = shown ? `${shown.answer.id}:${shown.index}` : "";
+  }
+  waiting = Boolean(mask) && !shown;
+}
+
+let frame = null;
+export function render() {
+  if (frame === null) frame = requestAnimationFrame(draw);
+}
+
+function draw() {
+  frame = null;
+  view.resize();
+  const context = canvas.getContext("2d");
+  view.screenTransform(context);
+  context.clearRect(0, 0, canvas.clientWidth, canvas.clientHeight);
+  const image = app.image;
+  if (!image || !image.loaded) return;
+  view.imageTransform(context);
+  context.imageSmoothingEnabled = view.scale < 1;  // image pixels show as squares when zoomed in
+  context.drawImage(image.element, 0, 0, image.width, image.height);
+  context.drawImage(objectsLayer, 0, 0);
+  context.globalAlpha = waiting ? 0.4 : 1;
+  context.drawImage(currentLayer, 0, 0);
+  context.globalAlpha = 1;
+  view.screenTransform(context);
+  drawPrompt(context, currentPrompt());
+}
+
+function drawPrompt(context, prompt) {
+  if (prompt.box) {
+    const [x0, y0] = view.toScreen(prompt.box.x, prompt.box.y);
+    const [x1, y1] = view.toScreen(prompt.box.x + prompt.box.width, prompt.box.y + prompt.box.height);
+    context.lineWidth = 2;
+    context.strokeStyle = "#fff";
+    context.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    context.setLineDash([6, 4]);
+    context.strokeStyle = "#000";
+    context.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    context.setLineDash([]);
+    context.fillStyle = "#fff";
+    for (const [x, y] of [[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) context.fillRect(x - 4, y - 4, 8, 8);
+  }
+  for (const point of prompt.points) {
+    const [x, y] = view.toScreen(point.x, point.y);
+    context.beginPath();
+    context.arc(x, y, 6, 0, 2 * Math.PI);
+    context.fillStyle = point.label ? POSITIVE : NEGATIVE;
+    context.fill();
+    context.lineWidth = 2;
+    context.strokeStyle = "#fff";
+    context.stroke();
+  }
+}
+
+// The view follows the canvas's size, the image fitted to it.
+new ResizeObserver(() => {
+  view.resize();
+  if (app.image && view.imageWidth) view.fit();
+  render();
+}).observe(canvas);
