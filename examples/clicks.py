@@ -61,6 +61,8 @@ with ws:
         if answer["type"] == "error":
             sys.exit(f"{answer['code']}: {answer['message']}")
         mask = answer["masks"][0]
+        # Polygons past the server's MAX_POLYGON_VERTICES are left out, and the mask says so.
+        rings = "polygons omitted" if mask.get("polygons_omitted") else f"{len(mask['polygons'])} polygon rings"
         print(f"{len(points)} points: score {mask['score']:.3f}, area {mask['area']} px, "
-              f"{len(mask['polygons'])} polygon rings, {answer['timings']['total_ms']:.0f} ms")
+              f"{rings}, {answer['timings']['total_ms']:.0f} ms")
         previous = answer["id"]

@@ -187,7 +187,10 @@ def describe_result(result: dict[str, Any]) -> list[str]:
         candidates = answer if isinstance(answer, list) else [answer]
         scores = ", ".join(f"{mask['score']:.3f} (area {mask['area']} px)" for mask in candidates)
         rings = sum(len(mask.get("polygons", [])) for mask in candidates)
-        polygons = f", {rings} polygon ring{'' if rings == 1 else 's'}" if "polygons" in candidates[0] else ""
+        omitted = sum(bool(mask.get("polygons_omitted")) for mask in candidates)  # past MAX_POLYGON_VERTICES
+        asked = omitted or any("polygons" in mask for mask in candidates)
+        polygons = f", {rings} polygon ring{'' if rings == 1 else 's'}" if asked else ""
+        polygons += f" ({omitted} mask{'' if omitted == 1 else 's'} without: too many vertices)" if omitted else ""
         prompt = echoed_prompt(candidates[0])
         name = "box" if "prompt" not in candidates[0] else "prompt"
         lines.append(f"  {name} {index + 1} {describe_prompt(prompt).removeprefix('box ')}: score {scores}{polygons}")

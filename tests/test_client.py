@@ -123,6 +123,16 @@ def test_describe_result_lists_boxes_scores_and_timings():
     ]
 
 
+def test_describe_result_says_which_masks_came_without_their_polygons():
+    prompt = {"points": [{"x": 1, "y": 2, "label": 1}]}
+    kept = {"prompt": prompt, "score": 0.5, "area": 7, "polygons": [[1, 2, 3, 2, 3, 4]]}
+    omitted = {"prompt": prompt, "score": 0.25, "area": 9, "polygons_omitted": True}  # past MAX_POLYGON_VERTICES
+    lines = client.describe_result(
+        {"image": {"width": 64, "height": 48}, "masks": [[kept, omitted, omitted]], "timings": {"total_ms": 5.0}}
+    )
+    assert lines[1].endswith(", 1 polygon ring (2 masks without: too many vertices)")
+
+
 # --- the command against a real server ----------------------------------------------
 
 
@@ -257,6 +267,17 @@ def test_the_clicks_example_opens_a_session_and_refines_each_click(start_app, im
     records = sorted(app.store.records(), key=lambda r: r["createdAt"])
     assert [r["status"] for r in records] == ["finished"] * 3
     assert records[2]["prompts"][0]["mask_input"] == {"id": records[1]["id"], "index": 0}
+
+
+def test_the_clicks_example_says_when_the_server_left_the_polygons_out(start_app, image_server):
+    image_server.add("/clicks.png", files.png_rgb(160, 120))
+    app = start_app(max_polygon_vertices=0)  # every mask's polygons are past the cap
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "clicks.py"), ws_url(app), image_server.url("/clicks.png"), "40,30"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "polygons omitted" in done.stdout.splitlines()[1], done.stdout
 
 
 # --- the examples: a file or a URL, and a token ---------------------------------------------
