@@ -222,10 +222,11 @@ class Conversation:
                 return None
             if status == jobs.FAILED:
                 raise ClientError(record["error"]["code"], record["error"]["message"])
-            if status == jobs.INTERRUPTED:
+            if status == jobs.INTERRUPTED:  # by the JOB_TIMEOUT sweep, unless its `error` says why
+                why = (record.get("error") or {}).get("message")
                 raise ClientError(
                     "job_timeout",
-                    f"The server gave up on this request after JOB_TIMEOUT ({self.settings.job_timeout:g} s).",
+                    why or f"The server gave up on this request after JOB_TIMEOUT ({self.settings.job_timeout:g} s).",
                 )
             lease.renew_if_due()
             message = self._poll_socket()  # before the wait: a message read before it rang the bell already

@@ -181,7 +181,7 @@ def claim(
     if record["status"] != QUEUED and not lease_expired(record, now):
         raise TransitionRefused(f"record is {record['status']}, not claimable")
     if waiter_gone(record, now):
-        return interrupt(record, now=now)
+        return interrupt(record, now=now, reason=WAITER_GONE)
     if record["attempts"] >= max_attempts:
         return fail(
             record,
@@ -216,11 +216,20 @@ def mark_finished(record: Record, *, now: dt.datetime) -> Record:
     return {**record, "status": FINISHED, FINISHED: _stamp(now, record[PROCESSED])}
 
 
+# Why a processor interrupted a record instead of processing it (kept in `error`).
+WAITER_GONE = {
+    "code": "waiter_gone",
+    "message": "No connection renewed its wait for this request within WAITER_LEASE_SECONDS, "
+    "so it was not processed; send it again.",
+}
+
+
 def interrupt(record: Record, *, now: dt.datetime, reason: dict[str, str] | None = None) -> Record:
     """The client went away, or the server gave up on the record.
 
     `reason` (`{code, message}`, kept in `error`) says why when no client
-    was there to be told: a server restarted on the record's orphans.
+    was there to be told: a server restarted on the record's orphans, or a
+    processor found its waiter's lease lapsed (WAITER_GONE).
     """
     if is_terminal(record):
         raise TransitionRefused(f"record is already {record['status']}")

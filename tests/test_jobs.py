@@ -112,6 +112,7 @@ def test_a_record_whose_waiter_is_gone_is_claimed_only_to_be_interrupted():
     assert claim(renewed, at(49))["status"] == "processing"  # someone still waits
     orphan = claim(renewed, at(50))
     assert orphan["status"] == "interrupted" and orphan["attempts"] == 0 and orphan["processing"] is None
+    assert orphan["error"] == jobs.WAITER_GONE  # why, for its connection, should it still be there
     assert jobs.order_violations(orphan) == []
     # Reclaiming a dead processor's record also asks whether anyone still waits.
     held = jobs.renew_waiter(claim(renewed, at(40), lease=5), now=at(41), lease_seconds=30)
