@@ -4,7 +4,9 @@ Every process a test starts goes through `running()` (a `Replica`, and the
 `start_replica` fixture in tests/conftest.py, use it): it starts in a session of its own, and
 on the way out, failed test or not, its whole process group gets SIGTERM, then
 SIGKILL if it lingers. So no `python -m server` (nor a child of
-`./scripts/run`) outlives the test that started it.
+`./scripts/run`) outlives the test that started it. Should the test run itself
+be killed (SIGKILL: no teardown runs), the kernel sends the process SIGTERM as
+its parent dies (Linux's parent-death signal), so it stops then too.
 
 `server_env()` is the environment for a server the tests start: none of the
 user's CAP settings (from the environment or from a `.env` file: CAP_ENV_FILE
@@ -14,6 +16,7 @@ is set empty, so no dotenv file is read), plus the settings the test gives.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import os
 import signal
@@ -50,6 +53,14 @@ def stop(process: subprocess.Popen, grace: float = 60) -> int:
     return process.wait()
 
 
+def is_running(pid: int) -> bool:
+    """Whether the process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(process.pid, sig)
@@ -57,10 +68,21 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         pass  # the group is gone
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the thread that started it dies (kept across exec)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def running(args: list[str], grace: float = 60, **popen: object) -> Iterator[subprocess.Popen]:
-    """`subprocess.Popen(args, **popen)` in a session of its own, stopped (see `stop`) on exit."""
-    process = subprocess.Popen(args, start_new_session=True, **popen)  # type: ignore[call-overload]
+    """`subprocess.Popen(args, **popen)` in a session of its own, stopped (see `stop`) on exit,
+    and sent SIGTERM by the kernel should this process die first."""
+    process = subprocess.Popen(  # type: ignore[call-overload]
+        args, start_new_session=True, preexec_fn=_terminate_with_parent, **popen
+    )
     try:
         yield process
     finally:

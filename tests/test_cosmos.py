@@ -185,14 +185,6 @@ def test_the_service_survives_a_database_restart(cosmos_emulator, start_app, ima
     assert [r["status"] for r in store.records()] == ["finished"]
 
 
-def emulator_alive(pid: int) -> bool:
-    """Whether the process `pid` runs (a zombie, dead but not yet reaped by init, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 # A test run in miniature: it starts the emulator as the session fixture does, says so, and waits to be killed.
 RUN_THAT_STARTS_THE_EMULATOR = """
 import time
@@ -208,11 +200,11 @@ def test_the_emulator_dies_with_a_test_run_killed_with_sigkill():
                            env=processes.server_env(), stdout=subprocess.PIPE, text=True) as run:
         pid, port = map(int, run.stdout.readline().split())
         try:
-            assert emulator_alive(pid)
+            assert processes.is_running(pid)
             assert socket.create_connection(("127.0.0.1", port), timeout=5).close() is None  # it listens
             run.kill()  # kill -9: no finalizer, no atexit, no fixture teardown runs
             run.wait(10)
-            assert wait_for(lambda: not emulator_alive(pid), timeout=10), "the emulator outlived its killed test run"
+            assert wait_for(lambda: not processes.is_running(pid), timeout=10), "the emulator outlived its killed test run"
         finally:
-            if emulator_alive(pid) and "launcher.js" in Path(f"/proc/{pid}/cmdline").read_text():
+            if processes.is_running(pid) and "launcher.js" in Path(f"/proc/{pid}/cmdline").read_text():
                 os.kill(pid, signal.SIGKILL)

@@ -1,5 +1,6 @@
 """A real `python -m server` process, stopped by SIGTERM or killed by SIGKILL, on SQLite."""
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+from harness import processes
 from harness.client import exchange
 from harness.processes import REPO, server_env
 from harness.replicas import Replica
@@ -165,3 +167,27 @@ def test_sigterm_while_the_model_is_inside_torch_exits_zero_within_the_bound(
     assert outcomes[0].last["code"] == "shutting_down"
     assert [r["status"] for r in records(db)] == ["interrupted"]
     print(f"\nSIGTERM with the model inside torch: exit 0 after {took:.1f} s (bound {drain_seconds + STOP_GRACE_SECONDS:.0f} s)")
+
+
+# A test run in miniature: it starts a server as a test does (harness.processes.running), says its pid, waits.
+RUN_THAT_STARTS_A_SERVER = """
+import sys, time
+from harness import processes
+with processes.running([sys.executable, "-c", "import time; time.sleep(600)"]) as server:
+    print(server.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_process_a_test_started_dies_with_a_test_run_killed_with_sigkill():
+    with processes.running([sys.executable, "-c", RUN_THAT_STARTS_A_SERVER], cwd=processes.REPO,
+                           env=processes.server_env(), stdout=subprocess.PIPE, text=True) as run:
+        pid = int(run.stdout.readline())
+        try:
+            assert processes.is_running(pid)
+            run.kill()  # kill -9: no finalizer, no context manager's exit runs
+            run.wait(10)
+            assert wait_for(lambda: not processes.is_running(pid), timeout=10), "the started process outlived its killed test run"
+        finally:
+            if processes.is_running(pid):
+                os.kill(pid, signal.SIGKILL)
