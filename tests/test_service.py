@@ -2,6 +2,7 @@
 the README's run command, and a full-size checkpoint through the production loader."""
 
 import datetime as dt
+import functools
 import json
 import re
 import signal
@@ -10,8 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,16 +25,12 @@ from server.models.registry import MODEL_TYPES
 from server.models.sam1 import SamModel
 from server.store.sqlite import SQLiteStore
 from tests.conftest import make_settings, ws_url
+from tests.support.http_client import get
 
 pytestmark = pytest.mark.slow  # real processes and a full-size checkpoint
 
 
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+http_get = functools.partial(get, timeout=5)
 
 
 def test_ping_answers_while_the_model_loads_and_health_waits_for_it(start_app, tiny_sam):
