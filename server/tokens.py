@@ -40,12 +40,21 @@ class Tokens:
         token = self._carried(request)
         return None if token is None else scope_of(token)
 
+    def offered(self, offered: list[str]) -> tuple[bool, str | None]:
+        """Whether tokens offered some other way (an adapter's header) authorize a call, and the scope they give."""
+        token = self._first_match(offered)
+        return (not self._tokens or token is not None), (None if token is None else scope_of(token))
+
     def _carried(self, request: Request) -> bytes | None:
-        """The first of API_TOKEN's tokens that the request offers, every pair compared in constant time."""
+        """The first of API_TOKEN's tokens that the request offers."""
         offered = []
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             offered.append(credentials.strip())
         offered += parse_qs(urlsplit(request.path).query).get("token", [])
+        return self._first_match(offered)
+
+    def _first_match(self, offered: list[str]) -> bytes | None:
+        """The first of API_TOKEN's tokens among `offered`, every pair compared in constant time."""
         matches = [good for token in offered for good in self._tokens if hmac.compare_digest(token.encode(), good)]
         return matches[0] if matches else None
