@@ -35,7 +35,7 @@ from server.tokens import Tokens
 # any other. `/` is index.html; the others are under /page/.
 PAGE_DIR = Path(__file__).resolve().parent / "page"
 PAGE = (PAGE_DIR / "index.html").read_bytes()
-_CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 PAGE_FILES = {
     f"/page/{path.name}": (path.read_bytes(), _CONTENT_TYPES[path.suffix])
     for path in sorted(PAGE_DIR.iterdir())

@@ -135,7 +135,7 @@ def server_files() -> set[str]:
 
 def named_files(markdown: str) -> set[str]:
     """The files a page names in code type, whole: `connection.py`, `models/registry.py`, `page/app.js`."""
-    return set(re.findall(r"`([\w/.+-]+\.(?:py|js|html|css))`", markdown))
+    return set(re.findall(r"`([\w/.+-]+\.(?:py|js|html|css|svg))`", markdown))
 
 
 def test_docs_architecture_names_every_server_module_and_page_file():

@@ -14,6 +14,7 @@
 import {paintLayers, render} from "./drawing.js";
 import {cocoDocument, labelIndexPng, objectPngs} from "./exports.js";
 import {listen} from "./input.js";
+import {listenLabels, showLabels} from "./labelpanel.js";
 import {askForCurrentPrompt, checkServer, openUrl} from "./messages.js";
 import {showControls, showError, showObjects, showProgressHint} from "./panel.js";
 import {app, onChange, state} from "./state.js";
@@ -28,6 +29,7 @@ function sync() {
   saveObjects();
   showControls();
   showObjects();
+  showLabels();
   paintLayers();
   render();
 }
@@ -74,6 +76,7 @@ $("export-index").addEventListener("click", async () => {
 
 onChange(sync);
 listen();
+listenLabels();
 const last = storage.load("image", null);
 if (last && last.url) {
   $("image-url").value = last.url;

@@ -3,15 +3,12 @@
 // image's size when the state changes, and drawn through the view's
 // transform at the next animation frame.
 
+import {colourOfLabel} from "./labels.js";
 import {maskPixels} from "./rle.js";
-import {app, currentMask, currentPrompt, isEmpty, state} from "./state.js";
+import {app, currentMask, currentPrompt, isEmpty, state, usable} from "./state.js";
 import {View} from "./view.js";
 
-// Objects' colours (the command-line client uses the same ones), the current mask's, the points'.
-const COLOURS = [
-  [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-  [70, 240, 240], [240, 50, 230], [210, 245, 60], [0, 128, 128], [170, 110, 40],
-];
+// The current mask's colour and the points' (objects have their label's colour, labels.js).
 const CURRENT = [30, 144, 255];
 const POSITIVE = "rgb(40, 200, 60)", NEGATIVE = "rgb(230, 40, 40)";
 const MASK_ALPHA = 140, SELECTED_ALPHA = 220;
@@ -21,7 +18,7 @@ export const view = new View(canvas);
 // The mask layers, in image pixels (hidden canvases of index.html).
 const objectsLayer = document.getElementById("objects-layer"), currentLayer = document.getElementById("current-layer");
 
-export const colourOf = (object) => COLOURS[object.colour % COLOURS.length];
+export const colourOf = (object) => colourOfLabel(object.label);
 
 // Paint masks into a layer of the image's size: each its colour, later ones on top.
 function paintLayer(layer, width, height, masks) {
@@ -92,7 +89,7 @@ function draw() {
   view.screenTransform(context);
   context.clearRect(0, 0, canvas.clientWidth, canvas.clientHeight);
   const image = app.image;
-  if (!image || !image.loaded) return;
+  if (!usable()) return;
   view.imageTransform(context);
   context.imageSmoothingEnabled = view.scale < 1;  // image pixels show as squares when zoomed in
   context.drawImage(image.element, 0, 0, image.width, image.height);

@@ -1,20 +1,24 @@
 // What the page saves: a COCO file, one PNG per object, one label-index PNG.
-// Every mask is the one the server sent, as it sent it: the RLE string (and
-// polygons) go into the COCO file untouched, and the PNGs are its decoding.
+// Every mask is the one the server sent, as it sent it: the RLE string goes
+// into the COCO file untouched, and the PNGs are its decoding. Category ids
+// are the label set's (labels.js), the same in every export.
 
+import {categories} from "./labels.js";
+import {outerRings} from "./polygons.js";
 import {maskPixels} from "./rle.js";
 import {grayPng, zipArchive} from "./files.js";
 
-// Labels in the order they first appear, numbered from 1 (0 is the background in a label-index PNG).
-export function categories(objects) {
-  const names = [...new Set(objects.map((object) => object.label))];
-  return names.map((name, i) => ({id: i + 1, name, supercategory: ""}));
+// An object's segmentation for the COCO file: its RLE, or with `polygons`
+// its outer rings, traced now from the mask (whenever it was asked for).
+function segmentationOf(object, polygons) {
+  if (!polygons) return object.mask.segmentation;
+  const [height, width] = object.mask.segmentation.size;
+  return outerRings(maskPixels(object.mask.segmentation), width, height);
 }
 
-// image: {name, width, height, sha256}. With `polygons`, an object that has
-// the server's polygons is exported with them; the others keep their RLE.
+// image: {name, width, height, sha256}.
 export function cocoDocument(image, objects, {polygons = false} = {}) {
-  const cats = categories(objects);
+  const cats = categories();
   const categoryId = new Map(cats.map((category) => [category.name, category.id]));
   return {
     info: {description: "Annotated with CAP", date_created: new Date().toISOString()},
@@ -24,7 +28,7 @@ export function cocoDocument(image, objects, {polygons = false} = {}) {
       id: i + 1,
       image_id: 1,
       category_id: categoryId.get(object.label),
-      segmentation: polygons && object.mask.polygons ? object.mask.polygons : object.mask.segmentation,
+      segmentation: segmentationOf(object, polygons),
       area: object.mask.area,
       bbox: object.mask.bbox,
       score: object.mask.score,
@@ -51,8 +55,8 @@ export async function objectPngs(objects) {
 
 // One PNG whose pixel values are category ids; where objects overlap, the later one wins.
 export async function labelIndexPng(image, objects) {
-  const ids = new Map(categories(objects).map((category) => [category.name, category.id]));
-  if (ids.size > 255) throw new Error("a label-index PNG holds at most 255 labels");
+  const ids = new Map(categories().map((category) => [category.name, category.id]));
+  if (Math.max(0, ...ids.values()) > 255) throw new Error("a label-index PNG holds label ids up to 255 only");
   const pixels = new Uint8Array(image.width * image.height);
   for (const object of objects) {
     const id = ids.get(object.label);

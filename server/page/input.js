@@ -3,10 +3,11 @@
 // a change of the state (state.js) or of the view.
 
 import {canvas, render, view} from "./drawing.js";
+import {pickLabelByKey} from "./labelpanel.js";
 import {openFile, openUrl, tokenChanged} from "./messages.js";
 import {
   accept, addPoint, app, clearPrompt, deleteObject, dragBox, endBoxDrag, nextCandidate, redo,
-  removePoint, setPolygons, setToken, state, toggleHidden, toggleMultimask, undo,
+  removePoint, setPolygons, setToken, state, toggleHidden, toggleMultimask, undo, usable,
 } from "./state.js";
 import * as storage from "./storage.js";
 
@@ -69,7 +70,7 @@ function currentDrag() {
 }
 
 function press(event) {
-  if (!app.image || !app.image.loaded) return;
+  if (!usable()) return;
   const [sx, sy] = view.eventPoint(event);
   canvas.setPointerCapture(event.pointerId);
   stage.focus();
@@ -135,14 +136,14 @@ function release(event) {
 }
 
 function hover(sx, sy) {
-  const grabbed = app.image && app.image.loaded && !space ? grab(sx, sy) : null;
+  const grabbed = usable() && !space ? grab(sx, sy) : null;
   stage.classList.toggle("move", grabbed?.kind === "move");
   stage.classList.toggle("resize", grabbed?.kind === "resize");
 }
 
 function wheel(event) {
   event.preventDefault();
-  if (!app.image || !app.image.loaded) return;
+  if (!usable()) return;
   const [sx, sy] = view.eventPoint(event);
   view.zoomAt(sx, sy, Math.exp(-event.deltaY * ZOOM_STEP));
   render();
@@ -171,6 +172,9 @@ function keyDown(event) {
     stage.classList.add("space");
   } else if (event.key === "Enter") accept($("label").value);
   else if (event.key === "Escape") clearPrompt();
+  else if (/^[1-9]$/.test(event.key)) {
+    if (!pickLabelByKey(Number(event.key))) return;
+  }
   else if (key === "m") toggleMultimask();
   else if (key === "c") nextCandidate();
   else if (key === "f" && app.image) {

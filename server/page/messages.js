@@ -3,11 +3,12 @@
 // and what the session reports (the image prepared, an answer, an error,
 // progress, the connection) becomes a change of the state or a sentence.
 
+import {advice} from "./advice.js";
 import {clearLayers, view} from "./drawing.js";
 import {showConnection, showError, showProgress, showServerState} from "./panel.js";
 import {Session, serverState} from "./session.js";
 import {
-  answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, restoreObjects,
+  acceptFailed, answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, restoreObjects,
 } from "./state.js";
 import * as storage from "./storage.js";
 
@@ -92,8 +93,13 @@ function sessionHandlers(image) {
     },
     failed(entry, error) {
       if (!mine()) return;
-      if (error.code === "mask_unknown" && entry.prompt) forgetRefinement(entry.prompt);
-      else showError(error.message, error.code);
+      if (error.code === "mask_unknown" && entry.prompt) {
+        forgetRefinement(entry.prompt);
+        return;
+      }
+      if (entry.prompt) acceptFailed(entry.prompt);
+      if (entry.kind === "prepare") refused(image, error);
+      else showError(advice(error), error.code);
     },
     progress(entry) {
       if (mine()) showProgress(entry);
@@ -102,6 +108,16 @@ function sessionHandlers(image) {
       if (mine()) showConnection(condition, health);
     },
   };
+}
+
+// The server refused the image: it is no longer shown, and the sentence says what to do.
+function refused(image, error) {
+  image.refused = true;
+  showError(advice(error), error.code);
+  const hint = document.getElementById("hint");
+  hint.textContent = advice(error);
+  hint.hidden = false;
+  changed();
 }
 
 function checkSize(image) {

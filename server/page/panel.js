@@ -3,7 +3,6 @@
 
 import {colourOf, paintLayers, render} from "./drawing.js";
 import {app, changeObject, currentMask, currentPrompt, deleteObject, isEmpty, state} from "./state.js";
-import * as storage from "./storage.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -67,13 +66,13 @@ export function showProgressHint(sentence) {
 
 export function showControls() {
   const prompt = currentPrompt(), shown = currentMask();
-  $("accept").disabled = !shown || Boolean(app.live);
+  $("accept").disabled = isEmpty(prompt) || Boolean(app.live) || Boolean(app.acceptOnAnswer);
   $("clear").disabled = isEmpty(prompt);
   $("undo").disabled = !app.history.canUndo;
   $("redo").disabled = !app.history.canRedo;
   const candidates = shown ? shown.answer.candidates.length : 0;
   $("next-candidate").disabled = candidates < 2;
-  $("candidate").textContent = shown
+  $("candidate").textContent = app.acceptOnAnswer ? "accepting as the mask arrives…" : shown
     ? `${candidates > 1 ? `candidate ${shown.index + 1} of ${candidates}, ` : ""}score ${shown.mask.score.toFixed(3)}` : "";
   const none = state().objects.length === 0;
   for (const id of ["export-coco", "export-pngs", "export-index"]) $(id).disabled = none || !app.image?.sha256;
@@ -113,8 +112,6 @@ export function showObjects() {
     item.addEventListener("pointerdown", () => select(object.id));
     return item;
   }));
-  const labels = [...new Set([storage.load("label", "object"), ...objects.map((object) => object.label)])];
-  $("labels").replaceChildren(...labels.map((label) => Object.assign(document.createElement("option"), {value: label})));
 }
 
 function button(text, action) {

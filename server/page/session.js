@@ -142,7 +142,7 @@ export class Session {
 
   // Ask for the masks of one prompt; false when the session cannot ask yet
   // (it calls `prepared` once it can).
-  ask(prompt, {multimask, polygons}) {
+  ask(prompt, {multimask}) {
     if (!this.ws) {
       if (!this.retry) this.connect();  // after an idle close, or a refused token
       return false;
@@ -152,7 +152,7 @@ export class Session {
       image_sha256: this.sha256,
       prompts: [wirePrompt(prompt)],
       multimask,
-      output: polygons ? ["rle", "polygons"] : ["rle"],
+      output: ["rle"],  // polygons, when wanted, are traced at export (polygons.js)
     }, {kind: "prompt", prompt, multimask});
     return true;
   }

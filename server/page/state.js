@@ -5,6 +5,7 @@
 // with `onChange` (asking the server, saving and showing it all).
 
 import {History} from "./history.js";
+import {ensureLabel} from "./labels.js";
 import * as storage from "./storage.js";
 
 // A prompt is what one request asks about: points, a box, and the earlier
@@ -24,6 +25,7 @@ export const app = {
   history: new History(firstStep()),
   live: null,       // the prompt of a box being dragged: shown and asked for, not yet a step
   selected: null,   // an object's id
+  acceptOnAnswer: null,  // {prompt, label}: Enter came before the prompt's mask; accepted when it comes
   savedObjects: null,
   token: storage.load("token", ""),
   settings: storage.load("settings", {multimask: false, polygons: false}),
@@ -38,6 +40,8 @@ export function changed() {
 }
 
 export const state = () => app.history.current;
+// The open image can be worked on: the browser shows it and the server did not refuse it.
+export const usable = () => Boolean(app.image && app.image.loaded && !app.image.refused);
 export const currentPrompt = () => app.live || state().prompt;
 const answerKey = () => (app.settings.multimask ? "multi" : "single");
 const answerOf = (prompt) => prompt.answers[answerKey()] || null;
@@ -78,7 +82,14 @@ export function answered(prompt, multimask, result) {
   prompt.answers[multimask ? "multi" : "single"] = {
     id: result.id, multimask, candidates: Array.isArray(masks) ? masks : [masks],
   };
-  changed();
+  const waiting = app.acceptOnAnswer;
+  if (waiting && waiting.prompt === state().prompt && currentMask()) accept(waiting.label);
+  else changed();
+}
+
+// The request an accept waited for failed: the accept is off (the error says why).
+export function acceptFailed(prompt) {
+  if (app.acceptOnAnswer && app.acceptOnAnswer.prompt === prompt) app.acceptOnAnswer = null;
 }
 
 // The server forgot the mask a prompt refines: ask again without it.
@@ -91,6 +102,7 @@ export function forgetRefinement(prompt) {
 
 // Record a step. A new prompt starts with its best candidate shown.
 export function step(change) {
+  if (app.acceptOnAnswer && "prompt" in change) return;  // an accept waits for this prompt's mask
   const now = state();
   const chosen = "prompt" in change && change.prompt !== now.prompt ? null : now.chosen;
   app.history.push({...now, chosen, ...change});
@@ -117,7 +129,7 @@ export function removePoint(index) {
 
 // A box being dragged is shown and asked for at once, and becomes a step when the drag ends.
 export function dragBox(box) {
-  if (box.width < 1 || box.height < 1) return;
+  if (box.width < 1 || box.height < 1 || app.acceptOnAnswer) return;
   app.live = newPrompt({points: state().prompt.points, box});
   changed();
 }
@@ -140,21 +152,30 @@ export function nextCandidate() {
   step({prompt: state().prompt, chosen: (shown.index + 1) % shown.answer.candidates.length});
 }
 
+// Accept the current mask as an object. Pressed while its mask is on its way,
+// the accept waits for it, and the prompt stays as it is until then.
 let objectSerial = 0;
 export function accept(labelText) {
   const shown = currentMask();
-  if (!shown || app.live) return;
+  if (app.live) return;
+  app.acceptOnAnswer = null;
+  if (!shown) {
+    if (!isEmpty(state().prompt)) app.acceptOnAnswer = {prompt: state().prompt, label: labelText};
+    changed();
+    return;
+  }
   const label = labelText.trim() || "object";
   storage.save("label", label);
+  ensureLabel(label);
   const objects = state().objects;
-  const colour = objects.length ? Math.max(...objects.map((object) => object.colour)) + 1 : 0;
-  const object = {id: `${Date.now().toString(36)}-${++objectSerial}`, label, colour, hidden: false,
+  const object = {id: `${Date.now().toString(36)}-${++objectSerial}`, label, hidden: false,
                   mask: shown.mask, request: shown.answer.id};
   app.selected = object.id;
   step({objects: [...objects, object], prompt: newPrompt()});
 }
 
 export function changeObject(id, change) {
+  if (change.label) ensureLabel(change.label);
   step({objects: state().objects.map((object) => (object.id === id ? {...object, ...change} : object))});
 }
 
@@ -169,6 +190,7 @@ export function toggleHidden(id) {
 }
 
 export function undo() {
+  app.acceptOnAnswer = null;
   app.history.undo();
   changed();
 }

@@ -1,0 +1,175 @@
+"""The page as a labelling tool: accepts never lost, a label set with stable
+ids, polygons traced at export, refused images said plainly.
+
+Same browser, server and helpers as tests/test_page.py; the masks are the tiny
+random-weight model's, so the checks compare with what the server sent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import ModelGate
+from tests.support.mask_shapes import filled, rasterised
+from tests.test_page import (  # noqa: F401  (browser and page are fixtures)
+    BALL,
+    CRATE,
+    HEIGHT,
+    WIDTH,
+    Frames,
+    browser,
+    candidates,
+    click_image,
+    decode,
+    open_image,
+    page,
+    read_layer,
+    rle_cases,
+    scene_png,
+    scenes,
+    visit,
+    wait_for,
+)
+
+LABELS = "ball\ncrate\ncone\n"
+
+
+def objects_in_list(page) -> list[str]:
+    return page.eval_on_selector_all("#objects li .name", "inputs => inputs.map(input => input.value)")
+
+
+def export_coco(page) -> dict:
+    with page.expect_download() as download:
+        page.click("#export-coco")
+    return json.loads(Path(download.value.path()).read_text())
+
+
+def test_enter_while_segmenting_accepts_the_mask_when_it_arrives(start_app, scenes, page, tiny_sam):
+    from server.models.sam1 import SamModel
+
+    gate = ModelGate(SamModel(tiny_sam, "tiny"), opened=True)
+    app = start_app(model=gate)
+    frames = Frames(page)
+    visit(page, app)
+    open_image(page, scenes[0])
+    gate.opened.clear()
+    gate.entered.clear()
+    count = len(frames.sent)
+    click_image(page, *BALL)
+    held = frames.sent_after(count)
+    assert gate.entered.wait(20)
+    page.fill("#label", "ball")
+    page.press("#label", "Enter")  # the mask is still in the model
+    assert page.inner_text("#candidate") == "accepting as the mask arrives…"
+    click_image(page, *CRATE)  # held off: the prompt stays until the accept is done
+    gate.opened.set()
+    result = frames.answer(held)
+    page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1", timeout=5000)
+    assert objects_in_list(page) == ["ball"]
+    np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(candidates(result)[0]["segmentation"]))
+    assert [m["client_ref"] for m in frames.requests()] == [held["client_ref"]]
+
+
+def test_polygons_are_traced_at_export_whenever_they_are_ticked(start_app, scenes, page):
+    app = start_app()
+    frames = Frames(page)
+    visit(page, app)
+    open_image(page, scenes[0])
+    request, result = frames.ask(lambda: click_image(page, *BALL))
+    assert request["output"] == ["rle"]
+    page.keyboard.press("Enter")
+    page.check("#polygons")  # after the mask came
+    (annotation,) = export_coco(page)["annotations"]
+    rings = annotation["segmentation"]
+    assert isinstance(rings, list) and rings
+    np.testing.assert_array_equal(rasterised(rings, HEIGHT, WIDTH), filled(decode(candidates(result)[0]["segmentation"])))
+
+
+def test_the_pages_polygons_rasterise_to_the_filled_mask(start_app, page):
+    app = start_app()
+    visit(page, app)
+    random = np.random.default_rng(3)
+    masks = rle_cases() + [random.random((40, 60)) < density for density in (0.1, 0.5, 0.9)]
+    ring = np.zeros((9, 9), np.uint8)
+    ring[2:7, 2:7], ring[4, 4] = 1, 0  # a hole
+    masks.append(ring)
+    traced = page.evaluate("""async masks => {
+        const {outerRings} = await import('/page/polygons.js');
+        return masks.map(({pixels, width, height}) => outerRings(Uint8Array.from(pixels), width, height));
+    }""", [{"pixels": m.astype(np.uint8).ravel().tolist(), "width": m.shape[1], "height": m.shape[0]} for m in masks])
+    for mask, rings in zip(masks, traced):
+        np.testing.assert_array_equal(rasterised(rings, *mask.shape), filled(mask.astype(bool)))
+        assert all(len(r) >= 8 and len(r) % 2 == 0 for r in rings)
+
+
+def test_the_label_set_gives_stable_ids_and_the_digit_keys_pick_labels(start_app, scenes, page, tmp_path):
+    app = start_app()
+    frames = Frames(page)
+    visit(page, app)
+    listed = tmp_path / "labels.txt"
+    listed.write_text(LABELS)
+    page.set_input_files("#import-labels", listed)
+    page.wait_for_function("() => document.querySelectorAll('#label-set li').length === 3")
+    open_image(page, scenes[0])
+    page.locator("#stage").focus()
+    page.keyboard.press("2")
+    assert page.input_value("#label") == "crate"
+    frames.ask(lambda: click_image(page, *CRATE))
+    page.keyboard.press("Enter")
+    coco = export_coco(page)
+    assert coco["categories"] == [{"id": 1, "name": "ball", "supercategory": ""},
+                                  {"id": 2, "name": "crate", "supercategory": ""},
+                                  {"id": 3, "name": "cone", "supercategory": ""}]
+    assert [a["category_id"] for a in coco["annotations"]] == [2]
+    # A label typed for an object joins the set with the next id; the others keep theirs.
+    page.fill("#label", "sky")
+    frames.ask(lambda: click_image(page, 100, 100))
+    page.press("#label", "Enter")
+    assert [a["category_id"] for a in export_coco(page)["annotations"]] == [2, 4]
+    # The ids stay on another image, and after a reload.
+    page.reload()
+    open_image(page, scenes[1])
+    page.locator("#stage").focus()
+    page.keyboard.press("1")
+    frames.ask(lambda: click_image(page, 150, 200))
+    page.keyboard.press("Enter")
+    coco = export_coco(page)
+    assert [c["id"] for c in coco["categories"]] == [1, 2, 3, 4] and coco["annotations"][0]["category_id"] == 1
+
+
+def test_a_refused_image_is_not_shown_and_the_error_says_what_to_do(start_app, scenes, page):
+    app = start_app(max_image_pixels=500_000)
+    frames = Frames(page)
+    visit(page, app)
+    page.fill("#image-url", scenes[0])  # 1200x800: 0.96 Mpx
+    page.click("#load-url")
+    error = frames.answer(frames.sent_after(0))
+    assert error["code"] == "image_too_large"
+    sentence = "0.96 Mpx is over this server's 0.5 Mpx limit: scale the image down."
+    page.wait_for_function("() => document.getElementById('error').textContent !== ''")
+    assert page.inner_text("#error") == sentence and page.inner_text("#hint") == sentence
+    page.wait_for_timeout(300)
+    box = page.locator("#view").bounding_box()
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"))
+    assert (shot == (58, 63, 68)).all(axis=2).mean() > 0.99, "the refused image is still drawn"
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(300)
+    assert frames.requests() == []
+
+
+def test_the_favicon_is_served_and_the_console_stays_clean(start_app, scenes, page):
+    app = start_app()
+    errors, failed = [], []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+    with page.expect_response(lambda response: response.url.endswith("/page/favicon.svg")) as icon:
+        visit(page, app)
+    assert icon.value.status == 200 and icon.value.headers["content-type"] == "image/svg+xml"
+    open_image(page, scenes[1])
+    page.wait_for_timeout(300)
+    assert errors == [] and failed == []
