@@ -12,11 +12,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import ModelGate
 from tests.support.mask_shapes import filled, rasterised
 from tests.test_page import (  # noqa: F401  (browser and page are fixtures)
+    ARTIFACTS,
     BALL,
     CRATE,
     HEIGHT,
@@ -26,14 +28,17 @@ from tests.test_page import (  # noqa: F401  (browser and page are fixtures)
     candidates,
     click_image,
     decode,
+    on_screen,
     open_image,
     page,
     read_layer,
     rle_cases,
     scene_png,
     scenes,
+    view_transform,
     visit,
     wait_for,
+    wait_until_prepared,
 )
 
 LABELS = "ball\ncrate\ncone\n"
@@ -173,3 +178,81 @@ def test_the_favicon_is_served_and_the_console_stays_clean(start_app, scenes, pa
     open_image(page, scenes[1])
     page.wait_for_timeout(300)
     assert errors == [] and failed == []
+
+
+# --- the image set ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three(image_server):
+    """Three different images on the image server."""
+    for name, size in [("one.png", (1200, 800)), ("two.png", (600, 400)), ("three.png", (900, 600))]:
+        image_server.add(f"/set/{name}", scene_png(*size))
+    return [image_server.url(f"/set/{name}") for name in ("one.png", "two.png", "three.png")]
+
+
+def set_items(page) -> list[str]:
+    return page.eval_on_selector_all("#image-set li", "items => items.map(item => item.textContent)")
+
+
+def prepared_of(frames: Frames, url: str) -> dict:
+    """The result of the request that sent the image at `url` with no prompts."""
+    sent = wait_for(frames.page, lambda: next((m for m in frames.sent if m.get("image_url") == url and m["prompts"] == []), None))
+    return frames.answer(sent)
+
+
+def test_a_set_of_images_moves_with_f_and_d_and_the_next_one_is_prepared_ahead(start_app, three, page, tmp_path):
+    app = start_app()
+    frames = Frames(page)
+    visit(page, app)
+    listed = tmp_path / "labels.txt"
+    listed.write_text(LABELS)
+    page.set_input_files("#import-labels", listed)
+    page.fill("#image-url", " ".join(three))
+    page.click("#load-url")
+    wait_until_prepared(page)
+    assert len(set_items(page)) == 3 and page.inner_text("#image-position") == "1 of 3"
+    # While the first is worked on, the second is sent with no prompts, on a session of its own.
+    ahead = wait_for(page, lambda: next((m for m in frames.received if m.get("type") == "result"
+                                         and m.get("image", {}).get("width") == 600), None))
+    assert ahead["masks"] == [] and ahead["cached_embedding"] is False
+    page.wait_for_function("() => !/not prepared/.test(document.querySelectorAll('#image-set li')[1].textContent)")
+    assert not any(m.get("image_url") == three[2] for m in frames.sent)  # only the next one
+
+    # Label with the keys, zoom, and move on with F.
+    page.locator("#stage").focus()
+    page.keyboard.press("1")
+    _, ball = frames.ask(lambda: click_image(page, *BALL))
+    page.keyboard.press("Enter")
+    page.mouse.move(*on_screen(page, 600, 400))
+    page.mouse.wheel(0, -300)
+    page.wait_for_timeout(100)
+    zoomed = view_transform(page)[:3]
+    count = len(frames.sent)
+    page.keyboard.press("f")
+    wait_until_prepared(page)
+    assert page.inner_text("#image-position") == "2 of 3" and objects_in_list(page) == []
+    reprepare = frames.sent[count]  # the second image, named by its hash
+    assert reprepare["prompts"] == [] and reprepare.get("image_sha256") == ahead["image"]["sha256"]
+    assert frames.answer(reprepare)["cached_embedding"] is True
+    assert prepared_of(frames, three[2])["masks"] == []  # now the third is prepared ahead
+    # Its first click finds the embedding cached: the encoder does not run for it.
+    request, result = frames.ask(lambda: click_image(page, 150, 200))
+    assert result["cached_embedding"] is True
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    assert objects_in_list(page) == ["crate"]
+
+    # D goes back: the first image's objects, view and history are its own.
+    page.keyboard.press("d")
+    wait_until_prepared(page)
+    page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
+    assert objects_in_list(page) == ["ball"] and view_transform(page)[:3] == zoomed
+    np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(candidates(ball)[0]["segmentation"]))
+    page.keyboard.press("Control+z")
+    assert objects_in_list(page) == []
+    page.keyboard.press("Control+Shift+z")
+    items = set_items(page)
+    assert "1 object" in items[0] and "1 object" in items[1] and "no objects" in items[2]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-set.png")

@@ -15,8 +15,10 @@ import {paintLayers, render} from "./drawing.js";
 import {cocoDocument, labelIndexPng, objectPngs} from "./exports.js";
 import {listen} from "./input.js";
 import {listenLabels, showLabels} from "./labelpanel.js";
-import {askForCurrentPrompt, checkServer, openUrl} from "./messages.js";
+import {askForCurrentPrompt, checkServer} from "./messages.js";
 import {showControls, showError, showObjects, showProgressHint} from "./panel.js";
+import {prepareAhead} from "./prefetch.js";
+import {listenSet, openUrls, showSet} from "./setpanel.js";
 import {app, onChange, state} from "./state.js";
 import * as storage from "./storage.js";
 
@@ -30,6 +32,8 @@ function sync() {
   showControls();
   showObjects();
   showLabels();
+  showSet();
+  prepareAhead();
   paintLayers();
   render();
 }
@@ -77,10 +81,11 @@ $("export-index").addEventListener("click", async () => {
 onChange(sync);
 listen();
 listenLabels();
+listenSet();
 const last = storage.load("image", null);
 if (last && last.url) {
   $("image-url").value = last.url;
-  openUrl(last.url);
+  openUrls(last.url);
 } else {
   if (last) showProgressHint(`Open ${last.name} again to go on with its objects.`);
   checkServer();

@@ -4,7 +4,8 @@
 
 import {canvas, render, view} from "./drawing.js";
 import {pickLabelByKey} from "./labelpanel.js";
-import {openFile, openUrl, tokenChanged} from "./messages.js";
+import {tokenChanged} from "./messages.js";
+import {goBy, openFiles, openUrls} from "./setpanel.js";
 import {
   accept, addPoint, app, clearPrompt, deleteObject, dragBox, endBoxDrag, nextCandidate, redo,
   removePoint, setPolygons, setToken, state, toggleHidden, toggleMultimask, undo, usable,
@@ -177,7 +178,9 @@ function keyDown(event) {
   }
   else if (key === "m") toggleMultimask();
   else if (key === "c") nextCandidate();
-  else if (key === "f" && app.image) {
+  else if (key === "f") goBy(1);
+  else if (key === "d") goBy(-1);
+  else if (event.key === "0" && app.image) {
     view.fit();
     render();
   } else if (key === "h" && app.selected) toggleHidden(app.selected);
@@ -215,8 +218,7 @@ export function listen() {
   stage.addEventListener("drop", (event) => {
     event.preventDefault();
     stage.classList.remove("drop");
-    const file = event.dataTransfer.files[0];
-    if (file) openFile(file);
+    if (event.dataTransfer.files.length) openFiles(event.dataTransfer.files);
   });
 
   window.addEventListener("keydown", keyDown);
@@ -224,12 +226,10 @@ export function listen() {
 
   $("open-url").addEventListener("submit", (event) => {
     event.preventDefault();
-    const url = $("image-url").value.trim();
-    if (url) openUrl(url);
+    openUrls($("image-url").value);
   });
   $("image-file").addEventListener("change", () => {
-    const file = $("image-file").files[0];
-    if (file) openFile(file);
+    if ($("image-file").files.length) openFiles($("image-file").files);
   });
   $("token").value = app.token;
   $("token").addEventListener("change", () => {

@@ -30,11 +30,14 @@ export function askForCurrentPrompt() {
   }
 }
 
-function openImage({name, source, display}) {
+// Open an entry of the image set (imageset.js), with the work it keeps:
+// `source` is what the server reads, `display` what this browser shows.
+export function openEntry(entry, source, display) {
   if (app.session) app.session.close();
   clearTimeout(liveTimer);
-  const image = {name, source, element: new Image(), width: 0, height: 0, sha256: null, loaded: false};
-  openedImage(image);
+  const image = {name: entry.name, source, element: new Image(), width: entry.width, height: entry.height,
+                 sha256: null, loaded: false, refused: null};
+  openedImage(image, entry.history, entry.selected);
   clearLayers();
   showError("");
   document.getElementById("hint").hidden = true;
@@ -45,45 +48,30 @@ function openImage({name, source, display}) {
     image.height ||= image.element.naturalHeight;
     checkSize(image);
     view.setImage(image.width, image.height);
+    if (entry.view) view.restore(entry.view);
     changed();
   };
   image.element.onerror = () => {
     if (app.image === image) showError("This browser cannot show that image: check the URL, or open the file instead.");
   };
   image.element.src = display;
-  storage.save("image", source.startsWith("data:") ? {name} : {name, url: source});
-  app.session = new Session(source, app.token, sessionHandlers(image));
+  storage.save("image", entry.url ? {name: entry.name, url: entry.url} : {name: entry.name});
+  app.session = new Session(source, app.token, sessionHandlers(image, entry), entry.sha256);
   changed();
 }
 
-export function openUrl(url) {
-  const name = decodeURIComponent(new URL(url, location.href).pathname.split("/").pop() || "image");
-  openImage({name, source: url, display: url});
-}
-
-export function openFile(file) {
-  if (!["image/png", "image/jpeg", "image/webp"].includes(file.type)) {
-    showError(`${file.name} is not a PNG, JPEG or WebP image.`);
-    return;
-  }
-  const reader = new FileReader();
-  reader.onload = () => openImage({name: file.name, source: reader.result, display: URL.createObjectURL(file)});
-  reader.onerror = () => showError(`This browser could not read ${file.name}.`);
-  reader.readAsDataURL(file);  // sent as a data: URL
-}
-
-// Everything the session reports is about `image`; once another image is
+// Everything the session reports is about `image` (of the set's entry `opened`); once another image is
 // open, it is dropped here, and the session itself only reports answers to
 // its own requests about its own image.
-function sessionHandlers(image) {
+function sessionHandlers(image, opened) {
   const mine = () => app.image === image;
   return {
     prepared(entry, result) {
       if (!mine()) return;
       const fresh = !image.sha256;
-      image.sha256 = result.image.sha256;
-      image.width = result.image.width;
-      image.height = result.image.height;
+      image.sha256 = opened.sha256 = result.image.sha256;
+      image.width = opened.width = result.image.width;
+      image.height = opened.height = result.image.height;
       if (image.loaded) checkSize(image);
       if (fresh) restoreObjects(storage.loadObjects(image.sha256));
       changed();
@@ -98,7 +86,7 @@ function sessionHandlers(image) {
         return;
       }
       if (entry.prompt) acceptFailed(entry.prompt);
-      if (entry.kind === "prepare") refused(image, error);
+      if (entry.kind === "prepare") refused(image, opened, error);
       else showError(advice(error), error.code);
     },
     progress(entry) {
@@ -111,8 +99,8 @@ function sessionHandlers(image) {
 }
 
 // The server refused the image: it is no longer shown, and the sentence says what to do.
-function refused(image, error) {
-  image.refused = true;
+function refused(image, entry, error) {
+  image.refused = entry.refused = advice(error);
   showError(advice(error), error.code);
   const hint = document.getElementById("hint");
   hint.textContent = advice(error);

@@ -44,14 +44,15 @@ export function wirePrompt(prompt) {
 let sessions = 0;
 
 export class Session {
-  // source: the image_url the server fetches (http, https or data:).
+  // source: the image_url the server fetches (http, https or data:);
+  // sha256: the server's name for it when it was prepared before (it is then asked by hash).
   // handlers: prepared(entry, result), answer(entry, result), failed(entry, error),
   //           progress(entry), connection(state, details).
-  constructor(source, token, handlers) {
+  constructor(source, token, handlers, sha256 = null) {
     this.source = source;
     this.token = token;
     this.handlers = handlers;
-    this.sha256 = null;      // the server's name for the image, once prepared
+    this.sha256 = sha256;    // the server's name for the image, once prepared
     this.prepared = false;
     this.pending = new Map();  // client_ref -> entry, until its result or error
     this.latest = null;        // the newest request: the one the server works on

@@ -64,9 +64,10 @@ export function currentMask() {
   return {answer, index, mask: answer.candidates[index]};
 }
 
-// A new image: an empty history, nothing dragged or selected.
-export function openedImage(image) {
-  Object.assign(app, {image, live: null, selected: null, savedObjects: null, history: new History(firstStep())});
+// An image opened: its own history and selection (of the image set), or an empty history; nothing dragged.
+export function openedImage(image, history = null, selected = null) {
+  Object.assign(app, {image, live: null, selected, savedObjects: null, acceptOnAnswer: null,
+                      history: history || new History(firstStep())});
 }
 
 // The objects this browser kept for the image come back, unless some were made already.

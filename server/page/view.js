@@ -41,6 +41,16 @@ export class View {
     this.publish();
   }
 
+  // Where the view was, as `where` gives it, for an image opened again.
+  where() {
+    return {scale: this.scale, x: this.x, y: this.y};
+  }
+
+  restore({scale, x, y}) {
+    Object.assign(this, {scale, x, y});
+    this.publish();
+  }
+
   // Zoom by `factor`, keeping the image pixel under the screen point (sx, sy) where it is.
   zoomAt(sx, sy, factor) {
     const [ix, iy] = this.toImage(sx, sy);

@@ -1,0 +1,68 @@
+// The image set: the images opened together, in order. Each entry keeps its
+// own history of steps, selection and view while another image is open, and
+// what the server said of it (its SHA-256 and size once prepared, or why it
+// was refused). Nothing here touches the document.
+
+import {app, state} from "./state.js";
+
+const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp"];
+
+export const imageSet = {entries: [], index: -1};
+
+export const currentEntry = () => imageSet.entries[imageSet.index] || null;
+
+// entry: {name, url} for an image on the web, {name, file} for a local one.
+function newEntry(fields) {
+  return {sha256: null, width: 0, height: 0, history: null, selected: null, view: null, done: false,
+          refused: null, savedObjects: null, ...fields};
+}
+
+export const urlEntry = (url) => newEntry({
+  name: decodeURIComponent(new URL(url, location.href).pathname.split("/").pop() || "image"), url,
+});
+
+export const isImageFile = (file) => IMAGE_TYPES.includes(file.type);
+export const fileEntry = (file) => newEntry({name: file.webkitRelativePath || file.name, file});
+
+// Add entries after the last; one already in the set (same URL, or same file
+// name and size) is not added twice. Returns the index of the first given.
+export function addEntries(entries) {
+  let first = -1;
+  for (const entry of entries) {
+    let at = imageSet.entries.findIndex((other) => (entry.url ? other.url === entry.url
+      : other.name === entry.name && (other.file ? other.file.size === entry.file.size : !other.url)));
+    if (at >= 0 && entry.file && !imageSet.entries[at].file) imageSet.entries[at].file = entry.file;  // reopened
+    if (at < 0) {
+      imageSet.entries.push(entry);
+      at = imageSet.entries.length - 1;
+    }
+    if (first < 0) first = at;
+  }
+  return first;
+}
+
+// What the server reads: the URL, or the file as a data: URL.
+export function sourceOf(entry) {
+  if (entry.url) return Promise.resolve(entry.url);
+  if (!entry.file) return Promise.reject(new Error(`Open ${entry.name} again (its file) to go on with it.`));
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`This browser could not read ${entry.name}.`));
+    reader.readAsDataURL(entry.file);
+  });
+}
+
+// The objects of an entry: the open image's current step, or the entry's own.
+export function objectsOf(entry) {
+  if (entry === currentEntry() && app.image) return state().objects;
+  if (entry.history) return entry.history.current.objects;
+  return entry.savedObjects || [];
+}
+
+// The open image's work goes back into its entry before another is opened.
+export function remember(view) {
+  const entry = currentEntry();
+  if (!entry || !app.image) return;
+  Object.assign(entry, {history: app.history, selected: app.selected, view});
+}
