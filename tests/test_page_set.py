@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from tests.conftest import ModelGate
 from tests.support.mask_shapes import filled, rasterised
@@ -144,7 +146,9 @@ def test_the_label_set_gives_stable_ids_and_the_digit_keys_pick_labels(start_app
     frames.ask(lambda: click_image(page, 150, 200))
     page.keyboard.press("Enter")
     coco = export_coco(page)
-    assert [c["id"] for c in coco["categories"]] == [1, 2, 3, 4] and coco["annotations"][0]["category_id"] == 1
+    assert [c["id"] for c in coco["categories"]] == [1, 2, 3, 4]
+    (small,) = [image["id"] for image in coco["images"] if image["file_name"] == "small-scene.png"]
+    assert [a["category_id"] for a in coco["annotations"] if a["image_id"] == small] == [1]
 
 
 def test_a_refused_image_is_not_shown_and_the_error_says_what_to_do(start_app, scenes, page):
@@ -256,3 +260,83 @@ def test_a_set_of_images_moves_with_f_and_d_and_the_next_one_is_prepared_ahead(s
     assert "1 object" in items[0] and "1 object" in items[1] and "no objects" in items[2]
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "page-set.png")
+
+
+def open_set(page, urls: list[str]) -> None:
+    page.fill("#image-url", " ".join(urls))
+    page.click("#load-url")
+    wait_until_prepared(page)
+
+
+def label_one(page, frames: Frames, key: str, where: tuple[float, float]) -> dict:
+    """Pick a label with its key, click, accept: the mask the server sent."""
+    page.locator("#stage").focus()
+    page.keyboard.press(key)
+    _, result = frames.ask(lambda: click_image(page, *where))
+    count = page.locator("#objects li").count()
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => document.querySelectorAll('#objects li').length === {count + 1}")
+    return candidates(result)[0]
+
+
+def download_of(page, button: str):
+    with page.expect_download() as download:
+        page.click(button)
+    return download.value
+
+
+def test_the_sets_exports_decode_against_the_servers_masks_and_a_coco_file_imports_back(
+    start_app, three, page, browser, tmp_path
+):
+    app = start_app()
+    frames = Frames(page)
+    visit(page, app)
+    listed = tmp_path / "labels.txt"
+    listed.write_text(LABELS)
+    page.set_input_files("#import-labels", listed)
+    open_set(page, three)
+    ball = label_one(page, frames, "1", BALL)
+    page.keyboard.press("f")
+    wait_until_prepared(page)
+    crate = label_one(page, frames, "2", (300, 200))
+    page.wait_for_function("() => !/not prepared/.test(document.querySelectorAll('#image-set li')[2].textContent)")
+
+    coco_file = download_of(page, "#export-coco")
+    assert coco_file.suggested_filename == "images.coco.json"
+    coco = json.loads(Path(coco_file.path()).read_text())
+    assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in coco["images"]] == [
+        (1, "one.png", 1200, 800), (2, "two.png", 600, 400), (3, "three.png", 900, 600)]
+    assert [(a["id"], a["image_id"], a["category_id"]) for a in coco["annotations"]] == [(1, 1, 1), (2, 2, 2)]
+    for annotation, sent in zip(coco["annotations"], (ball, crate)):
+        image = coco["images"][annotation["image_id"] - 1]
+        rle = {**annotation["segmentation"], "counts": annotation["segmentation"]["counts"].encode()}
+        assert tuple(rle["size"]) == (image["height"], image["width"])
+        np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), decode(sent["segmentation"]))
+
+    with zipfile.ZipFile(download_of(page, "#export-pngs").path()) as archive:
+        assert archive.namelist() == ["one/001-ball.png", "two/001-crate.png"]
+        for name, sent in zip(archive.namelist(), (ball, crate)):
+            np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(archive.read(name)))) == 255, decode(sent["segmentation"]))
+    with zipfile.ZipFile(download_of(page, "#export-index").path()) as archive:
+        assert archive.namelist() == ["one.labels.png", "two.labels.png", "three.labels.png"]
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(archive.read("two.labels.png")))),
+                                      decode(crate["segmentation"]).astype(np.uint8) * 2)
+
+    # Another browser, nothing kept: the same images, then the COCO file, bring the objects back.
+    context = browser.new_context(viewport={"width": 1000, "height": 760}, accept_downloads=True)
+    try:
+        other = context.new_page()
+        visit(other, app)
+        open_set(other, three)
+        other.set_input_files("#import-coco", coco_file.path())
+        other.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
+        assert objects_in_list(other) == ["ball"]
+        np.testing.assert_array_equal(read_layer(other, "objects-layer")[..., 3] > 0, decode(ball["segmentation"]))
+        other.keyboard.press("f")
+        wait_until_prepared(other)
+        assert objects_in_list(other) == ["crate"]
+        again = json.loads(Path(download_of(other, "#export-coco").path()).read_text())
+        assert again["categories"] == coco["categories"]
+        assert [a["segmentation"] for a in again["annotations"]] == [a["segmentation"] for a in coco["annotations"]]
+    finally:
+        context.close()

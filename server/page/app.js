@@ -1,5 +1,5 @@
-// The page: open an image, click and drag prompts on it, accept masks as
-// labelled objects, export them. See README, "The page".
+// The page: open a set of images, click and drag prompts on them, accept
+// masks as objects of the project's labels, export them. See README, "The page".
 //
 // The modules, by concern (plain ES modules, no build step):
 //   state.js     the state and every change to it (no document access)
@@ -7,17 +7,21 @@
 //   messages.js  the image's session with the server: asking, and what it answers
 //   drawing.js   the image, the masks and the prompt on the canvas
 //   panel.js     the controls' state, the objects list and the footer's sentences
-// with session.js (the protocol), view.js, history.js, storage.js, rle.js and
-// exports.js beneath them. This file ties them together: after every change
+//   setpanel.js  the image set: opening, its list, moving through it (imageset.js holds it,
+//                prefetch.js prepares the next image)
+//   labelpanel.js the label set (labels.js holds it)
+//   setexports.js the set's exports and a COCO file imported
+// with session.js (the protocol), view.js, history.js, storage.js, rle.js,
+// exports.js, polygons.js and advice.js beneath them. This file ties them together: after every change
 // of the state, `sync` asks, saves and shows.
 
 import {paintLayers, render} from "./drawing.js";
-import {cocoDocument, labelIndexPng, objectPngs} from "./exports.js";
 import {listen} from "./input.js";
 import {listenLabels, showLabels} from "./labelpanel.js";
 import {askForCurrentPrompt, checkServer} from "./messages.js";
 import {showControls, showError, showObjects, showProgressHint} from "./panel.js";
 import {prepareAhead} from "./prefetch.js";
+import {listenExports, showExports} from "./setexports.js";
 import {listenSet, openUrls, showSet} from "./setpanel.js";
 import {app, onChange, state} from "./state.js";
 import * as storage from "./storage.js";
@@ -33,6 +37,7 @@ function sync() {
   showObjects();
   showLabels();
   showSet();
+  showExports();
   prepareAhead();
   paintLayers();
   render();
@@ -47,41 +52,13 @@ function saveObjects() {
   }
 }
 
-// --- exports ------------------------------------------------------------------------------
-
-function download(blob, name) {
-  const link = document.createElement("a");
-  link.href = URL.createObjectURL(blob);
-  link.download = name;
-  link.click();
-  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-}
-
-const baseName = () => app.image.name.replace(/\.[^.]*$/, "") || "image";
-const exportedImage = () => ({name: app.image.name, width: app.image.width, height: app.image.height,
-                              sha256: app.image.sha256});
-
-$("export-coco").addEventListener("click", () => {
-  const document_ = cocoDocument(exportedImage(), state().objects, {polygons: app.settings.polygons});
-  download(new Blob([JSON.stringify(document_)], {type: "application/json"}), `${baseName()}.coco.json`);
-});
-$("export-pngs").addEventListener("click", async () => {
-  download(await objectPngs(state().objects), `${baseName()}.masks.zip`);
-});
-$("export-index").addEventListener("click", async () => {
-  try {
-    download(await labelIndexPng(exportedImage(), state().objects), `${baseName()}.labels.png`);
-  } catch (error) {
-    showError(error.message);
-  }
-});
-
 // --- start: the last image comes back, with its objects --------------------------------------
 
 onChange(sync);
 listen();
 listenLabels();
 listenSet();
+listenExports();
 const last = storage.load("image", null);
 if (last && last.url) {
   $("image-url").value = last.url;

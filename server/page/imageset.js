@@ -21,16 +21,20 @@ export const urlEntry = (url) => newEntry({
   name: decodeURIComponent(new URL(url, location.href).pathname.split("/").pop() || "image"), url,
 });
 
+export const namedEntry = (name) => newEntry({name});  // known by name only, until its file is opened
+
 export const isImageFile = (file) => IMAGE_TYPES.includes(file.type);
 export const fileEntry = (file) => newEntry({name: file.webkitRelativePath || file.name, file});
+
+const sameImage = (a, b) => (a.url || b.url ? a.url === b.url
+  : a.name === b.name && (!a.file || !b.file || a.file.size === b.file.size));
 
 // Add entries after the last; one already in the set (same URL, or same file
 // name and size) is not added twice. Returns the index of the first given.
 export function addEntries(entries) {
   let first = -1;
   for (const entry of entries) {
-    let at = imageSet.entries.findIndex((other) => (entry.url ? other.url === entry.url
-      : other.name === entry.name && (other.file ? other.file.size === entry.file.size : !other.url)));
+    let at = imageSet.entries.findIndex((other) => sameImage(entry, other));
     if (at >= 0 && entry.file && !imageSet.entries[at].file) imageSet.entries[at].file = entry.file;  // reopened
     if (at < 0) {
       imageSet.entries.push(entry);

@@ -74,8 +74,6 @@ export function showControls() {
   $("next-candidate").disabled = candidates < 2;
   $("candidate").textContent = app.acceptOnAnswer ? "accepting as the mask arrives…" : shown
     ? `${candidates > 1 ? `candidate ${shown.index + 1} of ${candidates}, ` : ""}score ${shown.mask.score.toFixed(3)}` : "";
-  const none = state().objects.length === 0;
-  for (const id of ["export-coco", "export-pngs", "export-index"]) $(id).disabled = none || !app.image?.sha256;
   $("multimask").checked = app.settings.multimask;
   $("polygons").checked = app.settings.polygons;
 }
