@@ -808,6 +808,7 @@ def test_a_local_file_is_sent_as_a_data_url(start_app, page, tmp_path):
     assert_shows(page, result)
     # A reload cannot reopen a file; it says how to go on.
     page.reload()
+    page.wait_for_function("() => document.getElementById('progress').textContent !== ''")
     assert page.inner_text("#progress") == "Open scene.png again to go on with its objects."
 
 

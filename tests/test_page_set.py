@@ -195,6 +195,13 @@ def three(image_server):
     return [image_server.url(f"/set/{name}") for name in ("one.png", "two.png", "three.png")]
 
 
+def move(page, key: str, name: str) -> None:
+    """Press F or D, and wait until the image `name` can be clicked."""
+    page.locator("#stage").focus()
+    page.keyboard.press(key)
+    page.wait_for_function(f"() => document.getElementById('stage').dataset.ready === {json.dumps(name)}")
+
+
 def set_items(page) -> list[str]:
     return page.eval_on_selector_all("#image-set li", "items => items.map(item => item.textContent)")
 
@@ -233,8 +240,7 @@ def test_a_set_of_images_moves_with_f_and_d_and_the_next_one_is_prepared_ahead(s
     page.wait_for_timeout(100)
     zoomed = view_transform(page)[:3]
     count = len(frames.sent)
-    page.keyboard.press("f")
-    wait_until_prepared(page)
+    move(page, "f", "two.png")
     assert page.inner_text("#image-position") == "2 of 3" and objects_in_list(page) == []
     reprepare = frames.sent[count]  # the second image, named by its hash
     assert reprepare["prompts"] == [] and reprepare.get("image_sha256") == ahead["image"]["sha256"]
@@ -248,8 +254,7 @@ def test_a_set_of_images_moves_with_f_and_d_and_the_next_one_is_prepared_ahead(s
     assert objects_in_list(page) == ["crate"]
 
     # D goes back: the first image's objects, view and history are its own.
-    page.keyboard.press("d")
-    wait_until_prepared(page)
+    move(page, "d", "one.png")
     page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
     assert objects_in_list(page) == ["ball"] and view_transform(page)[:3] == zoomed
     np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(candidates(ball)[0]["segmentation"]))
@@ -296,8 +301,7 @@ def test_the_sets_exports_decode_against_the_servers_masks_and_a_coco_file_impor
     page.set_input_files("#import-labels", listed)
     open_set(page, three)
     ball = label_one(page, frames, "1", BALL)
-    page.keyboard.press("f")
-    wait_until_prepared(page)
+    move(page, "f", "two.png")
     crate = label_one(page, frames, "2", (300, 200))
     page.wait_for_function("() => !/not prepared/.test(document.querySelectorAll('#image-set li')[2].textContent)")
 
@@ -332,11 +336,57 @@ def test_the_sets_exports_decode_against_the_servers_masks_and_a_coco_file_impor
         other.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
         assert objects_in_list(other) == ["ball"]
         np.testing.assert_array_equal(read_layer(other, "objects-layer")[..., 3] > 0, decode(ball["segmentation"]))
-        other.keyboard.press("f")
-        wait_until_prepared(other)
+        move(other, "f", "two.png")
         assert objects_in_list(other) == ["crate"]
         again = json.loads(Path(download_of(other, "#export-coco").path()).read_text())
         assert again["categories"] == coco["categories"]
         assert [a["segmentation"] for a in again["annotations"]] == [a["segmentation"] for a in coco["annotations"]]
     finally:
         context.close()
+
+
+def test_a_reload_brings_the_set_back_and_files_opened_again_find_their_objects(start_app, page, tmp_path):
+    app = start_app()
+    frames = Frames(page)
+    files = []
+    for name, size in [("a.png", (1200, 800)), ("b.png", (600, 400)), ("c.png", (900, 600))]:  # opened in name order
+        files.append(tmp_path / name)
+        files[-1].write_bytes(scene_png(*size))
+    visit(page, app)
+    listed = tmp_path / "labels.txt"
+    listed.write_text(LABELS)
+    page.set_input_files("#import-labels", listed)
+    page.set_input_files("#image-file", files)
+    wait_until_prepared(page)
+    ball = label_one(page, frames, "1", BALL)
+    move(page, "f", "b.png")
+    crate = label_one(page, frames, "2", (300, 200))
+    page.locator("#image-set li").nth(1).get_by_role("checkbox").check()
+    page.wait_for_timeout(200)
+    assert page.evaluate("Object.keys(localStorage).filter(key => /object/.test(key))") == []  # kept in IndexedDB
+
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('#image-set li').length === 3")
+    page.wait_for_function("() => document.getElementById('progress').textContent !== ''")
+    assert page.inner_text("#progress") == "Open b.png again to go on with its objects."
+    items = set_items(page)
+    assert "1 object" in items[0] and "done" in page.get_attribute("#image-set li >> nth=1", "class")
+    assert "1 object" in items[1] and "no objects" in items[2]
+
+    # The files opened again: each image finds its objects.
+    page.set_input_files("#image-file", files)
+    wait_until_prepared(page)
+    page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
+    assert page.inner_text("#image-position") == "1 of 3" and objects_in_list(page) == ["ball"]
+    np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(ball["segmentation"]))
+    move(page, "f", "b.png")
+    page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
+    np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(crate["segmentation"]))
+
+    # A copy under another name is the same image: its hash finds the objects.
+    renamed = tmp_path / "renamed.png"
+    renamed.write_bytes(files[1].read_bytes())
+    page.set_input_files("#image-file", renamed)
+    page.wait_for_function("() => document.getElementById('stage').dataset.ready === 'renamed.png'")
+    page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
+    assert page.inner_text("#image-position") == "4 of 4" and objects_in_list(page) == ["crate"]

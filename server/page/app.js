@@ -11,28 +11,27 @@
 //                prefetch.js prepares the next image)
 //   labelpanel.js the label set (labels.js holds it)
 //   setexports.js the set's exports and a COCO file imported
-// with session.js (the protocol), view.js, history.js, storage.js, rle.js,
+// with session.js (the protocol), view.js, history.js, storage.js, persist.js, rle.js,
 // exports.js, polygons.js and advice.js beneath them. This file ties them together: after every change
 // of the state, `sync` asks, saves and shows.
 
-import {paintLayers, render} from "./drawing.js";
+import {paintLayers, render, view} from "./drawing.js";
+import {changedObjects, restoreSet, setRecord} from "./imageset.js";
 import {listen} from "./input.js";
 import {listenLabels, showLabels} from "./labelpanel.js";
 import {askForCurrentPrompt, checkServer} from "./messages.js";
-import {showControls, showError, showObjects, showProgressHint} from "./panel.js";
+import * as persist from "./persist.js";
+import {showControls, showError, showObjects} from "./panel.js";
 import {prepareAhead} from "./prefetch.js";
 import {listenExports, showExports} from "./setexports.js";
-import {listenSet, openUrls, showSet} from "./setpanel.js";
-import {app, onChange, state} from "./state.js";
-import * as storage from "./storage.js";
-
-const $ = (id) => document.getElementById(id);
+import {goTo, listenSet, showSet} from "./setpanel.js";
+import {onChange} from "./state.js";
 
 // After every change: ask for the current prompt's masks if nothing has
-// answered or is answering them, save the objects, and show it all.
+// answered or is answering them, keep the work, and show it all.
 function sync() {
   askForCurrentPrompt();
-  saveObjects();
+  keepSoon();
   showControls();
   showObjects();
   showLabels();
@@ -43,27 +42,35 @@ function sync() {
   render();
 }
 
-function saveObjects() {
-  const objects = state().objects;
-  if (!app.image || !app.image.sha256 || objects === app.savedObjects) return;
-  app.savedObjects = objects;
-  if (!storage.saveObjects(app.image.sha256, objects)) {
-    showError("This browser would not keep the objects (its local storage is full or off): export them before you leave.");
-  }
+// The work is kept in IndexedDB a moment after each change (persist.js);
+// not before the kept set has come back, which an empty one would replace.
+const KEEP_MS = 0;  // the next turn: changes made together are kept together
+const kept = new Map();  // entry -> the objects last kept for it
+let keeping = null, restored = false;
+function keepSoon() {
+  if (!restored) return;
+  clearTimeout(keeping);
+  keeping = setTimeout(() => {
+    persist.saveSet(setRecord(view.where()), changedObjects(kept)).catch(() => {
+      showError("This browser would not keep the work (its storage is full or off): export it before you leave.");
+    });
+  }, KEEP_MS);
 }
 
-// --- start: the last image comes back, with its objects --------------------------------------
+// --- start: the set comes back, and its image with its objects -------------------------------
 
 onChange(sync);
 listen();
 listenLabels();
 listenSet();
 listenExports();
-const last = storage.load("image", null);
-if (last && last.url) {
-  $("image-url").value = last.url;
-  openUrls(last.url);
-} else {
-  if (last) showProgressHint(`Open ${last.name} again to go on with its objects.`);
-  checkServer();
-}
+persist.loadSet().then(async (record) => {
+  if (record && record.entries.length) {
+    const index = await restoreSet(record, persist.loadObjects);
+    restored = true;
+    goTo(index);
+  } else {
+    restored = true;
+    checkServer();
+  }
+});

@@ -48,7 +48,7 @@ export function addEntries(entries) {
 // What the server reads: the URL, or the file as a data: URL.
 export function sourceOf(entry) {
   if (entry.url) return Promise.resolve(entry.url);
-  if (!entry.file) return Promise.reject(new Error(`Open ${entry.name} again (its file) to go on with it.`));
+  if (!entry.file) return Promise.reject(new Error(`Open ${entry.name} again to go on with its objects.`));
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(reader.result);
@@ -69,4 +69,41 @@ export function remember(view) {
   const entry = currentEntry();
   if (!entry || !app.image) return;
   Object.assign(entry, {history: app.history, selected: app.selected, view});
+}
+
+// --- what a reload brings back (persist.js keeps it) -----------------------------------------
+
+// The set as IndexedDB keeps it: no files (a file is opened again), no
+// history (its current step's objects are kept); objects of an image the
+// server has named are kept by its hash, the others with their entry.
+export function setRecord(currentView) {
+  return {
+    index: imageSet.index,
+    entries: imageSet.entries.map((entry) => ({
+      name: entry.name, url: entry.url || null, sha256: entry.sha256, width: entry.width, height: entry.height,
+      done: entry.done, view: entry === currentEntry() ? currentView : entry.view,
+      objects: entry.sha256 ? null : objectsOf(entry),
+    })),
+  };
+}
+
+// The objects to keep by hash that changed since `kept` (entry -> objects) last saw them.
+export function changedObjects(kept) {
+  const changed = [];
+  for (const entry of imageSet.entries) {
+    const objects = objectsOf(entry);
+    if (entry.sha256 && kept.get(entry) !== objects) {
+      kept.set(entry, objects);
+      changed.push([entry.sha256, objects]);
+    }
+  }
+  return changed;
+}
+
+// A kept set comes back; `objectsBy(sha256)` gives the objects kept by hash.
+export async function restoreSet(record, objectsBy) {
+  imageSet.entries = await Promise.all(record.entries.map(async ({objects, url, ...kept}) => newEntry({
+    ...kept, ...(url ? {url} : {}), savedObjects: kept.sha256 ? await objectsBy(kept.sha256) : objects,
+  })));
+  return Math.max(0, Math.min(record.index, imageSet.entries.length - 1));
 }

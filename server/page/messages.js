@@ -6,11 +6,11 @@
 import {advice} from "./advice.js";
 import {clearLayers, view} from "./drawing.js";
 import {showConnection, showError, showProgress, showServerState} from "./panel.js";
+import {loadObjects} from "./persist.js";
 import {Session, serverState} from "./session.js";
 import {
   acceptFailed, answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, restoreObjects,
 } from "./state.js";
-import * as storage from "./storage.js";
 
 const LIVE_MS = 120;   // while a box is dragged, at most one request per this many milliseconds
 
@@ -55,7 +55,6 @@ export function openEntry(entry, source, display) {
     if (app.image === image) showError("This browser cannot show that image: check the URL, or open the file instead.");
   };
   image.element.src = display;
-  storage.save("image", entry.url ? {name: entry.name, url: entry.url} : {name: entry.name});
   app.session = new Session(source, app.token, sessionHandlers(image, entry), entry.sha256);
   changed();
 }
@@ -73,8 +72,9 @@ function sessionHandlers(image, opened) {
       image.width = opened.width = result.image.width;
       image.height = opened.height = result.image.height;
       if (image.loaded) checkSize(image);
-      if (fresh) restoreObjects(storage.loadObjects(image.sha256));
       changed();
+      if (fresh && opened.savedObjects) restoreObjects(opened.savedObjects);
+      else if (fresh) loadObjects(image.sha256).then((saved) => mine() && restoreObjects(saved));
     },
     answer(entry, result) {
       if (mine()) answered(entry.prompt, entry.multimask, result);

@@ -2,7 +2,7 @@
 // objects, and the footer's sentences (connection, progress, errors).
 
 import {colourOf, paintLayers, render} from "./drawing.js";
-import {app, changeObject, currentMask, currentPrompt, deleteObject, isEmpty, state} from "./state.js";
+import {app, changeObject, currentMask, currentPrompt, deleteObject, isEmpty, state, usable} from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -74,6 +74,8 @@ export function showControls() {
   $("next-candidate").disabled = candidates < 2;
   $("candidate").textContent = app.acceptOnAnswer ? "accepting as the mask arrives…" : shown
     ? `${candidates > 1 ? `candidate ${shown.index + 1} of ${candidates}, ` : ""}score ${shown.mask.score.toFixed(3)}` : "";
+  // The image that can be clicked now: shown by this browser and prepared by the server.
+  $("stage").dataset.ready = usable() && app.image.sha256 ? app.image.name : "";
   $("multimask").checked = app.settings.multimask;
   $("polygons").checked = app.settings.polygons;
 }

@@ -8,26 +8,29 @@ import {
   addEntries, currentEntry, fileEntry, imageSet, isImageFile, objectsOf, remember, sourceOf, urlEntry,
 } from "./imageset.js";
 import {openEntry} from "./messages.js";
-import {showError} from "./panel.js";
+import {showError, showProgressHint} from "./panel.js";
 import {changed} from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 
+let opened = null;  // the entry whose image is open
+
 export async function goTo(index) {
   const entry = imageSet.entries[index];
-  if (!entry || entry === currentEntry()) return;
+  if (!entry || (entry === currentEntry() && entry === opened)) return;
   remember(view.where());
   imageSet.index = index;
   let source;
   try {
     source = await sourceOf(entry);
   } catch (error) {
-    showError(error.message);
+    showProgressHint(error.message);  // a file, after a reload: it is opened again
     changed();
     return;
   }
   if (entry !== currentEntry()) return;  // another was chosen meanwhile
   entry.display ||= entry.url || URL.createObjectURL(entry.file);
+  opened = entry;
   openEntry(entry, source, entry.display);
 }
 

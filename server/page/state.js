@@ -26,7 +26,6 @@ export const app = {
   live: null,       // the prompt of a box being dragged: shown and asked for, not yet a step
   selected: null,   // an object's id
   acceptOnAnswer: null,  // {prompt, label}: Enter came before the prompt's mask; accepted when it comes
-  savedObjects: null,
   token: storage.load("token", ""),
   settings: storage.load("settings", {multimask: false, polygons: false}),
 };
@@ -66,7 +65,7 @@ export function currentMask() {
 
 // An image opened: its own history and selection (of the image set), or an empty history; nothing dragged.
 export function openedImage(image, history = null, selected = null) {
-  Object.assign(app, {image, live: null, selected, savedObjects: null, acceptOnAnswer: null,
+  Object.assign(app, {image, live: null, selected, acceptOnAnswer: null,
                       history: history || new History(firstStep())});
 }
 
@@ -74,7 +73,7 @@ export function openedImage(image, history = null, selected = null) {
 export function restoreObjects(saved) {
   if (!saved || !saved.length || state().objects.length !== 0) return;
   app.history = new History({...state(), objects: saved});
-  app.savedObjects = saved;
+  changed();
 }
 
 // The server's answer to a prompt, kept with it for its multimask setting.

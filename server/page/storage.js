@@ -1,9 +1,8 @@
-// What survives a reload, in this browser's local storage: the token, the
-// settings, the last image, and the objects of the most recent images (by
-// the image's SHA-256, so that reopening the same image finds them).
+// Small things that survive a reload, in this browser's local storage: the
+// token, the settings, the last label and the label set. The work itself is
+// kept in IndexedDB (persist.js).
 
 const PREFIX = "cap.";
-const RECENT_IMAGES = 20;
 
 export function load(key, fallback) {
   try {
@@ -22,14 +21,4 @@ export function save(key, value) {
   } catch {
     return false;
   }
-}
-
-export function loadObjects(sha256) {
-  return load(`objects.${sha256}`, null);
-}
-
-export function saveObjects(sha256, objects) {
-  const recent = [sha256, ...load("recent", []).filter((other) => other !== sha256)];
-  for (const old of recent.splice(RECENT_IMAGES)) localStorage.removeItem(`${PREFIX}objects.${old}`);
-  return save("recent", recent) && save(`objects.${sha256}`, objects);
 }
