@@ -23,9 +23,11 @@ from tests.test_page import (  # noqa: F401  (browser and page are fixtures)
     ARTIFACTS,
     BALL,
     CRATE,
+    GRASS,
     HEIGHT,
     WIDTH,
     Frames,
+    assert_shows,
     browser,
     candidates,
     click_image,
@@ -44,6 +46,7 @@ from tests.test_page import (  # noqa: F401  (browser and page are fixtures)
 )
 
 LABELS = "ball\ncrate\ncone\n"
+SELECTED_EXTRA = 80  # the page's: a selected object's fill is this much stronger
 
 
 def objects_in_list(page) -> list[str]:
@@ -390,3 +393,103 @@ def test_a_reload_brings_the_set_back_and_files_opened_again_find_their_objects(
     page.wait_for_function("() => document.getElementById('stage').dataset.ready === 'renamed.png'")
     page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
     assert page.inner_text("#image-position") == "4 of 4" and objects_in_list(page) == ["crate"]
+
+
+# --- editing a mask --------------------------------------------------------------------
+
+
+def test_the_pages_rle_encoder_writes_what_pycocotools_writes(start_app, page):
+    app = start_app()
+    visit(page, app)
+    masks = rle_cases()
+    written = page.evaluate("""async masks => {
+        const {encodeRle} = await import('/page/rle.js');
+        return masks.map(({pixels, width, height}) => encodeRle(Uint8Array.from(pixels), width, height));
+    }""", [{"pixels": m.ravel().tolist(), "width": m.shape[1], "height": m.shape[0]} for m in masks])
+    for mask, segmentation in zip(masks, written):
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        assert segmentation == {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()}
+
+
+def objects_alpha(page) -> np.ndarray:
+    return read_layer(page, "objects-layer")[..., 3]
+
+
+def drag_on(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*on_screen(page, *start))
+    page.mouse.down()
+    page.mouse.move(*on_screen(page, *end), steps=8)
+    page.mouse.up()
+
+
+def test_an_object_is_refined_with_clicks_and_edited_with_brush_and_eraser_and_undo_takes_each_back(start_app, scenes, page):
+    app = start_app()
+    frames = Frames(page)
+    visit(page, app)
+    open_image(page, scenes[0])
+    _, first = frames.ask(lambda: click_image(page, *BALL))
+    page.keyboard.press("Enter")
+    original = decode(candidates(first)[0]["segmentation"])
+    np.testing.assert_array_equal(objects_alpha(page) > 0, original)
+
+    # R: the object's prompt comes back with its mask; a click refines that mask on the server.
+    page.keyboard.press("r")
+    page.wait_for_function(f"() => document.getElementById('current-layer').dataset.answer === '{first['id']}:0'")
+    request, second = frames.ask(lambda: click_image(page, *GRASS, shift=True))
+    assert request["prompts"][0]["mask_input"] == {"id": first["id"], "index": 0}
+    assert len(request["prompts"][0]["points"]) == 2
+    page.keyboard.press("Enter")
+    assert objects_in_list(page) == ["object"]
+    refined = decode(candidates(second)[0]["segmentation"])
+    np.testing.assert_array_equal(objects_alpha(page) > 0, refined)
+
+    # B: the brush adds pixels along the drag; E: the eraser takes them away.
+    page.keyboard.press("b")
+    drag_on(page, (560, 100), (760, 130))
+    page.wait_for_function("() => document.getElementById('undo').disabled === false")
+    brushed = wait_for(page, lambda: (lambda a: a if (a[100:131, 560:761] > 0).any() and not np.array_equal(a > 0, refined) else None)(objects_alpha(page) > 0))
+    assert (brushed | refined == brushed).all() and brushed[100, 560] and brushed[130, 760] and brushed[115, 660]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-edited.png")
+    page.keyboard.press("e")
+    drag_on(page, (560, 115), (760, 115))
+    page.wait_for_timeout(100)
+    erased = objects_alpha(page) > 0
+    assert not erased[115, 560:761].any() and (erased | brushed == brushed).all()
+
+    # The COCO file holds the edited mask, encoded as pycocotools encodes it, with its area and box.
+    (annotation,) = export_coco(page)["annotations"]
+    rle = {**annotation["segmentation"], "counts": annotation["segmentation"]["counts"].encode()}
+    np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), erased)
+    assert annotation["area"] == int(erased.sum()) and annotation["bbox"] == mask_utils.toBbox(rle).tolist()
+
+    # Undo takes back the eraser, the brush, the refinement (its accept, its click, its start); redo brings them again.
+    for expected in (brushed, refined):
+        page.keyboard.press("Control+z")
+        page.wait_for_timeout(50)
+        np.testing.assert_array_equal(objects_alpha(page) > 0, expected)
+    page.keyboard.press("Control+z")  # refining again: the object is the current mask
+    assert_shows(page, second)
+    assert objects_alpha(page).max() == 0
+    page.keyboard.press("Control+z")
+    assert_shows(page, first)
+    page.keyboard.press("Control+z")
+    page.wait_for_timeout(50)
+    np.testing.assert_array_equal(objects_alpha(page) > 0, original)
+    for _ in range(5):
+        page.keyboard.press("Control+Shift+z")
+    page.wait_for_timeout(50)
+    np.testing.assert_array_equal(objects_alpha(page) > 0, erased)
+
+    # Display: no fill with outlines leaves the edges opaque (the selected object keeps a light fill); A hides all.
+    page.keyboard.press("Escape")
+    page.locator("#opacity").fill("0")
+    page.check("#outlines")
+    alpha = objects_alpha(page)
+    padded = np.pad(erased, 1)  # off the image is off the mask: pixels on the image's border are edges
+    inside = erased & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    assert (alpha[inside] == SELECTED_EXTRA).all() and (alpha[erased & ~inside] == 255).all() and not alpha[~erased].any()
+    page.locator("#stage").focus()
+    page.keyboard.press("a")
+    page.wait_for_timeout(50)
+    assert objects_alpha(page).max() == 0

@@ -10,6 +10,7 @@
 //   setpanel.js  the image set: opening, its list, moving through it (imageset.js holds it,
 //                prefetch.js prepares the next image)
 //   labelpanel.js the label set (labels.js holds it)
+//   editpanel.js the tools (brush.js edits a mask by hand) and the display settings
 //   setexports.js the set's exports and a COCO file imported
 // with session.js (the protocol), view.js, history.js, storage.js, persist.js, rle.js,
 // exports.js, polygons.js and advice.js beneath them. This file ties them together: after every change
@@ -17,6 +18,7 @@
 
 import {paintLayers, render, view} from "./drawing.js";
 import {changedObjects, restoreSet, setRecord} from "./imageset.js";
+import {listenEditing, showEditing} from "./editpanel.js";
 import {listen} from "./input.js";
 import {listenLabels, showLabels} from "./labelpanel.js";
 import {askForCurrentPrompt, checkServer} from "./messages.js";
@@ -35,6 +37,7 @@ function sync() {
   showControls();
   showObjects();
   showLabels();
+  showEditing();
   showSet();
   showExports();
   prepareAhead();
@@ -62,6 +65,7 @@ function keepSoon() {
 onChange(sync);
 listen();
 listenLabels();
+listenEditing();
 listenSet();
 listenExports();
 persist.loadSet().then(async (record) => {

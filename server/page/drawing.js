@@ -3,6 +3,7 @@
 // image's size when the state changes, and drawn through the view's
 // transform at the next animation frame.
 
+import {strokeUnderWay} from "./brush.js";
 import {colourOfLabel} from "./labels.js";
 import {maskPixels} from "./rle.js";
 import {app, currentMask, currentPrompt, isEmpty, state, usable} from "./state.js";
@@ -11,7 +12,7 @@ import {View} from "./view.js";
 // The current mask's colour and the points' (objects have their label's colour, labels.js).
 const CURRENT = [30, 144, 255];
 const POSITIVE = "rgb(40, 200, 60)", NEGATIVE = "rgb(230, 40, 40)";
-const MASK_ALPHA = 140, SELECTED_ALPHA = 220;
+const MASK_ALPHA = 140, SELECTED_EXTRA = 80;  // the current mask's alpha; a selected object's, over the fill opacity
 
 export const canvas = document.getElementById("view");
 export const view = new View(canvas);
@@ -20,8 +21,10 @@ const objectsLayer = document.getElementById("objects-layer"), currentLayer = do
 
 export const colourOf = (object) => colourOfLabel(object.label);
 
-// Paint masks into a layer of the image's size: each its colour, later ones on top.
-function paintLayer(layer, width, height, masks) {
+// Paint masks into a layer of the image's size: each its colour, later ones on
+// top; with `outline`, a mask's edge pixels opaque. A mask is its
+// segmentation, or the `pixels` of a brush stroke under way.
+function paintLayer(layer, width, height, masks, outline = false) {
   if (layer.width !== width || layer.height !== height) Object.assign(layer, {width, height});
   const context = layer.getContext("2d");
   if (!masks.length) {
@@ -29,22 +32,24 @@ function paintLayer(layer, width, height, masks) {
     return;
   }
   const pixels = new ImageData(width, height), data = pixels.data;
-  for (const {segmentation, colour, alpha} of masks) {
-    const mask = maskPixels(segmentation);
+  for (const {segmentation, pixels: painted, colour, alpha} of masks) {
+    const mask = painted || maskPixels(segmentation);
     const [r, g, b] = colour;
     for (let p = 0; p < mask.length; p++) {
-      if (mask[p]) {
-        data[4 * p] = r;
-        data[4 * p + 1] = g;
-        data[4 * p + 2] = b;
-        data[4 * p + 3] = alpha;
-      }
+      if (!mask[p]) continue;
+      const x = p % width;
+      const edge = outline && (x === 0 || x === width - 1 || !mask[p - 1] || !mask[p + 1] || !mask[p - width] || !mask[p + width]);
+      if (!edge && !alpha) continue;
+      data[4 * p] = r;
+      data[4 * p + 1] = g;
+      data[4 * p + 2] = b;
+      data[4 * p + 3] = edge ? 255 : alpha;
     }
   }
   context.putImageData(pixels, 0, 0);
 }
 
-let paintedObjects = null, paintedSelected = null, paintedMask = null, waiting = false;
+let paintedObjects = null, paintedSelected = null, paintedDisplay = null, paintedMask = null, waiting = false;
 
 // A new image starts with empty layers: nothing painted for another image is ever shown over it.
 export function clearLayers() {
@@ -57,13 +62,19 @@ export function clearLayers() {
 export function paintLayers() {
   const image = app.image, objects = state().objects;
   if (!image || !image.width) return;
-  if (objects !== paintedObjects || app.selected !== paintedSelected) {
+  const {opacity, outlines, hideAll} = app.settings, editing = state().editing;
+  const display = `${opacity} ${outlines} ${hideAll} ${editing}`;
+  const stroke = strokeUnderWay();
+  if (objects !== paintedObjects || app.selected !== paintedSelected || display !== paintedDisplay || stroke) {
     paintedObjects = objects;
     paintedSelected = app.selected;
-    paintLayer(objectsLayer, image.width, image.height, objects.filter((object) => !object.hidden).map((object) => ({
+    paintedDisplay = display;
+    const shown = hideAll ? [] : objects.filter((object) => !object.hidden && object.id !== editing);  // one refined is the current mask
+    paintLayer(objectsLayer, image.width, image.height, shown.map((object) => ({
       segmentation: object.mask.segmentation, colour: colourOf(object),
-      alpha: object.id === app.selected ? SELECTED_ALPHA : MASK_ALPHA,
-    })));
+      pixels: stroke && stroke.object.id === object.id ? stroke.pixels : null,
+      alpha: object.id === app.selected ? Math.min(255, opacity + SELECTED_EXTRA) : opacity,
+    })), outlines);
   }
   // The current mask stays until the next one arrives (dimmed meanwhile), or the prompt is cleared.
   const shown = currentMask();

@@ -2,13 +2,16 @@
 // a dropped file, the keys, and the controls beside the image. Each becomes
 // a change of the state (state.js) or of the view.
 
-import {canvas, render, view} from "./drawing.js";
+import {endStroke, startStroke, strokeTo, tools} from "./brush.js";
+import {canvas, paintLayers, render, view} from "./drawing.js";
+import {refineSelected, setTool} from "./editpanel.js";
 import {pickLabelByKey} from "./labelpanel.js";
 import {tokenChanged} from "./messages.js";
+import {showError} from "./panel.js";
 import {goBy, openFiles, openUrls} from "./setpanel.js";
 import {
-  accept, addPoint, app, clearPrompt, deleteObject, dragBox, endBoxDrag, nextCandidate, redo,
-  removePoint, setPolygons, setToken, state, toggleHidden, toggleMultimask, undo, usable,
+  accept, addPoint, app, changeObject, clearPrompt, deleteObject, dragBox, endBoxDrag, nextCandidate, redo,
+  removePoint, setDisplay, setPolygons, setToken, state, toggleHidden, toggleMultimask, undo, usable,
 } from "./state.js";
 import * as storage from "./storage.js";
 
@@ -82,6 +85,15 @@ function press(event) {
   } else if (event.button === 2) {
     const point = imagePoint(sx, sy);
     if (point) addPoint(...point, 0);
+  } else if (event.button === 0 && tools.current !== "prompt") {
+    const object = state().objects.find((o) => o.id === app.selected);
+    if (!object) {
+      showError("Select an object to paint on (click its row in the list).");
+      return;
+    }
+    startStroke(object);
+    drag = {kind: "paint", image: app.image};
+    paint(sx, sy);
   } else if (event.button === 0) {
     const grabbed = grab(sx, sy);
     drag = {kind: "press", image: app.image, sx, sy, shift: event.shiftKey, grabbed, start: view.toImage(sx, sy),
@@ -94,6 +106,10 @@ function move(event) {
   const drag = currentDrag();
   if (!drag) {
     hover(sx, sy);
+    return;
+  }
+  if (drag.kind === "paint") {
+    paint(sx, sy);
     return;
   }
   if (drag.kind === "pan") {
@@ -123,6 +139,11 @@ function release(event) {
   const ended = currentDrag();
   drag = null;
   stage.classList.remove("panning");
+  if (ended && ended.kind === "paint") {
+    const edit = endStroke();
+    if (edit) changeObject(edit.object.id, {mask: edit.mask});
+    return;
+  }
   if (!ended || ended.kind === "pan") return;
   if (ended.moved) {
     endBoxDrag();
@@ -134,6 +155,13 @@ function release(event) {
   }
   const point = imagePoint(ended.sx, ended.sy);
   if (point && event.type === "pointerup") addPoint(...point, ended.shift ? 0 : 1);
+}
+
+// The brush or eraser at screen point (sx, sy): its size is in screen pixels.
+function paint(sx, sy) {
+  strokeTo(...view.toImage(sx, sy), tools.size / 2 / view.scale);
+  paintLayers();
+  render();
 }
 
 function hover(sx, sy) {
@@ -172,7 +200,11 @@ function keyDown(event) {
     space = true;
     stage.classList.add("space");
   } else if (event.key === "Enter") accept($("label").value);
-  else if (event.key === "Escape") clearPrompt();
+  else if (event.key === "Escape") tools.current === "prompt" ? clearPrompt() : setTool("prompt");
+  else if (key === "b") setTool("brush");
+  else if (key === "e") setTool("eraser");
+  else if (key === "r") refineSelected();
+  else if (key === "a") setDisplay({hideAll: !app.settings.hideAll});
   else if (/^[1-9]$/.test(event.key)) {
     if (!pickLabelByKey(Number(event.key))) return;
   }

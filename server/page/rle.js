@@ -48,3 +48,36 @@ export function maskPixels(segmentation) {
   }
   return mask;
 }
+
+// Encode a row-major H*W mask of 0 and 1 as COCO compressed RLE, as
+// pycocotools' rleToString writes it (the inverse of decodeRle).
+export function encodeRle(mask, width, height) {
+  const runs = [];
+  let value = 0, length = 0;
+  for (let x = 0; x < width; x++) {
+    for (let y = 0; y < height; y++) {
+      const on = mask[y * width + x] ? 1 : 0;
+      if (on !== value) {
+        runs.push(length);
+        value = on;
+        length = 0;
+      }
+      length += 1;
+    }
+  }
+  runs.push(length);
+  let counts = "";
+  runs.forEach((run, i) => {
+    let x = i > 2 ? run - runs[i - 2] : run, more = true;
+    while (more) {
+      let group = x & 0x1f;
+      x >>= 5;
+      more = group & 0x10 ? x !== -1 : x !== 0;
+      if (more) group |= 0x20;
+      counts += String.fromCharCode(group + 48);
+    }
+  });
+  const segmentation = {size: [height, width], counts};
+  decoded.set(segmentation, mask);
+  return segmentation;
+}

@@ -17,7 +17,8 @@ export function newPrompt({points = [], box = null, maskFrom = null} = {}) {
 }
 export const isEmpty = (prompt) => !prompt.box && prompt.points.length === 0;
 
-const firstStep = () => ({objects: [], prompt: newPrompt(), chosen: null});
+// editing: the id of the object the prompt refines (its Accept replaces that object's mask), or null.
+const firstStep = () => ({objects: [], prompt: newPrompt(), chosen: null, editing: null});
 
 export const app = {
   image: null,      // {name, source, element, width, height, sha256, loaded}
@@ -27,7 +28,9 @@ export const app = {
   selected: null,   // an object's id
   acceptOnAnswer: null,  // {prompt, label}: Enter came before the prompt's mask; accepted when it comes
   token: storage.load("token", ""),
-  settings: storage.load("settings", {multimask: false, polygons: false}),
+  // opacity: the objects' fill alpha (0 to 255); outlines: their edges drawn opaque; hideAll: none drawn.
+  settings: {multimask: false, polygons: false, opacity: 140, outlines: false, hideAll: false,
+             ...storage.load("settings", {})},
 };
 
 let onChangeListener = () => {};
@@ -112,6 +115,7 @@ export function step(change) {
 function refinement(prompt) {
   const answer = answerOf(prompt);
   if (!answer) return prompt.maskFrom;
+  if (answer.from) return answer.from;  // an accepted object's mask, as the server named it
   const from = {id: answer.id, index: 0};
   if (answer.multimask) from.candidate = chosenIndex(answer);
   return from;
@@ -142,8 +146,18 @@ export function endBoxDrag() {
 }
 
 export function clearPrompt() {
-  if (isEmpty(state().prompt)) return;
-  step({prompt: newPrompt()});
+  if (isEmpty(state().prompt) && !state().editing) return;
+  step({prompt: newPrompt(), editing: null});
+}
+
+// Refine an accepted object with more clicks: its prompt comes back with its
+// mask shown as the answer, so the next click refines that mask (mask_input).
+export function refineObject(id) {
+  const object = state().objects.find((o) => o.id === id);
+  if (!object || !object.from) return;
+  const prompt = newPrompt({points: object.points, box: object.box});
+  prompt.answers[answerKey()] = {id: object.from.id, multimask: false, candidates: [object.mask], from: object.from};
+  step({prompt, editing: id});
 }
 
 export function nextCandidate() {
@@ -164,14 +178,18 @@ export function accept(labelText) {
     changed();
     return;
   }
+  const {objects, prompt, editing} = state();
+  const made = {mask: shown.mask, request: shown.answer.id, from: refinement(prompt), points: prompt.points, box: prompt.box};
+  if (editing && objects.some((o) => o.id === editing)) {  // a refined object keeps its label
+    step({objects: objects.map((o) => (o.id === editing ? {...o, ...made} : o)), prompt: newPrompt(), editing: null});
+    return;
+  }
   const label = labelText.trim() || "object";
   storage.save("label", label);
   ensureLabel(label);
-  const objects = state().objects;
-  const object = {id: `${Date.now().toString(36)}-${++objectSerial}`, label, hidden: false,
-                  mask: shown.mask, request: shown.answer.id};
+  const object = {id: `${Date.now().toString(36)}-${++objectSerial}`, label, hidden: false, ...made};
   app.selected = object.id;
-  step({objects: [...objects, object], prompt: newPrompt()});
+  step({objects: [...objects, object], prompt: newPrompt(), editing: null});
 }
 
 export function changeObject(id, change) {
@@ -204,6 +222,12 @@ export function redo() {
 
 export function toggleMultimask() {
   app.settings = {...app.settings, multimask: !app.settings.multimask};
+  storage.save("settings", app.settings);
+  changed();
+}
+
+export function setDisplay(change) {
+  app.settings = {...app.settings, ...change};
   storage.save("settings", app.settings);
   changed();
 }
