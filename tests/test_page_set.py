@@ -49,6 +49,14 @@ LABELS = "ball\ncrate\ncone\n"
 SELECTED_EXTRA = 80  # the page's: a selected object's fill is this much stronger
 
 
+def import_labels(page, tmp_path: Path) -> None:
+    """Import LABELS from a list file: ball 1, crate 2, cone 3."""
+    listed = tmp_path / "labels.txt"
+    listed.write_text(LABELS)
+    page.set_input_files("#import-labels", listed)
+    page.wait_for_function("() => document.querySelectorAll('#label-set li').length === 3")
+
+
 def objects_in_list(page) -> list[str]:
     return page.eval_on_selector_all("#objects li .name", "inputs => inputs.map(input => input.value)")
 
@@ -121,10 +129,7 @@ def test_the_label_set_gives_stable_ids_and_the_digit_keys_pick_labels(start_app
     app = start_app()
     frames = Frames(page)
     visit(page, app)
-    listed = tmp_path / "labels.txt"
-    listed.write_text(LABELS)
-    page.set_input_files("#import-labels", listed)
-    page.wait_for_function("() => document.querySelectorAll('#label-set li').length === 3")
+    import_labels(page, tmp_path)
     open_image(page, scenes[0])
     page.locator("#stage").focus()
     page.keyboard.press("2")
@@ -219,9 +224,7 @@ def test_a_set_of_images_moves_with_f_and_d_and_the_next_one_is_prepared_ahead(s
     app = start_app()
     frames = Frames(page)
     visit(page, app)
-    listed = tmp_path / "labels.txt"
-    listed.write_text(LABELS)
-    page.set_input_files("#import-labels", listed)
+    import_labels(page, tmp_path)
     page.fill("#image-url", " ".join(three))
     page.click("#load-url")
     wait_until_prepared(page)
@@ -299,9 +302,7 @@ def test_the_sets_exports_decode_against_the_servers_masks_and_a_coco_file_impor
     app = start_app()
     frames = Frames(page)
     visit(page, app)
-    listed = tmp_path / "labels.txt"
-    listed.write_text(LABELS)
-    page.set_input_files("#import-labels", listed)
+    import_labels(page, tmp_path)
     open_set(page, three)
     ball = label_one(page, frames, "1", BALL)
     move(page, "f", "two.png")
@@ -356,9 +357,7 @@ def test_a_reload_brings_the_set_back_and_files_opened_again_find_their_objects(
         files.append(tmp_path / name)
         files[-1].write_bytes(scene_png(*size))
     visit(page, app)
-    listed = tmp_path / "labels.txt"
-    listed.write_text(LABELS)
-    page.set_input_files("#import-labels", listed)
+    import_labels(page, tmp_path)
     page.set_input_files("#image-file", files)
     wait_until_prepared(page)
     ball = label_one(page, frames, "1", BALL)
@@ -449,11 +448,11 @@ def test_an_object_is_refined_with_clicks_and_edited_with_brush_and_eraser_and_u
     page.wait_for_function("() => document.getElementById('undo').disabled === false")
     brushed = wait_for(page, lambda: (lambda a: a if (a[100:131, 560:761] > 0).any() and not np.array_equal(a > 0, refined) else None)(objects_alpha(page) > 0))
     assert (brushed | refined == brushed).all() and brushed[100, 560] and brushed[130, 760] and brushed[115, 660]
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "page-edited.png")
     page.keyboard.press("e")
     drag_on(page, (560, 115), (760, 115))
     page.wait_for_timeout(100)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-edited.png")  # the eraser's stroke across the mask
     erased = objects_alpha(page) > 0
     assert not erased[115, 560:761].any() and (erased | brushed == brushed).all()
 
