@@ -352,9 +352,10 @@ def test_the_sets_exports_decode_against_the_servers_masks_and_a_coco_file_impor
 def test_a_reload_brings_the_set_back_and_files_opened_again_find_their_objects(start_app, page, tmp_path):
     app = start_app()
     frames = Frames(page)
-    files = []
+    files, folder = [], tmp_path / "set"
+    folder.mkdir()
     for name, size in [("a.png", (1200, 800)), ("b.png", (600, 400)), ("c.png", (900, 600))]:  # opened in name order
-        files.append(tmp_path / name)
+        files.append(folder / name)
         files[-1].write_bytes(scene_png(*size))
     visit(page, app)
     import_labels(page, tmp_path)
@@ -375,8 +376,8 @@ def test_a_reload_brings_the_set_back_and_files_opened_again_find_their_objects(
     assert "1 object" in items[0] and "done" in page.get_attribute("#image-set li >> nth=1", "class")
     assert "1 object" in items[1] and "no objects" in items[2]
 
-    # The files opened again: each image finds its objects.
-    page.set_input_files("#image-file", files)
+    # Their folder opened again: each image finds its objects.
+    page.set_input_files("#image-folder", folder)
     wait_until_prepared(page)
     page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
     assert page.inner_text("#image-position") == "1 of 3" and objects_in_list(page) == ["ball"]

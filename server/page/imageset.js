@@ -24,7 +24,7 @@ export const urlEntry = (url) => newEntry({
 export const namedEntry = (name) => newEntry({name});  // known by name only, until its file is opened
 
 export const isImageFile = (file) => IMAGE_TYPES.includes(file.type);
-export const fileEntry = (file) => newEntry({name: file.webkitRelativePath || file.name, file});
+export const fileEntry = (file) => newEntry({name: file.name, file});  // by its name, wherever it is opened from
 
 const sameImage = (a, b) => (a.url || b.url ? a.url === b.url
   : a.name === b.name && (!a.file || !b.file || a.file.size === b.file.size));
