@@ -13,6 +13,7 @@ import dataclasses
 import os
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -109,6 +110,9 @@ class Settings:
     max_result_bytes: int = 16 * 1024 * 1024
     max_polygon_vertices: int = 1_000_000
     api_token: str | None = None
+    label_studio_url: str | None = None
+    # Never in a repr, a log or an error (docs/label-studio.md).
+    label_studio_api_key: str | None = dataclasses.field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -190,5 +194,12 @@ class Settings:
         for name in at_least_zero:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be 0 or more.")
+        if self.label_studio_url is not None:
+            parts = urlsplit(self.label_studio_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise SettingsError(
+                    f"LABEL_STUDIO_URL={self.label_studio_url!r} is not Label Studio's address: set it to its "
+                    "http(s) URL, for example http://label-studio:8080."
+                )
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"PORT={self.port} is not a TCP port: set it to a number from 0 to 65535.")
