@@ -218,6 +218,10 @@ def test_unknown_routes_and_methods():
     assert status == 405 and headers["Allow"] == "POST"
 
 
-def test_the_key_is_never_in_the_settings_repr():
+def test_the_key_is_never_in_a_repr_nor_in_an_error():
     settings = Settings(label_studio_url=LS_URL, label_studio_api_key=KEY)
     assert KEY not in repr(settings) and LS_URL in repr(settings)
+    segmenter = RecordingSegmenter(ClientError("image_download_failed", "The image could not be downloaded."))
+    status, body, _ = call(adapter(segmenter), "/label-studio/predict", predict_body(click(point(50, 50))))
+    ask = segmenter.asks[0][0]
+    assert ask.fetch.headers and KEY not in repr(ask) and KEY not in json.dumps(body)

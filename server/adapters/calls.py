@@ -44,7 +44,7 @@ class ImageFetch:
     """
 
     url: str
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)  # they carry a key
     allow_private_host: str | None = None
 
 
