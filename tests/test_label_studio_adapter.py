@@ -225,3 +225,10 @@ def test_the_key_is_never_in_a_repr_nor_in_an_error():
     status, body, _ = call(adapter(segmenter), "/label-studio/predict", predict_body(click(point(50, 50))))
     ask = segmenter.asks[0][0]
     assert ask.fetch.headers and KEY not in repr(ask) and KEY not in json.dumps(body)
+
+
+def test_a_task_open_whose_image_cap_cannot_read_still_answers_no_prediction(caplog):
+    segmenter = RecordingSegmenter()
+    status, body, _ = call(adapter(segmenter, label_studio_url=None), "/label-studio/predict", predict_body(None))
+    assert (status, body) == (200, {"results": []}) and segmenter.prepared == []
+    assert "LABEL_STUDIO_URL" in caplog.text
