@@ -54,10 +54,7 @@ def label_studio_fetch(url: str, label_studio_url: str | None, api_key: str | No
     if ".." in urlsplit(url).path.split("/"):
         raise invalid("The task's image path climbs out of Label Studio's /data/ folder with '..': import it again by its own path.")
     absolute = url if not url.startswith("/") else label_studio_url.rstrip("/") + url
-    return ImageFetch(
-        absolute, headers=(("Authorization", f"{auth_scheme(api_key)} {api_key}"),),
-        allow_private_host=urlsplit(label_studio_url).hostname,
-    )
+    return ImageFetch(absolute, headers=(("Authorization", f"{auth_scheme(api_key)} {api_key}"),))
 
 
 def auth_scheme(api_key: str) -> str:
