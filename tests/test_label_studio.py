@@ -76,9 +76,9 @@ def test_the_brush_rle_is_label_studio_sdks_byte_for_byte():
     assert sdk(script, [mask.tolist() for mask in masks]) == [mask_to_brush_rle(mask) for mask in masks]
 
 
-def prepare_project(label_studio: LabelStudio, image: bytes) -> tuple[int, dict]:
-    """A project with CONFIG and one uploaded image; its id and the task."""
-    project = label_studio.api("POST", "/api/projects", 201, json={"title": "CAP", "label_config": CONFIG})
+def prepare_project(label_studio: LabelStudio, image: bytes, config: str = CONFIG) -> tuple[int, dict]:
+    """A project with `config` and one uploaded image; its id and the task."""
+    project = label_studio.api("POST", "/api/projects", 201, json={"title": "CAP", "label_config": config})
     label_studio.api("POST", f"/api/projects/{project['id']}/import", 201, files={"file": ("cat.png", image, "image/png")})
     (task,) = label_studio.api("GET", f"/api/tasks?project={project['id']}")["tasks"]
     assert task["data"]["image"].startswith("/data/upload/")
@@ -86,10 +86,11 @@ def prepare_project(label_studio: LabelStudio, image: bytes) -> tuple[int, dict]
 
 
 def connect_cap(label_studio: LabelStudio, project: int, port: int, password: str, expected: int = 201) -> dict:
-    """CAP as the project's interactive ML backend, with basic auth (any user, API_TOKEN as the password)."""
+    """CAP as the project's interactive ML backend, with basic auth (any user, API_TOKEN as the password);
+    without a password, with no authentication."""
+    auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": "annotator", "basic_auth_pass": password} if password else {}
     return label_studio.api("POST", "/api/ml", expected, json={
-        "url": f"http://127.0.0.1:{port}/label-studio/", "project": project, "title": "CAP", "is_interactive": True,
-        "auth_method": "BASIC_AUTH", "basic_auth_user": "annotator", "basic_auth_pass": password,
+        "url": f"http://127.0.0.1:{port}/label-studio/", "project": project, "title": "CAP", "is_interactive": True, **auth,
     })
 
 
@@ -167,6 +168,26 @@ def test_label_studio_hands_back_caps_masks_and_the_second_click_is_decoder_only
         (label_studio_mask,) = sdk_masks([region])
         assert np.array_equal(label_studio_mask, cap_mask)
         assert region["score"] == expected["score"] == prediction["score"]
+
+
+def test_with_polygon_labels_and_no_brush_label_studio_hands_back_caps_polygons(label_studio, start_app):
+    image = image_files.png_rgb(WIDTH, HEIGHT)
+    app = start_app(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token)  # no API_TOKEN
+    project, task = prepare_project(label_studio, image, CONFIG.replace("BrushLabels", "PolygonLabels"))
+    backend = connect_cap(label_studio, project, app.port, "")
+    context = [keypoint(37.5, 25.0)]
+    answer = label_studio.api("POST", f"/api/ml/{backend['id']}/interactive-annotating", 200,
+                              json={"task": task["id"], "context": {"result": context}})
+    assert "errors" not in answer, answer
+    prompt = {"points": [{"x": 37.5 * WIDTH / 100, "y": 25.0 * HEIGHT / 100, "label": 1}]}
+    data_url = "data:image/png;base64," + base64.b64encode(image).decode()
+    websocket = exchange(f"ws://127.0.0.1:{app.port}/",
+                         {"image_url": data_url, "prompts": [prompt], "multimask": False, "output": ["polygons"]}).last
+    rings = websocket["masks"][0]["polygons"]
+    assert rings and [r["type"] for r in answer["data"]["result"]] == ["polygonlabels"] * len(rings)
+    for region, ring in zip(answer["data"]["result"], rings):
+        assert region["from_name"] == "brush" and region["value"]["polygonlabels"] == ["cat"]
+        assert region["value"]["points"] == [[ring[i] * 100 / WIDTH, ring[i + 1] * 100 / HEIGHT] for i in range(0, len(ring), 2)]
 
 
 def test_a_wrong_token_is_refused_and_label_studio_says_so(label_studio, start_app):
