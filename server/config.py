@@ -65,6 +65,7 @@ def _bool(text: str) -> bool:
 class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
+    cvat_port: int = 0  # 0: CVAT's routes are off
     cosmos_endpoint: str | None = None
     cosmos_key: str | None = None
     cosmos_database: str = "cap"
@@ -192,3 +193,7 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be 0 or more.")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"PORT={self.port} is not a TCP port: set it to a number from 0 to 65535.")
+        if not 0 <= self.cvat_port <= 65535 or (self.cvat_port and self.cvat_port == self.port):
+            raise SettingsError(
+                f"CVAT_PORT={self.cvat_port} must be a TCP port other than PORT (or 0, unset, for no CVAT routes)."
+            )

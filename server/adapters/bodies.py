@@ -1,11 +1,10 @@
-"""What the adapters share when they read a tool's call: its JSON, its image in base64, the model's names; JSON answers. Pure."""
+"""What the adapters share when they read a tool's call: its JSON, its image in base64, the model's names. Pure."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from server.adapters.calls import HttpResponse
 from server.data_urls import base64_image
 from server.errors import ClientError, invalid
 from server.models.registry import SAM2, model_type
@@ -47,7 +46,3 @@ def model_title(name: str) -> str:
 def finite_number(value: Any) -> bool:
     """A JSON number that is a coordinate: not a boolean, not NaN or infinite (Python's json reads those)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < float("inf")
-
-
-def json_response(status: int, value: Any) -> HttpResponse:
-    return HttpResponse(status, json.dumps(value).encode())

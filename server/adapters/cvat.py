@@ -8,7 +8,7 @@ the status CVAT shows.
 
 from __future__ import annotations
 
-from server.adapters.bodies import json_response, tool_model_name
+from server.adapters.bodies import tool_model_name
 from server.adapters.calls import HttpRequest, HttpResponse, Segmenter
 from server.adapters.cvat_nuclio import (
     STATUS_OF_CODE,
@@ -18,6 +18,7 @@ from server.adapters.cvat_nuclio import (
 )
 from server.config import Settings
 from server.errors import ClientError
+from server.front import json_response
 
 FUNCTIONS = "/api/functions"
 INVOCATIONS = "/api/function_invocations"

@@ -9,7 +9,7 @@ routes, checks the token, hands the ask to the segmenter, and answers each
 
 from __future__ import annotations
 
-from server.adapters.bodies import json_object, json_response, tool_model_name
+from server.adapters.bodies import json_object, tool_model_name
 from server.adapters.calls import HttpRequest, HttpResponse, Segmenter
 from server.adapters.x_anylabeling_schema import (
     ANSWER_OF_CODE,
@@ -23,6 +23,7 @@ from server.adapters.x_anylabeling_schema import (
 )
 from server.config import Settings
 from server.errors import ClientError
+from server.front import json_response
 from server.tokens import Tokens
 
 PREFIX = "/x-anylabeling"
@@ -43,7 +44,7 @@ class XAnyLabelingAdapter:
         if not authorized:
             message = "Invalid or missing API Key: put one of CAP's API_TOKEN tokens in X-AnyLabeling's API Key field."
             return json_response(401, error_answer("UNAUTHORIZED", message))
-        path = request.path.removeprefix(PREFIX).rstrip("/")
+        path = "/" + request.path.removeprefix(PREFIX).strip("/")  # a server_url ending in "/" gives "//v1/..."
         if request.method == "GET" and path == "/v1/models":
             return json_response(200, models_answer(self._model_type))
         if request.method == "GET" and path.startswith("/v1/models/") and path.endswith("/info"):
