@@ -192,3 +192,14 @@ def test_model_info_and_unknown_routes():
     missing = json.loads(adapter.handle(HttpRequest("GET", "/x-anylabeling/v1/models/yolo11n/info", "", {}, b"")).body)
     assert missing["error"]["code"] == "MODEL_NOT_FOUND"
     assert adapter.handle(HttpRequest("GET", "/x-anylabeling/v1/nothing", "", {}, b"")).status == 404
+
+
+def test_a_server_url_ending_in_a_slash_still_reaches_the_routes():
+    """remote_server.py line 41: `f"{self.server_url}/v1/predict"`, so `.../x-anylabeling/` gives `//v1/predict`."""
+    segmenter = FakeSegmenter([wire_mask(np.ones((2, 2), bool), 0.5, [SQUARE])])
+    adapter = adapter_with(segmenter)
+    models = adapter.handle(HttpRequest("GET", "/x-anylabeling//v1/models", "", client_headers(), b""))
+    assert list(json.loads(models.body)["data"]) == ["cap-vit_b"]
+    payload = {"model": "cap-vit_b", "image": DATA_URL, "params": {"marks": marks((1, 3, 2))}}
+    response = adapter.handle(HttpRequest("POST", "/x-anylabeling//v1/predict", "", client_headers(), json.dumps(payload).encode()))
+    assert json.loads(response.body)["success"] is True
