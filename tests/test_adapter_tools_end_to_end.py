@@ -122,9 +122,9 @@ def test_cvats_routes_are_not_on_the_main_port(cvat_app):
     assert nuclio(cvat_app.port, "get", "/api/functions").status_code == 404
 
 
-def x_anylabeling(app, method: str, route: str, api_key: str | None, payload=None) -> requests.Response:
-    """remote_server.py lines 36-47 and 91-97 / 233-238; server_url is CAP's /x-anylabeling."""
-    server_url = f"http://127.0.0.1:{app.port}/x-anylabeling"
+def x_anylabeling(app, method: str, route: str, api_key: str | None, payload=None, slash="") -> requests.Response:
+    """remote_server.py lines 36-47 and 91-97 / 233-238; server_url is CAP's /x-anylabeling (`slash`: as README writes it)."""
+    server_url = f"http://127.0.0.1:{app.port}/x-anylabeling{slash}"
     headers = {"Content-Type": "application/json", "Token": api_key}  # requests leaves out a None header
     if method == "get":
         return requests.get(url=f"{server_url}{route}", headers=headers, timeout=180)
@@ -167,7 +167,7 @@ def test_x_anylabeling_gets_the_websockets_polygons_then_a_decoder_only_mark(sta
 
 def test_x_anylabeling_bad_input_gets_the_servers_error_shape_and_every_record_ends(start_app):
     app = start_app()
-    (model,) = x_anylabeling(app, "get", "/v1/models", None).json()["data"]
+    (model,) = x_anylabeling(app, "get", "/v1/models", None, slash="/").json()["data"]
     outside = x_anylabeling(app, "post", "/v1/predict", None, predict_payload(model, [{"type": "point", "data": [900, 9], "label": 1}]))
     assert outside.status_code == 200 and outside.json()["error"]["code"] == "INVALID_REQUEST"
     unknown = x_anylabeling(app, "post", "/v1/predict", None, predict_payload("segment_anything_2", []))
