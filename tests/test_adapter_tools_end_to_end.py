@@ -21,6 +21,7 @@ The masks are compared with CAP's WebSocket answer for the same prompt
 from __future__ import annotations
 
 import base64
+import threading
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from pycocotools import mask as mask_utils
 from harness import image_files
 from harness.client import exchange
 from harness.ports import free_port
+from harness.waiting import wait_for
 from tests.conftest import ws_url
 
 PNG = image_files.png_rgb(64, 48)
@@ -174,4 +176,29 @@ def test_x_anylabeling_bad_input_gets_the_servers_error_shape_and_every_record_e
     assert unknown.json() == {"success": False, "error": {"code": "MODEL_NOT_FOUND", "message": unknown.json()["error"]["message"]}}
     broken = {**predict_payload(model, [{"type": "point", "data": [1, 1], "label": 1}]), "image": "data:image/png;base64,AAAA"}
     assert x_anylabeling(app, "post", "/v1/predict", None, broken).json()["error"]["code"] == "INVALID_IMAGE"
+    assert all(record["status"] in TERMINAL for record in app.store.records())
+
+
+def test_a_full_queue_is_503_for_both_tools(start_app, gate):
+    """X-AnyLabeling-Server's predict.py line 71 answers a full queue 503; CVAT passes any status on (views.py `return_response`)."""
+    app = start_app(model=gate, max_queue=1, cvat_port=free_port())
+    request = {"image_url": DATA_URL, "prompts": [{"points": [{"x": 1, "y": 1, "label": 1}]}]}
+    waiting = [threading.Thread(target=exchange, args=(ws_url(app), request)) for _ in range(2)]
+    try:
+        waiting[0].start()
+        assert gate.entered.wait(30)  # the first is being processed, not queued
+        waiting[1].start()
+        assert wait_for(lambda: app.store.count_queued() == 1)
+        (model,) = x_anylabeling(app, "get", "/v1/models", None).json()["data"]
+        marks = [{"type": "point", "data": [1, 1], "label": 1}]
+        busy = x_anylabeling(app, "post", "/v1/predict", None, predict_payload(model, marks))
+        assert busy.status_code == 503 and "try again" in busy.json()["detail"]
+        (name,) = nuclio(app.cvat_port.port, "get", "/api/functions").json()
+        refused = invoke(app.cvat_port.port, name, [[1, 1]], [])
+        assert refused.status_code == 503 and refused.json()["code"] == "queue_full"
+    finally:
+        gate.opened.set()
+        for thread in waiting:
+            if thread.ident is not None:  # started
+                thread.join(30)
     assert all(record["status"] in TERMINAL for record in app.store.records())
