@@ -190,7 +190,7 @@ def test_a_segmenter_error_is_an_http_status_that_fits_with_its_sentence(code, s
 
 
 @pytest.mark.parametrize("body, raw, words", [
-    (None, b"{not json", "not JSON"),
+    (None, b"{not json", "not valid JSON"),
     ({"tasks": []}, None, "no tasks"),
     (predict_body(click(point(50, 50)), config="<View>"), None, "well-formed"),
     (predict_body(click(point(50, 50)), config="<View><Image name='i' value='$image'/></View>"), None, "BrushLabels"),

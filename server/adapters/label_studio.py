@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from typing import Any
 
+from server.adapters.bodies import json_object, tool_model_name
 from server.adapters.calls import LABEL_STUDIO, Ask, HttpRequest, HttpResponse, Segmenter
 from server.adapters.label_studio_config import BRUSH, Target, read_label_config
 from server.adapters.label_studio_images import task_image
 from server.adapters.label_studio_regions import click_of, prediction_of
 from server.config import Settings
 from server.errors import ClientError, invalid
+from server.front import json_response
 from server.tokens import Tokens
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class LabelStudioAdapter:
         self._settings = settings
         self._segmenter = segmenter
         self._tokens = Tokens(settings.api_token)
-        self.model_version = f"cap-{settings.sam_model_type}"
+        self.model_version = tool_model_name(settings.sam_model_type)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """The answer to any request whose path starts with /label-studio/."""
@@ -70,7 +71,7 @@ class LabelStudioAdapter:
         try:
             if request.method == "GET":
                 return json_response(200, {} if route == "metrics" else {"status": "UP", "model_class": MODEL_CLASS})
-            body = json_body(request.body)
+            body = json_object(request.body)
             if route == "setup":
                 return json_response(200, {"model_version": self.model_version})
             if route == "webhook":
@@ -131,20 +132,6 @@ def basic_auth_passwords(header: str) -> list[str]:
         return []
     user, colon, password = decoded.partition(":")
     return [password] if colon else []
-
-
-def json_body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ClientError("invalid_json", "The request body is not JSON: send the JSON object Label Studio sends.") from None
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object, as Label Studio sends it.")
-    return body
-
-
-def json_response(status: int, body: object, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
-    return HttpResponse(status, json.dumps(body).encode(), headers=headers)
 
 
 def error_response(status: int, code: str, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:

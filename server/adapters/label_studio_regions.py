@@ -16,7 +16,6 @@ regions (one a ring, in percent) when the target is polygons.
 from __future__ import annotations
 
 import dataclasses
-import math
 import uuid
 from typing import Any
 
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from server.adapters.bodies import finite_number
 from server.adapters.brush_rle import mask_to_brush_rle
 from server.adapters.label_studio_config import BRUSH, Target
 from server.errors import invalid
@@ -118,7 +118,7 @@ def _object(value: object, where: str) -> dict[str, Any]:
 def _size(region: dict[str, Any], where: str) -> tuple[float, float]:
     """The image's size the region's percentages are of."""
     size = region.get("original_width"), region.get("original_height")
-    if not all(_finite(side) and side > 0 for side in size):
+    if not all(finite_number(side) and side > 0 for side in size):
         raise invalid(f"{where} needs original_width and original_height, the image's size in pixels, as Label Studio sends them.")
     return size  # type: ignore[return-value]
 
@@ -126,10 +126,6 @@ def _size(region: dict[str, Any], where: str) -> tuple[float, float]:
 def _percent(value: dict[str, Any], key: str, side: float, where: str) -> float:
     """value[key], a percentage of `side`, in pixels (not rounded)."""
     percent = value.get(key)
-    if not _finite(percent):
+    if not finite_number(percent):
         raise invalid(f"{where}.value.{key} must be a number, a percentage of the image's size.")
     return percent * side / 100
-
-
-def _finite(number: object) -> bool:
-    return isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)

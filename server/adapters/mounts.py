@@ -10,8 +10,12 @@ import functools
 
 from server import data_urls, image_source
 from server.adapters.calls import Segmenter
-from server.adapters.label_studio import PREFIX, LabelStudioAdapter
+from server.adapters.cvat import CvatAdapter
+from server.adapters.label_studio import PREFIX as LABEL_STUDIO_PREFIX
+from server.adapters.label_studio import LabelStudioAdapter
 from server.adapters.segmenter import QueueSegmenter
+from server.adapters.x_anylabeling import PREFIX as X_ANYLABELING_PREFIX
+from server.adapters.x_anylabeling import XAnyLabelingAdapter
 from server.budget import PixelBudget
 from server.config import Settings
 from server.front import Front, Handler, PortServer
@@ -38,9 +42,12 @@ def fronts(
 
 def main_port(settings: Settings, segmenter: Segmenter) -> dict[str, Handler]:
     """The adapters on the main port, by path prefix."""
-    return {PREFIX: LabelStudioAdapter(settings, segmenter).handle}
+    return {
+        LABEL_STUDIO_PREFIX: LabelStudioAdapter(settings, segmenter).handle,
+        X_ANYLABELING_PREFIX + "/": XAnyLabelingAdapter(settings, segmenter, settings.sam_model_type).handle,
+    }
 
 
 def cvat_port(settings: Settings, segmenter: Segmenter) -> dict[str, Handler]:
-    """CVAT's routes, on CVAT_PORT only."""
-    return {}
+    """CVAT's routes, on CVAT_PORT only: all of it is the nuclio dashboard's API."""
+    return {"/": CvatAdapter(settings, segmenter, settings.sam_model_type).handle}
