@@ -111,7 +111,11 @@ def test_cvat_bad_input_gets_its_status_and_every_record_ends(cvat_app):
     app = cvat_app
     port = app.cvat_port.port
     (name,) = nuclio(port, "get", "/api/functions").json()
-    assert invoke(port, name, [[500, 500]], []).status_code == 400  # outside the 64x48 image
+    outside = invoke(port, name, [[500, 500]], [])  # outside the 64x48 image
+    assert outside.status_code == 400
+    with pytest.raises(requests.HTTPError) as shown:  # what CVAT's lambda_manager shows the person
+        outside.raise_for_status()
+    assert "lies outside the 64x48 image" in str(shown.value), str(shown.value)
     assert invoke(port, name, [[1, 1]], [], image=b"not an image").status_code == 400
     assert invoke(port, "pth-facebookresearch-sam2-vit-h", [[1, 1]], []).status_code == 404
     refused = nuclio(port, "post", "/api/function_invocations", {"image": "@@", "pos_points": [[1, 1]], "neg_points": []},

@@ -8,6 +8,8 @@ the status CVAT shows.
 
 from __future__ import annotations
 
+import dataclasses
+
 from server.adapters.bodies import tool_model_name
 from server.adapters.calls import HttpRequest, HttpResponse, Segmenter
 from server.adapters.cvat_nuclio import (
@@ -50,7 +52,9 @@ class CvatAdapter:
             ask = ask_of_invocation(body, max_image_bytes=self._settings.max_image_bytes)
             result = self._segmenter.segment(ask, None)
         except ClientError as error:
-            return json_response(STATUS_OF_CODE[error.code], {"error": error.message, "code": error.code})
+            # CVAT shows the person only the status line (requests' raise_for_status): the sentence goes there too.
+            answer = json_response(STATUS_OF_CODE[error.code], {"error": error.message, "code": error.code})
+            return dataclasses.replace(answer, reason=error.message)
         return HttpResponse(200, mask_answer(result))
 
 
