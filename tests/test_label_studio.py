@@ -190,6 +190,17 @@ def test_with_polygon_labels_and_no_brush_label_studio_hands_back_caps_polygons(
         assert region["value"]["points"] == [[ring[i] * 100 / WIDTH, ring[i + 1] * 100 / HEIGHT] for i in range(0, len(ring), 2)]
 
 
+def test_an_annotator_sees_why_a_click_was_refused(label_studio, start_app):
+    app = start_app(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token)
+    project, task = prepare_project(label_studio, image_files.png_rgb(WIDTH, HEIGHT))
+    backend = connect_cap(label_studio, project, app.port, "")
+    answer = label_studio.api("POST", f"/api/ml/{backend['id']}/interactive-annotating", 200,
+                              json={"task": task["id"], "context": {"result": [keypoint(150.0, 25.0)]}})
+    # Label Studio passes on the status line of CAP's 400, which carries CAP's sentence.
+    (error,) = answer["errors"]
+    assert error.startswith("400 Client Error: prompts[0].points[0] (x=144, y=16) lies outside the 96x64 image."), error
+
+
 def test_a_wrong_token_is_refused_and_label_studio_says_so(label_studio, start_app):
     app = start_app(api_token=CAP_TOKEN, label_studio_url=label_studio.url, label_studio_api_key=label_studio.token)
     project, _ = prepare_project(label_studio, image_files.png_rgb(WIDTH, HEIGHT))

@@ -185,8 +185,9 @@ def test_polygons_when_the_config_has_polygon_labels_and_no_brush():
                                           ("image_too_large", 413), ("image_download_failed", 502)])
 def test_a_segmenter_error_is_an_http_status_that_fits_with_its_sentence(code, status):
     target = adapter(RecordingSegmenter(ClientError(code, "A sentence to act on.")))
-    got, body, _ = call(target, "/label-studio/predict", predict_body(click(point(50, 50))))
-    assert (got, body) == (status, {"status": status, "detail": "A sentence to act on.", "code": code})
+    response = target.handle(HttpRequest("POST", "/label-studio/predict", "", {}, json.dumps(predict_body(click(point(50, 50)))).encode()))
+    assert (response.status, json.loads(response.body)) == (status, {"status": status, "detail": "A sentence to act on.", "code": code})
+    assert response.reason == "A sentence to act on."  # Label Studio shows the annotator the status line
 
 
 @pytest.mark.parametrize("body, raw, words", [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 from typing import Any
 
@@ -135,5 +136,7 @@ def basic_auth_passwords(header: str) -> list[str]:
 
 
 def error_response(status: int, code: str, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
-    """label-studio-ml-backend's error shape (`status`, `detail`), with CAP's error code."""
-    return json_response(status, {"status": status, "detail": detail, "code": code}, headers)
+    """label-studio-ml-backend's error shape (`status`, `detail`), with CAP's error code. The sentence is the
+    reason phrase too: Label Studio shows an annotator only the status line (requests' HTTPError)."""
+    response = json_response(status, {"status": status, "detail": detail, "code": code}, headers)
+    return dataclasses.replace(response, reason=detail)
