@@ -68,7 +68,7 @@ class Settings:
     port: int = 8080
     cvat_port: int = 0  # 0: CVAT's routes are off
     cosmos_endpoint: str | None = None
-    cosmos_key: str | None = None
+    cosmos_key: str | None = dataclasses.field(default=None, repr=False)
     cosmos_database: str = "cap"
     cosmos_queue_container: str = "Queue"
     cosmos_output_container: str = "SAMOutput"
@@ -110,7 +110,7 @@ class Settings:
     max_mask_pixels: int = 200_000_000
     max_result_bytes: int = 16 * 1024 * 1024
     max_polygon_vertices: int = 1_000_000
-    api_token: str | None = None
+    api_token: str | None = dataclasses.field(default=None, repr=False)
     label_studio_url: str | None = None
     # Never in a repr, a log or an error (docs/label-studio.md).
     label_studio_api_key: str | None = dataclasses.field(default=None, repr=False)
