@@ -25,6 +25,7 @@ from server.adapters.calls import HttpRequest, HttpResponse
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADER_LINES = 100
 MAX_CHUNK_LINE = 1024
+MAX_PHRASE = 300
 _READ_BYTES = 64 * 1024
 # Headers that say how long the body is, or who the caller is: one of each, or 400.
 _SINGLE = ("content-length", "transfer-encoding", "authorization", "token", "expect")
@@ -111,7 +112,7 @@ def read_request(sock: socket.socket, *, max_body: int, seconds: float) -> HttpR
 
 def write_response(sock: socket.socket, response: HttpResponse, seconds: float) -> None:
     """Send the response and leave the connection closed; a client that does not read is cut at `seconds`."""
-    phrase = http.HTTPStatus(response.status).phrase
+    phrase = _phrase(response.reason) or http.HTTPStatus(response.status).phrase
     lines = [
         f"HTTP/1.1 {response.status} {phrase}",
         f"Content-Type: {response.content_type}",
@@ -121,6 +122,12 @@ def write_response(sock: socket.socket, response: HttpResponse, seconds: float) 
     ]
     sock.settimeout(seconds)
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body)
+
+
+def _phrase(reason: str) -> str:
+    """A reason phrase as a status line may carry it: one line of printable latin-1, at most MAX_PHRASE characters."""
+    kept = "".join(c if " " <= c <= "~" or "\xa0" <= c <= "\xff" else " " for c in reason[:MAX_PHRASE])
+    return kept.strip()
 
 
 def refusal_response(refusal: HttpRefusal) -> HttpResponse:

@@ -32,6 +32,7 @@ class HttpResponse:
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    reason: str = ""  # the status line's phrase instead of the standard one: where a tool shows only that (CVAT)
 
 
 @dataclasses.dataclass(frozen=True)
