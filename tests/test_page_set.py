@@ -493,3 +493,22 @@ def test_an_object_is_refined_with_clicks_and_edited_with_brush_and_eraser_and_u
     page.keyboard.press("a")
     page.wait_for_timeout(50)
     assert objects_alpha(page).max() == 0
+
+
+def test_objects_an_earlier_page_kept_in_local_storage_move_to_indexeddb(start_app, scenes, page):
+    app = start_app()
+    frames = Frames(page)
+    visit(page, app)
+    open_image(page, scenes[0])
+    _, result = frames.ask(lambda: click_image(page, *BALL))
+    mask = candidates(result)[0]
+    old = [{"id": "old-1", "label": "ball", "colour": 0, "hidden": False, "request": result["id"],
+            "mask": {k: mask[k] for k in ("segmentation", "area", "bbox", "score")}}]
+    page.evaluate("([key, objects]) => localStorage.setItem(key, JSON.stringify(objects))",
+                  [f"cap.objects.{result['image']['sha256']}", old])
+    page.reload()
+    wait_until_prepared(page)
+    page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
+    assert objects_in_list(page) == ["ball"]
+    np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(mask["segmentation"]))
+    assert page.evaluate("Object.keys(localStorage).filter(key => key.startsWith('cap.objects.'))") == []

@@ -28,6 +28,7 @@ import {prepareAhead} from "./prefetch.js";
 import {listenExports, showExports} from "./setexports.js";
 import {goTo, listenSet, showSet} from "./setpanel.js";
 import {onChange} from "./state.js";
+import * as storage from "./storage.js";
 
 // After every change: ask for the current prompt's masks if nothing has
 // answered or is answering them, keep the work, and show it all.
@@ -68,6 +69,8 @@ listenLabels();
 listenEditing();
 listenSet();
 listenExports();
+const old = storage.oldObjects();
+if (old.length) persist.addObjects(old).then(() => storage.forgetOldObjects(old), () => {});
 persist.loadSet().then(async (record) => {
   if (record && record.entries.length) {
     const index = await restoreSet(record, persist.loadObjects);

@@ -87,11 +87,14 @@ export function setRecord(currentView) {
   };
 }
 
-// The objects to keep by hash that changed since `kept` (entry -> objects) last saw them.
+// The objects to keep by hash that changed since `kept` (entry -> objects)
+// last saw them. None is written for an image that never had any here, so
+// that opening it never hides the objects another set kept for it.
 export function changedObjects(kept) {
   const changed = [];
   for (const entry of imageSet.entries) {
     const objects = objectsOf(entry);
+    if (!kept.has(entry) && !objects.length) continue;
     if (entry.sha256 && kept.get(entry) !== objects) {
       kept.set(entry, objects);
       changed.push([entry.sha256, objects]);

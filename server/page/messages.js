@@ -73,7 +73,7 @@ function sessionHandlers(image, opened) {
       image.height = opened.height = result.image.height;
       if (image.loaded) checkSize(image);
       changed();
-      if (fresh && opened.savedObjects) restoreObjects(opened.savedObjects);
+      if (fresh && opened.savedObjects?.length) restoreObjects(opened.savedObjects);
       else if (fresh) loadObjects(image.sha256).then((saved) => mine() && restoreObjects(saved));
     },
     answer(entry, result) {

@@ -45,3 +45,15 @@ export function saveSet(record, objects) {
     for (const [sha256, list] of objects) store.put(list, sha256);
   });
 }
+
+// Objects by hash, kept where there are none yet (the ones an earlier version kept in local storage).
+export function addObjects(pairs) {
+  return transaction(["objects"], "readwrite", (store) => {
+    for (const [sha256, list] of pairs) {
+      const request = store.get(sha256);
+      request.onsuccess = () => {
+        if (!request.result || !request.result.length) store.put(list, sha256);
+      };
+    }
+  });
+}

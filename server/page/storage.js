@@ -22,3 +22,20 @@ export function save(key, value) {
     return false;
   }
 }
+
+// Objects an earlier version of the page kept here (by image hash), taken
+// out to go to IndexedDB; they are removed once it holds them.
+export function oldObjects() {
+  const found = [];
+  for (let i = 0; i < localStorage.length; i++) {
+    const key = localStorage.key(i);
+    if (key.startsWith(`${PREFIX}objects.`)) found.push([key.slice(PREFIX.length + "objects.".length), load(key.slice(PREFIX.length), [])]);
+  }
+  return found;
+}
+
+export function forgetOldObjects(found) {
+  for (const [sha256] of found) localStorage.removeItem(`${PREFIX}objects.${sha256}`);
+  localStorage.removeItem(`${PREFIX}recent`);
+  localStorage.removeItem(`${PREFIX}image`);
+}
