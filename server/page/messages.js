@@ -68,6 +68,7 @@ function sessionHandlers(image, opened) {
     prepared(entry, result) {
       if (!mine()) return;
       const fresh = !image.sha256;
+      opened.refused = null;  // refused before (as the next image, say), read now
       image.sha256 = opened.sha256 = result.image.sha256;
       image.width = opened.width = result.image.width;
       image.height = opened.height = result.image.height;
