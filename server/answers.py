@@ -30,6 +30,31 @@ def progress_message(job_id: str, done: int, total: int, client_ref: str | None 
     return _dump({"type": "progress", "id": job_id, "done": done, "total": total}, client_ref)
 
 
+def frame_message(job_id: str, frame: int, masks: list[Any], client_ref: str | None = None) -> str:
+    """One propagated frame: every object's mask on it (docs/protocol.md, "Video")."""
+    return _dump({"type": "frame", "id": job_id, "frame": frame, "masks": masks}, client_ref)
+
+
+def video_result_message(
+    job_id: str, sha256: str, kind: str, output: dict[str, Any], timings: dict[str, float], client_ref: str | None = None
+) -> str:
+    """A video request's result: the clip (open), the masks on the frame (prompt), the objects left (remove),
+    or how many frames were sent (propagate)."""
+    found = output["video"]
+    body: dict[str, Any] = {"type": "result", "id": job_id}
+    if kind == "open":
+        body["video"] = found["video"]
+    else:
+        body["video_sha256"] = sha256
+    if kind == "prompt":
+        body |= {"frame": found["frame"], "masks": output["masks"]}
+    elif kind == "remove":
+        body["objects"] = found["objects"]
+    elif kind == "propagate":
+        body["frames"] = found["frames"]
+    return _dump(body | {"timings": timings}, client_ref)
+
+
 def result_message(
     job_id: str,
     *,

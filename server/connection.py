@@ -35,8 +35,10 @@ from server.deadlines import socket_deadline
 from server.errors import ClientError
 from server.intake import Intake
 from server.progress import ProgressPacer
-from server.session_rules import Action, Answer, Close, Limits, Serve, SessionRules, Supersede
+from server.session_rules import Action, Answer, Close, Limits, Request, Serve, SessionRules, Supersede
 from server.store import Record, StoreUnavailable
+from server.video_protocol import VideoRequest
+from server.video_requests import VideoRequests
 from server.waiter_lease import WaiterLease
 from server.wakeups import RingingConnection
 
@@ -66,6 +68,7 @@ class Conversation:
             time.monotonic(),
         )
         self.counted_session = False
+        self.video = VideoRequests(intake, scope)  # docs/protocol.md, "Video"
         # The request being answered: its record (once stored), client_ref and timings.
         self.job_id: str | None = None
         self.client_ref: str | None = None
@@ -89,6 +92,7 @@ class Conversation:
             self._end_badly(ClientError("internal_error", "The server hit an unexpected error; it has been logged."))
         finally:
             self._end_request()
+            self.video.close()
             if self.counted_session:
                 self.intake.session_ended()
 
@@ -133,7 +137,7 @@ class Conversation:
             elif isinstance(action, Close):
                 self._close(action.code, action.reason)
 
-    def _serve(self, request: protocol.Request) -> list[Action]:
+    def _serve(self, request: Request) -> list[Action]:
         """Admit the request and wait for its answer; what the rules say next."""
         self.v1 = request.is_v1
         self.client_ref = request.client_ref
@@ -152,8 +156,11 @@ class Conversation:
         self._end_request()
         return self.rules.answered(time.monotonic())
 
-    def _admit(self, request: protocol.Request) -> int:
+    def _admit(self, request: Request) -> int:
         """Read the image, keep its file, insert the record and hand the pixels over."""
+        if isinstance(request, VideoRequest):
+            self.job_id, position, self.summary = self.video.admit(request, self.ws.bell)
+            return position
         settings = self.settings
         started = time.perf_counter()
         source = self.intake.read_image(request.image_url, request.image_sha256, self.scope)
@@ -218,6 +225,8 @@ class Conversation:
             if record["processing"] is not None and not told_processing:  # claimed, even if it ended since
                 self._send(answers.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
                 told_processing = True
+            for frame in self.video.frames(self.job_id, self.client_ref) if told_processing else ():
+                self._send(frame)
             progress = record.get("progress") if told_processing and status == jobs.PROCESSING else None
             if (due := pacer.take(progress, time.monotonic())) is not None:
                 self._send(answers.progress_message(self.job_id, due["done"], due["total"], self.client_ref))
@@ -255,7 +264,7 @@ class Conversation:
         }
         cached = output.get("cachedEmbedding", False)
         self._send(
-            answers.result_message(
+            self.video.result(record, output, timings, self.client_ref) if record.get("video") else answers.result_message(
                 self.job_id,
                 width=record["width"],
                 height=record["height"],

@@ -103,6 +103,7 @@ def new_record(
         "resultBytes": None,
         "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
         "progress": None if progress_total is None else {"done": 0, "total": progress_total},
+        "video": None,  # a video request's kind and parameters (server/video_requests.py)
     }
 
 

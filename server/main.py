@@ -38,7 +38,7 @@ from server.metrics import LiveState, Metrics
 from server.models.checkpoint_file import CheckpointError, check_checkpoint
 from server.models.device import DeviceError, check_device
 from server.models.loading import production_model_loader
-from server.models.seam import SegmentationModel
+from server.models.seam import SegmentationModel, VideoModel
 from server.processor import Processor
 from server.routes import Health, Routes
 from server.store import Store, open_store
@@ -113,6 +113,7 @@ class App:
             model_loaded=lambda: self._loaded_model() is not None,
             connections=lambda: self.slots.open,
             draining=self.draining,
+            does_video=lambda: isinstance(self._loaded_model(), VideoModel),  # docs/protocol.md, "Video"
         )
         self.intake = Intake(
             settings=settings,

@@ -6,9 +6,10 @@ add a second copy of FFmpeg for the same work. Decoding is not the cost
 (`docs/protocol.md` gives the figures): the model's frames are.
 
 Only mp4 (an ISO base media file: `ftyp` at byte 4) and webm (an EBML
-header) reach FFmpeg, as a local file, with FFmpeg's protocols limited to
-`file`: a playlist or any other format that could make FFmpeg read other
-files or addresses is `unsupported_video` before it is opened.
+header) reach FFmpeg, as a local file: a playlist or any other format that
+could make FFmpeg read other files or addresses is `unsupported_video`
+before it is opened (FFmpeg's mp4 reader follows no external data
+reference unless told to).
 
 Each frame is kept as the model takes it, `size`² uint8 RGB, resized by
 Pillow as sam2's `load_video_frames` resizes a folder of frames: 3 MB a
@@ -20,19 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from server.errors import ClientError
-
-# FFmpeg opens only local files: a container naming another file or a URL is not followed.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "protocol_whitelist;file")
-import cv2  # noqa: E402  (after the option above, which OpenCV reads when a capture opens)
 
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 

@@ -13,6 +13,15 @@ the same numbers.
 Prompts, removal and propagation are the predictor's own methods on that
 state (`add_new_points_or_box`, `remove_object`, `propagate_in_video`);
 their masks are the predictor's video-resolution logits thresholded at 0.
+
+One fix for full precision: the predictor keeps each frame's memory features
+in bfloat16 (to save GPU memory), and its memory attention works only where
+autocast converts them, or where object pointers in float32 promote them in
+a concatenation. In float32 without autocast, a frame whose memory holds no
+object pointer (the first frame tracked forward from before a prompted
+frame, say) fails. So in float32 the kept memories are widened to float32
+before each step: the same values (bfloat16 widens exactly), the arithmetic
+of the promoted case, and no failure.
 """
 
 from __future__ import annotations
@@ -94,6 +103,7 @@ class VideoTracker:
         self, frame: int, obj: int, points: list[tuple[float, float]], labels: list[int], box: list[float] | None
     ) -> np.ndarray:
         """The object's mask on `frame` after `add_new_points_or_box(..., clear_old_points=True)`."""
+        self._widen_memories()
         with self.precision.autocast(self.predictor.device):
             _, obj_ids, logits = self.predictor.add_new_points_or_box(
                 self.state,
@@ -116,10 +126,24 @@ class VideoTracker:
     def propagate(self, start: int, frames: int, reverse: bool) -> Iterator[tuple[int, ObjectMasks]]:
         """Each frame `propagate_in_video` yields, with every object's mask, in its order."""
         with self.precision.autocast(self.predictor.device):
+            self.predictor.propagate_in_video_preflight(self.state)  # the prompted frames' memories, made now
+            self._widen_memories()
             for frame, obj_ids, logits in self.predictor.propagate_in_video(
                 self.state, start_frame_idx=start, max_frame_num_to_track=frames, reverse=reverse
             ):
+                self._widen_memories(frame)
                 yield frame, [(obj, _mask(logits[i])) for i, obj in enumerate(obj_ids)]
+
+    def _widen_memories(self, frame: int | None = None) -> None:
+        """In float32, the kept memory features (of `frame`, or all) as float32 (see the module's docstring)."""
+        if self.precision.dtype != torch.float32:
+            return
+        for outputs in self.state["output_dict_per_obj"].values():
+            for kept in outputs.values():  # cond_frame_outputs, non_cond_frame_outputs
+                for out in kept.values() if frame is None else filter(None, [kept.get(frame)]):
+                    features = out.get("maskmem_features")
+                    if features is not None and features.dtype != torch.float32:
+                        out["maskmem_features"] = features.float()
 
     def close(self) -> None:
         """Let go of the frames and every tensor of the state."""

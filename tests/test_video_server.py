@@ -1,0 +1,150 @@
+"""Video over a real WebSocket (docs/protocol.md, "Video"): open, prompt, remove, propagate, limits, the session's end.
+
+The server is the real `App` with SAM 2.1 hiera_t (random weights) built at a
+256-pixel input, so that each frame costs the CPU a fraction of what 1024
+does; the clips are made by OpenCV and served by the real local HTTP server.
+Equality with sam2's predictor is tests/test_video_reference.py's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from sam2.build_sam import build_sam2_video_predictor
+
+from harness import video_clips
+from harness.client import session as open_session
+from harness.http_server import ImageHTTPServer
+from harness.waiting import wait_for
+from server import jobs, masks
+from server.models.registry import model_type as row_of
+from server.models.sam2 import Sam2Model
+from tests.conftest import ws_url
+
+pytestmark = pytest.mark.slow  # a SAM 2.1 model on the CPU
+
+CLIP = video_clips.clip(frames=3, width=48, height=32)
+SHA = hashlib.sha256(CLIP).hexdigest()
+WEBM = video_clips.clip(frames=2, width=48, height=32, container="webm")
+OPEN = {"keep_open": True}
+POINT = [{"x": 12, "y": 10, "label": 1}]
+
+
+@pytest.fixture(scope="module")
+def sam2_small():
+    predictor = build_sam2_video_predictor(
+        row_of("sam2.1_hiera_t").config, ckpt_path=None, device="cpu", hydra_overrides_extra=["++model.image_size=256"]
+    )
+    predictor.fill_hole_area = 0  # as server.models.sam2.build leaves it
+    return Sam2Model(predictor, "sam2.1_hiera_t", cache_size=1)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    with ImageHTTPServer() as server:
+        server.add("/clip.mp4", CLIP, content_type="video/mp4")
+        server.add("/five.mp4", video_clips.clip(frames=5, width=48, height=32), content_type="video/mp4")
+        server.add("/notes.txt", b"#EXTM3U\nfile:///etc/passwd\n", content_type="video/mp4")
+        yield server
+
+
+def all_terminal(app) -> bool:
+    return all(jobs.is_terminal(record) and not jobs.order_violations(record) for record in app.store.records())
+
+
+def test_open_prompt_remove_and_propagate_answer_each_frame_in_order(start_app, sam2_small, clips):
+    app = start_app(model=sam2_small)
+    with open_session(ws_url(app), timeout=300) as session:
+        session.send({"video_url": clips.url("/clip.mp4"), **OPEN, "client_ref": "o"})
+        opened = session.answer()
+        assert [m["type"] for m in opened][:2] == ["queued", "status"] and opened[-1]["type"] == "result", opened
+        assert "progress" in [m["type"] for m in opened]
+        assert opened[-1]["video"] == {"sha256": SHA, "frames": 3, "width": 48, "height": 32, "fps": 10.0}
+        assert opened[-1]["client_ref"] == "o"
+
+        prompted = session.ask({
+            "video_sha256": SHA, "frame": 1,
+            "prompts": [{"object": 7, "points": POINT}, {"object": 3, "box": {"x": 20, "y": 5, "width": 40, "height": 30}}],
+        })
+        assert prompted["type"] == "result" and prompted["frame"] == 1 and prompted["video_sha256"] == SHA, prompted
+        assert [mask["object"] for mask in prompted["masks"]] == [7, 3]
+        for mask in prompted["masks"]:
+            assert masks.decode(mask["segmentation"]).shape == (32, 48) and len(mask["bbox"]) == 4
+
+        removed = session.ask({"video_sha256": SHA, "remove_object": 3})
+        assert removed["type"] == "result" and removed["objects"] == [7], removed
+
+        session.send({"video_sha256": SHA, "propagate": {"from": 1, "direction": "backward"}, **OPEN})
+        answers = session.answer()
+        frames = [m for m in answers if m["type"] == "frame"]
+        assert [m["frame"] for m in frames] == [1, 0] and answers[-1]["type"] == "result", answers
+        assert answers[-1]["frames"] == 2 and all([mask["object"] for mask in m["masks"]] == [7] for m in frames)
+        types = [m["type"] for m in answers]
+        assert types.index("status") < types.index("frame")
+
+        outside = session.ask({"video_sha256": SHA, "frame": 3, "prompts": [{"object": 1, "points": POINT}]})
+        assert outside["type"] == "error" and outside["code"] == "invalid_request" and "frames 0 to 2" in outside["message"]
+        unknown = session.ask({"video_sha256": "0" * 64, "propagate": {"from": 0, "direction": "forward"}})
+        assert unknown["type"] == "error" and unknown["code"] == "video_unknown"
+        again = session.ask({"video_sha256": SHA, "propagate": {"from": 0, "direction": "forward", "frames": 1}})
+        assert again["type"] == "result" and again["frames"] == 2, again  # the session went on
+        held = app.budget.used
+        assert held >= 3 * 256 * 256 * 3 and app.processor.video.sessions.bytes_held() == 3 * 256 * 256 * 3
+    # The session ended: its clip and its share of the pixel budget are freed.
+    assert wait_for(lambda: app.processor.video.sessions.bytes_held() == 0 and app.budget.used == 0, 10)
+    assert wait_for(lambda: all_terminal(app), 10)
+    kinds = sorted(record["video"]["kind"] for record in app.store.records())
+    assert kinds == ["open", "prompt", "propagate", "propagate", "remove"]  # the frame outside had no record
+    opened_record = next(record for record in app.store.records() if record["video"]["kind"] == "open")
+    assert (opened_record["imageUrl"], opened_record["imageSha256"]) == (clips.url("/clip.mp4"), SHA)
+    assert (opened_record["width"], opened_record["height"]) == (48, 32)
+    propagation = next(r for r in app.store.records() if r["video"]["kind"] == "propagate" and r["status"] == "finished")
+    assert propagation["video"]["propagate"] == {"from": 1, "direction": "backward"} and propagation["video"]["frame"] == 1
+
+
+def test_a_newer_request_stops_a_propagation_between_frames(start_app, sam2_small, clips):
+    app = start_app(model=sam2_small)
+    with open_session(ws_url(app), timeout=300) as session:
+        sha = session.ask({"video_url": clips.url("/five.mp4")})["video"]["sha256"]
+        assert session.ask({"video_sha256": sha, "frame": 0, "prompts": [{"object": 1, "points": POINT}]})["type"] == "result"
+        session.send({"video_sha256": sha, "propagate": {"from": 0, "direction": "forward"}, **OPEN})
+        while session.next()["type"] != "frame":
+            pass
+        session.send({"video_sha256": sha, "remove_object": 1, **OPEN})
+        answers = session.answer()
+        assert answers[-1]["type"] == "error" and answers[-1]["code"] == "superseded", answers
+        assert session.answer()[-1]["objects"] == []
+    stopped = next(r for r in app.store.records() if r["video"]["kind"] == "propagate")
+    assert stopped["status"] == "interrupted"
+    assert wait_for(lambda: all_terminal(app), 10)
+
+
+def test_limits_and_undecodable_files_are_typed_errors_and_the_session_goes_on(start_app, sam2_small, clips):
+    app = start_app(model=sam2_small, max_video_frames=2, max_video_bytes=len(CLIP) + 10)
+    with open_session(ws_url(app), timeout=300) as session:
+        frames = session.ask({"video_url": clips.url("/clip.mp4")})
+        assert frames["code"] == "video_too_large" and "MAX_VIDEO_FRAMES (2)" in frames["message"], frames
+        assert session.ask({"video_url": clips.url("/five.mp4")})["code"] == "video_too_large"  # MAX_VIDEO_BYTES
+        assert session.ask({"video_url": clips.url("/notes.txt")})["code"] == "unsupported_video"
+        webm = session.ask({"video_url": "data:video/webm;base64," + base64.b64encode(WEBM).decode()})
+        assert webm["type"] == "result" and webm["video"]["frames"] == 2, webm
+    assert wait_for(lambda: all_terminal(app) and app.budget.used == 0, 10)
+
+
+def test_an_open_without_keep_open_is_invalid_and_closes(start_app, sam2_small, clips):
+    app = start_app(model=sam2_small)
+    with open_session(ws_url(app)) as session:
+        session.send({"video_url": clips.url("/clip.mp4")})
+        [error] = session.answer()
+        assert error["code"] == "invalid_request" and "keep_open" in error["message"]
+        assert session.closed()[0] == 1008
+
+
+def test_a_sam1_server_says_video_needs_sam2(start_app, clips):
+    app = start_app()  # the tiny SAM 1
+    with open_session(ws_url(app)) as session:
+        answer = session.ask({"video_url": clips.url("/clip.mp4")})
+        assert answer["code"] == "invalid_request" and "SAM 2.1" in answer["message"], answer
+    assert wait_for(lambda: all_terminal(app), 10)
