@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import subprocess
+import sys
 
 import pytest
 from sam2.build_sam import build_sam2_video_predictor
@@ -17,6 +20,7 @@ from sam2.build_sam import build_sam2_video_predictor
 from harness import video_clips
 from harness.client import session as open_session
 from harness.http_server import ImageHTTPServer
+from harness.processes import REPO, server_env
 from harness.waiting import wait_for
 from server import jobs, masks
 from server.models.registry import model_type as row_of
@@ -148,3 +152,20 @@ def test_a_sam1_server_says_video_needs_sam2(start_app, clips):
         answer = session.ask({"video_url": clips.url("/clip.mp4")})
         assert answer["code"] == "invalid_request" and "SAM 2.1" in answer["message"], answer
     assert wait_for(lambda: all_terminal(app), 10)
+
+
+def test_the_example_tracks_a_clicked_object_and_writes_coco_json_and_overlays(start_app, sam2_small, tmp_path):
+    app = start_app(model=sam2_small)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(CLIP)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "video.py"), ws_url(app), str(clip), "--frame", "1", "--point", "12,10",
+         "--out", str(out)],
+        env=server_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    coco = json.loads((out / "masks.json").read_text())
+    assert [a["image_id"] for a in coco["annotations"]] == [0, 1, 2]
+    assert masks.decode(coco["annotations"][0]["segmentation"]).shape == (32, 48)
+    assert sorted(path.name for path in out.glob("overlay_*.png")) == [f"overlay_{i:05d}.png" for i in range(3)]
