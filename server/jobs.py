@@ -285,8 +285,15 @@ def fail_unclaimed(record: Record, *, now: dt.datetime, code: str, message: str)
 
 
 def overdue(record: Record, *, now: dt.datetime, horizon_seconds: float) -> str | None:
-    """Why a record is past its time: not terminal `horizon_seconds` after its `createdAt`; else None."""
+    """Why a record is past its time: not terminal `horizon_seconds` after its `createdAt`; else None.
+
+    A long job that reports progress (a propagation, `everything`) renews its
+    lease with each report: while that lease holds, it is working, not stuck,
+    so the horizon bounds a stall rather than the length of the work.
+    """
     if is_terminal(record):
+        return None
+    if record.get("progress") is not None and record.get("leaseUntil") and parse_time(record["leaseUntil"]) > now:
         return None
     try:
         age = (now - parse_time(record["createdAt"])).total_seconds()
