@@ -169,3 +169,26 @@ def test_the_example_tracks_a_clicked_object_and_writes_coco_json_and_overlays(s
     assert [a["image_id"] for a in coco["annotations"]] == [0, 1, 2]
     assert masks.decode(coco["annotations"][0]["segmentation"]).shape == (32, 48)
     assert sorted(path.name for path in out.glob("overlay_*.png")) == [f"overlay_{i:05d}.png" for i in range(3)]
+
+
+def test_a_closed_connection_stops_a_propagation_and_frees_the_clip(start_app, sam2_small, clips):
+    app = start_app(model=sam2_small)
+    with open_session(ws_url(app), timeout=300) as session:
+        sha = session.ask({"video_url": clips.url("/five.mp4")})["video"]["sha256"]
+        session.ask({"video_sha256": sha, "frame": 0, "prompts": [{"object": 1, "points": POINT}]})
+        session.send({"video_sha256": sha, "propagate": {"from": 0, "direction": "forward"}, **OPEN})
+        while session.next()["type"] != "frame":
+            pass
+    assert wait_for(lambda: all_terminal(app) and app.budget.used == 0, 30)
+    stopped = next(r for r in app.store.records() if r["video"]["kind"] == "propagate")
+    assert stopped["status"] == "interrupted" and stopped["progress"]["done"] < 5
+    assert app.processor.video.sessions.bytes_held() == 0
+
+
+def test_an_idle_session_close_frees_its_clip(start_app, sam2_small, clips):
+    app = start_app(model=sam2_small, session_idle_seconds=1)
+    with open_session(ws_url(app), timeout=300) as session:
+        assert session.ask({"video_url": clips.url("/clip.mp4")})["type"] == "result"
+        assert app.processor.video.sessions.bytes_held() > 0
+        assert session.closed() == (1000, "idle")
+    assert wait_for(lambda: app.processor.video.sessions.bytes_held() == 0 and app.budget.used == 0, 10)
