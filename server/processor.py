@@ -86,7 +86,9 @@ class Processor:
             store=store, settings=settings, budget=budget, mask_cache=mask_cache, image_store=image_store, events=events
         )
         self._pixels_lock = threading.Lock()
-        self.video = VideoWork(store=store, settings=settings, budget=budget, events=events, server_id=server_id)
+        self.video = VideoWork(
+            store=store, settings=settings, budget=budget, events=events, results=self.results, server_id=server_id
+        )
         self.batch_size = 1  # BATCH_SIZE, resolved once the model's device is known
         self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
 

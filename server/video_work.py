@@ -17,6 +17,7 @@ record `failed` with a `ClientError`'s code.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Callable
@@ -31,6 +32,7 @@ from server.config import Settings
 from server.errors import ClientError
 from server.models.seam import VideoModel
 from server.progress import Cancelled, ProgressReporter
+from server.results import ResultWriter
 from server.store import ItemTooLarge, Record, Store
 from server.video_outbox import VideoOutbox
 from server.video_sessions import HeldClip, VideoSessions
@@ -41,8 +43,11 @@ NEEDS_SAM2 = "Video needs a SAM 2.1 model (SAM_MODEL_TYPE sam2.1_hiera_*); this 
 
 
 class VideoWork:
-    def __init__(self, *, store: Store, settings: Settings, budget: PixelBudget, events: JobEvents, server_id: str):
+    def __init__(
+        self, *, store: Store, settings: Settings, budget: PixelBudget, events: JobEvents, results: ResultWriter, server_id: str
+    ):
         self.store = store
+        self.results = results  # its `fail`
         self.settings = settings
         self.budget = budget
         self.events = events
@@ -65,11 +70,11 @@ class VideoWork:
             log.info("job %s: stopped between frames: the record is no longer this processor's", job_id)
             return
         except ClientError as exc:
-            self._fail(job_id, exc.code, exc.message)
+            self.results.fail(job_id, exc.code, exc.message)
             return
         except Exception:
             log.exception("job %s: the video work failed", job_id)
-            self._fail(job_id, "processing_failed", "The model failed on this video request; see the server log.")
+            self.results.fail(job_id, "processing_failed", "The model failed on this video request; see the server log.")
             return
         self._store(record, output, model.model_type, (time.perf_counter() - started) * 1000)
 
@@ -153,17 +158,15 @@ class VideoWork:
         try:
             self.store.put_output(item)
         except ItemTooLarge:
-            self._fail(job_id, "result_too_large", "This result is larger than the store keeps; propagate fewer frames.")
+            self.results.fail(job_id, "result_too_large", "This result is larger than the store keeps; propagate fewer frames.")
             return
         size = {"width": output["video"]["width"], "height": output["video"]["height"]} if "video" in output else {}
-        processed = self.store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow()) | size)
+        result_bytes = len(json.dumps(item["masks"]))  # what the connection reserves before reading it back
+        processed = self.store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow(), result_bytes=result_bytes) | size)
         if processed is None:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
         self.events.notify(job_id)
 
-    def _fail(self, job_id: str, code: str, message: str) -> None:
-        self.store.update(job_id, lambda r: jobs.fail(r, now=utcnow(), code=code, message=message))
-        self.events.notify(job_id)
 
 
 def wire(mask: np.ndarray) -> dict[str, Any]:
