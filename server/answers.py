@@ -1,4 +1,4 @@
-"""The answers the server sends: queued, status, progress, result and error messages (docs/protocol.md, "The answers").
+"""The answers the server sends: queued, status, result and error messages (docs/protocol.md, "The answers").
 
 Pure functions only: each returns the message's JSON text; `client_ref`, when
 the request had one, is echoed in every answer to it.
@@ -35,27 +35,28 @@ def frame_message(job_id: str, frame: int, masks: list[Any], client_ref: str | N
     return _dump({"type": "frame", "id": job_id, "frame": frame, "masks": masks}, client_ref)
 
 
-def video_result_message(
+def video_result_fields(
     job_id: str, sha256: str, kind: str, output: dict[str, Any], timings: dict[str, float], client_ref: str | None = None
-) -> str:
+) -> dict[str, Any]:
     """A video request's result: the clip (open), the masks on the frame (prompt), the objects left (remove),
     or how many frames were sent (propagate)."""
     found = output["video"]
-    body: dict[str, Any] = {"type": "result", "id": job_id}
+    message: dict[str, Any] = {"type": "result", "id": job_id}
     if kind == "open":
-        body["video"] = found["video"]
+        message["video"] = found["video"]
     else:
-        body["video_sha256"] = sha256
+        message["video_sha256"] = sha256
     if kind == "prompt":
-        body |= {"frame": found["frame"], "masks": output["masks"]}
+        message |= {"frame": found["frame"], "masks": output["masks"]}
     elif kind == "remove":
-        body["objects"] = found["objects"]
+        message["objects"] = found["objects"]
     elif kind == "propagate":
-        body["frames"] = found["frames"]
-    return _dump(body | {"timings": timings}, client_ref)
+        message["frames"] = found["frames"]
+    message["timings"] = timings
+    return message if client_ref is None else {**message, "client_ref": client_ref}
 
 
-def result_message(
+def result_fields(
     job_id: str,
     *,
     width: int,
@@ -65,18 +66,21 @@ def result_message(
     timings: dict[str, float],
     cached_embedding: bool,
     client_ref: str | None = None,
-) -> str:
-    return _dump(
-        {
-            "type": "result",
-            "id": job_id,
-            "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
-            "masks": masks,
-            "timings": timings,
-            "cached_embedding": cached_embedding,
-        },
-        client_ref,
-    )
+) -> dict[str, Any]:
+    """The result message as a dict: what an adapter translates (server/adapters/), and `result_message` sends."""
+    message = {
+        "type": "result",
+        "id": job_id,
+        "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
+        "masks": masks,
+        "timings": timings,
+        "cached_embedding": cached_embedding,
+    }
+    return message if client_ref is None else {**message, "client_ref": client_ref}
+
+
+def result_message(fields: dict[str, Any]) -> str:
+    return _dump(fields)
 
 
 def error_message(job_id: str | None, code: str, message: str, client_ref: str | None = None) -> str:

@@ -63,6 +63,7 @@ def new_record(
     scope: str | None = None,
     waiter_lease_seconds: float | None = None,
     progress_total: int | None = None,
+    client: str = "websocket",
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
@@ -72,7 +73,8 @@ def new_record(
     `scope` is the API token's (server/tokens.py): only requests with the
     same token find the record's image by its hash.
     `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
-    None: no lease, processed whoever waits.
+    None: no lease, processed whoever waits. `client` names the door it came
+    in by: "websocket", or an adapter's tool (server/adapters/calls.py).
     `progress_total`, for a long job (`everything`), starts its `progress`
     at 0 of that many steps (`note_progress`)."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
@@ -104,6 +106,7 @@ def new_record(
         "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
         "progress": None if progress_total is None else {"done": 0, "total": progress_total},
         "video": None,  # a video request's kind and parameters (server/video_requests.py)
+        "client": client,
     }
 
 

@@ -18,6 +18,7 @@ from server import answers, jobs, video_protocol, video_source
 from server.clock import utcnow
 from server.errors import ClientError
 from server.intake import Intake
+from server.request_job import RequestJob
 from server.store import Record
 from server.video_protocol import VideoRequest
 from server.wakeups import Bell
@@ -72,8 +73,10 @@ class VideoRequests:
         """The `frame` messages of the frames propagated since the last call, in order."""
         return [answers.frame_message(job_id, frame, masks, client_ref) for frame, masks in self.intake.video_outbox.take(job_id)]
 
-    def result(self, record: Record, output: dict[str, Any], timings: dict[str, float], client_ref: str | None) -> str:
-        return answers.video_result_message(record["id"], record["imageSha256"], record["video"]["kind"], output, timings, client_ref)
+    def result(self, job: RequestJob, record: Record, client_ref: str | None) -> dict[str, Any]:
+        """The processed record's result message, as a dict."""
+        output, timings = job.output(record)
+        return answers.video_result_fields(record["id"], record["imageSha256"], record["video"]["kind"], output, timings, client_ref)
 
     def close(self) -> None:
         """The session ended: its clips, and their share of the pixel budget, are freed."""
