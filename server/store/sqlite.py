@@ -219,6 +219,8 @@ class SQLiteStore(Store):
             return None
         output = _from_row(row, OUTPUT_COLUMNS)
         output["cachedEmbedding"] = bool(output["cachedEmbedding"])
+        if output["video"] is None:  # an image's result: no video column, as it was put
+            del output["video"]
         return output
 
     # --- housekeeping ----------------------------------------------------------
