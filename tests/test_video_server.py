@@ -192,3 +192,14 @@ def test_an_idle_session_close_frees_its_clip(start_app, sam2_small, clips):
         assert app.processor.video.sessions.bytes_held() > 0
         assert session.closed() == (1000, "idle")
     assert wait_for(lambda: app.processor.video.sessions.bytes_held() == 0 and app.budget.used == 0, 10)
+
+
+def test_a_video_record_is_left_to_the_replica_whose_session_holds_the_clip(start_app):
+    app = start_app()
+    long_ago = jobs.format_time(jobs.parse_time("2026-01-01T00:00:00.000000Z"))
+    elsewhere = {"id": "x", "createdAt": long_ago, "preferredServer": "cap-another", "imageSha256": SHA,
+                 "imageUrl": "http://127.0.0.1:9/clip.mp4", "video": {"kind": "prompt", "session": "s"}}
+    here = {**elsewhere, "preferredServer": app.processor.server_id}
+    assert app.processor._left_to_another(elsewhere)  # however old: its clip is only there
+    assert not app.processor._left_to_another({**elsewhere, "video": None})  # an image's: anyone's after 2 s
+    assert not app.processor._left_to_another(here) and app.processor._image_is_here(here)  # never fetched again
