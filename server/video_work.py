@@ -17,7 +17,6 @@ record `failed` with a `ClientError`'s code.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any, Callable
@@ -25,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from server import jobs, masks, video_decode
+from server import jobs, masks, output_budget, video_decode
 from server.budget import PixelBudget
 from server.clock import utcnow
 from server.config import Settings
@@ -54,8 +53,16 @@ class VideoWork:
         self.server_id = server_id
         self.sessions = VideoSessions()
         self.outbox = VideoOutbox()
+        self.meter: output_budget.OutputMeter  # the record at work's, made anew by `process`
 
     def process(self, record: Record, model: Any) -> None:
+        self.meter = output_budget.OutputMeter.for_settings(self.settings, self.budget)  # MAX_RESULT_BYTES, memory
+        try:
+            self._process(record, model)
+        finally:
+            self.meter.release()
+
+    def _process(self, record: Record, model: Any) -> None:
         job_id = record["id"]
         started = time.perf_counter()
         reporter = ProgressReporter(
@@ -113,6 +120,7 @@ class VideoWork:
             xyxy = None if box is None else [box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]]
             mask = tracker.prompt(frame, prompt["object"], points, labels, xyxy)
             made.append({"object": prompt["object"], **wire(mask)})
+            self.meter.count(made[-1])
         return {"frame": frame, "masks": made}
 
     def _remove(self, record: Record, model: Any, reporter: ProgressReporter) -> dict[str, Any]:
@@ -132,6 +140,7 @@ class VideoWork:
         for frame, objects in tracker.propagate(params["from"], count, reverse):
             made = [{"object": obj, **wire(mask)} for obj, mask in objects]
             frames.append({"frame": frame, "masks": made})
+            self.meter.count(frames[-1])  # result_too_large past MAX_RESULT_BYTES
             self.outbox.put(record["id"], frame, made)
             reporter.report(len(frames), total, force=True)  # renews the lease; Cancelled once superseded
         return {"frames": len(frames), "masks": frames}  # masks: split across store items as large results are
@@ -161,7 +170,7 @@ class VideoWork:
             self.results.fail(job_id, "result_too_large", "This result is larger than the store keeps; propagate fewer frames.")
             return
         size = {"width": output["video"]["width"], "height": output["video"]["height"]} if "video" in output else {}
-        result_bytes = len(json.dumps(item["masks"]))  # what the connection reserves before reading it back
+        result_bytes = self.meter.bytes  # what the connection reserves before reading it back
         processed = self.store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow(), result_bytes=result_bytes) | size)
         if processed is None:
             log.info("job %s: result stored, but the record was no longer processing", job_id)

@@ -203,3 +203,14 @@ def test_a_video_record_is_left_to_the_replica_whose_session_holds_the_clip(star
     assert app.processor._left_to_another(elsewhere)  # however old: its clip is only there
     assert not app.processor._left_to_another({**elsewhere, "video": None})  # an image's: anyone's after 2 s
     assert not app.processor._left_to_another(here) and app.processor._image_is_here(here)  # never fetched again
+
+
+def test_a_propagation_past_max_result_bytes_fails_result_too_large(start_app, sam2_small, clips):
+    app = start_app(model=sam2_small, max_result_bytes=250)
+    with open_session(ws_url(app), timeout=300) as session:
+        sha = session.ask({"video_url": clips.url("/clip.mp4")})["video"]["sha256"]
+        assert session.ask({"video_sha256": sha, "frame": 0, "prompts": [{"object": 1, "points": POINT}]})["type"] == "result"
+        session.send({"video_sha256": sha, "propagate": {"from": 0, "direction": "forward"}, **OPEN})
+        answers = session.answer()
+        assert answers[-1]["code"] == "result_too_large" and "MAX_RESULT_BYTES" in answers[-1]["message"], answers
+    assert wait_for(lambda: all_terminal(app) and app.budget.used == 0, 10)
