@@ -214,3 +214,23 @@ def test_a_propagation_past_max_result_bytes_fails_result_too_large(start_app, s
         answers = session.answer()
         assert answers[-1]["code"] == "result_too_large" and "MAX_RESULT_BYTES" in answers[-1]["message"], answers
     assert wait_for(lambda: all_terminal(app) and app.budget.used == 0, 10)
+
+
+def test_the_command_line_client_tracks_an_object_through_a_local_clip(start_app, sam2_small, tmp_path):
+    app = start_app(model=sam2_small)
+    clip, out = tmp_path / "clip.mp4", tmp_path / "masks.json"
+    clip.write_bytes(CLIP)
+    done = subprocess.run(
+        [sys.executable, "-m", "server.client", ws_url(app), "--video", str(clip), "--frame", "2", "--point", "30,12",
+         "--box", "20,2,25,20", "--json", str(out)],
+        cwd=REPO, env=server_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "video: 3 frames of 48x32 at 10.0 fps" in done.stdout
+    assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("frame ")] == [
+        "frame 2", "frame 2", "frame 1", "frame 0"  # forward from 2 (the clip's last), then backward from it
+    ]
+    assert [a["image_id"] for a in json.loads(out.read_text())["annotations"]] == [0, 1, 2]
+    bad = subprocess.run([sys.executable, "-m", "server.client", ws_url(app), "--video", str(tmp_path / "a.gif"), "--point", "1,1"],
+                         cwd=REPO, env=server_env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and ".mp4 or .webm" in bad.stderr
