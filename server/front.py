@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from server import http_wire
 from server.adapters.calls import HttpRequest, HttpResponse
+from server.connection_slots import ConnectionSlots
 from server.http_wire import HttpRefusal
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,11 @@ PEEK_POLL_SECONDS = 0.01
 
 
 class Front:
-    def __init__(self, mounts: dict[str, Handler], *, max_body: int, send_timeout: float):
+    def __init__(
+        self, mounts: dict[str, Handler], *, max_body: int, send_timeout: float, slots: ConnectionSlots | None = None
+    ):
         self.mounts = mounts
+        self.slots = slots  # the main port's: a POST holds a place, as a WebSocket does, by its address
         self.max_body = max_body
         self.send_timeout = send_timeout
 
@@ -78,7 +82,7 @@ class Front:
         try:
             try:
                 request = http_wire.read_request(sock, max_body=self.max_body, seconds=REQUEST_SECONDS)
-                response = self.route(request) or not_found()
+                response = self._refusal(sock) or self.route(request) or not_found()
             except HttpRefusal as refusal:
                 response = http_wire.refusal_response(refusal)
             http_wire.write_response(sock, response, self.send_timeout)
@@ -93,6 +97,21 @@ class Front:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+    def _refusal(self, sock: socket.socket) -> HttpResponse | None:
+        """MAX_CONNECTIONS and MAX_CONNECTIONS_PER_CLIENT, counted with the WebSockets; the place is given back
+        when the socket's handler ends (LimitedListener.track)."""
+        if self.slots is None:
+            return None
+        try:
+            refusal = self.slots.take(sock, f"address {sock.getpeername()[0]}")
+        except OSError:
+            return None  # the client is gone: nothing will be sent anyway
+        if refusal is None:
+            return None
+        status, sentence = self.slots.refusal_answer(refusal)
+        return HttpResponse(status, (sentence + "\n").encode(), "text/plain; charset=utf-8")
 
 
 def starts_with_get(sock: socket.socket) -> bool:

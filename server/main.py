@@ -136,7 +136,7 @@ class App:
             stopping=self.stopping,
             server_id=self.server_id,
         )
-        self.segmenter, self.front, self.cvat_port = mounts.fronts(settings, self.intake, self.budget)
+        self.segmenter, self.front, self.cvat_port = mounts.fronts(settings, self.intake, self.budget, self.slots)
         self._routes = Routes(settings, self.health, self.metrics, self.draining, self.slots, self.front)
         self._server: Server | None = None
         self._serve_thread: threading.Thread | None = None

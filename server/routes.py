@@ -201,13 +201,8 @@ class Routes:
         return f"token {scope}" if scope is not None else f"address {connection.remote_address[0]}"
 
     def _refusal(self, refusal: str) -> Response:
-        if refusal == connection_slots.PER_CLIENT:
-            sentence = (
-                f"this client already has {self.settings.max_connections_per_client} connections open "
-                "(MAX_CONNECTIONS_PER_CLIENT): close one, or retry later"
-            )
-            return _response(http.HTTPStatus.TOO_MANY_REQUESTS, sentence.encode())
-        return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections (MAX_CONNECTIONS); retry")
+        status, sentence = self.slots.refusal_answer(refusal)
+        return _response(http.HTTPStatus(status), sentence.encode())
 
     def authorized(self, request: Request) -> bool:
         """True without API_TOKEN; with it, the request must carry one of its tokens (server/tokens.py).

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from harness.client import exchange
+from harness.waiting import wait_for
 from server import front as front_module
 from server.adapters.calls import HttpResponse
 from tests.conftest import ws_url
@@ -164,3 +165,17 @@ def test_the_cvat_port_is_off_unless_set_and_its_routes_are_not_on_the_main_port
     assert app.cvat_port is None
     assert status_of(raw(app.port, b"POST /api/function_invocations HTTP/1.1\r\nContent-Length: 0\r\n\r\n")) == 404
     assert get(app.port, "/api/functions")[0] == 404
+
+
+def test_a_post_holds_a_connection_place_as_a_websocket_does(start_app, image_server):
+    """MAX_CONNECTIONS_PER_CLIENT counts the POSTs of an address with its WebSockets."""
+    from websockets.sync.client import connect
+
+    app = start_app(max_connections_per_client=1)
+    app.front.mounts["/echo/"] = echo
+    with connect(ws_url(app), open_timeout=10):
+        answer = raw(app.port, b"POST /echo/p HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert status_of(answer) == 429 and b"MAX_CONNECTIONS_PER_CLIENT" in answer
+    wait_for(lambda: app.slots.open == 0, timeout=10)
+    assert status_of(raw(app.port, b"POST /echo/p HTTP/1.1\r\nContent-Length: 0\r\n\r\n")) == 200
+    wait_for(lambda: app.slots.open == 0, timeout=10)  # the POST's place was given back

@@ -18,12 +18,13 @@ from server.adapters.x_anylabeling import PREFIX as X_ANYLABELING_PREFIX
 from server.adapters.x_anylabeling import XAnyLabelingAdapter
 from server.budget import PixelBudget
 from server.config import Settings
+from server.connection_slots import ConnectionSlots
 from server.front import Front, Handler, PortServer
 from server.intake import Intake
 
 
 def fronts(
-    settings: Settings, intake: Intake, budget: PixelBudget
+    settings: Settings, intake: Intake, budget: PixelBudget, slots: ConnectionSlots
 ) -> tuple[QueueSegmenter, Front, PortServer | None]:
     """The segmenter, the main port's front, and CVAT_PORT's server when it is set."""
     segmenter = QueueSegmenter(
@@ -33,7 +34,7 @@ def fronts(
     )
     # As much as a WebSocket message may carry: the request, and one image as a data: URL.
     max_body = settings.max_message_bytes + data_urls.data_url_max_chars(settings.max_image_bytes)
-    main = Front(main_port(settings, segmenter), max_body=max_body, send_timeout=settings.send_timeout)
+    main = Front(main_port(settings, segmenter), max_body=max_body, send_timeout=settings.send_timeout, slots=slots)
     if not settings.cvat_port:
         return segmenter, main, None
     cvat = Front(cvat_port(settings, segmenter), max_body=max_body, send_timeout=settings.send_timeout)
