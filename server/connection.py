@@ -28,7 +28,7 @@ import time
 
 from websockets.exceptions import ConnectionClosed
 
-from server import answers, jobs, output_budget
+from server import answers, jobs, output_budget, video_source
 from server.deadlines import socket_deadline
 from server.errors import ClientError
 from server.intake import Intake
@@ -60,7 +60,7 @@ class Conversation:
                 request_timeout=settings.request_timeout,
                 session_idle_seconds=settings.session_idle_seconds,
                 max_message_bytes=settings.max_message_bytes,
-                max_image_bytes=settings.max_image_bytes,
+                max_image_bytes=video_source.inline_bytes(settings),  # a data: URL's room: an image's, or a clip's
                 max_boxes=settings.max_boxes,
                 max_points=settings.max_points,
             ),

@@ -24,7 +24,7 @@ from typing import Callable, NoReturn
 
 from websockets.sync.server import Server, serve
 
-from server import data_urls, image_source, images, logs, recovery
+from server import data_urls, image_source, images, logs, recovery, video_source
 from server.adapters import mounts
 from server.budget import PixelBudget
 from server.compression import SizeAwareDeflateFactory
@@ -65,7 +65,7 @@ EXIT_SECONDS = 1.0
 def hard_message_limit(settings: Settings) -> int:
     """The largest message the WebSocket layer reads at all."""
     return settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR + data_urls.data_url_max_chars(
-        settings.max_image_bytes
+        video_source.inline_bytes(settings)
     )
 
 

@@ -14,8 +14,17 @@ from server import fetch
 from server.config import Settings
 from server.data_urls import describe_data_url, is_data_url
 from server.errors import ClientError
+from server.models.registry import SAM2, model_type
 
 MEDIA_TYPES = ("video/mp4", "video/webm")
+
+
+def inline_bytes(settings: Settings) -> int:
+    """The most a message's data: URL may carry: MAX_IMAGE_BYTES, or on a SAM 2.1 server MAX_VIDEO_BYTES
+    where that is more (a clip sent inline). A SAM 1 server, which does no video, keeps the image's room."""
+    if model_type(settings.sam_model_type).family == SAM2:
+        return max(settings.max_image_bytes, settings.max_video_bytes)
+    return settings.max_image_bytes
 
 
 def read(url: str, settings: Settings) -> tuple[bytes, str, str]:

@@ -234,3 +234,16 @@ def test_the_command_line_client_tracks_an_object_through_a_local_clip(start_app
     bad = subprocess.run([sys.executable, "-m", "server.client", ws_url(app), "--video", str(tmp_path / "a.gif"), "--point", "1,1"],
                          cwd=REPO, env=server_env(), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and ".mp4 or .webm" in bad.stderr
+
+
+def test_a_clip_sent_inline_may_be_larger_than_an_image_on_a_sam2_server(start_app, sam2_small, clips):
+    inline = "data:video/mp4;base64," + base64.b64encode(CLIP).decode()
+    assert len(inline) > 2048  # past MAX_MESSAGE_BYTES below: it needs a data: URL's room
+    app = start_app(model=sam2_small, sam_model_type="sam2.1_hiera_t", max_image_bytes=len(CLIP) // 4, max_message_bytes=1024)
+    with open_session(ws_url(app), timeout=300) as session:
+        opened = session.ask({"video_url": inline})
+        assert opened["type"] == "result" and opened["video"]["sha256"] == SHA, opened
+    small = start_app(model=sam2_small, sam_model_type="sam2.1_hiera_t", max_image_bytes=len(CLIP) // 4,
+                      max_video_bytes=len(CLIP) // 2, max_message_bytes=1024)
+    with open_session(ws_url(small), timeout=300) as session:
+        assert session.ask({"video_url": inline})["code"] == "message_too_large"  # MAX_VIDEO_BYTES's room, no more
