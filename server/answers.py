@@ -26,6 +26,36 @@ def status_message(job_id: str, status: str, client_ref: str | None = None) -> s
     return _dump({"type": "status", "id": job_id, "status": status}, client_ref)
 
 
+def progress_message(job_id: str, done: int, total: int, client_ref: str | None = None) -> str:
+    return _dump({"type": "progress", "id": job_id, "done": done, "total": total}, client_ref)
+
+
+def frame_message(job_id: str, frame: int, masks: list[Any], client_ref: str | None = None) -> str:
+    """One propagated frame: every object's mask on it (docs/protocol.md, "Video")."""
+    return _dump({"type": "frame", "id": job_id, "frame": frame, "masks": masks}, client_ref)
+
+
+def video_result_fields(
+    job_id: str, sha256: str, kind: str, output: dict[str, Any], timings: dict[str, float], client_ref: str | None = None
+) -> dict[str, Any]:
+    """A video request's result: the clip (open), the masks on the frame (prompt), the objects left (remove),
+    or how many frames were sent (propagate)."""
+    found = output["video"]
+    message: dict[str, Any] = {"type": "result", "id": job_id}
+    if kind == "open":
+        message["video"] = found["video"]
+    else:
+        message["video_sha256"] = sha256
+    if kind == "prompt":
+        message |= {"frame": found["frame"], "masks": output["masks"]}
+    elif kind == "remove":
+        message["objects"] = found["objects"]
+    elif kind == "propagate":
+        message["frames"] = found["frames"]
+    message["timings"] = timings
+    return message if client_ref is None else {**message, "client_ref": client_ref}
+
+
 def result_fields(
     job_id: str,
     *,

@@ -76,9 +76,10 @@ class Reservation:
         self._budget = budget
         self.nbytes = nbytes
 
-    def grow(self, nbytes: int) -> None:
-        """Hold `nbytes` more, never refused: for memory the processor is already spending."""
-        self._budget._take(nbytes, force=True)
+    def grow(self, nbytes: int, *, force: bool = True) -> None:
+        """Hold `nbytes` more: by default never refused, for memory the processor is already spending;
+        with `force=False`, `queue_full` past the budget (a clip's frames, as they are decoded)."""
+        self._budget._take(nbytes, force=force)
         self.nbytes += nbytes
 
     def shrink(self, nbytes: int) -> None:

@@ -25,15 +25,11 @@ import numpy as np
 import requests
 from PIL import Image, ImageDraw, ImageOps
 from pycocotools import mask as mask_utils
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.sync.client import connect
 
 from server import program_name
+from server.client_session import EXIT_CONNECTION, EXIT_LOCAL, EXIT_OK, EXIT_SERVER_ERROR, Failure, ask, session
+from server.client_video import object_prompt, track
 
-EXIT_OK = 0
-EXIT_SERVER_ERROR = 1  # the server answered with an error message
-EXIT_LOCAL = 2  # bad arguments, or an image or output file this command cannot read or write
-EXIT_CONNECTION = 3  # no connection, or it closed before an answer
 
 # The page's colours (server/page.html), one per box, and how much they cover the image.
 COLOURS = [
@@ -41,20 +37,10 @@ COLOURS = [
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40),
 ]
 OPACITY = 0.5
-OPEN_TIMEOUT = 10
 DOWNLOAD_TIMEOUT = 30
 
 # Magic bytes of the formats a data: URL may carry.
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
-
-
-class Failure(Exception):
-    """Stop with this message and exit status."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # --- pure helpers -------------------------------------------------------------------
@@ -230,31 +216,8 @@ def download(url: str) -> bytes:
 
 def segment(server: str, request: dict[str, Any], token: str | None) -> dict[str, Any]:
     """Send the request, print each progress message, and return the result message."""
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    try:
-        with connect(server, additional_headers=headers, max_size=None, open_timeout=OPEN_TIMEOUT) as ws:
-            ws.send(json.dumps(request))
-            while True:
-                message = json.loads(ws.recv())
-                kind = message["type"]
-                if kind == "queued":
-                    print(f"queued: position {message['position']} (id {message['id']})", flush=True)
-                elif kind == "status":
-                    print(message["status"], flush=True)
-                elif kind == "result":
-                    return message
-                elif kind == "error":
-                    raise Failure(EXIT_SERVER_ERROR, f"error {message['code']}: {message['message']}")
-    except InvalidURI as exc:
-        raise Failure(EXIT_LOCAL, f"{server} is not a ws:// or wss:// URL: {exc}") from None
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        hint = " (give the server's token with --token)" if status == 401 else ""
-        raise Failure(EXIT_CONNECTION, f"{server} refused the connection: HTTP {status}{hint}") from None
-    except ConnectionClosed:
-        raise Failure(EXIT_CONNECTION, f"{server} closed the connection before answering") from None
-    except (OSError, InvalidHandshake, TimeoutError) as exc:
-        raise Failure(EXIT_CONNECTION, f"cannot connect to {server}: {exc}") from None
+    with session(server, token) as ws:
+        return ask(ws, request)
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
@@ -283,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         "2 bad arguments or a file that cannot be read or written, 3 no connection.",
     )
     parser.add_argument("server", help="the server, e.g. ws://localhost:8080")
-    parser.add_argument("--image", required=True, help="an http(s) URL, or a local PNG, JPEG or WebP file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="an http(s) URL, or a local PNG, JPEG or WebP file")
+    source.add_argument("--video", help="an http(s) URL, or a local mp4 or webm file: track the object (SAM 2.1)")
+    parser.add_argument("--frame", type=int, default=0, help="with --video: the frame the points and box are on")
     parser.add_argument("--box", action="append", default=[], type=parse_box, metavar="x,y,w,h",
                         help="a box in image pixels; repeat for more boxes (each is one mask)")
     parser.add_argument("--point", action="append", default=[], type=parse_point, metavar="x,y",
@@ -297,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the result message here, as JSON")
     args = parser.parse_args(argv)
     try:
+        if args.video is not None:
+            return track(args, object_prompt(args.box, args.point, args.negative))
         image_url, image_bytes = image_to_send(args.image)
         request = build_request(image_url, args.box, args.point, args.negative, args.multimask, args.polygons)
         result = segment(args.server, request, args.token)

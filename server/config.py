@@ -84,6 +84,8 @@ class Settings:
     min_free_disk_mb: int = 512
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    max_video_bytes: int = 200 * 1000 * 1000
+    max_video_frames: int = 600
     download_timeout: float = 15.0
     max_redirects: int = 3
     allow_private_urls: bool = False
@@ -183,7 +185,7 @@ class Settings:
             "max_message_bytes", "max_queue", "max_connections", "request_timeout",
             "job_timeout", "poll_interval", "max_attempts", "lease_seconds", "cosmos_timeout",
             "send_timeout", "pixel_budget_mb", "max_points", "session_idle_seconds", "waiter_lease_seconds",
-            "max_mask_pixels", "max_result_bytes", "max_polygon_vertices",
+            "max_mask_pixels", "max_result_bytes", "max_polygon_vertices", "max_video_bytes", "max_video_frames",
         )
         for name in positive:
             if getattr(self, name) <= 0:

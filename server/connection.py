@@ -28,14 +28,17 @@ import time
 
 from websockets.exceptions import ConnectionClosed
 
-from server import answers, jobs, output_budget, protocol
+from server import answers, jobs, output_budget, video_source
 from server.deadlines import socket_deadline
 from server.errors import ClientError
 from server.intake import Intake
 from server.adapters.calls import WEBSOCKET
 from server.request_job import RequestJob
-from server.session_rules import Action, Answer, Close, Limits, Serve, SessionRules, Supersede
-from server.store import StoreUnavailable
+from server.progress import ProgressPacer
+from server.session_rules import Action, Answer, Close, Limits, Request, Serve, SessionRules, Supersede
+from server.store import Record, StoreUnavailable
+from server.video_protocol import VideoRequest
+from server.video_requests import VideoRequests
 from server.wakeups import RingingConnection
 
 log = logging.getLogger(__name__)
@@ -57,13 +60,14 @@ class Conversation:
                 request_timeout=settings.request_timeout,
                 session_idle_seconds=settings.session_idle_seconds,
                 max_message_bytes=settings.max_message_bytes,
-                max_image_bytes=settings.max_image_bytes,
+                max_image_bytes=video_source.inline_bytes(settings),  # a data: URL's room: an image's, or a clip's
                 max_boxes=settings.max_boxes,
                 max_points=settings.max_points,
             ),
             time.monotonic(),
         )
         self.counted_session = False
+        self.video = VideoRequests(intake, scope)  # docs/protocol.md, "Video"
         # The request being answered: its record (once stored) and timings, and its client_ref.
         self.job = self._new_job()
         self.client_ref: str | None = None
@@ -82,6 +86,7 @@ class Conversation:
             self._end_badly(ClientError("internal_error", "The server hit an unexpected error; it has been logged."))
         finally:
             self._end_request()
+            self.video.close()
             if self.counted_session:
                 self.intake.session_ended()
 
@@ -126,7 +131,7 @@ class Conversation:
             elif isinstance(action, Close):
                 self._close(action.code, action.reason)
 
-    def _serve(self, request: protocol.Request) -> list[Action]:
+    def _serve(self, request: Request) -> list[Action]:
         """Admit the request and wait for its answer; what the rules say next."""
         self.v1 = request.is_v1
         self.client_ref = request.client_ref
@@ -145,8 +150,11 @@ class Conversation:
         self._end_request()
         return self.rules.answered(time.monotonic())
 
-    def _admit(self, request: protocol.Request) -> int:
+    def _admit(self, request: Request) -> int:
         """Read the image, keep its file, insert the record and hand the pixels over."""
+        if isinstance(request, VideoRequest):
+            self.job.job_id, position, self.job.summary = self.video.admit(request, self.ws.bell)
+            return position
         return self.job.admit(
             request, lambda: self.intake.read_image(request.image_url, request.image_sha256, self.scope)
         )
@@ -166,15 +174,29 @@ class Conversation:
 
     def _wait_and_deliver(self) -> str | bytes | None:
         """Deliver the record's result; or the client's newer message, which came first."""
-        job = self.job
+        job, pacer = self.job, ProgressPacer()  # a long job's progress (server/progress.py), from `status` on
+
+        def while_claimed(record: Record) -> float:
+            """A propagation's frames, then the record's progress when due; how soon to look again."""
+            for frame in self.video.frames(job.job_id, self.client_ref):
+                self._send(frame)
+            progress = record.get("progress") if record["status"] == jobs.PROCESSING else None
+            if (due := pacer.take(progress, time.monotonic())) is not None:
+                self._send(answers.progress_message(job.job_id, due["done"], due["total"], self.client_ref))
+            return pacer.seconds_to_due(progress, time.monotonic())
+
         got = job.wait(
             on_processing=lambda: self._send(answers.status_message(job.job_id, jobs.PROCESSING, self.client_ref)),
             newer=self._poll_socket,
+            while_claimed=while_claimed,
         )
         if not isinstance(got, dict):
             return got
         with output_budget.reserve_delivery(self.intake.budget, got, wait=self.settings.send_timeout):
-            message, _ = job.result(got, sha256=not self.v1, client_ref=self.client_ref)
+            if got.get("video"):
+                message = self.video.result(job, got, self.client_ref)
+            else:
+                message, _ = job.result(got, sha256=not self.v1, client_ref=self.client_ref)
             self._send(answers.result_message(message))
         job.delivered(got, message)
         return None

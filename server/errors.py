@@ -26,6 +26,9 @@ CLOSE_CODES: dict[str, int | None] = {
     "image_unknown": 1008,
     "mask_unknown": 1008,
     "result_too_large": 1009,
+    "video_too_large": 1009,
+    "unsupported_video": 1008,
+    "video_unknown": 1008,
     "superseded": None,  # never closes: only a session's requests are superseded, and the session goes on
 }
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the connection side imports neither torch nor Pillow: these
     from server.image_source import ImageSource
     from server.image_store import Hold, ImageStore
     from server.metrics import Metrics
+    from server.video_work import VideoWork
 
 # How a request's image is read: (image_url, image_sha256, token scope) -> its source (server/image_source.py).
 ImageReader = Callable[[str | None, str | None, str | None], "ImageSource"]
@@ -39,6 +40,7 @@ class ModelSide(Protocol):
     """What the intake asks of the processor (server/processor.py), and no more."""
 
     wake: threading.Event  # set when a record is inserted
+    video: VideoWork  # its video sessions and outbox (server/video_sessions.py, server/video_outbox.py)
 
     def hand_over(self, job_id: str, pixels: np.ndarray | None, reservation: Reservation | None) -> None: ...
 
@@ -74,6 +76,8 @@ class Intake:
         self._events = events
         self._draining = draining
         self._stopping = stopping
+        self.video_sessions = processor.video.sessions
+        self.video_outbox = processor.video.outbox
         self._admission = threading.Lock()  # makes the queue_full check and the insert one step
         self._holds: dict[str, Hold] = {}  # job id -> its hold on its image's file
         self._sessions_lock = threading.Lock()
@@ -135,9 +139,28 @@ class Intake:
         self._processor.wake.set()
         return ahead + 1
 
+    def admit_video(self, record: Record, data: bytes | None, bell: Bell) -> int:
+        """Insert a video record, with an open's file handed over; its position in the queue.
+        Once this returns, the caller must `release` the record's id whatever happens."""
+        job_id = record["id"]
+        with self._admission:
+            ahead = self.queue_position()
+            self._events.subscribe(job_id, bell)
+            if data is not None:
+                self.video_sessions.hand_over(job_id, data)
+            try:
+                self.store.insert(record)
+            except BaseException:
+                self.release(job_id)
+                raise
+        self._processor.wake.set()
+        return ahead + 1
+
     def release(self, job_id: str) -> None:
         self._events.unsubscribe(job_id)
         self._processor.drop(job_id)
+        self.video_sessions.drop(job_id)
+        self.video_outbox.forget(job_id)
         hold = self._holds.pop(job_id, None)
         if hold is not None:
             hold.release()

@@ -62,6 +62,7 @@ def new_record(
     preferred_server: str | None = None,
     scope: str | None = None,
     waiter_lease_seconds: float | None = None,
+    progress_total: int | None = None,
     client: str = "websocket",
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
@@ -73,7 +74,9 @@ def new_record(
     same token find the record's image by its hash.
     `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
     None: no lease, processed whoever waits. `client` names the door it came
-    in by: "websocket", or an adapter's tool (server/adapters/calls.py)."""
+    in by: "websocket", or an adapter's tool (server/adapters/calls.py).
+    `progress_total`, for a long job (`everything`), starts its `progress`
+    at 0 of that many steps (`note_progress`)."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
@@ -101,6 +104,8 @@ def new_record(
         "scope": scope,
         "resultBytes": None,
         "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
+        "progress": None if progress_total is None else {"done": 0, "total": progress_total},
+        "video": None,  # a video request's kind and parameters (server/video_requests.py)
         "client": client,
     }
 
@@ -202,6 +207,23 @@ def claim(
     }
 
 
+def note_progress(
+    record: Record, *, now: dt.datetime, done: int, total: int, server_id: str, lease_seconds: float
+) -> Record:
+    """The processor holding the record has done `done` of `total` steps; its lease runs on from now.
+
+    Refused once the record is no longer this processor's to work on
+    (interrupted, or reclaimed by another): the work stops there.
+    """
+    if record["status"] != PROCESSING or record.get("serverId") != server_id:
+        raise TransitionRefused(f"record is {record['status']} on {record.get('serverId')}, not this processor's")
+    return {
+        **record,
+        "progress": {"done": done, "total": total},
+        "leaseUntil": format_time(now + dt.timedelta(seconds=lease_seconds)),
+    }
+
+
 def mark_processed(record: Record, *, now: dt.datetime, result_bytes: int = 0) -> Record:
     """The result, of `result_bytes` bytes of masks JSON, is stored in SAMOutput."""
     if record["status"] != PROCESSING:
@@ -266,8 +288,15 @@ def fail_unclaimed(record: Record, *, now: dt.datetime, code: str, message: str)
 
 
 def overdue(record: Record, *, now: dt.datetime, horizon_seconds: float) -> str | None:
-    """Why a record is past its time: not terminal `horizon_seconds` after its `createdAt`; else None."""
+    """Why a record is past its time: not terminal `horizon_seconds` after its `createdAt`; else None.
+
+    A long job that reports progress (a propagation, `everything`) renews its
+    lease with each report: while that lease holds, it is working, not stuck,
+    so the horizon bounds a stall rather than the length of the work.
+    """
     if is_terminal(record):
+        return None
+    if record.get("progress") is not None and record.get("leaseUntil") and parse_time(record["leaseUntil"]) > now:
         return None
     try:
         age = (now - parse_time(record["createdAt"])).total_seconds()

@@ -24,7 +24,7 @@ from typing import Callable, NoReturn
 
 from websockets.sync.server import Server, serve
 
-from server import data_urls, image_source, images, logs, recovery
+from server import data_urls, image_source, images, logs, recovery, video_source
 from server.adapters import mounts
 from server.budget import PixelBudget
 from server.compression import SizeAwareDeflateFactory
@@ -39,7 +39,7 @@ from server.metrics import LiveState, Metrics
 from server.models.checkpoint_file import CheckpointError, check_checkpoint
 from server.models.device import DeviceError, check_device
 from server.models.loading import production_model_loader
-from server.models.seam import SegmentationModel
+from server.models.seam import SegmentationModel, VideoModel
 from server.processor import Processor
 from server.routes import Health, Routes
 from server.store import Store, open_store
@@ -65,7 +65,7 @@ EXIT_SECONDS = 1.0
 def hard_message_limit(settings: Settings) -> int:
     """The largest message the WebSocket layer reads at all."""
     return settings.max_message_bytes * HARD_MESSAGE_LIMIT_FACTOR + data_urls.data_url_max_chars(
-        settings.max_image_bytes
+        video_source.inline_bytes(settings)
     )
 
 
@@ -114,6 +114,7 @@ class App:
             model_loaded=lambda: self._loaded_model() is not None,
             connections=lambda: self.slots.open,
             draining=self.draining,
+            does_video=lambda: isinstance(self._loaded_model(), VideoModel),  # docs/protocol.md, "Video"
         )
         self.intake = Intake(
             settings=settings,

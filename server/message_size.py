@@ -52,12 +52,13 @@ def _load_json(message: str) -> Any:
 
 
 def _inline_image_bytes(body: Any) -> int:
-    """The size of a data: URL in `image_url`: the part of a request that MAX_MESSAGE_BYTES does not count.
+    """The size of a data: URL in `image_url` (or a video's `video_url`): the part of a request that
+    MAX_MESSAGE_BYTES does not count.
 
     Counted in characters, which is its size in bytes for any valid data: URL
     (base64 is ASCII) and never more than that for an invalid one.
     """
-    url = body.get("image_url") if isinstance(body, dict) else None
+    url = (body.get("image_url") or body.get("video_url")) if isinstance(body, dict) else None
     return len(url) if isinstance(url, str) and is_data_url(url) else 0
 
 

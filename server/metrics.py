@@ -63,9 +63,11 @@ class Metrics:
             self.requests.labels(outcome, "").inc()
 
     def result_sent(self, timings: dict, cached_embedding: bool) -> None:
-        if not cached_embedding:
+        """A result went out; a video result (no encoder or decoder timings of its own) counts in `total` only."""
+        if not cached_embedding and "encode_ms" in timings:
             self.seconds.labels("encode").observe(timings["encode_ms"] / 1000)
-        self.seconds.labels("decode").observe(timings["decode_ms"] / 1000)
+        if "decode_ms" in timings:
+            self.seconds.labels("decode").observe(timings["decode_ms"] / 1000)
         self.seconds.labels("total").observe(timings["total_ms"] / 1000)
 
     def text(self) -> bytes:

@@ -41,6 +41,7 @@ from server.models.seam import ImageJob, SegmentationModel
 from server.refetch import Refetcher
 from server.results import ResultWriter
 from server.store import Conflict, Record, Store, StoreUnavailable
+from server.video_work import VideoWork
 from server.wakeups import JobEvents
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class Processor:
             store=store, settings=settings, budget=budget, mask_cache=mask_cache, image_store=image_store, events=events
         )
         self._pixels_lock = threading.Lock()
+        self.video = VideoWork(
+            store=store, settings=settings, budget=budget, events=events, results=self.results, server_id=server_id
+        )
         self.batch_size = 1  # BATCH_SIZE, resolved once the model's device is known
         self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
 
@@ -195,6 +199,8 @@ class Processor:
         the record is anyone's once the moment has passed.
         """
         preferred = record.get("preferredServer")
+        if record.get("video"):  # a clip's state is only on the replica whose session opened it
+            return preferred != self.server_id
         if preferred is None or preferred == self.server_id:
             return False
         age = (utcnow() - jobs.parse_time(record["createdAt"])).total_seconds()
@@ -235,7 +241,7 @@ class Processor:
         cached here, for the record's token scope, needs no pixels at all.
         """
         with self._pixels_lock:
-            if record["id"] in self._pixels:  # received here: no need to look in IMAGE_DIR
+            if record["id"] in self._pixels or record.get("video"):  # received here (a video's: see _left_to_another)
                 return True
         if image_layout.find(self.settings.image_dir, record["imageSha256"]) is not None:
             return True
@@ -246,6 +252,9 @@ class Processor:
         return False
 
     def _process(self, batch: list[Record]) -> None:
+        for record in (video := [record for record in batch if record.get("video")]):
+            self.video.process(record, self.model)
+        batch = [record for record in batch if record not in video]
         ready: list[tuple[Record, jobs.Work, ImageJob]] = []
         reservations: list[Reservation] = []
         for record in batch:

@@ -122,27 +122,28 @@ def _parse_image(body: dict[str, Any], image_given: bool) -> tuple[str | None, s
     if ("image_url" in body) == ("image_sha256" in body):
         raise _invalid("Send exactly one of image_url and image_sha256.")
     if "image_url" in body:
-        return _parse_image_url(body["image_url"]), None
+        return parse_url("image_url", body["image_url"]), None
     sha256 = body["image_sha256"]
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise _invalid("image_sha256 must be 64 lowercase hexadecimal digits: the SHA-256 of the image's bytes.")
     return None, sha256
 
 
-def _parse_image_url(url: Any) -> str:
+def parse_url(name: str, url: Any) -> str:
+    """An image's or a video's URL: http(s), or a data: URL (whose contents are checked when it is read)."""
     if not isinstance(url, str) or not url:
-        raise _invalid("image_url must be a non-empty string.")
+        raise _invalid(f"{name} must be a non-empty string.")
     if is_data_url(url):
         return url  # its contents are checked when the image is read, never echoed back
     try:
         parts = urlsplit(url)
         parts.port  # raises ValueError on a malformed port
     except ValueError:
-        raise _invalid(f"image_url {url!r} is not a valid URL.") from None
+        raise _invalid(f"{name} {url!r} is not a valid URL.") from None
     if parts.scheme not in ("http", "https"):
-        raise _invalid(f"image_url must use http, https or data, not {parts.scheme or 'no scheme'!r}.")
+        raise _invalid(f"{name} must use http, https or data, not {parts.scheme or 'no scheme'!r}.")
     if not parts.hostname:
-        raise _invalid(f"image_url {url!r} has no host.")
+        raise _invalid(f"{name} {url!r} has no host.")
     return url
 
 

@@ -91,10 +91,18 @@ class RequestJob:
         self.job_id = job_id  # from here on, end() ends the record whatever happens
         return position
 
-    def wait(self, on_processing: Callable[[], None], newer: Callable[[], T | None]) -> Record | T:
+    def wait(
+        self,
+        on_processing: Callable[[], None],
+        newer: Callable[[], T | None],
+        while_claimed: Callable[[Record], float] = lambda record: float("inf"),
+    ) -> Record | T:
         """The record once processed; or what `newer` gave (a WebSocket client's next message), which came first.
 
-        `on_processing` is called once, when the record has been claimed.
+        `on_processing` is called once, when the record has been claimed;
+        from then on `while_claimed` with each read of the record (to send
+        a long job's progress and a propagation's frames), which says how
+        soon it wants to be called again.
         A failed or interrupted record is its ClientError; so is a stop of
         the server.
         """
@@ -109,6 +117,7 @@ class RequestJob:
             if record["processing"] is not None and not told_processing:  # claimed, even if it ended since
                 on_processing()
                 told_processing = True
+            again = while_claimed(record) if told_processing else float("inf")
             if status == jobs.PROCESSED:
                 return record
             if status == jobs.FAILED:
@@ -123,22 +132,12 @@ class RequestJob:
             message = newer()  # before the wait: a message read before it rang the bell already
             if message is not None:
                 return message
-            self.bell.wait(min(self.settings.poll_interval, lease.seconds_to_renewal()))
+            self.bell.wait(min(self.settings.poll_interval, lease.seconds_to_renewal(), again))
             self.intake.refuse_if_stopping()
 
     def result(self, record: Record, *, sha256: bool, client_ref: str | None) -> tuple[dict[str, Any], dict[str, float]]:
         """The processed record's result message (without `image.sha256` for a protocol 1 request), and its timings."""
-        assert self.job_id is not None
-        output = self.store.get_output(self.job_id)
-        if output is None:
-            raise RuntimeError(f"record {self.job_id} is processed but has no SAMOutput")
-        queue_ms = (jobs.parse_time(record["processing"]) - jobs.parse_time(record["createdAt"])).total_seconds() * 1000
-        timings = {
-            "queue_ms": round(queue_ms, 2),
-            "download_ms": round(self.download_ms, 2),
-            **output["timings"],
-            "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
-        }
+        output, timings = self.output(record)
         message = answers.result_fields(
             self.job_id,
             width=record["width"],
@@ -151,6 +150,21 @@ class RequestJob:
         )
         return message, timings
 
+    def output(self, record: Record) -> tuple[Record, dict[str, float]]:
+        """The processed record's SAMOutput item, and the result's timings."""
+        assert self.job_id is not None
+        output = self.store.get_output(self.job_id)
+        if output is None:
+            raise RuntimeError(f"record {self.job_id} is processed but has no SAMOutput")
+        queue_ms = (jobs.parse_time(record["processing"]) - jobs.parse_time(record["createdAt"])).total_seconds() * 1000
+        timings = {
+            "queue_ms": round(queue_ms, 2),
+            "download_ms": round(self.download_ms, 2),
+            **output["timings"],
+            "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
+        }
+        return output, timings
+
     def delivered(self, record: Record, message: dict[str, Any]) -> None:
         """The result reached the client: the record is finished, and counted."""
         finished = self.store.update(self.job_id, lambda r: jobs.mark_finished(r, now=utcnow()), current=record)
@@ -158,8 +172,9 @@ class RequestJob:
             log.warning("job %s: result sent, but the record was no longer processed", self.job_id)
         self.finished = True
         self.outcome = "finished"
-        self.summary.update(message["timings"], cached_embedding=message["cached_embedding"])
-        self.intake.metrics.result_sent(message["timings"], message["cached_embedding"])
+        cached = message.get("cached_embedding", False)  # a video result has none
+        self.summary.update(message["timings"], cached_embedding=cached)
+        self.intake.metrics.result_sent(message["timings"], cached)
 
     def end(self) -> None:
         """Whatever happened to the request, its record ends terminal and nothing is left behind."""

@@ -90,8 +90,10 @@ class Health:
         model_loaded: Callable[[], bool],
         connections: Callable[[], int],
         draining: threading.Event,
+        does_video: Callable[[], bool] = lambda: False,
     ):
         self.settings = settings
+        self.does_video = does_video
         self.store = store
         self.model_loaded = model_loaded
         self.connections = connections
@@ -112,6 +114,7 @@ class Health:
             "connections": self.connections(),
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
+            "video": self.does_video(),
         }
         healthy = model_loaded and store_state == "ok" and images_state == "ok" and not self.draining.is_set()
         return healthy, body

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Union
 
-from server import message_size, protocol
+from server import message_size, protocol, video_protocol
 from server.errors import CLOSE_CODES, ClientError
 
 # Errors that end a session too: the connection cannot go on.
@@ -41,11 +41,14 @@ CONNECTION_ERRORS = frozenset({"message_too_large", "shutting_down", "internal_e
 NOT_A_SESSION = "Send exactly one request per connection, or open a session with keep_open."
 
 
+Request = Union[protocol.Request, video_protocol.VideoRequest]
+
+
 @dataclasses.dataclass(frozen=True)
 class Serve:
-    """Admit this request (read its image, insert its record) and wait for its answer."""
+    """Admit this request (read its image or video, insert its record) and wait for its answer."""
 
-    request: protocol.Request
+    request: Request
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +159,10 @@ class SessionRules:
             self._readable = isinstance(body, dict) and isinstance(body.get("keep_open", False), bool)
             self._keep_open = protocol.keep_open_of(body)
             self.session = self.session or self._keep_open
-            request = protocol.parse_body(body, max_boxes=limits.max_boxes, max_points=limits.max_points)
+            if video_protocol.is_video(body):  # docs/protocol.md, "Video"
+                request: Request = video_protocol.parse(body, max_prompts=limits.max_boxes, max_points=limits.max_points)
+            else:
+                request = protocol.parse_body(body, max_boxes=limits.max_boxes, max_points=limits.max_points)
         except ClientError as exc:
             return self._error(exc)
         self.waiting = True

@@ -200,3 +200,10 @@ def test_a_record_not_terminal_past_the_horizon_is_overdue():
     assert "still processed 5000 s" in jobs.overdue(processed, now=at(5000), horizon_seconds=100)
     assert jobs.overdue(jobs.mark_finished(processed, now=at(3)), now=at(5000), horizon_seconds=100) is None
     assert jobs.overdue({**queued, "createdAt": "yesterday"}, now=at(5000), horizon_seconds=100) is None
+
+
+def test_a_long_job_that_reports_progress_is_not_overdue_while_its_lease_holds():
+    working = jobs.note_progress(claim(new(), at(1)), now=at(5000), done=3, total=9, server_id="s1", lease_seconds=10)
+    assert jobs.overdue(working, now=at(5005), horizon_seconds=100) is None  # renewed 5 s ago: at work
+    assert "still processing 5011 s" in jobs.overdue(working, now=at(5011), horizon_seconds=100)  # stalled since
+    assert "still processing" in jobs.overdue(claim(new(), at(1)), now=at(105), horizon_seconds=100)  # no progress

@@ -248,6 +248,7 @@ def test_every_error_code_has_the_close_code_of_the_contract():
         "unsupported_image": 1008, "queue_full": 1013, "store_unavailable": 1013, "shutting_down": 1001,
         "processing_failed": 1011, "internal_error": 1011, "job_timeout": 1011,
         "image_unknown": 1008, "mask_unknown": 1008, "result_too_large": 1009, "superseded": None,
+        "video_too_large": 1009, "unsupported_video": 1008, "video_unknown": 1008,
     }
     assert errors.CLOSE_CODES == expected
 

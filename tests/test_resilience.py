@@ -91,7 +91,7 @@ def test_health_details_need_the_token(start_app):
     assert status == 200 and json.loads(body) == {"healthy": True}
     status, body = get(app.port, "/health", {"Authorization": "Bearer tok-123"})
     assert status == 200 and set(json.loads(body)) == {
-        "model_loaded", "store", "images", "images_free_mb", "queue_depth", "connections", "version", "protocol"
+        "model_loaded", "store", "images", "images_free_mb", "queue_depth", "connections", "version", "protocol", "video"
     }
     assert set(json.loads(get(app.port, "/health?token=tok-123")[1])) >= {"model_loaded", "store"}
 

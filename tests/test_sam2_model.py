@@ -19,7 +19,6 @@ pytestmark = pytest.mark.slow  # full-size models on the CPU
 def model():
     torch.manual_seed(0)
     built = build("sam2.1_hiera_t")
-    built.memory_attention = built.memory_encoder = None  # as load_sam2 leaves it
     return Sam2Model(built.eval(), "sam2.1_hiera_t", cache_size=2)
 
 

@@ -21,7 +21,7 @@ def test_a_sam2_server_answers_boxes_clicks_and_refinements_reusing_the_embeddin
     replica = start_replica(tmp_path, sam_model_type="sam2.1_hiera_t", sam_checkpoint=hiera_t_checkpoint)
     replica.wait_healthy()
     precision = resolve_precision("auto", torch.device("cpu"))  # PRECISION's default, on this machine's CPU
-    assert f"sam2.1_hiera_t (server.models.sam2) in {precision.name}: {precision.reason}; weights 127 MB, 16.8 MB per cached image" in replica.log
+    assert f"sam2.1_hiera_t (server.models.sam2) in {precision.name}: {precision.reason}; weights 156 MB, 16.8 MB per cached image" in replica.log  # the video modules included
     assert "model ready: sam2.1_hiera_t on cpu" in replica.log
 
     request = {"image_url": image_server.url("/photo.jpg"), "boxes": [{"x": 10, "y": 20, "width": 100, "height": 80}]}

@@ -47,7 +47,7 @@ def test_ping_answers_while_the_model_loads_and_health_waits_for_it(start_app, t
     health = json.loads(body)
     assert health["model_loaded"] is False and health["store"] == "ok"
     assert set(health) == {
-        "model_loaded", "store", "images", "images_free_mb", "queue_depth", "connections", "version", "protocol"
+        "model_loaded", "store", "images", "images_free_mb", "queue_depth", "connections", "version", "protocol", "video"
     }
     assert health["images"] == "ok" and health["protocol"] == "1.1"
 

@@ -38,6 +38,9 @@ STATUS_OF_CODE = {
     "message_too_large": 413,
     "image_too_large": 413,
     "result_too_large": 413,
+    "video_too_large": 413,  # video codes: never from an adapter's asks, listed so that every code has its status
+    "unsupported_video": 400,
+    "video_unknown": 400,
     "queue_full": 503,
     "store_unavailable": 503,
     "shutting_down": 503,

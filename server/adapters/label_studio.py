@@ -42,6 +42,7 @@ HTTP_STATUS = {
     "result_too_large": 413, "image_url_forbidden": 422, "unsupported_image": 422, "image_unknown": 422,
     "mask_unknown": 422, "image_download_failed": 502, "queue_full": 503, "store_unavailable": 503,
     "shutting_down": 503, "job_timeout": 504, "processing_failed": 500, "internal_error": 500, "superseded": 409,
+    "video_too_large": 413, "unsupported_video": 422, "video_unknown": 422,  # never from its asks: video is not an adapter's
 }
 _ROUTES = {"": "GET", "health": "GET", "metrics": "GET", "setup": "POST", "predict": "POST", "webhook": "POST"}
 

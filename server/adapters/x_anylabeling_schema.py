@@ -41,6 +41,9 @@ ANSWER_OF_CODE = {
     "image_too_large": (200, "INVALID_IMAGE"),
     "unsupported_image": (200, "INVALID_IMAGE"),
     "result_too_large": (200, "INFERENCE_ERROR"),
+    "video_too_large": (200, "INVALID_REQUEST"),  # video codes: never from an adapter's asks
+    "unsupported_video": (200, "INVALID_REQUEST"),
+    "video_unknown": (200, "INVALID_REQUEST"),
     "job_timeout": (200, "INFERENCE_ERROR"),
     "processing_failed": (200, "INFERENCE_ERROR"),
     "internal_error": (200, "INFERENCE_ERROR"),

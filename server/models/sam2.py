@@ -21,10 +21,13 @@ For each prompt, `Sam2Model` gives what `SAM2ImagePredictor.set_image` +
 Facts about the sam2 package that matter here: importing it initialises
 Hydra for the process (this module is imported only when a SAM 2.1 type is
 chosen); `build_sam2` puts the model on CUDA unless told otherwise; the
-checkpoint holds its state dict under "model"; the video modules (memory
-attention and memory encoder, 7.3 M parameters in every size) are unused for
-images, so they are dropped once the weights are loaded. Casting the whole
-model to bfloat16 breaks it; autocast does not.
+checkpoint holds its state dict under "model". The model is built as
+`SAM2VideoPredictor` (a `SAM2Base` with the video methods), so that one copy
+of the weights serves images and video (server/models/sam2_video.py); the
+video modules (memory attention and memory encoder, 7.3 M parameters in every
+size) are unused for images. Its hole filling needs sam2's compiled
+extension, which CAP does not build, so it is off (`fill_hole_area` 0), as for
+images. Casting the whole model to bfloat16 breaks it; autocast does not.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sam2.build_sam import build_sam2
-from sam2.modeling.sam2_base import SAM2Base
+from sam2.build_sam import build_sam2_video_predictor
+from sam2.sam2_video_predictor import SAM2VideoPredictor
 from sam2.utils.transforms import SAM2Transforms
 
 from server.masks import Postprocess
@@ -44,6 +47,7 @@ from server.models.caching_model import CachingModel
 from server.models.checkpoint_file import weights_error
 from server.models.device import Precision
 from server.models.embedding_cache import Embedding
+from server.models.sam2_video import VideoTracker
 from server.models.registry import ModelType, model_type as row_of
 from server.models.seam import ModelMemory
 
@@ -51,12 +55,14 @@ BOX_LABELS = (2, 3)  # a box's top-left and bottom-right corners, as SAM 2 encod
 MASK_INPUT_LIMIT = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to ±this
 
 
-def build(model_type: str) -> SAM2Base:
-    """`model_type` with random weights, on the CPU, as the sam2 package builds it from its row's config file."""
-    return build_sam2(row_of(model_type).config, ckpt_path=None, device="cpu")
+def build(model_type: str) -> SAM2VideoPredictor:
+    """`model_type` with random weights, on the CPU, as the sam2 package builds its video predictor from its row's config."""
+    model = build_sam2_video_predictor(row_of(model_type).config, ckpt_path=None, device="cpu")
+    model.fill_hole_area = 0  # needs sam2's compiled extension (see above)
+    return model
 
 
-def load_sam2(model_type: str, checkpoint: Path, device: torch.device) -> SAM2Base:
+def load_sam2(model_type: str, checkpoint: Path, device: torch.device) -> SAM2VideoPredictor:
     """Build `model_type`, load its weights from `checkpoint` (strictly: every tensor, no other) onto `device`."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -69,8 +75,6 @@ def load_sam2(model_type: str, checkpoint: Path, device: torch.device) -> SAM2Ba
         model.load_state_dict(state["model"])
     except RuntimeError:
         raise weights_error(model_type, checkpoint, f"its weights do not fit a {model_type} model") from None
-    model.memory_attention = None  # video only
-    model.memory_encoder = None
     return model.to(device).eval()
 
 
@@ -82,7 +86,9 @@ def load(model_type: ModelType, checkpoint: Path, device: torch.device, precisio
 class Sam2Model(CachingModel):
     """One SAM 2.1 model on one device."""
 
-    def __init__(self, model: SAM2Base, model_type: str, cache_size: int = 0, precision: Precision | None = None):
+    does_video = True
+
+    def __init__(self, model: SAM2VideoPredictor, model_type: str, cache_size: int = 0, precision: Precision | None = None):
         super().__init__(model_type, cache_size, precision or Precision(torch.float32, "the default"))
         self.model = model
         with warnings.catch_warnings():  # its resize and normalisation go through torch.jit.script, deprecated but working
@@ -105,6 +111,14 @@ class Sam2Model(CachingModel):
             weights_bytes=sum(p.numel() * p.element_size() for p in self.model.parameters()),
             embedding_bytes=values * 4,  # three float32 maps
         )
+
+    def open_video(self, frames: list[np.ndarray], width: int, height: int) -> VideoTracker:
+        """A clip's tracking state; `frames` are RGB uint8 at the model's `image_size`² (server/video_decode.py)."""
+        return VideoTracker(self.model, frames, width, height, self.precision)
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
 
     def embed(self, images: list[np.ndarray]) -> list[Embedding]:
         """The encoder, once, on a batch of RGB images (as `SAM2ImagePredictor.set_image` prepares each)."""

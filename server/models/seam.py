@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -104,4 +104,18 @@ class Family(Protocol):
         self, model_type: ModelType, checkpoint: Path, device: torch.device, precision: Precision, cache_size: int
     ) -> SegmentationModel:
         """The model with its weights from `checkpoint` on `device`; a `CheckpointError` if they do not fit."""
+        ...
+
+
+@runtime_checkable
+class VideoModel(Protocol):
+    """A model that also tracks objects through a clip (SAM 2.1: `Sam2Model`)."""
+
+    @property
+    def image_size(self) -> int:
+        """The side of the square frames it takes (1024)."""
+        ...
+
+    def open_video(self, frames: list[np.ndarray], width: int, height: int) -> Any:
+        """A `server.models.sam2_video.VideoTracker` on frames of `image_size`² uint8 RGB from a `width`×`height` clip."""
         ...

@@ -44,10 +44,11 @@ QUEUE_COLUMNS = {
     "boxes": True, "prompts": True, "output": True, "multimask": False, "imageUrl": False, "imageSha256": False,
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
     "serverId": False, "preferredServer": False, "scope": False, "resultBytes": False, "waiterLeaseUntil": False,
-    "client": False,
+    "progress": True, "video": True, "client": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
+    "video": True,
 }
 
 SCHEMA = """
@@ -58,13 +59,13 @@ CREATE TABLE IF NOT EXISTS Queue (
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
     leaseUntil TEXT, serverId TEXT, preferredServer TEXT, scope TEXT, resultBytes INTEGER, waiterLeaseUntil TEXT,
-    client TEXT, _etag TEXT NOT NULL
+    progress TEXT, video TEXT, client TEXT, _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
 CREATE INDEX IF NOT EXISTS Queue_imageSha256 ON Queue (imageSha256, createdAt);
 CREATE TABLE IF NOT EXISTS SAMOutput (
     id TEXT PRIMARY KEY, masks TEXT NOT NULL, model TEXT NOT NULL,
-    createdAt TEXT NOT NULL, timings TEXT NOT NULL, cachedEmbedding INTEGER NOT NULL DEFAULT 0,
+    createdAt TEXT NOT NULL, timings TEXT NOT NULL, cachedEmbedding INTEGER NOT NULL DEFAULT 0, video TEXT,
     _etag TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS Health (id TEXT PRIMARY KEY, checkedAt TEXT NOT NULL);
@@ -78,6 +79,9 @@ ADDED_COLUMNS = [
     ("Queue", "scope", "TEXT"),
     ("Queue", "resultBytes", "INTEGER"),
     ("Queue", "waiterLeaseUntil", "TEXT"),
+    ("Queue", "progress", "TEXT"),
+    ("Queue", "video", "TEXT"),
+    ("SAMOutput", "video", "TEXT"),
     ("Queue", "client", "TEXT"),
 ]
 
@@ -206,7 +210,7 @@ class SQLiteStore(Store):
         names = list(OUTPUT_COLUMNS) + ["_etag"]
         self._execute(
             f"INSERT OR REPLACE INTO SAMOutput ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-            _to_row({"cachedEmbedding": False, **output}, OUTPUT_COLUMNS) + [_new_etag()],
+            _to_row({"cachedEmbedding": False, "video": None, **output}, OUTPUT_COLUMNS) + [_new_etag()],
         )
 
     def get_output(self, job_id: str) -> Record | None:
@@ -215,6 +219,8 @@ class SQLiteStore(Store):
             return None
         output = _from_row(row, OUTPUT_COLUMNS)
         output["cachedEmbedding"] = bool(output["cachedEmbedding"])
+        if output["video"] is None:  # an image's result: no video column, as it was put
+            del output["video"]
         return output
 
     # --- housekeeping ----------------------------------------------------------
