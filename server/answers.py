@@ -1,4 +1,4 @@
-"""The answers the server sends: queued, status, result and error messages (docs/protocol.md, "The answers").
+"""The answers the server sends: queued, status, progress, result and error messages (docs/protocol.md, "The answers").
 
 Pure functions only: each returns the message's JSON text; `client_ref`, when
 the request had one, is echoed in every answer to it.
@@ -24,6 +24,10 @@ def queued_message(job_id: str, position: int, client_ref: str | None = None) ->
 
 def status_message(job_id: str, status: str, client_ref: str | None = None) -> str:
     return _dump({"type": "status", "id": job_id, "status": status}, client_ref)
+
+
+def progress_message(job_id: str, done: int, total: int, client_ref: str | None = None) -> str:
+    return _dump({"type": "progress", "id": job_id, "done": done, "total": total}, client_ref)
 
 
 def result_message(

@@ -34,6 +34,7 @@ from server.clock import utcnow
 from server.deadlines import socket_deadline
 from server.errors import ClientError
 from server.intake import Intake
+from server.progress import ProgressPacer
 from server.session_rules import Action, Answer, Close, Limits, Serve, SessionRules, Supersede
 from server.store import Record, StoreUnavailable
 from server.waiter_lease import WaiterLease
@@ -208,6 +209,7 @@ class Conversation:
         assert self.job_id is not None
         told_processing = False
         lease = WaiterLease(self.store, self.job_id, self.settings.waiter_lease_seconds)
+        pacer = ProgressPacer()  # a long job's progress (server/progress.py), from `status` on
         while True:
             record = self.store.get(self.job_id)
             if record is None:
@@ -216,6 +218,9 @@ class Conversation:
             if record["processing"] is not None and not told_processing:  # claimed, even if it ended since
                 self._send(answers.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
                 told_processing = True
+            progress = record.get("progress") if told_processing and status == jobs.PROCESSING else None
+            if (due := pacer.take(progress, time.monotonic())) is not None:
+                self._send(answers.progress_message(self.job_id, due["done"], due["total"], self.client_ref))
             if status == jobs.PROCESSED:
                 with output_budget.reserve_delivery(self.intake.budget, record, wait=self.settings.send_timeout):
                     self._deliver(record)
@@ -232,7 +237,8 @@ class Conversation:
             message = self._poll_socket()  # before the wait: a message read before it rang the bell already
             if message is not None:
                 return message
-            self.ws.bell.wait(min(self.settings.poll_interval, lease.seconds_to_renewal()))
+            wait = min(self.settings.poll_interval, lease.seconds_to_renewal())
+            self.ws.bell.wait(min(wait, pacer.seconds_to_due(progress, time.monotonic())))
             self.intake.refuse_if_stopping()
 
     def _deliver(self, record: Record) -> None:

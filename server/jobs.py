@@ -62,6 +62,7 @@ def new_record(
     preferred_server: str | None = None,
     scope: str | None = None,
     waiter_lease_seconds: float | None = None,
+    progress_total: int | None = None,
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
@@ -71,7 +72,9 @@ def new_record(
     `scope` is the API token's (server/tokens.py): only requests with the
     same token find the record's image by its hash.
     `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
-    None: no lease, processed whoever waits."""
+    None: no lease, processed whoever waits.
+    `progress_total`, for a long job (`everything`), starts its `progress`
+    at 0 of that many steps (`note_progress`)."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
@@ -99,6 +102,7 @@ def new_record(
         "scope": scope,
         "resultBytes": None,
         "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
+        "progress": None if progress_total is None else {"done": 0, "total": progress_total},
     }
 
 
@@ -196,6 +200,23 @@ def claim(
         "attempts": record["attempts"] + 1,
         "leaseUntil": format_time(now + dt.timedelta(seconds=lease_seconds)),
         "serverId": server_id,
+    }
+
+
+def note_progress(
+    record: Record, *, now: dt.datetime, done: int, total: int, server_id: str, lease_seconds: float
+) -> Record:
+    """The processor holding the record has done `done` of `total` steps; its lease runs on from now.
+
+    Refused once the record is no longer this processor's to work on
+    (interrupted, or reclaimed by another): the work stops there.
+    """
+    if record["status"] != PROCESSING or record.get("serverId") != server_id:
+        raise TransitionRefused(f"record is {record['status']} on {record.get('serverId')}, not this processor's")
+    return {
+        **record,
+        "progress": {"done": done, "total": total},
+        "leaseUntil": format_time(now + dt.timedelta(seconds=lease_seconds)),
     }
 
 
