@@ -29,7 +29,7 @@ import uuid
 
 from websockets.exceptions import ConnectionClosed
 
-from server import answers, jobs, output_budget, protocol
+from server import answers, everything_params, jobs, output_budget, protocol
 from server.clock import utcnow
 from server.deadlines import socket_deadline
 from server.errors import ClientError
@@ -155,14 +155,16 @@ class Conversation:
     def _admit(self, request: protocol.Request) -> int:
         """Read the image, keep its file, insert the record and hand the pixels over."""
         settings = self.settings
+        everything = everything_params.for_model(request.everything, settings.sam_model_type)  # before the image
         started = time.perf_counter()
         source = self.intake.read_image(request.image_url, request.image_sha256, self.scope)
         self.download_ms = (time.perf_counter() - started) * 1000
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)
-            output_budget.check_work(
-                len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
-            )
+            if everything is None:  # an everything's masks are counted as they are made (OutputMeter)
+                output_budget.check_work(
+                    len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
+                )
             for index, prompt in enumerate(prompts):
                 if prompt.mask_input is not None:
                     ref = prompt.mask_input.to_dict()
@@ -183,6 +185,8 @@ class Conversation:
                 preferred_server=self.intake.server_id if source.pixels is None else None,
                 scope=self.scope,
                 waiter_lease_seconds=settings.waiter_lease_seconds,
+                everything=request.everything,
+                progress_total=None if everything is None else everything.total_points(),
             )
             position = self.intake.admit(record, source, self.ws.bell)
         except BaseException:

@@ -63,6 +63,7 @@ def new_record(
     scope: str | None = None,
     waiter_lease_seconds: float | None = None,
     progress_total: int | None = None,
+    everything: dict[str, Any] | None = None,
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
@@ -74,7 +75,8 @@ def new_record(
     `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
     None: no lease, processed whoever waits.
     `progress_total`, for a long job (`everything`), starts its `progress`
-    at 0 of that many steps (`note_progress`)."""
+    at 0 of that many steps (`note_progress`). `everything` (1.2) keeps the
+    generator's parameters as sent; such a record has no prompts."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
@@ -103,6 +105,7 @@ def new_record(
         "resultBytes": None,
         "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
         "progress": None if progress_total is None else {"done": 0, "total": progress_total},
+        "everything": everything,
     }
 
 
@@ -122,6 +125,7 @@ class Work:
     prompts: tuple[dict[str, Any], ...] | None
     output: tuple[str, ...]
     scope: str | None = None
+    everything: dict[str, Any] | None = None  # (1.2) the generator's parameters as sent
 
     @classmethod
     def of(cls, record: Record) -> "Work":
@@ -135,6 +139,7 @@ class Work:
             prompts=None if prompts is None else tuple(prompts),
             output=tuple(record.get("output") or ("rle",)),
             scope=record.get("scope"),
+            everything=record.get("everything"),
         )
 
     def echoes(self) -> list[dict[str, Any]]:
