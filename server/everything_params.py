@@ -102,7 +102,13 @@ def for_model(sent: dict[str, Any] | None, model_type: str) -> EverythingParams 
     """The parameters for the `SAM_MODEL_TYPE` served (None for a request without `everything`)."""
     if sent is None:
         return None
-    return for_family(sent, SAM2 if registry.model_type(model_type).family == registry.SAM2 else SAM1, model_type)
+    return for_family(sent, family_of(model_type), model_type)
+
+
+def family_of(model_type: str) -> str:
+    """SAM2 for a SAM 2.1 model type of the registry, else SAM1."""
+    row = registry.MODEL_TYPES.get(model_type)
+    return SAM2 if row is not None and row.family == registry.SAM2 else SAM1
 
 
 def for_family(sent: dict[str, Any], family: str, model_type: str) -> EverythingParams:

@@ -34,6 +34,7 @@ from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
+from server.everything_job import EverythingJob
 from server.image_store import ImageStore
 from server.mask_cache import MaskCache
 from server.models.checkpoint_file import CheckpointError
@@ -83,6 +84,9 @@ class Processor:
         self.fetcher = Refetcher(settings, store, image_store, on_ready=self._image_arrived)
         self.results = ResultWriter(
             store=store, settings=settings, budget=budget, mask_cache=mask_cache, image_store=image_store, events=events
+        )
+        self.everything = EverythingJob(
+            store=store, settings=settings, events=events, budget=budget, results=self.results, server_id=server_id
         )
         self._pixels_lock = threading.Lock()
         self.batch_size = 1  # BATCH_SIZE, resolved once the model's device is known
@@ -247,6 +251,7 @@ class Processor:
 
     def _process(self, batch: list[Record]) -> None:
         ready: list[tuple[Record, jobs.Work, ImageJob]] = []
+        everything: list[tuple[Record, jobs.Work, np.ndarray | None]] = []
         reservations: list[Reservation] = []
         for record in batch:
             work = jobs.Work.of(record)  # the one typed view of the record, to its result
@@ -262,12 +267,17 @@ class Processor:
                 continue
             if reservation is not None:
                 reservations.append(reservation)
+            if work.everything is not None:  # a long job of its own, after the batch's others
+                everything.append((record, work, pixels))
+                continue
             ready.append((record, work, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256, work.scope)))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
             elif ready:
                 self._segment_alone(*ready[0])
+            for record, work, pixels in everything:
+                self.everything.run(self.model, record, work, pixels)  # type: ignore[arg-type]
         finally:
             for reservation in reservations:
                 reservation.release()
@@ -321,7 +331,8 @@ class Processor:
         if handed_over is not None and handed_over[0] is not None:
             return handed_over
         assert self.model is not None
-        if self.model.has_embedding(work.image_sha256, work.scope):
+        crops = (work.everything or {}).get("crop_n_layers", 0) > 0  # an everything's crops need the pixels
+        if self.model.has_embedding(work.image_sha256, work.scope) and not crops:
             return None, None
         data = image_layout.read(self.settings.image_dir, work.image_sha256)
         if data is None:

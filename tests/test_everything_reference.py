@@ -1,0 +1,112 @@
+"""`everything` against the reference generators on the same weights (docs/protocol.md, "Segment everything").
+
+`SamAutomaticMaskGenerator` (SAM 1) and `SAM2AutomaticMaskGenerator` (SAM 2.1)
+with `output_mode="coco_rle"` on a full-size vit_b and hiera_t with random
+weights, loaded by production's `load_model`. The contract's tolerances: mask
+count within 2% (or 1); at least 98% of masks matched one to one at IoU >=
+0.99; score within 1e-3, stability within 1e-2; the reference's order without
+crop layers. Random weights make near-identical masks, so some cases keep
+every candidate (NMS at 1.0) to compare hundreds of them; nothing here says
+anything of mask quality.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from server import everything
+from server.everything_params import family_of, for_model
+from server.models.loading import load_model
+
+pytestmark = pytest.mark.slow  # full-size models on the CPU
+
+CHECKPOINTS = {"vit_b": "vit_b_checkpoint", "sam2.1_hiera_t": "hiera_t_checkpoint"}  # conftest's fixtures
+ALL_KEPT = {"pred_iou_thresh": 0, "stability_score_thresh": 0}
+CASES = {
+    "grid 8, every candidate": {"points_per_side": 8, **ALL_KEPT, "box_nms_thresh": 1.0, "stability_score_offset": 0.05},
+    "grid 8, thresholds at 0": {"points_per_side": 8, **ALL_KEPT},
+    "grid 8, defaults": {"points_per_side": 8},
+    "one crop layer": {"points_per_side": 8, "crop_n_layers": 1, "crop_n_points_downscale_factor": 2, **ALL_KEPT,
+                       "box_nms_thresh": 1.0, "crop_nms_thresh": 1.0},
+}
+
+
+@pytest.fixture(scope="module", params=list(CHECKPOINTS))
+def model(request):
+    return load_model(request.param, request.getfixturevalue(CHECKPOINTS[request.param]), "cpu", "fp32", cache_size=1)
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:120, 0:160]
+    base = (np.sin(x / 9.0) + np.cos(y / 13.0) > 0.3).astype(np.uint8) * 180
+    return (base[..., None] + rng.integers(0, 60, (120, 160, 3))).astype(np.uint8)
+
+
+def ours(model, image, sent):
+    params = for_model(sent, model.model_type)
+    generator = everything.Generator(model.decode, params, sam2=family_of(model.model_type) == "sam2", points_per_batch=16)
+    crops = lambda box: model.embed([np.ascontiguousarray(image[box[1] : box[3], box[0] : box[2]])])[0]  # noqa: E731
+    found = generator.run(image.shape[:2], crops, lambda done: None)
+    return [everything.wire(item, ["rle"], None) for item in found]
+
+
+def reference(model, image, sent):
+    if family_of(model.model_type) == "sam2":
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+        return SAM2AutomaticMaskGenerator(model.model, output_mode="coco_rle", **sent).generate(image)
+    from segment_anything import SamAutomaticMaskGenerator
+
+    return SamAutomaticMaskGenerator(model.sam, output_mode="coco_rle", **sent).generate(image)
+
+
+def matches(mine, theirs):
+    """One-to-one pairs (mine, theirs) at IoU >= 0.99, best first."""
+    if not mine or not theirs:
+        return []
+    rles = [{"size": m["segmentation"]["size"], "counts": m["segmentation"]["counts"].encode()} for m in mine]
+    ious = np.asarray(mask_utils.iou(rles, [t["segmentation"] for t in theirs], [0] * len(theirs)))
+    pairs, used_mine, used_theirs = [], set(), set()
+    for flat in np.argsort(-ious, axis=None):
+        i, j = np.unravel_index(flat, ious.shape)
+        if ious[i, j] < 0.99:
+            break
+        if i not in used_mine and j not in used_theirs:
+            pairs.append((int(i), int(j)))
+            used_mine.add(i)
+            used_theirs.add(j)
+    return pairs
+
+
+def same_or_both_nan(a, b, tolerance):
+    if a is None or (isinstance(b, float) and math.isnan(b)):
+        return a is None and math.isnan(b)
+    return abs(a - b) <= tolerance
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_everything_is_the_reference_generators_answer(model, image, case):
+    sent = CASES[case]
+    with torch.inference_mode():
+        mine = ours(model, image, sent)
+    theirs = reference(model, image, sent)
+    assert abs(len(mine) - len(theirs)) <= max(1, 0.02 * len(theirs)), (len(mine), len(theirs))
+    pairs = matches(mine, theirs)
+    assert len(pairs) >= 0.98 * max(len(mine), len(theirs)), (len(pairs), len(mine), len(theirs))
+    for i, j in pairs:
+        assert abs(mine[i]["score"] - theirs[j]["predicted_iou"]) <= 1e-3
+        assert same_or_both_nan(mine[i]["stability_score"], theirs[j]["stability_score"], 1e-2)
+        assert mine[i]["point"] == pytest.approx(dict(zip("xy", theirs[j]["point_coords"][0])), abs=0.01)
+        x, y, w, h = theirs[j]["crop_box"]
+        assert mine[i]["crop_box"] == [x, y, w, h]
+        assert mine[i]["bbox"] == [round(v, 2) for v in mask_utils.toBbox(theirs[j]["segmentation"])]
+    if "crop_n_layers" not in sent:
+        in_order = sum(i == j for i, j in pairs)
+        assert in_order >= 0.98 * len(theirs), f"{in_order} of {len(theirs)} masks in the reference's order"
