@@ -107,13 +107,10 @@ class Generator:
     ) -> list[Found]:
         x0, y0, x1, y1 = crop_box
         points = self.grids[layer] * np.array([[x1 - x0, y1 - y0]])
-        post = embedding.postprocess  # SAM 1 maps 256 low-res onto a 1024 input; SAM 2.1's first resize is 1:1
-        upsampler = Upsampler(dataclasses.replace(post, threshold=self.threshold),
-                              post.encoder_size if self.sam2 else post.encoder_size // 4)
         candidates: list[tuple[Found, tuple[int, int, int, int]]] = []
         for start in range(0, len(points), self.points_per_batch):
             batch = points[start : start + self.points_per_batch]
-            candidates.extend(self._batch(embedding, upsampler, batch, crop_box, size, lambda: report(start)))
+            candidates.extend(self._batch(embedding, batch, crop_box, size, lambda: report(start)))
             report(start + len(batch))
         if not candidates:
             return []
@@ -124,7 +121,6 @@ class Generator:
     def _batch(
         self,
         embedding: Embedding,
-        upsampler: Upsampler,
         points: np.ndarray,
         crop_box: list[int],
         size: tuple[int, int],
@@ -143,6 +139,7 @@ class Generator:
             candidates = 1
             points = np.repeat(points, len(again) // len(points), axis=0)
         logits = low_res.float().cpu().flatten(0, 1).numpy()
+        upsampler = Upsampler(dataclasses.replace(embedding.postprocess, threshold=self.threshold), logits.shape[-1])
         ious = scores.float().cpu().flatten(0, 1).numpy()
         owners = np.repeat(np.arange(len(points)), candidates)
         x0, y0, _, _ = crop_box
