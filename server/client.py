@@ -304,7 +304,7 @@ def write_overlay(result: dict[str, Any], image_bytes: bytes, path: Path) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=program_name("server.client"),
-        description="Send an image and boxes or points to a CAP server; print the progress and the result; write files only where asked.",
+        description="Send an image and boxes or points (or --everything) to a CAP server; print the progress and the result; write files only where asked.",
         epilog="Exit status: 0 a result, 1 the server answered with an error, "
         "2 bad arguments or a file that cannot be read or written, 3 no connection.",
     )
