@@ -157,7 +157,7 @@ def test_a_superseding_request_or_a_closed_connection_stops_the_work_within_one_
         ({"everything": {"brightness": 1}}, "everything.brightness"),
         ({"everything": {"points_per_side": 100}}, "everything.points_per_side"),
         ({"everything": {"crop_n_layers": -1}}, "everything.crop_n_layers"),
-        ({"everything": {}, "boxes": [{"x": 0, "y": 0, "width": 5, "height": 5}]}, "everything"),
+        ({"everything": {}, "boxes": [{"x": 0, "y": 0, "width": 5, "height": 5}]}, "exactly one of boxes, prompts and everything"),
         ({"everything": {"use_m2m": True}}, "everything.use_m2m is a SAM 2.1 parameter"),
     ],
 )
