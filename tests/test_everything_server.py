@@ -118,7 +118,7 @@ def test_progress_comes_at_most_four_times_a_second_and_at_least_every_two_secon
     assert types[-1] == "result", types
     since_status = received[types.index("status"):]
     gaps = [later - earlier for (earlier, _), (later, _) in zip(since_status, since_status[1:])]
-    assert max(gaps) < 2.0 + 0.3, gaps  # while the encoder runs (2.6 s) too
+    assert max(gaps) < 2.0, gaps  # while the encoder runs (2.6 s) too
     progress = [(at, m) for at, m in received if m["type"] == "progress"]
     assert min(later - earlier for (earlier, _), (later, _) in zip(progress, progress[1:])) >= 0.25 - 0.02
     done = [m["done"] for _, m in progress]
