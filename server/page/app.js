@@ -16,7 +16,7 @@ import {cocoDocument, labelIndexPng, objectPngs} from "./exports.js";
 import {listen} from "./input.js";
 import {askForCurrentPrompt, checkServer, openUrl} from "./messages.js";
 import {showControls, showError, showObjects, showProgressHint} from "./panel.js";
-import {app, onChange, state} from "./state.js";
+import {app, keptObjects, onChange, state} from "./state.js";
 import * as storage from "./storage.js";
 
 const $ = (id) => document.getElementById(id);
@@ -56,15 +56,15 @@ const exportedImage = () => ({name: app.image.name, width: app.image.width, heig
                               sha256: app.image.sha256});
 
 $("export-coco").addEventListener("click", () => {
-  const document_ = cocoDocument(exportedImage(), state().objects, {polygons: app.settings.polygons});
+  const document_ = cocoDocument(exportedImage(), keptObjects(), {polygons: app.settings.polygons});
   download(new Blob([JSON.stringify(document_)], {type: "application/json"}), `${baseName()}.coco.json`);
 });
 $("export-pngs").addEventListener("click", async () => {
-  download(await objectPngs(state().objects), `${baseName()}.masks.zip`);
+  download(await objectPngs(keptObjects()), `${baseName()}.masks.zip`);
 });
 $("export-index").addEventListener("click", async () => {
   try {
-    download(await labelIndexPng(exportedImage(), state().objects), `${baseName()}.labels.png`);
+    download(await labelIndexPng(exportedImage(), keptObjects()), `${baseName()}.labels.png`);
   } catch (error) {
     showError(error.message);
   }

@@ -3,7 +3,7 @@
 // a change of the state (state.js) or of the view.
 
 import {canvas, render, view} from "./drawing.js";
-import {openFile, openUrl, tokenChanged} from "./messages.js";
+import {askEverything, openFile, openUrl, tokenChanged} from "./messages.js";
 import {
   accept, addPoint, app, clearPrompt, deleteObject, dragBox, endBoxDrag, nextCandidate, redo,
   removePoint, setPolygons, setToken, state, toggleHidden, toggleMultimask, undo,
@@ -238,6 +238,7 @@ export function listen() {
   $("undo").addEventListener("click", undo);
   $("redo").addEventListener("click", redo);
   $("next-candidate").addEventListener("click", nextCandidate);
+  $("everything").addEventListener("click", () => askEverything($("everything-parameters").value));
   $("multimask").addEventListener("change", toggleMultimask);
   $("polygons").addEventListener("change", () => setPolygons($("polygons").checked));
 }

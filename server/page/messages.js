@@ -7,7 +7,7 @@ import {clearLayers, view} from "./drawing.js";
 import {showConnection, showError, showProgress, showServerState} from "./panel.js";
 import {Session, serverState} from "./session.js";
 import {
-  answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, restoreObjects,
+  answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, propose, restoreObjects,
 } from "./state.js";
 import * as storage from "./storage.js";
 
@@ -27,6 +27,21 @@ export function askForCurrentPrompt() {
   } else {
     session.ask(prompt, app.settings);
   }
+}
+
+// Segment everything: its masks come back as unlabelled objects.
+export function askEverything(text) {
+  let parameters;
+  try {
+    parameters = JSON.parse(text || "{}");
+  } catch {
+    parameters = null;
+  }
+  if (!parameters || typeof parameters !== "object" || Array.isArray(parameters)) {
+    showError('The parameters must be a JSON object, such as {"points_per_side": 16}; {} takes the defaults.');
+    return;
+  }
+  if (app.session) app.session.everything(parameters, app.settings);
 }
 
 function openImage({name, source, display}) {
@@ -89,6 +104,9 @@ function sessionHandlers(image) {
     },
     answer(entry, result) {
       if (mine()) answered(entry.prompt, entry.multimask, result);
+    },
+    everything(entry, result) {
+      if (mine()) propose(result.masks, result.id);
     },
     failed(entry, error) {
       if (!mine()) return;
