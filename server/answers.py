@@ -30,7 +30,7 @@ def progress_message(job_id: str, done: int, total: int, client_ref: str | None 
     return _dump({"type": "progress", "id": job_id, "done": done, "total": total}, client_ref)
 
 
-def result_message(
+def result_fields(
     job_id: str,
     *,
     width: int,
@@ -40,18 +40,21 @@ def result_message(
     timings: dict[str, float],
     cached_embedding: bool,
     client_ref: str | None = None,
-) -> str:
-    return _dump(
-        {
-            "type": "result",
-            "id": job_id,
-            "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
-            "masks": masks,
-            "timings": timings,
-            "cached_embedding": cached_embedding,
-        },
-        client_ref,
-    )
+) -> dict[str, Any]:
+    """The result message as a dict: what an adapter translates (server/adapters/), and `result_message` sends."""
+    message = {
+        "type": "result",
+        "id": job_id,
+        "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
+        "masks": masks,
+        "timings": timings,
+        "cached_embedding": cached_embedding,
+    }
+    return message if client_ref is None else {**message, "client_ref": client_ref}
+
+
+def result_message(fields: dict[str, Any]) -> str:
+    return _dump(fields)
 
 
 def error_message(job_id: str | None, code: str, message: str, client_ref: str | None = None) -> str:

@@ -64,6 +64,7 @@ def new_record(
     waiter_lease_seconds: float | None = None,
     progress_total: int | None = None,
     everything: dict[str, Any] | None = None,
+    client: str = "websocket",
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
@@ -73,7 +74,8 @@ def new_record(
     `scope` is the API token's (server/tokens.py): only requests with the
     same token find the record's image by its hash.
     `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
-    None: no lease, processed whoever waits.
+    None: no lease, processed whoever waits. `client` names the door it came
+    in by: "websocket", or an adapter's tool (server/adapters/calls.py).
     `progress_total`, for a long job (`everything`), starts its `progress`
     at 0 of that many steps (`note_progress`). `everything` (1.2) keeps the
     generator's parameters as sent; such a record has no prompts."""
@@ -106,6 +108,7 @@ def new_record(
         "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
         "progress": None if progress_total is None else {"done": 0, "total": progress_total},
         "everything": everything,
+        "client": client,
     }
 
 
