@@ -167,3 +167,15 @@ def test_bad_parameters_are_an_invalid_request_naming_the_field(start_app, reque
     assert outcome.last["type"] == "error" and outcome.last["code"] == "invalid_request"
     assert field in outcome.last["message"]
     assert all(jobs.is_terminal(record) for record in app.store.records())
+
+
+def test_small_regions_are_removed_as_the_reference_removes_them(start_app, tiny_sam):
+    app = start_app()
+    sent = {**KEEP_ALL, "points_per_side": 4, "min_mask_region_area": 40}
+    result = exchange(ws_url(app), {"image_url": DATA_URL, "everything": sent}).last
+    pixels = np.asarray(Image.open(io.BytesIO(PNG)).convert("RGB"))
+    reference = SamAutomaticMaskGenerator(tiny_sam, output_mode="coco_rle", **sent).generate(pixels)
+    assert result["type"] == "result" and len(result["masks"]) == len(reference) == 48
+    ours = sorted(masks.decode(m["segmentation"]).tobytes() for m in result["masks"])  # the order of ties may differ
+    theirs = sorted(masks.decode(m["segmentation"]).tobytes() for m in reference)
+    assert ours == theirs
