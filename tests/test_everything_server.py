@@ -120,7 +120,9 @@ def test_progress_comes_at_most_four_times_a_second_and_at_least_every_two_secon
     gaps = [later - earlier for (earlier, _), (later, _) in zip(since_status, since_status[1:])]
     assert max(gaps) < 2.0, gaps  # while the encoder runs (2.6 s) too
     progress = [(at, m) for at, m in received if m["type"] == "progress"]
-    assert min(later - earlier for (earlier, _), (later, _) in zip(progress, progress[1:])) >= 0.25 - 0.02
+    # At most 4 a second: the server spaces them 0.25 s apart; their arrival here may jitter a little.
+    assert min(later - earlier for (earlier, _), (later, _) in zip(progress, progress[1:])) >= 0.15
+    assert len(progress) <= 4 * (progress[-1][0] - progress[0][0]) + 1
     done = [m["done"] for _, m in progress]
     assert done == sorted(done) and done[0] == 0 and max(done) > 0 and {m["total"] for _, m in progress} == {256}
     assert len(set(done[:2])) == 1, "the encoder's 2.6 s were said with an unchanged done"
