@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.rows_everything import lines as everything_lines
 from bench.rig import fmt, verdict
 
 
@@ -60,6 +61,9 @@ def markdown(report: dict) -> str:
     lines += click_rows(rows["clicks"])
     if rows.get("families"):
         lines += families_lines(rows["families"])
+    if rows.get("everything"):
+        lines += ["", "Rows 16 to 19, segment everything (`bench/rows_everything.py`):", ""]
+        lines += everything_lines(rows["everything"])
     if report["mode"] == "quick":
         lines += ["", "Quick mode checks the harness: the tiny model runs in milliseconds, so the ratio targets "
                   "(set for vit_b) cannot be met by construction. Read its overheads in ms."]

@@ -30,9 +30,12 @@ Rows (see bench/README.md for what each measures and why):
                              ms in fp32 and bf16, one click's ms, end to end ÷ its own predictor; quick mode
                              builds vit_b and sam2.1_hiera_t only. `--only families` runs just this row and
                              prints it, writing no results file.
+16-19 segment everything     640×480 and 4000×3000 (quick: 1600×1200), defaults and thresholds at 0: CAP's server
+                             ÷ SamAutomaticMaskGenerator.generate (time, peak extra RSS), first progress after
+                             status; `--only everything` runs just these rows and prints them
 
 Where each row is measured: rows_latency.py (1 to 5), rows_resources.py (6, 7),
-rows_model.py (8, 9), rows_clicks.py (10 to 14), rows_families.py (15), on
+rows_model.py (8, 9), rows_clicks.py (10 to 14), rows_families.py (15), rows_everything.py (16 to 19), on
 rig.py's `Sitting`; report.py writes the table. This module runs them in order.
 """
 
@@ -51,6 +54,7 @@ from bench import plot
 from bench.report import families_lines, markdown
 from bench.rig import Sitting
 from bench.rows_clicks import clicks
+from bench.rows_everything import everything, lines as everything_lines
 from bench.rows_families import model_families
 from bench.rows_latency import concurrent, cosmos_one_at_a_time, one_at_a_time
 from bench.rows_model import decoder_per_box, gpu_encoder
@@ -80,6 +84,7 @@ def run(mode: str) -> dict:
             "gpu": gpu_encoder(),
             "clicks": clicks(sitting, runs=30),
             "families": model_families(sitting, repeats=1 if quick else 3),
+            "everything": everything(sitting),
         }
     finally:
         sitting.images.stop()
@@ -94,8 +99,16 @@ def run(mode: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
-    parser.add_argument("--only", choices=["families", "clicks"], help="run only these rows and print them; no results file")
+    parser.add_argument("--only", choices=["families", "clicks", "everything"],
+                        help="run only these rows and print them; no results file")
     args = parser.parse_args()
+    if args.only == "everything":
+        sitting = Sitting(args.mode, runs=0)
+        try:
+            print("\n".join(everything_lines(everything(sitting))))
+        finally:
+            sitting.images.stop()
+        return
     if args.only == "clicks":
         sitting = Sitting(args.mode, runs=0)
         try:

@@ -1,4 +1,4 @@
-"""The answers the server sends: queued, status, result and error messages (docs/protocol.md, "The answers").
+"""The answers the server sends: queued, status, progress, result and error messages (docs/protocol.md, "The answers").
 
 Pure functions only: each returns the message's JSON text; `client_ref`, when
 the request had one, is echoed in every answer to it.

@@ -3,6 +3,7 @@ server from the command line.
 
     python -m server.client ws://host:8080 --image URL_OR_PATH --box x,y,w,h [--box ...]
         [--multimask] [--token T] [--out overlay.png] [--json result.json]
+    python -m server.client ws://host:8080 --image URL_OR_PATH --everything ['{"points_per_side": 16}']
 
 A plain WebSocket client of the public protocol (README, "The protocol"). A
 local file is sent as a data: URL. It prints the progress and the timings, and
@@ -74,13 +75,20 @@ def build_request(
     negative: list[tuple[float, float]],
     multimask: bool,
     polygons: bool,
+    everything: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Boxes alone: one prompt each (protocol 1's boxes). With points: one prompt of all the points and the box."""
-    if not boxes and not positive and not negative:
-        raise Failure(EXIT_LOCAL, "give at least one --box, --point or --negative")
-    request: dict[str, Any] = {"image_url": image_url, "multimask": multimask}
+    """Boxes alone: one prompt each (protocol 1's boxes). With points: one prompt of all the points and the box.
+    `everything` (the generator's parameters): every mask of the image, and no prompts."""
+    if everything is not None and (boxes or positive or negative or multimask):
+        raise Failure(EXIT_LOCAL, "--everything takes no --box, --point, --negative or --multimask")
+    if everything is None and not boxes and not positive and not negative:
+        raise Failure(EXIT_LOCAL, "give at least one --box, --point or --negative, or --everything")
+    request: dict[str, Any] = {"image_url": image_url}
+    request.update({"everything": everything} if everything is not None else {"multimask": multimask})
     if polygons:
         request["output"] = ["rle", "polygons"]
+    if everything is not None:
+        return request
     if not positive and not negative:
         return {**request, "boxes": boxes}
     if len(boxes) > 1:
@@ -90,6 +98,17 @@ def build_request(
     if boxes:
         prompt["box"] = boxes[0]
     return {**request, "prompts": [prompt]}
+
+
+def parse_everything(text: str) -> dict[str, Any]:
+    """The generator's parameters, a JSON object (`{}`: the server's defaults)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of parameters, e.g. '{{\"points_per_side\": 16}}'")
+    return value
 
 
 def is_url(text: str) -> bool:
@@ -148,7 +167,9 @@ def overlay(pixels: np.ndarray, result: dict[str, Any]) -> Image.Image:
 
 
 def echoed_prompt(mask: dict[str, Any]) -> dict[str, Any]:
-    """What a mask answers: protocol 1 echoes its `box`, 1.1 its `prompt`."""
+    """What a mask answers: protocol 1 echoes its `box`, 1.1 its `prompt`, an everything mask its grid `point`."""
+    if "point" in mask:
+        return {"points": [{**mask["point"], "label": 1}]}
     return mask["prompt"] if "prompt" in mask else {"box": mask["box"]}
 
 
@@ -177,9 +198,12 @@ def describe_result(result: dict[str, Any]) -> list[str]:
         asked = omitted or any("polygons" in mask for mask in candidates)
         polygons = f", {rings} polygon ring{'' if rings == 1 else 's'}" if asked else ""
         polygons += f" ({omitted} mask{'' if omitted == 1 else 's'} without: too many vertices)" if omitted else ""
-        prompt = echoed_prompt(candidates[0])
-        name = "box" if "prompt" not in candidates[0] else "prompt"
-        lines.append(f"  {name} {index + 1} {describe_prompt(prompt).removeprefix('box ')}: score {scores}{polygons}")
+        if "point" in candidates[0]:  # everything: the grid point that made the mask
+            what = f"mask {index + 1} from x={candidates[0]['point']['x']:g} y={candidates[0]['point']['y']:g}"
+        else:
+            name = "box" if "prompt" not in candidates[0] else "prompt"
+            what = f"{name} {index + 1} {describe_prompt(echoed_prompt(candidates[0])).removeprefix('box ')}"
+        lines.append(f"  {what}: score {scores}{polygons}")
     timings = ", ".join(f"{name.removesuffix('_ms')} {ms:.1f} ms" for name, ms in result["timings"].items())
     lines.append(f"timings: {timings}")
     return lines
@@ -241,7 +265,7 @@ def write_overlay(result: dict[str, Any], image_bytes: bytes, path: Path) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=program_name("server.client"),
-        description="Send an image and boxes or points to a CAP server; print the progress and the result; write files only where asked.",
+        description="Send an image and boxes or points (or --everything) to a CAP server; print the progress and the result; write files only where asked.",
         epilog="Exit status: 0 a result, 1 the server answered with an error, "
         "2 bad arguments or a file that cannot be read or written, 3 no connection.",
     )
@@ -258,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a point that is not on the object; repeat for more")
     parser.add_argument("--multimask", action="store_true", help="three candidate masks per prompt")
     parser.add_argument("--polygons", action="store_true", help="also ask for each mask's outline as polygons")
+    parser.add_argument("--everything", nargs="?", const={}, type=parse_everything, metavar="JSON",
+                        help="every mask of the image (segment everything), optionally with the generator's "
+                        "parameters as a JSON object")
     parser.add_argument("--token", help="the server's API token, if it needs one")
     parser.add_argument("--out", type=Path, help="write the masks over the image here, as a PNG")
     parser.add_argument("--json", type=Path, help="write the result message here, as JSON")
@@ -266,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.video is not None:
             return track(args, object_prompt(args.box, args.point, args.negative))
         image_url, image_bytes = image_to_send(args.image)
-        request = build_request(image_url, args.box, args.point, args.negative, args.multimask, args.polygons)
+        request = build_request(
+            image_url, args.box, args.point, args.negative, args.multimask, args.polygons, args.everything
+        )
         result = segment(args.server, request, args.token)
         print("\n".join(describe_result(result)), flush=True)
         if args.json is not None:

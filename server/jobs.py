@@ -1,12 +1,9 @@
 """The Queue record and its lifecycle (docs/records.md). Pure: no store, no clock.
 
-A record moves forward through createdAt -> processing -> processed ->
-finished, or stops early in a terminal `interrupted` or `failed`. Each
-transition takes a record dict and returns a new one, or raises
-`TransitionRefused` when the record's state no longer allows it (for example
-a claim that lost a race with an interruption). The store applies the new
-record only if the old one is unchanged (ETag/version), so a lost race is
-re-read and decided again.
+A record moves createdAt -> processing -> processed -> finished, or stops
+early, terminal, `interrupted` or `failed`. Each transition returns a new
+record, or raises `TransitionRefused` (a claim that lost a race, say); the
+store writes it only if the old one is unchanged (ETag), else decides again.
 """
 
 from __future__ import annotations
@@ -63,20 +60,15 @@ def new_record(
     scope: str | None = None,
     waiter_lease_seconds: float | None = None,
     progress_total: int | None = None,
+    everything: dict[str, Any] | None = None,
     client: str = "websocket",
 ) -> Record:
-    """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
-    `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
-    `boxes` the boxes of those that have one. `output` defaults to RLE.
-    `preferredServer` names the replica whose embedding cache holds the
-    image: others leave the record to it for a moment (docs/records.md).
-    `scope` is the API token's (server/tokens.py): only requests with the
-    same token find the record's image by its hash.
-    `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
-    None: no lease, processed whoever waits. `client` names the door it came
-    in by: "websocket", or an adapter's tool (server/adapters/calls.py).
-    `progress_total`, for a long job (`everything`), starts its `progress`
-    at 0 of that many steps (`note_progress`)."""
+    """A queued record; every field is in docs/records.md. Protocol 1 keeps its boxes in `boxes` and no
+    `prompts`; 1.1 keeps its prompts whole, and in `boxes` those prompts' boxes. `preferredServer`: the
+    replica whose embedding cache holds the image. `scope`: the API token's (server/tokens.py).
+    `waiterLeaseUntil`: the waiter's lease (`renew_waiter`; None: none). `client`: the door it came in
+    by (server/adapters/calls.py). `progress_total`: a long job's steps (`note_progress`). `everything`
+    (1.2): the generator's parameters as sent."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
@@ -106,6 +98,7 @@ def new_record(
         "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
         "progress": None if progress_total is None else {"done": 0, "total": progress_total},
         "video": None,  # a video request's kind and parameters (server/video_requests.py)
+        "everything": everything,
         "client": client,
     }
 
@@ -126,6 +119,7 @@ class Work:
     prompts: tuple[dict[str, Any], ...] | None
     output: tuple[str, ...]
     scope: str | None = None
+    everything: dict[str, Any] | None = None  # (1.2) the generator's parameters as sent
 
     @classmethod
     def of(cls, record: Record) -> "Work":
@@ -139,6 +133,7 @@ class Work:
             prompts=None if prompts is None else tuple(prompts),
             output=tuple(record.get("output") or ("rle",)),
             scope=record.get("scope"),
+            everything=record.get("everything"),
         )
 
     def echoes(self) -> list[dict[str, Any]]:

@@ -180,6 +180,18 @@ class Upsampler:
                 by_columns[columns, rows] = values > threshold
         return Crop(top, left, by_columns.T, self.postprocess.original_size)
 
+    def region(self, logits: np.ndarray, threshold: float) -> tuple[int, int, np.ndarray]:
+        """The image's logits (float32) over the rows and columns where some can exceed `threshold`, and
+        where that region sits (top, left): what `everything` takes a mask and its stability from."""
+        top, bottom = self._rows.span((logits > threshold).any(1))
+        left, right = self._cols.span((logits > threshold).any(0))
+        if top == bottom or left == right:
+            return 0, 0, np.zeros((0, 0), dtype=np.float32)
+        col_index = self._cols.index[left:right]
+        first = int(col_index.min())
+        by_rows = _combine(logits[:, first : int(col_index.max()) + 1], self._rows.index[top:bottom], self._rows.weight[top:bottom])
+        return top, left, _combine(by_rows.T.copy(), col_index - first, self._cols.weight[left:right]).T
+
     def _whole(self, logits: np.ndarray) -> Crop:
         """A mask that may cover most of the image: SAM's own two resizes, for this one mask.
 

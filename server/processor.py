@@ -1,23 +1,14 @@
 """The processor thread: the only code that touches the SAM model.
 
-It loads the model and warms it up, then loops: claim the oldest claimable
-records (up to BATCH_SIZE), segment their images (one encoder pass for the
-batch, none for images whose embedding is cached), store each result in
-SAMOutput, mark each record processed, and wake the connection waiting for
-it. An insert wakes it at once through `wake`, and it claims again straight
-after a batch, so it never sleeps while records wait; the `POLL_INTERVAL`
-timeout only catches records inserted by other processes sharing the
-database. Housekeeping (records past `JOB_TIMEOUT`, IMAGE_DIR) is the
-sweeper's thread (server/sweeper.py), never this one.
+It loads and warms the model, then loops: claim the oldest claimable records
+(up to BATCH_SIZE), segment their images (one encoder pass for the batch,
+none for cached embeddings), write each result (server/results.py) and
+wake its waiter. An `everything` record runs after its batch's others
+(server/everything_job.py); a video record goes to `VideoWork`. An insert
+wakes it (`wake`); `POLL_INTERVAL` catches other processes' inserts.
 
-Images arrive decoded from the connection threads (`hand_over`). An image
-this replica lacks (another replica received the request) is fetched again
-by the `Refetcher`'s threads, never this one, so a slow image host cannot
-stall the model. A batch that fails is tried again one request at a time,
-so that only a request that fails alone fails. Writing a result (RLE and
-two store writes) stays on this thread: it costs a few milliseconds against
-seconds of encoder time (see bench/README.md), and a second writer thread
-would compete with the encoder for the same cores.
+Images arrive decoded (`hand_over`); one this replica lacks is fetched by the
+`Refetcher`'s threads. A failed batch is tried one request at a time.
 """
 
 from __future__ import annotations
@@ -34,6 +25,7 @@ from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
+from server.everything_job import EverythingJob
 from server.image_store import ImageStore
 from server.mask_cache import MaskCache
 from server.models.checkpoint_file import CheckpointError
@@ -84,6 +76,9 @@ class Processor:
         self.fetcher = Refetcher(settings, store, image_store, on_ready=self._image_arrived)
         self.results = ResultWriter(
             store=store, settings=settings, budget=budget, mask_cache=mask_cache, image_store=image_store, events=events
+        )
+        self.everything = EverythingJob(
+            store=store, settings=settings, events=events, budget=budget, results=self.results, server_id=server_id
         )
         self._pixels_lock = threading.Lock()
         self.video = VideoWork(
@@ -256,6 +251,7 @@ class Processor:
             self.video.process(record, self.model)
         batch = [record for record in batch if record not in video]
         ready: list[tuple[Record, jobs.Work, ImageJob]] = []
+        everything: list[tuple[Record, jobs.Work, np.ndarray | None]] = []
         reservations: list[Reservation] = []
         for record in batch:
             work = jobs.Work.of(record)  # the one typed view of the record, to its result
@@ -271,12 +267,17 @@ class Processor:
                 continue
             if reservation is not None:
                 reservations.append(reservation)
+            if work.everything is not None:  # a long job of its own, after the batch's others
+                everything.append((record, work, pixels))
+                continue
             ready.append((record, work, ImageJob(pixels, job_prompts, work.multimask, work.image_sha256, work.scope)))
         try:
             if len(ready) > 1:
                 self._segment_together(ready)
             elif ready:
                 self._segment_alone(*ready[0])
+            for record, work, pixels in everything:
+                self.everything.run(self.model, record, work, pixels)  # type: ignore[arg-type]
         finally:
             for reservation in reservations:
                 reservation.release()
@@ -330,7 +331,8 @@ class Processor:
         if handed_over is not None and handed_over[0] is not None:
             return handed_over
         assert self.model is not None
-        if self.model.has_embedding(work.image_sha256, work.scope):
+        crops = (work.everything or {}).get("crop_n_layers", 0) > 0  # an everything's crops need the pixels
+        if self.model.has_embedding(work.image_sha256, work.scope) and not crops:
             return None, None
         data = image_layout.read(self.settings.image_dir, work.image_sha256)
         if data is None:

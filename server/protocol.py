@@ -1,4 +1,4 @@
-"""The wire protocol (1 and 1.1): parse and validate requests.
+"""The wire protocol (1, 1.1 and 1.2): parse and validate requests.
 
 Pure functions only: no sockets, no store, no model. docs/protocol.md is the
 contract. A protocol 1 request (`image_url` and `boxes`) is a 1.1 request
@@ -16,14 +16,16 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from server import json_text
+from server import everything_params, json_text
 from server.errors import invalid as _invalid
 from server.data_urls import is_data_url
 from server.message_size import load_message
 from server.request_prompts import Box, RequestPrompt, parse_boxes, parse_prompts
 
-PROTOCOL_VERSION = "1.1"
-REQUEST_KEYS = {"image_url", "image_sha256", "boxes", "prompts", "multimask", "output", "keep_open", "client_ref"}
+PROTOCOL_VERSION = "1.2"
+REQUEST_KEYS = {
+    "image_url", "image_sha256", "boxes", "prompts", "everything", "multimask", "output", "keep_open", "client_ref",
+}
 OUTPUTS = ("rle", "polygons")
 MAX_CLIENT_REF = 128
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -39,6 +41,7 @@ class Request:
     output: tuple[str, ...] = ("rle",)
     keep_open: bool = False
     client_ref: str | None = None
+    everything: dict[str, Any] | None = None  # (1.2) the generator's parameters as sent; then no prompts
 
     @property
     def is_v1(self) -> bool:
@@ -87,14 +90,19 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int, image_given: bool 
             f"allowed keys are {', '.join(sorted(REQUEST_KEYS))}."
         )
     image_url, image_sha256 = _parse_image(body, image_given)
-    if "boxes" in body and "prompts" in body:
-        raise _invalid("Send either boxes or prompts, not both.")
-    if "boxes" in body:
+    if sum(key in body for key in ("boxes", "prompts", "everything")) > 1:
+        raise _invalid("Send exactly one of boxes, prompts and everything.")
+    everything = everything_params.parse(body["everything"]) if "everything" in body else None
+    if everything is not None and "multimask" in body:
+        raise _invalid("multimask does not apply to everything; send everything.multimask_output (SAM 2.1) instead.")
+    if everything is not None:
+        prompts = ()
+    elif "boxes" in body:
         prompts = tuple(RequestPrompt(box=box) for box in parse_boxes(body["boxes"], max_boxes))
     elif "prompts" in body:
         prompts = parse_prompts(body["prompts"], max_boxes, max_points)
     else:
-        raise _invalid('Send boxes or prompts; to prepare an image without masks, send "prompts": [].')
+        raise _invalid('Send boxes, prompts or everything; to prepare an image without masks, send "prompts": [].')
     for key in ("multimask", "keep_open"):
         if not isinstance(body.get(key, False), bool):
             raise _invalid(f"{key} must be true or false.")
@@ -113,6 +121,7 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int, image_given: bool 
         output=_parse_output(body.get("output", ["rle"])),
         keep_open=body.get("keep_open", False),
         client_ref=client_ref,
+        everything=everything,
     )
 
 def _parse_image(body: dict[str, Any], image_given: bool) -> tuple[str | None, str | None]:

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from server import answers, jobs, output_budget, protocol
+from server import answers, everything_params, jobs, output_budget, protocol
 from server.clock import utcnow
 from server.errors import ClientError
 from server.intake import Intake
@@ -54,14 +54,16 @@ class RequestJob:
     def admit(self, request: protocol.Request, read_source: Callable[[], ImageSource]) -> int:
         """Read the image, keep its file, insert the record and hand the pixels over; its position in the queue."""
         settings = self.settings
+        everything = everything_params.for_model(request.everything, settings.sam_model_type)  # before the image
         started = time.perf_counter()
         source = read_source()
         self.download_ms = (time.perf_counter() - started) * 1000
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)
-            output_budget.check_work(
-                len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
-            )
+            if everything is None:  # an everything's masks are counted as they are made (OutputMeter)
+                output_budget.check_work(
+                    len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
+                )
             for index, prompt in enumerate(prompts):
                 if prompt.mask_input is not None:
                     ref = prompt.mask_input.to_dict()
@@ -83,6 +85,8 @@ class RequestJob:
                 scope=self.scope,
                 waiter_lease_seconds=settings.waiter_lease_seconds,
                 client=self.client,
+                everything=request.everything,
+                progress_total=None if everything is None else everything.total_points(),
             )
             position = self.intake.admit(record, source, self.bell)
         except BaseException:

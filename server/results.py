@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any, Callable
 
 from server import jobs, masks, output_budget
 from server.budget import PixelBudget
@@ -46,9 +47,33 @@ class ResultWriter:
 
     def write(self, record: Record, work: jobs.Work, result: Segmentation, model_type: str) -> None:
         """Keep the result within its budget, or fail its record: too large is final, never a retry."""
+
+        def made(meter: output_budget.OutputMeter) -> list[Any]:
+            wire = masks.wire_masks(
+                result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output, meter
+            )
+            self.mask_cache.put(work.id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
+            return wire
+
+        timings = {"encode_ms": result.encode_ms, "decode_ms": result.decode_ms}
+        self.write_masks(record, work, made, model_type, timings, result.cached_embedding)
+
+    def write_masks(
+        self,
+        record: Record,
+        work: jobs.Work,
+        made: Callable[[output_budget.OutputMeter], list[Any]],
+        model_type: str,
+        timings: dict[str, float],
+        cached_embedding: bool,
+    ) -> None:
+        """The masks `made` within the output budget (they count each on the meter), stored; or the record failed."""
         meter = output_budget.OutputMeter.for_settings(self.settings, self.budget)
         try:
-            self._store(record, work, result, model_type, meter)
+            started = time.perf_counter()
+            wire = made(meter)
+            rle_ms = (time.perf_counter() - started) * 1000
+            self._store(record, work, wire, model_type, {**timings, "rle_ms": rle_ms}, cached_embedding, meter)
         except ClientError as exc:  # result_too_large, while its masks were made
             self.fail(record["id"], exc.code, exc.message)
         except ItemTooLarge:
@@ -57,16 +82,17 @@ class ResultWriter:
             meter.release()
 
     def _store(
-        self, record: Record, work: jobs.Work, result: Segmentation, model_type: str, meter: output_budget.OutputMeter
+        self,
+        record: Record,
+        work: jobs.Work,
+        wire: list[Any],
+        model_type: str,
+        timings: dict[str, float],
+        cached_embedding: bool,
+        meter: output_budget.OutputMeter,
     ) -> None:
         """Store the result, mark the record processed, wake its connection."""
         job_id = work.id
-        started = time.perf_counter()
-        wire = masks.wire_masks(
-            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output, meter
-        )
-        rle_ms = (time.perf_counter() - started) * 1000
-        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
         self.image_store.promote(work.image_sha256)  # before `processed`, which lets its connection release it
         self.store.put_output(
             {
@@ -74,12 +100,8 @@ class ResultWriter:
                 "masks": wire,
                 "model": model_type,
                 "createdAt": jobs.format_time(utcnow()),
-                "cachedEmbedding": result.cached_embedding,
-                "timings": {
-                    "encode_ms": round(result.encode_ms, 2),
-                    "decode_ms": round(result.decode_ms, 2),
-                    "rle_ms": round(rle_ms, 2),
-                },
+                "cachedEmbedding": cached_embedding,
+                "timings": {name: round(value, 2) for name, value in timings.items()},
             }
         )
         processed = self.store.update(

@@ -66,6 +66,11 @@ class JobEvents:
         with self._lock:
             self._bells.pop(job_id, None)
 
+    def watched(self, job_id: str) -> bool:
+        """Whether a connection of this process waits on the record (it stops waiting before it interrupts it)."""
+        with self._lock:
+            return job_id in self._bells
+
     def notify(self, job_id: str) -> None:
         with self._lock:
             bell = self._bells.get(job_id)

@@ -319,3 +319,23 @@ def test_the_examples_say_in_one_sentence_what_is_wrong(start_app, example, tmp_
     for case, (done, ending) in sentences.items():
         assert done.returncode == 1 and done.stdout == "", (case, done.stdout, done.stderr)
         assert done.stderr.endswith(ending + "\n") and done.stderr.count("\n") == 1, (case, done.stderr)
+
+
+def test_everything_asks_for_every_mask_and_prints_its_progress(start_app, tmp_path):
+    app = start_app()
+    image = tmp_path / "scene.png"
+    image.write_bytes(files.png_rgb(64, 48))
+    done = run_client(ws_url(app), "--image", str(image), "--everything",
+                      '{"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0}',
+                      "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "o.png"), cwd=tmp_path)
+    assert done.returncode == client.EXIT_OK, done.stderr
+    assert "progress: 0 of 16" in done.stdout and "  mask 1 from x=" in done.stdout
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["masks"] and all("point" in mask and "crop_box" in mask for mask in result["masks"])
+    assert app.store.get(result["id"])["everything"] == {"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0}
+    assert pixels_of((tmp_path / "o.png").read_bytes()).shape == (48, 64, 3)
+    assert client.build_request("u", [], [], [], False, False, {})["everything"] == {}
+    with pytest.raises(client.Failure):
+        client.build_request("u", [{"x": 1, "y": 1, "width": 1, "height": 1}], [], [], False, False, {})
+    refused = run_client("ws://127.0.0.1:9", "--image", str(image), "--everything", "[1]")
+    assert refused.returncode == client.EXIT_LOCAL and "JSON object" in refused.stderr

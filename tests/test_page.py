@@ -871,3 +871,39 @@ def test_the_pages_rle_decoder_agrees_with_pycocotools(start_app, page):
         try { decodeRle(rle); } catch (e) { return e.message; }
     }""", bad)
     assert "not 3x3" in message
+
+
+def test_everything_gives_unlabelled_objects_to_accept_label_or_delete(start_app, scenes, page, tmp_path):
+    app = start_app()
+    frames = Frames(page)
+    visit(page, app)
+    open_image(page, scenes[1])
+    parameters = {"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1.0}
+    page.fill("#everything-parameters", json.dumps(parameters))
+    page.click("#everything")
+    request = wait_for(page, lambda: next((m for m in frames.sent if "everything" in m), None))
+    assert request["everything"] == parameters and request["image_sha256"] and "prompts" not in request
+    result = frames.answer(request)
+    assert result["type"] == "result" and len(result["masks"]) == 48
+    assert any(m["type"] == "progress" and m["client_ref"] == request["client_ref"] for m in frames.received)
+    page.wait_for_function("() => /^Everything in/.test(document.getElementById('progress').textContent)")
+    assert objects_in_list(page) == [""] * 48  # unlabelled, as they came
+    alpha = read_layer(page, "objects-layer")[..., 3]
+    union = np.logical_or.reduce([decode(m["segmentation"]) for m in result["masks"]])
+    np.testing.assert_array_equal(alpha > 0, union)
+
+    # Accept the first with the label typed; label the second in its row; delete the third.
+    page.fill("#label", "stone")
+    page.locator("#objects li").nth(0).get_by_role("button", name="accept").click()
+    page.locator("#objects li .name").nth(1).fill("tree")
+    page.locator("#objects li .name").nth(1).press("Enter")
+    page.locator("#objects li").nth(2).get_by_role("button", name="delete").click()
+    assert objects_in_list(page)[:2] == ["stone", "tree"] and len(objects_in_list(page)) == 47
+    assert page.locator("#objects li.proposed").count() == 45
+
+    # Only the objects a person accepted are exported.
+    with page.expect_download() as download:
+        page.click("#export-coco")
+    coco = json.loads(Path(download.value.path()).read_text())
+    assert [c["name"] for c in coco["categories"]] == ["stone", "tree"] and len(coco["annotations"]) == 2
+    assert app.store.get(result["id"])["everything"] == parameters

@@ -99,3 +99,18 @@ def test_pacer_sends_at_once_then_on_change_at_most_four_a_second_and_at_least_e
     assert pacer.take({"done": 8, "total": 64}, 1.0) is None  # unchanged: not yet
     assert pacer.seconds_to_due({"done": 8, "total": 64}, 1.0) == pytest.approx(MAX_SILENCE - 0.75)
     assert pacer.take({"done": 8, "total": 64}, 0.25 + MAX_SILENCE) == {"done": 8, "total": 64}  # unchanged, still said
+
+
+def test_once_the_connection_here_stops_waiting_every_step_asks_the_record(store):
+    store.insert(jobs.claim(new(now=utcnow(), total=64), now=utcnow(), server_id="s1", lease_seconds=10, max_attempts=3))
+    events, clock = JobEvents(), Clock()
+    events.subscribe("a", Bell())
+    reporter = ProgressReporter(store, events, "a", server_id="s1", lease_seconds=10, clock=clock)
+    reporter.report(8, 64)
+    events.unsubscribe("a")  # as the connection does, just before it interrupts the record
+    assert not events.watched("a")
+    reporter.report(9, 64)  # no time has passed, yet it is written
+    assert store.get("a")["progress"]["done"] == 9
+    store.update("a", lambda r: jobs.interrupt(r, now=utcnow()))
+    with pytest.raises(Cancelled):
+        reporter.report(9, 64)

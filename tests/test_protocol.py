@@ -279,7 +279,7 @@ def test_a_1_1_request_parses_into_typed_prompts():
     "body, words",
     [
         ({"image_sha256": SHA}, 'send "prompts": []'),
-        ({**GOOD, "prompts": []}, "either boxes or prompts"),
+        ({**GOOD, "prompts": []}, "exactly one of boxes, prompts and everything"),
         ({**PROMPTS, "image_url": GOOD["image_url"]}, "exactly one of image_url and image_sha256"),
         ({"prompts": []}, "exactly one of image_url and image_sha256"),
         ({"image_sha256": SHA.upper(), "prompts": []}, "64 lowercase"),

@@ -174,7 +174,7 @@ def test_polygons_cover_the_mask_and_polygons_alone_leave_out_the_rle(start_app)
         ({"image_url": DATA_URL, "prompts": [{"points": [{"x": 65, "y": 1, "label": 1}]}]}, "prompts[0].points[0]"),
         ({"image_url": DATA_URL, "prompts": [{"points": [{"x": 5, "y": 1, "label": 3}]}]}, "label"),
         ({"image_url": DATA_URL, "prompts": [{}]}, "neither a box nor a point"),
-        ({"image_url": DATA_URL, "prompts": [], "boxes": [{"x": 1, "y": 1, "width": 2, "height": 2}]}, "not both"),
+        ({"image_url": DATA_URL, "prompts": [], "boxes": [{"x": 1, "y": 1, "width": 2, "height": 2}]}, "exactly one of boxes, prompts and everything"),
         ({"image_url": DATA_URL, "image_sha256": SHA, "prompts": []}, "exactly one of image_url and image_sha256"),
     ],
 )

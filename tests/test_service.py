@@ -49,7 +49,7 @@ def test_ping_answers_while_the_model_loads_and_health_waits_for_it(start_app, t
     assert set(health) == {
         "model_loaded", "store", "images", "images_free_mb", "queue_depth", "connections", "version", "protocol", "video"
     }
-    assert health["images"] == "ok" and health["protocol"] == "1.1"
+    assert health["images"] == "ok" and health["protocol"] == "1.2"
 
     release.set()
     assert app.processor.ready.wait(10)

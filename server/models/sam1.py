@@ -95,7 +95,7 @@ class SamModel(CachingModel):
         ]
 
     def decode(
-        self, embedding: Embedding, prompts: list[Prompt], multimask: bool
+        self, embedding: Embedding, prompts: list[Prompt], multimask: bool, per_call: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's low-res logits (N × C × s × s) and scores (N × C) of each prompt, on the model's device.
 
@@ -108,7 +108,7 @@ class SamModel(CachingModel):
         low_res = torch.empty((len(prompts), candidates, *side), device=self.device)
         scores = torch.empty((len(prompts), candidates), device=self.device)
         [features] = embedding.features
-        for indices in decoder_calls(prompts, self.prompts_per_call):
+        for indices in decoder_calls(prompts, per_call or self.prompts_per_call):
             group = [prompts[i] for i in indices]
             sparse, dense = self.sam.prompt_encoder(**self._prompt_tensors(group, embedding.postprocess.original_size))
             group_low_res, group_scores = self.sam.mask_decoder(

@@ -149,7 +149,7 @@ class Sam2Model(CachingModel):
         return normalize(torch.cat(planes))
 
     def decode(
-        self, embedding: Embedding, prompts: list[Prompt], multimask: bool
+        self, embedding: Embedding, prompts: list[Prompt], multimask: bool, per_call: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The low-res logits (N × C × s × s) and scores (N × C) of each prompt, on the model's device.
 
@@ -161,7 +161,7 @@ class Sam2Model(CachingModel):
         low_res = torch.empty((len(prompts), candidates, self.low_res_side, self.low_res_side), device=self.device)
         scores = torch.empty((len(prompts), candidates), device=self.device)
         image_embedding, *high_res = embedding.features
-        for indices in decoder_calls(prompts, self.prompts_per_call):
+        for indices in decoder_calls(prompts, per_call or self.prompts_per_call):
             group = [prompts[i] for i in indices]
             points, masks = self._prompt_tensors(group, embedding.postprocess.original_size)
             sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=masks)

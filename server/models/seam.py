@@ -80,8 +80,13 @@ class SegmentationModel(Protocol):
         """The encoder, once, on a batch of RGB images (H×W×3 uint8); one embedding per image."""
         ...
 
-    def decode(self, embedding: Embedding, prompts: list[Prompt], multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits (N × C × s × s) and scores (N × C) of each prompt on one embedding, on the model's device."""
+    def decode(
+        self, embedding: Embedding, prompts: list[Prompt], multimask: bool, per_call: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits (N × C × s × s) and scores (N × C) of each prompt on one embedding, on the model's device.
+
+        Prompts of one structure share a decoder call, `per_call` at most (None: the model's own choice;
+        `everything` decodes its whole batch of grid points at once, as the reference generators do)."""
         ...
 
     def warm_up(self) -> float:

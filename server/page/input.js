@@ -6,7 +6,7 @@ import {endStroke, startStroke, strokeTo, tools} from "./brush.js";
 import {canvas, paintLayers, render, view} from "./drawing.js";
 import {refineSelected, setTool} from "./editpanel.js";
 import {pickLabelByKey} from "./labelpanel.js";
-import {tokenChanged} from "./messages.js";
+import {askEverything, tokenChanged} from "./messages.js";
 import {showError} from "./panel.js";
 import {goBy, openFiles, openUrls} from "./setpanel.js";
 import {
@@ -274,6 +274,7 @@ export function listen() {
   $("undo").addEventListener("click", undo);
   $("redo").addEventListener("click", redo);
   $("next-candidate").addEventListener("click", nextCandidate);
+  $("everything").addEventListener("click", () => askEverything($("everything-parameters").value));
   $("multimask").addEventListener("change", toggleMultimask);
   $("polygons").addEventListener("change", () => setPolygons($("polygons").checked));
 }

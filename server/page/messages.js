@@ -9,7 +9,8 @@ import {showConnection, showError, showProgress, showServerState} from "./panel.
 import {loadObjects} from "./persist.js";
 import {Session, serverState} from "./session.js";
 import {
-  acceptFailed, answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, restoreObjects,
+  acceptFailed, answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, propose,
+  restoreObjects,
 } from "./state.js";
 
 const LIVE_MS = 120;   // while a box is dragged, at most one request per this many milliseconds
@@ -28,6 +29,21 @@ export function askForCurrentPrompt() {
   } else {
     session.ask(prompt, app.settings);
   }
+}
+
+// Segment everything: its masks come back as unlabelled objects.
+export function askEverything(text) {
+  let parameters;
+  try {
+    parameters = JSON.parse(text || "{}");
+  } catch {
+    parameters = null;
+  }
+  if (!parameters || typeof parameters !== "object" || Array.isArray(parameters)) {
+    showError('The parameters must be a JSON object, such as {"points_per_side": 16}; {} takes the defaults.');
+    return;
+  }
+  if (app.session) app.session.everything(parameters, app.settings);
 }
 
 // Open an entry of the image set (imageset.js), with the work it keeps:
@@ -79,6 +95,9 @@ function sessionHandlers(image, opened) {
     },
     answer(entry, result) {
       if (mine()) answered(entry.prompt, entry.multimask, result);
+    },
+    everything(entry, result) {
+      if (mine()) propose(result.masks, result.id);
     },
     failed(entry, error) {
       if (!mine()) return;

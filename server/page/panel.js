@@ -2,7 +2,9 @@
 // objects, and the footer's sentences (connection, progress, errors).
 
 import {colourOf, paintLayers, render} from "./drawing.js";
-import {app, changeObject, currentMask, currentPrompt, deleteObject, isEmpty, state, usable} from "./state.js";
+import {
+  acceptObject, app, changeObject, currentMask, currentPrompt, deleteObject, isEmpty, state, usable,
+} from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -17,13 +19,16 @@ export function showProgress(entry) {
   const say = () => {
     const seconds = ((performance.now() - entry.sentAt) / 1000).toFixed(1);
     const queued = entry.phase === "queued" && entry.position > 1 ? `, position ${entry.position} in the queue` : "";
-    const doing = entry.kind === "prepare" ? "preparing" : "segmenting";
-    $("progress").textContent = `${doing}… ${seconds} s${queued}`;
+    const doing = {prepare: "preparing", everything: "segmenting everything"}[entry.kind] || "segmenting";
+    const points = entry.total ? `, ${entry.done} of ${entry.total} points` : "";
+    $("progress").textContent = `${doing}… ${seconds} s${queued}${points}`;
   };
   if (entry.phase === "result") {
     const seconds = entry.elapsed.toFixed(2);
-    $("progress").textContent = entry.kind === "prepare"
-      ? `Prepared in ${seconds} s: click the object.` : `Mask in ${seconds} s.`;
+    $("progress").textContent = {
+      prepare: `Prepared in ${seconds} s: click the object.`,
+      everything: `Everything in ${seconds} s: accept, label or delete each unlabelled object.`,
+    }[entry.kind] || `Mask in ${seconds} s.`;
     if (entry.kind === "prepare") showError("");
   } else if (entry.phase === "error") {
     $("progress").textContent = "";
@@ -76,6 +81,7 @@ export function showControls() {
     ? `${candidates > 1 ? `candidate ${shown.index + 1} of ${candidates}, ` : ""}score ${shown.mask.score.toFixed(3)}` : "";
   // The image that can be clicked now: shown by this browser and prepared by the server.
   $("stage").dataset.ready = usable() && app.image.sha256 ? app.image.name : "";
+  $("everything").disabled = !usable() || !app.image?.sha256 || !app.session?.prepared;
   $("multimask").checked = app.settings.multimask;
   $("polygons").checked = app.settings.polygons;
 }
@@ -97,10 +103,12 @@ export function showObjects() {
     const name = document.createElement("input");
     name.className = "name";
     name.value = object.label;
+    name.placeholder = "unlabelled";
     name.setAttribute("aria-label", "label");
     name.addEventListener("change", () => {
       const label = name.value.trim();
-      if (label && label !== object.label) changeObject(object.id, {label});
+      if (label && object.proposed) acceptObject(object.id, label);
+      else if (label && label !== object.label) changeObject(object.id, {label});
       else name.value = object.label;
     });
     const hide = button(object.hidden ? "show" : "hide", () => changeObject(object.id, {hidden: !object.hidden}));
@@ -108,7 +116,10 @@ export function showObjects() {
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = `score ${object.mask.score.toFixed(3)}, area ${object.mask.area} px`;
-    item.append(swatch, name, hide, remove, score);
+    item.classList.toggle("proposed", Boolean(object.proposed));
+    if (object.proposed) item.append(swatch, name, button("accept", () => acceptObject(object.id, $("label").value)));
+    else item.append(swatch, name);
+    item.append(hide, remove, score);
     item.addEventListener("pointerdown", () => select(object.id));
     return item;
   }));

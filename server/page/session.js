@@ -47,7 +47,7 @@ export class Session {
   // source: the image_url the server fetches (http, https or data:);
   // sha256: the server's name for it when it was prepared before (it is then asked by hash).
   // handlers: prepared(entry, result), answer(entry, result), failed(entry, error),
-  //           progress(entry), connection(state, details).
+  //           progress(entry), connection(state, details), everything(entry, result).
   constructor(source, token, handlers, sha256 = null) {
     this.source = source;
     this.token = token;
@@ -158,6 +158,15 @@ export class Session {
     return true;
   }
 
+  // Every mask of the image (protocol 1.2's `everything`), with the generator's parameters.
+  everything(parameters, {polygons}) {
+    if (!this.ws || !this.prepared) return false;
+    this.send({
+      image_sha256: this.sha256, everything: parameters, output: polygons ? ["rle", "polygons"] : ["rle"],
+    }, {kind: "everything"});
+    return true;
+  }
+
   send(body, entry) {
     const ref = `${this.prefix}-${++this.serial}`;
     Object.assign(entry, {ref, sentAt: performance.now(), phase: "sent", position: null, id: null});
@@ -170,6 +179,11 @@ export class Session {
   receive(message) {
     const entry = this.pending.get(message.client_ref);
     if (!entry) return;  // not a request of this session, or one already answered
+    if (message.type === "progress") {  // grid points done, of an everything request
+      Object.assign(entry, {done: message.done, total: message.total});
+      this.handlers.progress(entry);
+      return;
+    }
     if (message.type === "queued" || message.type === "status") {
       entry.id = message.id;
       entry.phase = message.type === "queued" ? "queued" : message.status;
@@ -186,7 +200,7 @@ export class Session {
         this.prepared = true;
         this.handlers.prepared(entry, message);
       } else if (message.image.sha256 === this.sha256) {
-        this.handlers.answer(entry, message);
+        this.handlers[entry.kind === "everything" ? "everything" : "answer"](entry, message);
       }
     } else if (message.code === "image_unknown") {
       // The server no longer has the image (restarted, or evicted it): send it again.

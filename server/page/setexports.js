@@ -23,11 +23,12 @@ function download(blob, name) {
 
 const baseName = (name) => name.replace(/\.[^.]*$/, "") || "image";
 
-// The images to export: those the server has read (their size and hash are known), with their objects.
+// The images to export: those the server has read (their size and hash are known), with their objects
+// (not those proposed by Everything and not yet accepted).
 function exported() {
   return imageSet.entries.filter((entry) => entry.sha256 && entry.width).map((entry) => ({
     image: {name: entry.name, width: entry.width, height: entry.height, sha256: entry.sha256},
-    objects: objectsOf(entry),
+    objects: objectsOf(entry).filter((object) => !object.proposed),
   }));
 }
 

@@ -192,6 +192,23 @@ export function accept(labelText) {
   step({objects: [...objects, object], prompt: newPrompt(), editing: null});
 }
 
+// Segment everything's masks: unlabelled objects, each to accept (with a label), relabel or delete.
+export function propose(masks, request) {
+  const objects = state().objects;
+  let colour = objects.length ? Math.max(...objects.map((object) => object.colour)) + 1 : 0;
+  const found = masks.map((mask) => ({id: `${Date.now().toString(36)}-${++objectSerial}`, label: "", colour: colour++,
+                                      hidden: false, proposed: true, mask, request}));
+  if (found.length) step({objects: [...objects, ...found]});
+}
+
+export function acceptObject(id, labelText) {
+  const label = labelText.trim() || "object";
+  storage.save("label", label);
+  changeObject(id, {label, proposed: false});
+}
+
+// What is exported: the objects a person made or accepted.
+
 export function changeObject(id, change) {
   if (change.label) ensureLabel(change.label);
   step({objects: state().objects.map((object) => (object.id === id ? {...object, ...change} : object))});
