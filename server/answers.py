@@ -36,18 +36,20 @@ def result_message(
     timings: dict[str, float],
     cached_embedding: bool,
     client_ref: str | None = None,
+    mask_scale: float | None = None,
 ) -> str:
-    return _dump(
-        {
-            "type": "result",
-            "id": job_id,
-            "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
-            "masks": masks,
-            "timings": timings,
-            "cached_embedding": cached_embedding,
-        },
-        client_ref,
-    )
+    """The result; with `mask_scale` (1.2), every mask field is at that scale and the result says so."""
+    result = {
+        "type": "result",
+        "id": job_id,
+        "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
+        "masks": masks,
+        "timings": timings,
+        "cached_embedding": cached_embedding,
+    }
+    if mask_scale is not None:
+        result["mask_scale"] = mask_scale
+    return _dump(result, client_ref)
 
 
 def error_message(job_id: str | None, code: str, message: str, client_ref: str | None = None) -> str:

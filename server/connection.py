@@ -160,12 +160,15 @@ class Conversation:
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)
             output_budget.check_work(
-                len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
+                len(prompts), request.multimask, *protocol.scaled_size(source.width, source.height, request.mask_scale),
+                settings.max_mask_pixels,
             )
             for index, prompt in enumerate(prompts):
-                if prompt.mask_input is not None:
-                    ref = prompt.mask_input.to_dict()
-                    self.intake.mask_cache.check(f"prompts[{index}]", ref, source.sha256, scope=self.scope)
+                for field, ref in (("mask_input", prompt.mask_input), ("render", prompt.render)):
+                    if ref is not None:
+                        self.intake.mask_cache.check(
+                            f"prompts[{index}]", ref.to_dict(), source.sha256, scope=self.scope, field=field
+                        )
             self.summary = {"prompts": len(prompts), "image": f"{source.width}x{source.height}"}
             job_id = str(uuid.uuid4())
             record = jobs.new_record(
@@ -182,6 +185,7 @@ class Conversation:
                 preferred_server=self.intake.server_id if source.pixels is None else None,
                 scope=self.scope,
                 waiter_lease_seconds=settings.waiter_lease_seconds,
+                mask_scale=request.mask_scale,
             )
             position = self.intake.admit(record, source, self.ws.bell)
         except BaseException:
@@ -258,6 +262,7 @@ class Conversation:
                 timings=timings,
                 cached_embedding=cached,
                 client_ref=self.client_ref,
+                mask_scale=record.get("maskScale"),
             )
         )
         finished = self.store.update(self.job_id, lambda r: jobs.mark_finished(r, now=utcnow()), current=record)

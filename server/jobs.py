@@ -62,6 +62,7 @@ def new_record(
     preferred_server: str | None = None,
     scope: str | None = None,
     waiter_lease_seconds: float | None = None,
+    mask_scale: float | None = None,
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
@@ -71,7 +72,8 @@ def new_record(
     `scope` is the API token's (server/tokens.py): only requests with the
     same token find the record's image by its hash.
     `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
-    None: no lease, processed whoever waits."""
+    None: no lease, processed whoever waits. `maskScale` is the request's
+    `mask_scale` (None: masks at the image's size)."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
@@ -88,6 +90,7 @@ def new_record(
         "prompts": prompts,
         "output": output or ["rle"],
         "multimask": multimask,
+        "maskScale": mask_scale,
         "imageUrl": image_url,
         "imageSha256": image_sha256,
         "width": width,
@@ -118,6 +121,7 @@ class Work:
     prompts: tuple[dict[str, Any], ...] | None
     output: tuple[str, ...]
     scope: str | None = None
+    mask_scale: float | None = None
 
     @classmethod
     def of(cls, record: Record) -> "Work":
@@ -131,6 +135,7 @@ class Work:
             prompts=None if prompts is None else tuple(prompts),
             output=tuple(record.get("output") or ("rle",)),
             scope=record.get("scope"),
+            mask_scale=record.get("maskScale"),
         )
 
     def echoes(self) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from server.output_budget import OutputMeter
+from server.protocol import scaled_size
 from server.polygons import as_lists, outer_rings, ring_arrays, vertex_count
 
 # A mask whose possible region covers this much of the image is computed whole (`Upsampler._whole`).
@@ -52,6 +53,19 @@ class Postprocess:
     input_size: tuple[int, int]  # the image resized for the encoder, before padding (height, width)
     original_size: tuple[int, int]  # the image (height, width)
     threshold: float = 0.0  # `Sam.mask_threshold`
+
+    def at_scale(self, scale: float | None) -> Postprocess:
+        """The same postprocessing with its final resize going to the image's size × `scale` (`mask_scale`).
+
+        The last resize is the one to the image's size in both families, so
+        only that size changes: floor(W·s + 0.5) × floor(H·s + 0.5), at least
+        1 pixel each way, as `server.protocol.scaled_size` says.
+        """
+        if scale is None:
+            return self
+        height, width = self.original_size
+        scaled_width, scaled_height = scaled_size(width, height, scale)
+        return dataclasses.replace(self, original_size=(scaled_height, scaled_width))
 
 
 @dataclasses.dataclass

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import fetch, image_layout, images, jobs, prompts
+from server import fetch, image_layout, images, jobs, prompts, renders
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
@@ -255,6 +255,10 @@ class Processor:
             except ClientError as exc:  # a mask to refine that is no longer kept
                 self.results.fail(work.id, exc.code, exc.message)
                 continue
+            if renders.renders_only(work.prompts):  # earlier masks again: neither the model nor the pixels
+                self.drop(work.id)
+                self.results.write(record, work, None, self.model.model_type)  # type: ignore[union-attr]
+                continue
             try:
                 pixels, reservation = self._pixels_for(work)
             except ClientError as exc:
@@ -306,6 +310,8 @@ class Processor:
             return prompts.from_boxes(list(work.boxes))
         made = []
         for index, wire in enumerate(work.prompts):
+            if renders.is_render(wire):
+                continue  # its mask is kept: `renders.splice` puts it in the result
             ref = wire.get("mask_input")
             logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256, scope=work.scope)
             made.append(prompts.from_dict(wire, logits))

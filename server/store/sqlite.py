@@ -44,6 +44,7 @@ QUEUE_COLUMNS = {
     "boxes": True, "prompts": True, "output": True, "multimask": False, "imageUrl": False, "imageSha256": False,
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
     "serverId": False, "preferredServer": False, "scope": False, "resultBytes": False, "waiterLeaseUntil": False,
+    "maskScale": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS Queue (
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
     leaseUntil TEXT, serverId TEXT, preferredServer TEXT, scope TEXT, resultBytes INTEGER, waiterLeaseUntil TEXT,
-    _etag TEXT NOT NULL
+    maskScale REAL, _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
 CREATE INDEX IF NOT EXISTS Queue_imageSha256 ON Queue (imageSha256, createdAt);
@@ -77,6 +78,7 @@ ADDED_COLUMNS = [
     ("Queue", "scope", "TEXT"),
     ("Queue", "resultBytes", "INTEGER"),
     ("Queue", "waiterLeaseUntil", "TEXT"),
+    ("Queue", "maskScale", "REAL"),
 ]
 
 
