@@ -116,6 +116,27 @@ def test_the_crop_covers_only_where_the_mask_can_be_positive():
     assert crop.mask.any() and not crop.mask[0].any() and not crop.mask[:, -1].any()  # a margin, no more
 
 
+@pytest.mark.parametrize("height, width", [(3000, 4000), (150, 200), (97, 310)])
+@pytest.mark.parametrize("shape", ["ragged_whole", "ragged_box", "smooth_box", "smooth_whole"])
+def test_every_path_makes_the_mask_column_by_column_as_sam_does(height, width, shape):
+    """Ragged or smooth, over the whole image or in part of it: SAM's mask, made in the column-major
+    order COCO's runs take, so that no transposed copy is made to encode it."""
+    rng = np.random.default_rng(height + len(shape))
+    noise = rng.normal(0, 3, (256, 256)).astype(np.float32)
+    y, x = np.mgrid[0:256, 0:256]
+    low_res = {
+        "ragged_whole": noise,
+        "ragged_box": np.where((abs(y - 100) < 40) & (abs(x - 90) < 40), noise, -20),
+        "smooth_box": (30 - np.hypot(x - 120, y - 90)) / 10,
+        "smooth_whole": (110 - np.hypot(x - 120, y - 90)) / 10 + noise / 10,
+    }[shape].astype(np.float32)
+    post = postprocess_for(height, width)
+    crop = masks.Upsampler(post, 256).crop(low_res)
+    assert crop.mask.T.flags.c_contiguous, "the crop is not column-major"
+    expected = assert_same_as_reference(torch.from_numpy(low_res), post)
+    assert 0 < expected.sum() < expected.size
+
+
 def test_the_tiny_models_64_pixel_maps_too():
     assert_same_as_reference(random_logits(3, size=64), masks.Postprocess(256, (192, 256), (300, 400)))
 
