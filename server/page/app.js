@@ -14,9 +14,9 @@
 import {paintLayers, render} from "./drawing.js";
 import {cocoDocument, labelIndexPng, objectPngs} from "./exports.js";
 import {listen} from "./input.js";
-import {askForCurrentPrompt, checkServer, openUrl} from "./messages.js";
+import {askForCurrentPrompt, askForFullSizeObjects, checkServer, openUrl} from "./messages.js";
 import {showControls, showError, showObjects, showProgressHint} from "./panel.js";
-import {app, onChange, state} from "./state.js";
+import {app, isFullSize, onChange, state} from "./state.js";
 import * as storage from "./storage.js";
 
 const $ = (id) => document.getElementById(id);
@@ -25,6 +25,7 @@ const $ = (id) => document.getElementById(id);
 // answered or is answering them, save the objects, and show it all.
 function sync() {
   askForCurrentPrompt();
+  askForFullSizeObjects();
   saveObjects();
   showControls();
   showObjects();
@@ -55,14 +56,24 @@ const baseName = () => app.image.name.replace(/\.[^.]*$/, "") || "image";
 const exportedImage = () => ({name: app.image.name, width: app.image.width, height: app.image.height,
                               sha256: app.image.sha256});
 
+// Exports are of full-size masks only: an object accepted a moment ago may still have its canvas-sized one.
+function allFullSize() {
+  const waiting = state().objects.filter((object) => !isFullSize(object.mask)).length;
+  if (waiting) showError(`${waiting} object${waiting === 1 ? "'s" : "s'"} full-size mask${waiting === 1 ? " is" : "s are"} still on the way: save again in a moment.`);
+  return !waiting;
+}
+
 $("export-coco").addEventListener("click", () => {
+  if (!allFullSize()) return;
   const document_ = cocoDocument(exportedImage(), state().objects, {polygons: app.settings.polygons});
   download(new Blob([JSON.stringify(document_)], {type: "application/json"}), `${baseName()}.coco.json`);
 });
 $("export-pngs").addEventListener("click", async () => {
+  if (!allFullSize()) return;
   download(await objectPngs(state().objects), `${baseName()}.masks.zip`);
 });
 $("export-index").addEventListener("click", async () => {
+  if (!allFullSize()) return;
   try {
     download(await labelIndexPng(exportedImage(), state().objects), `${baseName()}.labels.png`);
   } catch (error) {

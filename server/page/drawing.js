@@ -23,7 +23,14 @@ const objectsLayer = document.getElementById("objects-layer"), currentLayer = do
 
 export const colourOf = (object) => COLOURS[object.colour % COLOURS.length];
 
-// Paint masks into a layer of the image's size: each its colour, later ones on top.
+// The masks' scale the canvas shows: its pixels per image pixel, at most 1 (full size).
+export function canvasScale() {
+  const scale = view.scale * (window.devicePixelRatio || 1);
+  return scale > 0 && scale < 1 ? Math.ceil(scale * 1000) / 1000 : 1;
+}
+
+// Paint masks into a layer of width × height: each its colour, later ones on top. A mask of
+// another size (asked at the canvas's size) is stretched to the layer, pixel by nearest pixel.
 function paintLayer(layer, width, height, masks) {
   if (layer.width !== width || layer.height !== height) Object.assign(layer, {width, height});
   const context = layer.getContext("2d");
@@ -34,20 +41,26 @@ function paintLayer(layer, width, height, masks) {
   const pixels = new ImageData(width, height), data = pixels.data;
   for (const {segmentation, colour, alpha} of masks) {
     const mask = maskPixels(segmentation);
+    const [maskHeight, maskWidth] = segmentation.size;
+    const same = maskWidth === width && maskHeight === height;
+    const columns = Uint32Array.from({length: width}, (_, x) => (same ? x : Math.floor((x * maskWidth) / width)));
     const [r, g, b] = colour;
-    for (let p = 0; p < mask.length; p++) {
-      if (mask[p]) {
-        data[4 * p] = r;
-        data[4 * p + 1] = g;
-        data[4 * p + 2] = b;
-        data[4 * p + 3] = alpha;
+    for (let y = 0, p = 0; y < height; y++) {
+      const row = (same ? y : Math.floor((y * maskHeight) / height)) * maskWidth;
+      for (let x = 0; x < width; x++, p++) {
+        if (mask[row + columns[x]]) {
+          data[4 * p] = r;
+          data[4 * p + 1] = g;
+          data[4 * p + 2] = b;
+          data[4 * p + 3] = alpha;
+        }
       }
     }
   }
   context.putImageData(pixels, 0, 0);
 }
 
-let paintedObjects = null, paintedSelected = null, paintedMask = null, waiting = false;
+let paintedObjects = null, paintedSelected = null, paintedVersion = 0, paintedMask = null, waiting = false;
 
 // A new image starts with empty layers: nothing painted for another image is ever shown over it.
 export function clearLayers() {
@@ -60,9 +73,10 @@ export function clearLayers() {
 export function paintLayers() {
   const image = app.image, objects = state().objects;
   if (!image || !image.width) return;
-  if (objects !== paintedObjects || app.selected !== paintedSelected) {
+  if (objects !== paintedObjects || app.selected !== paintedSelected || app.masksVersion !== paintedVersion) {
     paintedObjects = objects;
     paintedSelected = app.selected;
+    paintedVersion = app.masksVersion;
     paintLayer(objectsLayer, image.width, image.height, objects.filter((object) => !object.hidden).map((object) => ({
       segmentation: object.mask.segmentation, colour: colourOf(object),
       alpha: object.id === app.selected ? SELECTED_ALPHA : MASK_ALPHA,
@@ -73,7 +87,8 @@ export function paintLayers() {
   const mask = shown ? shown.mask : isEmpty(currentPrompt()) ? null : paintedMask;
   if (mask !== paintedMask) {
     paintedMask = mask;
-    paintLayer(currentLayer, image.width, image.height,
+    const [height, width] = mask ? mask.segmentation.size : [image.height, image.width];  // at the mask's own size
+    paintLayer(currentLayer, width, height,
                mask ? [{segmentation: mask.segmentation, colour: CURRENT, alpha: MASK_ALPHA}] : []);
     currentLayer.dataset.answer = shown ? `${shown.answer.id}:${shown.index}` : "";
   }
@@ -98,7 +113,7 @@ function draw() {
   context.drawImage(image.element, 0, 0, image.width, image.height);
   context.drawImage(objectsLayer, 0, 0);
   context.globalAlpha = waiting ? 0.4 : 1;
-  context.drawImage(currentLayer, 0, 0);
+  context.drawImage(currentLayer, 0, 0, image.width, image.height);  // stretched: it may be at the canvas's size
   context.globalAlpha = 1;
   view.screenTransform(context);
   drawPrompt(context, currentPrompt());

@@ -3,11 +3,12 @@
 // and what the session reports (the image prepared, an answer, an error,
 // progress, the connection) becomes a change of the state or a sentence.
 
-import {clearLayers, view} from "./drawing.js";
+import {canvasScale, clearLayers, view} from "./drawing.js";
 import {showConnection, showError, showProgress, showServerState} from "./panel.js";
 import {Session, serverState} from "./session.js";
 import {
-  answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, restoreObjects,
+  answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, isFullSize, openedImage, renderedFull,
+  restoreObjects, state,
 } from "./state.js";
 import * as storage from "./storage.js";
 
@@ -15,17 +16,33 @@ const LIVE_MS = 120;   // while a box is dragged, at most one request per this m
 
 let lastLiveAsk = 0, liveTimer = null;
 
-// Ask for the current prompt's masks if nothing has answered or is answering them.
+// Ask for the current prompt's masks, at the canvas's size, if nothing has answered or is answering them.
 export function askForCurrentPrompt() {
   const prompt = currentPrompt(), session = app.session;
   if (!session || isEmpty(prompt) || hasAnswer(prompt) || session.asking(prompt, app.settings.multimask)) return;
+  const settings = {...app.settings, maskScale: canvasScale()};
   if (app.live) {
     const wait = lastLiveAsk + LIVE_MS - performance.now();
     clearTimeout(liveTimer);
     if (wait > 0) liveTimer = setTimeout(changed, wait);
-    else if (session.ask(prompt, app.settings)) lastLiveAsk = performance.now();
+    else if (session.ask(prompt, settings)) lastLiveAsk = performance.now();
   } else {
-    session.ask(prompt, app.settings);
+    session.ask(prompt, settings);
+  }
+}
+
+// Ask once, per session, for each accepted object's mask at full size (`render`): exports are exact.
+const rendersAsked = new WeakMap();  // session -> the refs asked on it
+export function askForFullSizeObjects() {
+  const session = app.session;
+  if (!session || !app.image || !app.image.width) return;
+  if (!rendersAsked.has(session)) rendersAsked.set(session, new Set());
+  const asked = rendersAsked.get(session);
+  for (const object of state().objects) {
+    const key = object.ref && JSON.stringify(object.ref);
+    if (!key || asked.has(key) || isFullSize(object.mask)) continue;
+    asked.add(key);
+    session.render(object.ref, app.settings);
   }
 }
 
@@ -89,6 +106,9 @@ function sessionHandlers(image) {
     },
     answer(entry, result) {
       if (mine()) answered(entry.prompt, entry.multimask, result);
+    },
+    rendered(entry, result) {
+      if (mine()) renderedFull(entry.render.ref, result.masks[0]);
     },
     failed(entry, error) {
       if (!mine()) return;

@@ -25,6 +25,7 @@ export const app = {
   live: null,       // the prompt of a box being dragged: shown and asked for, not yet a step
   selected: null,   // an object's id
   savedObjects: null,
+  masksVersion: 0,  // counts masks replaced in place by their full-size versions (`renderedFull`)
   token: storage.load("token", ""),
   settings: storage.load("settings", {multimask: false, polygons: false}),
 };
@@ -140,6 +141,34 @@ export function nextCandidate() {
   step({prompt: state().prompt, chosen: (shown.index + 1) % shown.answer.candidates.length});
 }
 
+// An answer's mask as `render` (and `mask_input`) name it.
+function maskRef(shown) {
+  const ref = {id: shown.answer.id, index: 0};
+  if (shown.answer.multimask) ref.candidate = shown.index;
+  return ref;
+}
+const sameRef = (a, b) => Boolean(a && b) && a.id === b.id && a.index === b.index && a.candidate === b.candidate;
+
+// Whether a mask is at the image's full size (masks are asked at the canvas's size, objects then at full size).
+export function isFullSize(mask) {
+  const [height, width] = mask.segmentation.size;
+  return Boolean(app.image) && height === app.image.height && width === app.image.width;
+}
+
+// The full-size mask of an accepted object (`render`'s answer) replaces the one drawn at the canvas's
+// size, in place: every step of the history that holds the object shares that mask.
+export function renderedFull(ref, full) {
+  for (const object of state().objects) {
+    if (!sameRef(object.ref, ref)) continue;
+    Object.assign(object.mask, {segmentation: full.segmentation, area: full.area, bbox: full.bbox});
+    if (full.polygons) object.mask.polygons = full.polygons;
+    else delete object.mask.polygons;
+  }
+  app.masksVersion += 1;
+  app.savedObjects = null;  // saved again, at full size
+  changed();
+}
+
 let objectSerial = 0;
 export function accept(labelText) {
   const shown = currentMask();
@@ -149,7 +178,7 @@ export function accept(labelText) {
   const objects = state().objects;
   const colour = objects.length ? Math.max(...objects.map((object) => object.colour)) + 1 : 0;
   const object = {id: `${Date.now().toString(36)}-${++objectSerial}`, label, colour, hidden: false,
-                  mask: shown.mask, request: shown.answer.id};
+                  mask: shown.mask, request: shown.answer.id, ref: maskRef(shown)};
   app.selected = object.id;
   step({objects: [...objects, object], prompt: newPrompt()});
 }
