@@ -79,7 +79,7 @@ def mask_steps(app: App, result: dict, scale: float | None, repeats: int = 9) ->
     """Where one click's mask time goes, step by step, on the logits the server kept for it (p50, ms).
 
     upsample and threshold (one step: `Upsampler.crop` thresholds as it
-    upsamples), encode (`crop_rle`), wire (`wire_rle`: area, bbox), JSON (the
+    upsamples), encode (`crop_rle`), wire (`extent`: area, bbox; the RLE as text), JSON (the
     mask's text, as `OutputMeter.count` and the result's message make it).
     """
     kept = app.mask_cache.mask("bench", {"id": result["id"], "index": 0}, result["image"]["sha256"], scope=None)
@@ -92,7 +92,7 @@ def mask_steps(app: App, result: dict, scale: float | None, repeats: int = 9) ->
         encoded = time.perf_counter()
         rle = masks.crop_rle(crop)
         wired = time.perf_counter()
-        entry = masks.wire_rle(rle)
+        entry = {**masks.extent(crop), "segmentation": masks.wire_segmentation(rle)}
         dumped = time.perf_counter()
         json.dumps(entry, separators=(",", ":"))
         done = time.perf_counter()

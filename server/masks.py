@@ -214,13 +214,22 @@ def crop_rle(crop: Crop) -> dict[str, Any]:
     return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
 
 
-def wire_rle(rle: dict[str, Any]) -> dict[str, Any]:
-    """`segmentation`, `area` and `bbox` of one compressed RLE, as the wire protocol sends them."""
-    return {
-        "area": int(mask_utils.area(rle)),
-        "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
-        "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-    }
+def extent(crop: Crop) -> dict[str, Any]:
+    """The mask's `area` and `bbox` [x, y, width, height], as pycocotools' `area` and `toBbox` give them,
+    counted on the crop's column-major pixels rather than by decoding its RLE again."""
+    by_columns = crop.mask.T  # crop columns × rows, contiguous
+    columns = np.flatnonzero(by_columns.any(1))
+    if not columns.size:
+        return {"area": 0, "bbox": [0.0, 0.0, 0.0, 0.0]}
+    rows = np.flatnonzero(by_columns[columns[0] : columns[-1] + 1].any(0))
+    x, y = crop.left + int(columns[0]), crop.top + int(rows[0])
+    width, height = int(columns[-1] - columns[0]) + 1, int(rows[-1] - rows[0]) + 1
+    return {"area": int(np.count_nonzero(by_columns)), "bbox": [float(x), float(y), float(width), float(height)]}
+
+
+def wire_segmentation(rle: dict[str, Any]) -> dict[str, Any]:
+    """One compressed RLE as the wire protocol sends it: `counts` as a string."""
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def decode(segmentation: dict[str, Any]) -> np.ndarray:
@@ -234,9 +243,9 @@ def wire_mask(crop: Crop, output: Sequence[str] = ("rle",), meter: OutputMeter |
     With a `meter`, polygons that would take the request past its vertex cap
     are left out, and the entry says `polygons_omitted` instead.
     """
-    entry = wire_rle(crop_rle(crop))
-    if "rle" not in output:
-        del entry["segmentation"]
+    entry = extent(crop)
+    if "rle" in output:
+        entry["segmentation"] = wire_segmentation(crop_rle(crop))
     if "polygons" in output:
         if meter is None:
             entry["polygons"] = outer_rings(crop.mask, crop.top, crop.left)

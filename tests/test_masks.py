@@ -144,10 +144,23 @@ def test_the_tiny_models_64_pixel_maps_too():
 def test_orientation_and_bbox_of_a_known_rectangle():
     """A rectangle at rows 10..19, columns 30..69 of a 50×100 (H×W) image: bbox is x, y, width, height."""
     crop = masks.Crop(10, 30, np.ones((10, 40), bool), (50, 100))
-    entry = masks.wire_rle(masks.crop_rle(crop))
+    entry = masks.wire_mask(crop)
     assert entry["bbox"] == [30.0, 10.0, 40.0, 10.0] and entry["area"] == 400
     decoded = masks.decode(entry["segmentation"])
     assert decoded.shape == (50, 100) and decoded[10:20, 30:70].all() and decoded.sum() == 400
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_area_and_bbox_counted_on_the_crop_are_pycocotools_own(seed):
+    """Random crops anywhere in the image, empty, full or touching its edges: pycocotools' `area` and `toBbox`."""
+    rng = np.random.default_rng(seed)
+    size = tuple(int(v) for v in rng.integers(1, 40, 2))
+    rows, cols = int(rng.integers(1, size[0] + 1)), int(rng.integers(1, size[1] + 1))
+    top, left = int(rng.integers(0, size[0] - rows + 1)), int(rng.integers(0, size[1] - cols + 1))
+    pixels = rng.random((cols, rows)) < [0.0, 0.02, 0.5, 1.0, 0.3, 0.9][seed]
+    crop = masks.Crop(top, left, pixels.T, size)  # column-major, as `Upsampler.crop` makes it
+    rle = masks.crop_rle(crop)
+    assert masks.extent(crop) == {"area": int(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
 
 
 @pytest.mark.parametrize("shape, top, left, size", [((7, 5), 0, 0, (7, 5)), ((6, 4), 1, 2, (9, 8)), ((9, 3), 0, 4, (9, 9))])
