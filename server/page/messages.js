@@ -7,8 +7,8 @@ import {canvasScale, clearLayers, view} from "./drawing.js";
 import {showConnection, showError, showProgress, showServerState} from "./panel.js";
 import {Session, serverState} from "./session.js";
 import {
-  answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, isFullSize, openedImage, renderedFull,
-  restoreObjects, state,
+  answered, app, applyFullMasks, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, isFullSize, openedImage,
+  refKey, renderedFull, restoreObjects, state,
 } from "./state.js";
 import * as storage from "./storage.js";
 
@@ -38,8 +38,9 @@ export function askForFullSizeObjects() {
   if (!session || !app.image || !app.image.width) return;
   if (!rendersAsked.has(session)) rendersAsked.set(session, new Set());
   const asked = rendersAsked.get(session);
+  applyFullMasks();  // an object back by undo or redo, whose full-size mask came meanwhile
   for (const object of state().objects) {
-    const key = object.ref && JSON.stringify(object.ref);
+    const key = object.ref && refKey(object.ref);
     if (!key || asked.has(key) || isFullSize(object.mask)) continue;
     asked.add(key);
     session.render(object.ref, app.settings);

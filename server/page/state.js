@@ -25,7 +25,8 @@ export const app = {
   live: null,       // the prompt of a box being dragged: shown and asked for, not yet a step
   selected: null,   // an object's id
   savedObjects: null,
-  masksVersion: 0,  // counts masks replaced in place by their full-size versions (`renderedFull`)
+  masksVersion: 0,  // counts masks replaced in place by their full-size versions (`applyFullMasks`)
+  fullMasks: new Map(),  // the full-size masks `render` answered, by their reference (`refKey`)
   token: storage.load("token", ""),
   settings: storage.load("settings", {multimask: false, polygons: false}),
 };
@@ -63,7 +64,8 @@ export function currentMask() {
 
 // A new image: an empty history, nothing dragged or selected.
 export function openedImage(image) {
-  Object.assign(app, {image, live: null, selected: null, savedObjects: null, history: new History(firstStep())});
+  Object.assign(app, {image, live: null, selected: null, savedObjects: null, history: new History(firstStep()),
+                      fullMasks: new Map()});
 }
 
 // The objects this browser kept for the image come back, unless some were made already.
@@ -147,7 +149,7 @@ function maskRef(shown) {
   if (shown.answer.multimask) ref.candidate = shown.index;
   return ref;
 }
-const sameRef = (a, b) => Boolean(a && b) && a.id === b.id && a.index === b.index && a.candidate === b.candidate;
+export const refKey = (ref) => JSON.stringify([ref.id, ref.index, ref.candidate ?? null]);
 
 // Whether a mask is at the image's full size (masks are asked at the canvas's size, objects then at full size).
 export function isFullSize(mask) {
@@ -155,15 +157,25 @@ export function isFullSize(mask) {
   return Boolean(app.image) && height === app.image.height && width === app.image.width;
 }
 
-// The full-size mask of an accepted object (`render`'s answer) replaces the one drawn at the canvas's
-// size, in place: every step of the history that holds the object shares that mask.
+// The full-size mask of an accepted object (`render`'s answer), kept for whichever step shows the object.
 export function renderedFull(ref, full) {
+  app.fullMasks.set(refKey(ref), full);
+  applyFullMasks();
+}
+
+// Each object of the current step whose full-size mask has come takes it in place of the one drawn at the
+// canvas's size: every step of the history that holds the object shares that mask.
+export function applyFullMasks() {
+  let replaced = false;
   for (const object of state().objects) {
-    if (!sameRef(object.ref, ref)) continue;
+    const full = object.ref && app.fullMasks.get(refKey(object.ref));
+    if (!full || isFullSize(object.mask)) continue;
     Object.assign(object.mask, {segmentation: full.segmentation, area: full.area, bbox: full.bbox});
     if (full.polygons) object.mask.polygons = full.polygons;
     else delete object.mask.polygons;
+    replaced = true;
   }
+  if (!replaced) return;
   app.masksVersion += 1;
   app.savedObjects = null;  // saved again, at full size
   changed();
