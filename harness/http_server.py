@@ -6,7 +6,8 @@
 
 Routes match the request path exactly (query included); anything else is 404.
 Every response closes its connection. `hits[path]` counts requests per path,
-`host_headers[path]` lists the Host header of each. With `tls` (a server-side
+`host_headers[path]` lists the Host header of each, `headers[path]` all the
+headers of each (names in lower case). With `tls` (a server-side
 SSLContext) it speaks https. `add_raw` sends bytes verbatim, for responses no
 honest server sends: dripped, flooded or malformed.
 """
@@ -27,6 +28,7 @@ class ImageHTTPServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.hits: collections.Counter[str] = collections.Counter()
         self.host_headers: collections.defaultdict[str, list[str]] = collections.defaultdict(list)
+        self.headers: collections.defaultdict[str, list[dict[str, str]]] = collections.defaultdict(list)
         self._address = (host, port)
         self._tls = tls
         self._routes: dict[str, Respond] = {}
@@ -155,7 +157,7 @@ class ImageHTTPServer:
     # --- plumbing -----------------------------------------------------------
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        routes, hits, host_headers = self._routes, self.hits, self.host_headers
+        routes, hits, host_headers, all_headers = self._routes, self.hits, self.host_headers, self.headers
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -163,6 +165,7 @@ class ImageHTTPServer:
             def do_GET(self) -> None:
                 hits[self.path] += 1
                 host_headers[self.path].append(self.headers.get("Host", ""))
+                all_headers[self.path].append({name.lower(): value for name, value in self.headers.items()})
                 self.close_connection = True
                 respond = routes.get(self.path)
                 try:

@@ -79,6 +79,21 @@ install_cosmos_emulator() {
     fi
 }
 
+# Label Studio (requirements/label-studio.txt) for tests/test_label_studio.py, in
+# .venv-label-studio/ of its own: it pins its own Django and numpy. The stamp
+# .venv-label-studio/.cap-requirements holds the "sha256  file" line of the file
+# installed, so a second run installs nothing.
+install_label_studio() {
+    local file=requirements/label-studio.txt stamp=.venv-label-studio/.cap-requirements
+    if [ -x .venv-label-studio/bin/label-studio ] && grep -qxF "$(sha256sum "$file")" "$stamp" 2>/dev/null; then
+        return 0
+    fi
+    echo "Installing Label Studio into .venv-label-studio (the first time, about 1 GB)..." >&2
+    [ -x .venv-label-studio/bin/python ] || "${PYTHON:-python3}" -m venv .venv-label-studio
+    .venv-label-studio/bin/python -m pip install --quiet --disable-pip-version-check -r "$file"
+    sha256sum "$file" > "$stamp"
+}
+
 # The page's tests drive Debian's chromium through Playwright (never
 # `playwright install`, which downloads a browser of its own). Installed from
 # apt-get when it is missing and we are root; without it those tests skip.

@@ -26,7 +26,7 @@ def status_message(job_id: str, status: str, client_ref: str | None = None) -> s
     return _dump({"type": "status", "id": job_id, "status": status}, client_ref)
 
 
-def result_message(
+def result_fields(
     job_id: str,
     *,
     width: int,
@@ -37,9 +37,12 @@ def result_message(
     cached_embedding: bool,
     client_ref: str | None = None,
     mask_scale: float | None = None,
-) -> str:
-    """The result; with `mask_scale` (1.2), every mask field is at that scale and the result says so."""
-    result = {
+) -> dict[str, Any]:
+    """The result message as a dict: what an adapter translates (server/adapters/), and `result_message` sends.
+
+    With `mask_scale` (1.2), every mask field is at that scale, and the result says so.
+    """
+    message: dict[str, Any] = {
         "type": "result",
         "id": job_id,
         "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
@@ -48,8 +51,12 @@ def result_message(
         "cached_embedding": cached_embedding,
     }
     if mask_scale is not None:
-        result["mask_scale"] = mask_scale
-    return _dump(result, client_ref)
+        message["mask_scale"] = mask_scale
+    return message if client_ref is None else {**message, "client_ref": client_ref}
+
+
+def result_message(fields: dict[str, Any]) -> str:
+    return _dump(fields)
 
 
 def error_message(job_id: str | None, code: str, message: str, client_ref: str | None = None) -> str:

@@ -13,6 +13,7 @@ import dataclasses
 import os
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -65,8 +66,9 @@ def _bool(text: str) -> bool:
 class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
+    cvat_port: int = 0  # 0: CVAT's routes are off
     cosmos_endpoint: str | None = None
-    cosmos_key: str | None = None
+    cosmos_key: str | None = dataclasses.field(default=None, repr=False)
     cosmos_database: str = "cap"
     cosmos_queue_container: str = "Queue"
     cosmos_output_container: str = "SAMOutput"
@@ -108,7 +110,10 @@ class Settings:
     max_mask_pixels: int = 200_000_000
     max_result_bytes: int = 16 * 1024 * 1024
     max_polygon_vertices: int = 1_000_000
-    api_token: str | None = None
+    api_token: str | None = dataclasses.field(default=None, repr=False)
+    label_studio_url: str | None = None
+    # Never in a repr, a log or an error (docs/label-studio.md).
+    label_studio_api_key: str | None = dataclasses.field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -190,5 +195,16 @@ class Settings:
         for name in at_least_zero:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must be 0 or more.")
+        if self.label_studio_url is not None:
+            parts = urlsplit(self.label_studio_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise SettingsError(
+                    f"LABEL_STUDIO_URL={self.label_studio_url!r} is not Label Studio's address: set it to its "
+                    "http(s) URL, for example http://label-studio:8080."
+                )
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"PORT={self.port} is not a TCP port: set it to a number from 0 to 65535.")
+        if not 0 <= self.cvat_port <= 65535 or (self.cvat_port and self.cvat_port == self.port):
+            raise SettingsError(
+                f"CVAT_PORT={self.cvat_port} must be a TCP port other than PORT (or 0, unset, for no CVAT routes)."
+            )

@@ -25,18 +25,17 @@ from __future__ import annotations
 import collections
 import logging
 import time
-import uuid
 
 from websockets.exceptions import ConnectionClosed
 
 from server import answers, jobs, output_budget, protocol
-from server.clock import utcnow
 from server.deadlines import socket_deadline
 from server.errors import ClientError
 from server.intake import Intake
+from server.adapters.calls import WEBSOCKET
+from server.request_job import RequestJob
 from server.session_rules import Action, Answer, Close, Limits, Serve, SessionRules, Supersede
-from server.store import Record, StoreUnavailable
-from server.waiter_lease import WaiterLease
+from server.store import StoreUnavailable
 from server.wakeups import RingingConnection
 
 log = logging.getLogger(__name__)
@@ -65,26 +64,21 @@ class Conversation:
             time.monotonic(),
         )
         self.counted_session = False
-        # The request being answered: its record (once stored), client_ref and timings.
-        self.job_id: str | None = None
+        # The request being answered: its record (once stored) and timings, and its client_ref.
+        self.job = self._new_job()
         self.client_ref: str | None = None
-        self.finished = False  # its result was sent and its record marked finished
         self.v1 = True  # a protocol 1 request: its result has no image.sha256
-        self.started = time.perf_counter()
-        self.download_ms = 0.0
-        self.outcome = "unknown"
-        self.summary: dict[str, object] = {}
 
     def run(self) -> None:
         try:
             self._converse()
         except ClientGone:
-            self.outcome = "client_gone"
+            self.job.outcome = "client_gone"
         except StoreUnavailable as exc:
-            log.error("job %s: store unavailable: %s", self.job_id, exc)
+            log.error("job %s: store unavailable: %s", self.job.job_id, exc)
             self._end_badly(ClientError("store_unavailable", "The database is unavailable right now; try again shortly."))
         except Exception:
-            log.exception("job %s: unexpected error", self.job_id)
+            log.exception("job %s: unexpected error", self.job.job_id)
             self._end_badly(ClientError("internal_error", "The server hit an unexpected error; it has been logged."))
         finally:
             self._end_request()
@@ -111,7 +105,7 @@ class Conversation:
                 self.ws.bell.wait(deadline - time.monotonic())
 
     def _on_message(self, message: str | bytes) -> list[Action]:
-        self.started = time.perf_counter()
+        self.job.started = time.perf_counter()
         actions = self.rules.message(message, time.monotonic())
         if self.rules.session and not self.counted_session:
             self.counted_session = True
@@ -141,7 +135,7 @@ class Conversation:
             position = self._admit(request)
         except ClientError as exc:
             return self.rules.refused(exc)
-        self._send(answers.queued_message(self.job_id, position, self.client_ref))
+        self._send(answers.queued_message(self.job.job_id, position, self.client_ref))
         try:
             newer = self._wait_and_deliver()
         except ClientError as exc:
@@ -153,46 +147,9 @@ class Conversation:
 
     def _admit(self, request: protocol.Request) -> int:
         """Read the image, keep its file, insert the record and hand the pixels over."""
-        settings = self.settings
-        started = time.perf_counter()
-        source = self.intake.read_image(request.image_url, request.image_sha256, self.scope)
-        self.download_ms = (time.perf_counter() - started) * 1000
-        try:
-            prompts = protocol.fit_prompts(request, source.width, source.height)
-            output_budget.check_work(
-                len(prompts), request.multimask, *protocol.scaled_size(source.width, source.height, request.mask_scale),
-                settings.max_mask_pixels,
-            )
-            for index, prompt in enumerate(prompts):
-                for field, ref in (("mask_input", prompt.mask_input), ("render", prompt.render)):
-                    if ref is not None:
-                        self.intake.mask_cache.check(
-                            f"prompts[{index}]", ref.to_dict(), source.sha256, scope=self.scope, field=field
-                        )
-            self.summary = {"prompts": len(prompts), "image": f"{source.width}x{source.height}"}
-            job_id = str(uuid.uuid4())
-            record = jobs.new_record(
-                job_id,
-                now=utcnow(),
-                image_url=source.record_url,
-                image_sha256=source.sha256,
-                width=source.width,
-                height=source.height,
-                boxes=[prompt.box.to_dict() for prompt in prompts if prompt.box is not None],
-                multimask=request.multimask,
-                prompts=None if request.boxes_form else [prompt.to_dict() for prompt in prompts],
-                output=list(request.output),
-                preferred_server=self.intake.server_id if source.pixels is None else None,
-                scope=self.scope,
-                waiter_lease_seconds=settings.waiter_lease_seconds,
-                mask_scale=request.mask_scale,
-            )
-            position = self.intake.admit(record, source, self.ws.bell)
-        except BaseException:
-            source.release()
-            raise
-        self.job_id = job_id  # from here on, _end_request() ends the record whatever happens
-        return position
+        return self.job.admit(
+            request, lambda: self.intake.read_image(request.image_url, request.image_sha256, self.scope)
+        )
 
     # --- receiving -------------------------------------------------------------------
 
@@ -209,69 +166,18 @@ class Conversation:
 
     def _wait_and_deliver(self) -> str | bytes | None:
         """Deliver the record's result; or the client's newer message, which came first."""
-        assert self.job_id is not None
-        told_processing = False
-        lease = WaiterLease(self.store, self.job_id, self.settings.waiter_lease_seconds)
-        while True:
-            record = self.store.get(self.job_id)
-            if record is None:
-                raise RuntimeError(f"record {self.job_id} vanished from the store")
-            status = record["status"]
-            if record["processing"] is not None and not told_processing:  # claimed, even if it ended since
-                self._send(answers.status_message(self.job_id, jobs.PROCESSING, self.client_ref))
-                told_processing = True
-            if status == jobs.PROCESSED:
-                with output_budget.reserve_delivery(self.intake.budget, record, wait=self.settings.send_timeout):
-                    self._deliver(record)
-                return None
-            if status == jobs.FAILED:
-                raise ClientError(record["error"]["code"], record["error"]["message"])
-            if status == jobs.INTERRUPTED:  # by the JOB_TIMEOUT sweep, unless its `error` says why
-                why = (record.get("error") or {}).get("message")
-                raise ClientError(
-                    "job_timeout",
-                    why or f"The server gave up on this request after JOB_TIMEOUT ({self.settings.job_timeout:g} s).",
-                )
-            lease.renew_if_due()
-            message = self._poll_socket()  # before the wait: a message read before it rang the bell already
-            if message is not None:
-                return message
-            self.ws.bell.wait(min(self.settings.poll_interval, lease.seconds_to_renewal()))
-            self.intake.refuse_if_stopping()
-
-    def _deliver(self, record: Record) -> None:
-        assert self.job_id is not None
-        output = self.store.get_output(self.job_id)
-        if output is None:
-            raise RuntimeError(f"record {self.job_id} is processed but has no SAMOutput")
-        queue_ms = (jobs.parse_time(record["processing"]) - jobs.parse_time(record["createdAt"])).total_seconds() * 1000
-        timings = {
-            "queue_ms": round(queue_ms, 2),
-            "download_ms": round(self.download_ms, 2),
-            **output["timings"],
-            "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
-        }
-        cached = output.get("cachedEmbedding", False)
-        self._send(
-            answers.result_message(
-                self.job_id,
-                width=record["width"],
-                height=record["height"],
-                sha256=None if self.v1 else record["imageSha256"],
-                masks=output["masks"],
-                timings=timings,
-                cached_embedding=cached,
-                client_ref=self.client_ref,
-                mask_scale=record.get("maskScale"),
-            )
+        job = self.job
+        got = job.wait(
+            on_processing=lambda: self._send(answers.status_message(job.job_id, jobs.PROCESSING, self.client_ref)),
+            newer=self._poll_socket,
         )
-        finished = self.store.update(self.job_id, lambda r: jobs.mark_finished(r, now=utcnow()), current=record)
-        if finished is None:
-            log.warning("job %s: result sent, but the record was no longer processed", self.job_id)
-        self.finished = True
-        self.outcome = "finished"
-        self.summary.update(timings, cached_embedding=cached)
-        self.intake.metrics.result_sent(timings, cached)
+        if not isinstance(got, dict):
+            return got
+        with output_budget.reserve_delivery(self.intake.budget, got, wait=self.settings.send_timeout):
+            message, _ = job.result(got, sha256=not self.v1, client_ref=self.client_ref)
+            self._send(answers.result_message(message))
+        job.delivered(got, message)
+        return None
 
     # --- sending, closing and leaving -----------------------------------------------------
 
@@ -287,9 +193,9 @@ class Conversation:
 
     def _answer(self, code: str, message: str, client_ref: str | None) -> None:
         """An error answering the current request (or the connection, before any); the request ends."""
-        self.outcome = code
+        self.job.outcome = code
         try:
-            self._send(answers.error_message(self.job_id, code, message, client_ref))
+            self._send(answers.error_message(self.job.job_id, code, message, client_ref))
         finally:
             self._end_request()
 
@@ -307,34 +213,10 @@ class Conversation:
             pass
 
     def _end_request(self) -> None:
-        """Whatever happened to the request, its record ends terminal and nothing is left behind."""
-        if self.outcome == "unknown" and self.job_id is None and not self.summary:
-            return  # nothing was asked (a session that went idle, or a client that left before asking)
-        self.intake.metrics.request_ended(self.outcome)
-        if self.job_id is not None:
-            self.intake.release(self.job_id)
-            if not self.finished:
-                self._interrupt_record()
-        log.info(
-            "request id=%s outcome=%s total_ms=%.1f %s",
-            self.job_id,
-            self.outcome,
-            (time.perf_counter() - self.started) * 1000,
-            " ".join(f"{k}={v}" for k, v in self.summary.items()),
-        )
-        self.job_id = None
+        """Whatever happened to the request, its record ends terminal; the next request gets a job of its own."""
+        self.job.end()
+        self.job = self._new_job()
         self.client_ref = None
-        self.finished = False
-        self.outcome = "unknown"
-        self.summary = {}
 
-    def _interrupt_record(self) -> None:
-        """A request that ends without its result sent: its record, unless already terminal, is interrupted."""
-        try:
-            interrupted = self.store.update(self.job_id, lambda r: jobs.interrupt(r, now=utcnow()))
-        except StoreUnavailable as exc:
-            # The JOB_TIMEOUT sweep ends the record once the store answers again.
-            log.error("job %s: could not mark the record interrupted: %s", self.job_id, exc)
-        else:
-            if interrupted is not None:
-                self.outcome = f"{self.outcome} (record interrupted)"
+    def _new_job(self) -> RequestJob:
+        return RequestJob(self.intake, scope=self.scope, bell=self.ws.bell, client=WEBSOCKET)

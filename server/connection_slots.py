@@ -60,3 +60,12 @@ class ConnectionSlots:
             self._held_by[client] -= 1
             if not self._held_by[client]:
                 del self._held_by[client]
+
+    def refusal_answer(self, refusal: str) -> tuple[int, str]:
+        """The HTTP status and sentence for a refused place: 429 for a client over its share, else 503."""
+        if refusal == PER_CLIENT:
+            return 429, (
+                f"this client already has {self.per_client} connections open "
+                "(MAX_CONNECTIONS_PER_CLIENT): close one, or retry later"
+            )
+        return 503, "too many connections (MAX_CONNECTIONS); retry"

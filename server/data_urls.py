@@ -43,18 +43,27 @@ def parse_data_url(url: str, *, max_bytes: int) -> bytes:
             "unsupported_image",
             f"A data: URL image must be image/png, image/jpeg or image/webp, not {media_type[:40]!r}.",
         )
+    return base64_image(payload, max_bytes=max_bytes, source="The data: URL")
+
+
+def base64_image(payload: str, *, max_bytes: int, source: str) -> bytes:
+    """The image bytes that base64 text holds (a data: URL's, or a tool's image field), at most `max_bytes`.
+
+    `source` names the text in the sentences, e.g. "The data: URL". Raises
+    ClientError with the code the client should get.
+    """
     if len(payload) // 4 * 3 > max_bytes + 2:  # refuse before decoding; the exact check follows
         raise image_too_large(max_bytes)
     try:
         data = base64.b64decode(payload, validate=True)
     except ValueError:  # binascii.Error, or a character that is not ASCII
         raise ClientError(
-            "invalid_request", "The data: URL's base64 is malformed: it has characters or padding base64 does not allow."
+            "invalid_request", f"{source}'s base64 is malformed: it has characters or padding base64 does not allow."
         ) from None
     if len(data) > max_bytes:
         raise image_too_large(max_bytes)
     if not data:
-        raise ClientError("unsupported_image", "The data: URL holds no image data.")
+        raise ClientError("unsupported_image", f"{source} holds no image data.")
     return data
 
 

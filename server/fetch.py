@@ -27,6 +27,7 @@ it: `server.fetch_url` (1), `server.fetch_address` (2, and 3's connect),
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.client
 import ssl
@@ -42,6 +43,22 @@ from server.fetch_url import Target, check_characters
 from server.data_urls import is_data_url
 
 
+@dataclasses.dataclass(frozen=True)
+class Trusted:
+    """An origin the operator configured (LABEL_STUDIO_URL): fetched even when private, with its own headers."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def origin(self) -> tuple[bool, str, int]:
+        target = Target.parse(self.url, redirected=False)
+        return target.https, target.host, target.port
+
+    def __repr__(self) -> str:  # the headers carry a secret: never in a log or a traceback
+        return f"Trusted({self.url!r}, {len(self.headers)} headers)"
+
+
 def is_fetchable(url: str) -> bool:
     """Whether a record's `imageUrl` can be downloaded again (http or https; not data: or sha256:)."""
     return urlsplit(url).scheme in ("http", "https")
@@ -54,12 +71,16 @@ def download(
     timeout: float,
     allow_private: bool,
     max_redirects: int = 3,
+    trusted: Trusted | None = None,
 ) -> bytes:
     """The body of `url` (http or https), following at most `max_redirects` redirects.
 
     Raises ClientError for everything that goes wrong: `invalid_request` for a
     URL that is not strictly http(s) (see the module's docstring),
     `image_url_forbidden`, `image_download_failed` or `image_too_large`.
+    `trusted` names one origin that is let through even when private, and
+    the only one that gets its headers (Label Studio's API key): a redirect
+    elsewhere gets neither.
     """
     if is_data_url(url):
         # Only a record's short description of an inline image reaches here:
@@ -71,7 +92,10 @@ def download(
     give_up_at = time.monotonic() + timeout
     target = Target.parse(url, redirected=False)
     for _ in range(max_redirects + 1):
-        body_or_location = _fetch_one(target, max_bytes, timeout, give_up_at, allow_private)
+        here = trusted is not None and trusted.origin == (target.https, target.host, target.port)
+        body_or_location = _fetch_one(
+            target, max_bytes, timeout, give_up_at, allow_private or here, trusted.headers if here else ()
+        )
         if isinstance(body_or_location, bytes):
             return body_or_location
         location = body_or_location
@@ -84,7 +108,12 @@ def download(
 
 
 def _fetch_one(
-    target: Target, max_bytes: int, timeout: float, give_up_at: float, allow_private: bool
+    target: Target,
+    max_bytes: int,
+    timeout: float,
+    give_up_at: float,
+    allow_private: bool,
+    headers: tuple[tuple[str, str], ...],
 ) -> bytes | str:
     """The body, or the Location a redirect points to (not yet joined to the URL)."""
     addresses = resolve(target, give_up_at, timeout)
@@ -98,7 +127,7 @@ def _fetch_one(
             try:
                 if target.https:
                     sock.do_handshake()
-                sock.sendall(request(target))
+                sock.sendall(request(target, headers))
                 outcome = read_response(target, Wire(sock, max_bytes), max_bytes)
             except ClientError:
                 raise

@@ -24,14 +24,16 @@ _HEAD_BYTES = 64 * 1024
 _USER_AGENT = "CAP-image-download/0.1"
 
 
-def request(target: Target) -> bytes:
-    """The GET request for `target`, with its host in `Host`."""
+def request(target: Target, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """The GET request for `target`, with its host in `Host`, and `headers` (checked for line breaks by the caller)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     return (
         f"GET {target.request_target} HTTP/1.1\r\n"
         f"Host: {target.host_header}\r\n"
         f"User-Agent: {_USER_AGENT}\r\n"
         "Accept: */*\r\n"
         "Accept-Encoding: identity\r\n"
+        f"{extra}"
         "Connection: close\r\n"
         "\r\n"
     ).encode("ascii")

@@ -27,7 +27,7 @@ import numpy as np
 from server import data_urls, fetch, image_layout, images
 from server.budget import PixelBudget, Reservation
 from server.config import Settings
-from server.errors import ClientError
+from server.errors import ClientError, image_too_large
 from server.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,35 @@ def from_url(url: str, settings: Settings, budget: PixelBudget) -> ImageSource:
         image = images.decode(data, max_pixels=settings.max_image_pixels, formats=images.DATA_URL_FORMATS, budget=budget)
         record_url = data_urls.describe_data_url(url, len(data))
     else:
-        data = download(url, settings)
-        image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)
-        record_url = url
+        return from_bytes(download(url, settings), url, settings, budget)
     return ImageSource(
         images.sha256_hex(data), image.width, image.height, record_url,
         pixels=image.pixels, reservation=image.reservation, data=data,
     )
+
+
+def from_bytes(data: bytes, record_url: str, settings: Settings, budget: PixelBudget) -> ImageSource:
+    """An image's file as it came (downloaded, or sent in an adapter's call); the record keeps `record_url`."""
+    if len(data) > settings.max_image_bytes:
+        raise image_too_large(settings.max_image_bytes)
+    image = images.decode(data, max_pixels=settings.max_image_pixels, budget=budget)
+    return ImageSource(
+        images.sha256_hex(data), image.width, image.height, record_url,
+        pixels=image.pixels, reservation=image.reservation, data=data,
+    )
+
+
+def from_trusted(url: str, trusted: fetch.Trusted, settings: Settings, budget: PixelBudget) -> ImageSource:
+    """An image from the origin the operator named (an adapter's tool, e.g. LABEL_STUDIO_URL), with its headers."""
+    data = fetch.download(
+        url,
+        max_bytes=settings.max_image_bytes,
+        timeout=settings.download_timeout,
+        allow_private=settings.allow_private_urls,
+        max_redirects=settings.max_redirects,
+        trusted=trusted,
+    )
+    return from_bytes(data, url, settings, budget)
 
 
 def by_hash(

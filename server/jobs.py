@@ -63,6 +63,7 @@ def new_record(
     scope: str | None = None,
     waiter_lease_seconds: float | None = None,
     mask_scale: float | None = None,
+    client: str = "websocket",
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
     `prompts`; a 1.1 request keeps its prompts whole in `prompts`, and in
@@ -72,8 +73,9 @@ def new_record(
     `scope` is the API token's (server/tokens.py): only requests with the
     same token find the record's image by its hash.
     `waiterLeaseUntil` is the waiting connection's lease (`renew_waiter`);
-    None: no lease, processed whoever waits. `maskScale` is the request's
-    `mask_scale` (None: masks at the image's size)."""
+    None: no lease, processed whoever waits. `client` names the door it came
+    in by: "websocket", or an adapter's tool (server/adapters/calls.py).
+    `maskScale` is the request's `mask_scale` (None: masks at the image's size)."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
@@ -102,6 +104,7 @@ def new_record(
         "scope": scope,
         "resultBytes": None,
         "waiterLeaseUntil": None if waiter_lease is None else format_time(waiter_lease),
+        "client": client,
     }
 
 

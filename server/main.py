@@ -25,6 +25,7 @@ from typing import Callable, NoReturn
 from websockets.sync.server import Server, serve
 
 from server import data_urls, image_source, images, logs, recovery
+from server.adapters import mounts
 from server.budget import PixelBudget
 from server.compression import SizeAwareDeflateFactory
 from server.config import Settings, SettingsError
@@ -134,7 +135,8 @@ class App:
             stopping=self.stopping,
             server_id=self.server_id,
         )
-        self._routes = Routes(settings, self.health, self.metrics, self.draining, self.slots)
+        self.segmenter, self.front, self.cvat_port = mounts.fronts(settings, self.intake, self.budget, self.slots)
+        self._routes = Routes(settings, self.health, self.metrics, self.draining, self.slots, self.front)
         self._server: Server | None = None
         self._serve_thread: threading.Thread | None = None
 
@@ -164,10 +166,14 @@ class App:
             compression=None,  # permessage-deflate decided per message instead: server/compression.py
             extensions=[SizeAwareDeflateFactory()],
         )
-        self._server.handler = self.listener.track(self._server.handler, ended=self.slots.give_back)
+        self._server.handler = self.listener.track(
+            self.front.before_websockets(self._server, self._server.handler), ended=self.slots.give_back
+        )
         self._serve_thread = threading.Thread(target=self._server.serve_forever, name="accept", daemon=True)
         self._serve_thread.start()
         log.info("listening on %s:%d (server id %s)", self.settings.host, self.port, self.server_id)
+        if self.cvat_port is not None:
+            self.cvat_port.start()
 
     def wait(self) -> None:
         """Block until a stop is requested (signal) or the service cannot go on.
@@ -206,6 +212,8 @@ class App:
         grace_ends = time.monotonic() + STOP_GRACE_SECONDS - EXIT_SECONDS
         if self._server is not None:
             self._shut_server(timeout=STOP_GRACE_SECONDS / 2)
+        if self.cvat_port is not None:
+            self.cvat_port.close(timeout=max(0.0, grace_ends - time.monotonic()))
         self.processor.stop(timeout=max(0.0, grace_ends - time.monotonic()))
         if self.processor.is_alive():
             log.warning("the processor was still busy at the end of the stop grace; its records will be retried")

@@ -35,7 +35,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    image_url: str | None  # exactly one of image_url and image_sha256
+    image_url: str | None  # exactly one of image_url and image_sha256, unless an adapter brings the image
     image_sha256: str | None
     prompts: tuple[RequestPrompt, ...]
     boxes_form: bool = False  # sent as protocol 1's `boxes`: masks echo `box`, not `prompt`
@@ -81,7 +81,8 @@ def keep_open_of(body: Any) -> bool:
     return isinstance(body, dict) and body.get("keep_open") is True
 
 
-def parse_body(body: Any, *, max_boxes: int, max_points: int) -> Request:
+def parse_body(body: Any, *, max_boxes: int, max_points: int, image_given: bool = False) -> Request:
+    """`body` as a `Request`, or ClientError. `image_given`: an adapter brings the image itself (no image key)."""
     if not isinstance(body, dict):
         raise _invalid("The request must be a JSON object with an image (image_url or image_sha256) and boxes or prompts.")
     unknown = sorted(set(body) - REQUEST_KEYS)
@@ -90,7 +91,7 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int) -> Request:
             f"Unknown key(s) {', '.join(map(repr, unknown))}; "
             f"allowed keys are {', '.join(sorted(REQUEST_KEYS))}."
         )
-    image_url, image_sha256 = _parse_image(body)
+    image_url, image_sha256 = _parse_image(body, image_given)
     if "boxes" in body and "prompts" in body:
         raise _invalid("Send either boxes or prompts, not both.")
     if "boxes" in body:
@@ -123,7 +124,10 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int) -> Request:
         mask_scale=mask_scale,
     )
 
-def _parse_image(body: dict[str, Any]) -> tuple[str | None, str | None]:
+def _parse_image(body: dict[str, Any], image_given: bool) -> tuple[str | None, str | None]:
+    if image_given:
+        assert "image_url" not in body and "image_sha256" not in body, "an adapter sends its image one way"
+        return None, None
     if ("image_url" in body) == ("image_sha256" in body):
         raise _invalid("Send exactly one of image_url and image_sha256.")
     if "image_url" in body:

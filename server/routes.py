@@ -21,7 +21,9 @@ from websockets.sync.server import ServerConnection
 
 from server import __version__, connection_slots, image_layout, images
 from server.config import Settings
+from server.adapters.calls import HttpRequest
 from server.connection_slots import ConnectionSlots
+from server.front import Front
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
 from server.protocol import PROTOCOL_VERSION
@@ -66,6 +68,15 @@ def _response(
 ) -> Response:
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))), *extra_headers])
     return Response(status.value, status.phrase, headers, body)
+
+
+def _adapter_request(path: str, request: Request) -> HttpRequest:
+    """A GET as the adapters see it (server/front.py); repeated headers are joined, as HTTP reads them."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers.raw_items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return HttpRequest("GET", path, urlsplit(request.path).query, headers, b"")
 
 
 class Health:
@@ -129,8 +140,15 @@ class Health:
 
 class Routes:
     def __init__(
-        self, settings: Settings, health: Health, metrics: Metrics, draining: threading.Event, slots: ConnectionSlots
+        self,
+        settings: Settings,
+        health: Health,
+        metrics: Metrics,
+        draining: threading.Event,
+        slots: ConnectionSlots,
+        front: Front,
     ):
+        self.front = front
         self.settings = settings
         self.health = health
         self.metrics = metrics
@@ -156,6 +174,9 @@ class Routes:
             return _response(http.HTTPStatus.OK, self.metrics.text(), METRICS_CONTENT_TYPE)
         if path in PAGE_FILES:
             return _response(http.HTTPStatus.OK, *PAGE_FILES[path], PAGE_HEADERS)
+        adapter = self.front.route(_adapter_request(path, request))
+        if adapter is not None:
+            return _response(http.HTTPStatus(adapter.status), adapter.body, adapter.content_type, adapter.headers)
         if path != "/":
             return _response(http.HTTPStatus.NOT_FOUND, b"not found")
         if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -177,13 +198,8 @@ class Routes:
         return f"token {scope}" if scope is not None else f"address {connection.remote_address[0]}"
 
     def _refusal(self, refusal: str) -> Response:
-        if refusal == connection_slots.PER_CLIENT:
-            sentence = (
-                f"this client already has {self.settings.max_connections_per_client} connections open "
-                "(MAX_CONNECTIONS_PER_CLIENT): close one, or retry later"
-            )
-            return _response(http.HTTPStatus.TOO_MANY_REQUESTS, sentence.encode())
-        return _response(http.HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections (MAX_CONNECTIONS); retry")
+        status, sentence = self.slots.refusal_answer(refusal)
+        return _response(http.HTTPStatus(status), sentence.encode())
 
     def authorized(self, request: Request) -> bool:
         """True without API_TOKEN; with it, the request must carry one of its tokens (server/tokens.py).

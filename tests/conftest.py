@@ -33,7 +33,7 @@ from server.store.sqlite import SQLiteStore
 # The quick subset, `./scripts/test -m "not slow"`, leaves out the tests that stand on something slow to
 # start or to run: those marked `slow` by hand (the model references, a few long ones) and every test that
 # uses one of these fixtures. pyproject.toml registers the marker.
-SLOW_FIXTURES = {"cosmos_emulator", "browser", "vit_b_checkpoint", "hiera_t_checkpoint", "start_replica"}
+SLOW_FIXTURES = {"cosmos_emulator", "browser", "vit_b_checkpoint", "hiera_t_checkpoint", "start_replica", "label_studio"}
 
 
 # The file whose full-size fp32 vit_b encoder pass is the run's peak (2.4 GB above the model) runs

@@ -101,3 +101,13 @@ def test_outside_a_clone_the_default_checkpoint_is_in_the_working_folders_checkp
     (tmp_path / "server").mkdir()  # a folder named server that does not hold CAP's code
     settings = Settings.from_env({"SAM_MODEL_TYPE": "sam2.1_hiera_t"}, dotenv=None)
     assert settings.sam_checkpoint == Path("checkpoints/sam2.1_hiera_tiny.pt")
+
+
+def test_no_secret_is_in_the_settings_repr():
+    """A logged or printed Settings (a traceback, a debugger) shows no key or token."""
+    settings = Settings.from_env(
+        {"COSMOS_KEY": "cosmos-secret", "API_TOKEN": "a-token,b-token", "LABEL_STUDIO_API_KEY": "ls-secret"},
+        dotenv=None,
+    )
+    assert settings.cosmos_key == "cosmos-secret" and settings.label_studio_api_key == "ls-secret"
+    assert not any(secret in repr(settings) for secret in ("cosmos-secret", "a-token", "ls-secret"))

@@ -223,12 +223,14 @@ def test_messages_are_typed_json():
     assert error == {"type": "error", "id": None, "code": "queue_full", "message": "Try later."}
     result = json.loads(
         answers.result_message(
-            "j", width=4, height=3, sha256="ab" * 32, masks=[], timings={"total_ms": 1.0}, cached_embedding=False
+            answers.result_fields(
+                "j", width=4, height=3, sha256="ab" * 32, masks=[], timings={"total_ms": 1.0}, cached_embedding=False
+            )
         )
     )
     assert result["image"] == {"width": 4, "height": 3, "sha256": "ab" * 32} and result["type"] == "result"
     assert "client_ref" not in result
-    v1 = json.loads(answers.result_message("j", width=4, height=3, sha256=None, masks=[], timings={}, cached_embedding=False))
+    v1 = answers.result_fields("j", width=4, height=3, sha256=None, masks=[], timings={}, cached_embedding=False)
     assert v1["image"] == {"width": 4, "height": 3}
     assert parse(GOOD).is_v1 and not parse({**GOOD, "client_ref": "x"}).is_v1 and not parse({**GOOD, "output": ["polygons"]}).is_v1
     tagged = [

@@ -32,20 +32,24 @@ class HttpResponse:
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    reason: str = ""  # the status line's phrase instead of the standard one: where a tool shows only that (CVAT)
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageFetch:
-    """An image to download with a header of its own: Label Studio's `/data/...` files, with its API key.
+    """An image to download with headers of its own: Label Studio's `/data/...` files, with its API key.
 
-    `allow_private_host` lets this one host through the SSRF guard even when
-    it is private (Label Studio beside CAP); `headers` go to that host only,
-    never to a redirect's other host, and never into a log or an error.
+    The URL's own origin (the operator's LABEL_STUDIO_URL) is trusted: it is
+    fetched even when private (Label Studio beside CAP), and `headers` go to
+    it only, never to a redirect's other host, and never into a log or an
+    error.
     """
 
     url: str
     headers: tuple[tuple[str, str], ...] = ()
-    allow_private_host: str | None = None
+
+    def __repr__(self) -> str:  # the headers carry a secret
+        return f"ImageFetch({self.url!r}, {len(self.headers)} headers)"
 
 
 @dataclasses.dataclass(frozen=True)

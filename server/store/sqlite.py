@@ -45,6 +45,7 @@ QUEUE_COLUMNS = {
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
     "serverId": False, "preferredServer": False, "scope": False, "resultBytes": False, "waiterLeaseUntil": False,
     "maskScale": False,
+    "client": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS Queue (
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
     leaseUntil TEXT, serverId TEXT, preferredServer TEXT, scope TEXT, resultBytes INTEGER, waiterLeaseUntil TEXT,
-    maskScale REAL, _etag TEXT NOT NULL
+    maskScale REAL, client TEXT, _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
 CREATE INDEX IF NOT EXISTS Queue_imageSha256 ON Queue (imageSha256, createdAt);
@@ -79,6 +80,7 @@ ADDED_COLUMNS = [
     ("Queue", "resultBytes", "INTEGER"),
     ("Queue", "waiterLeaseUntil", "TEXT"),
     ("Queue", "maskScale", "REAL"),
+    ("Queue", "client", "TEXT"),
 ]
 
 
