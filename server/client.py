@@ -2,7 +2,7 @@
 server from the command line.
 
     python -m server.client ws://host:8080 --image URL_OR_PATH --box x,y,w,h [--box ...]
-        [--multimask] [--token T] [--out overlay.png] [--json result.json]
+        [--multimask] [--mask-scale S] [--token T] [--out overlay.png] [--json result.json]
 
 A plain WebSocket client of the public protocol (README, "The protocol"). A
 local file is sent as a data: URL. It prints the progress and the timings, and
@@ -74,6 +74,7 @@ def build_request(
     negative: list[tuple[float, float]],
     multimask: bool,
     polygons: bool,
+    mask_scale: float | None = None,
 ) -> dict[str, Any]:
     """Boxes alone: one prompt each (protocol 1's boxes). With points: one prompt of all the points and the box."""
     if not boxes and not positive and not negative:
@@ -81,6 +82,8 @@ def build_request(
     request: dict[str, Any] = {"image_url": image_url, "multimask": multimask}
     if polygons:
         request["output"] = ["rle", "polygons"]
+    if mask_scale is not None:
+        request["mask_scale"] = mask_scale
     if not positive and not negative:
         return {**request, "boxes": boxes}
     if len(boxes) > 1:
@@ -132,6 +135,8 @@ def overlay(pixels: np.ndarray, result: dict[str, Any]) -> Image.Image:
     blended = pixels.astype(np.float32)
     for index, answer in enumerate(result["masks"]):
         mask = decode_mask(best_mask(answer)["segmentation"])
+        if mask.shape != (height, width):  # asked at a --mask-scale: stretched to the image, pixel by nearest pixel
+            mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
         blended[mask] = (1 - OPACITY) * blended[mask] + OPACITY * np.array(COLOURS[index % len(COLOURS)])
     image = Image.fromarray(np.round(blended).astype(np.uint8))
     draw = ImageDraw.Draw(image)
@@ -169,6 +174,8 @@ def describe_result(result: dict[str, Any]) -> list[str]:
     image = result["image"]
     count = len(result["masks"])
     lines = [f"result: {count} mask{'' if count == 1 else 's'} for the {image['width']}x{image['height']} image"]
+    if "mask_scale" in result:
+        lines[0] += f", at mask scale {result['mask_scale']:g} (areas in those pixels)"
     for index, answer in enumerate(result["masks"]):
         candidates = answer if isinstance(answer, list) else [answer]
         scores = ", ".join(f"{mask['score']:.3f} (area {mask['area']} px)" for mask in candidates)
@@ -258,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a point that is not on the object; repeat for more")
     parser.add_argument("--multimask", action="store_true", help="three candidate masks per prompt")
     parser.add_argument("--polygons", action="store_true", help="also ask for each mask's outline as polygons")
+    parser.add_argument("--mask-scale", type=float, metavar="S",
+                        help="masks at this fraction of the image's size, 0 < S <= 1 (faster on large images)")
     parser.add_argument("--token", help="the server's API token, if it needs one")
     parser.add_argument("--out", type=Path, help="write the masks over the image here, as a PNG")
     parser.add_argument("--json", type=Path, help="write the result message here, as JSON")
@@ -266,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.video is not None:
             return track(args, object_prompt(args.box, args.point, args.negative))
         image_url, image_bytes = image_to_send(args.image)
-        request = build_request(image_url, args.box, args.point, args.negative, args.multimask, args.polygons)
+        request = build_request(image_url, args.box, args.point, args.negative, args.multimask, args.polygons, args.mask_scale)
         result = segment(args.server, request, args.token)
         print("\n".join(describe_result(result)), flush=True)
         if args.json is not None:

@@ -63,6 +63,7 @@ def new_record(
     scope: str | None = None,
     waiter_lease_seconds: float | None = None,
     progress_total: int | None = None,
+    mask_scale: float | None = None,
     client: str = "websocket",
 ) -> Record:
     """A queued record. Protocol 1 requests keep their boxes in `boxes` and no
@@ -76,7 +77,8 @@ def new_record(
     None: no lease, processed whoever waits. `client` names the door it came
     in by: "websocket", or an adapter's tool (server/adapters/calls.py).
     `progress_total`, for a long job (`everything`), starts its `progress`
-    at 0 of that many steps (`note_progress`)."""
+    at 0 of that many steps (`note_progress`).
+    `maskScale` is the request's `mask_scale` (None: masks at the image's size)."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
@@ -93,6 +95,7 @@ def new_record(
         "prompts": prompts,
         "output": output or ["rle"],
         "multimask": multimask,
+        "maskScale": mask_scale,
         "imageUrl": image_url,
         "imageSha256": image_sha256,
         "width": width,
@@ -126,6 +129,7 @@ class Work:
     prompts: tuple[dict[str, Any], ...] | None
     output: tuple[str, ...]
     scope: str | None = None
+    mask_scale: float | None = None
 
     @classmethod
     def of(cls, record: Record) -> "Work":
@@ -139,6 +143,7 @@ class Work:
             prompts=None if prompts is None else tuple(prompts),
             output=tuple(record.get("output") or ("rle",)),
             scope=record.get("scope"),
+            mask_scale=record.get("maskScale"),
         )
 
     def echoes(self) -> list[dict[str, Any]]:
@@ -153,11 +158,7 @@ def is_terminal(record: Record) -> bool:
 
 
 def lease_expired(record: Record, now: dt.datetime) -> bool:
-    return (
-        record["status"] == PROCESSING
-        and record["leaseUntil"] is not None
-        and parse_time(record["leaseUntil"]) <= now
-    )
+    return record["status"] == PROCESSING and record["leaseUntil"] is not None and parse_time(record["leaseUntil"]) <= now
 
 
 def waiter_gone(record: Record, now: dt.datetime) -> bool:
@@ -191,12 +192,8 @@ def claim(
     if waiter_gone(record, now):
         return interrupt(record, now=now, reason=WAITER_GONE)
     if record["attempts"] >= max_attempts:
-        return fail(
-            record,
-            now=now,
-            code="processing_failed",
-            message=f"Processing was attempted {record['attempts']} times without finishing.",
-        )
+        message = f"Processing was attempted {record['attempts']} times without finishing."
+        return fail(record, now=now, code="processing_failed", message=message)
     return {
         **record,
         "status": PROCESSING,

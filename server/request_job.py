@@ -60,12 +60,15 @@ class RequestJob:
         try:
             prompts = protocol.fit_prompts(request, source.width, source.height)
             output_budget.check_work(
-                len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
+                len(prompts), request.multimask, *protocol.scaled_size(source.width, source.height, request.mask_scale),
+                settings.max_mask_pixels,
             )
             for index, prompt in enumerate(prompts):
-                if prompt.mask_input is not None:
-                    ref = prompt.mask_input.to_dict()
-                    self.intake.mask_cache.check(f"prompts[{index}]", ref, source.sha256, scope=self.scope)
+                for field, ref in (("mask_input", prompt.mask_input), ("render", prompt.render)):
+                    if ref is not None:
+                        self.intake.mask_cache.check(
+                            f"prompts[{index}]", ref.to_dict(), source.sha256, scope=self.scope, field=field
+                        )
             self.summary = {"prompts": len(prompts), "image": f"{source.width}x{source.height}", "client": self.client}
             job_id = str(uuid.uuid4())
             record = jobs.new_record(
@@ -83,6 +86,7 @@ class RequestJob:
                 scope=self.scope,
                 waiter_lease_seconds=settings.waiter_lease_seconds,
                 client=self.client,
+                mask_scale=request.mask_scale,
             )
             position = self.intake.admit(record, source, self.bell)
         except BaseException:
@@ -147,6 +151,7 @@ class RequestJob:
             timings=timings,
             cached_embedding=output.get("cachedEmbedding", False),
             client_ref=client_ref,
+            mask_scale=record.get("maskScale"),
         )
         return message, timings
 

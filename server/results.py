@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from server import jobs, masks, output_budget
+from server import jobs, masks, output_budget, renders
 from server.budget import PixelBudget
 from server.clock import utcnow
 from server.config import Settings
@@ -44,8 +44,11 @@ class ResultWriter:
         self.image_store = image_store
         self.events = events
 
-    def write(self, record: Record, work: jobs.Work, result: Segmentation, model_type: str) -> None:
-        """Keep the result within its budget, or fail its record: too large is final, never a retry."""
+    def write(self, record: Record, work: jobs.Work, result: Segmentation | None, model_type: str) -> None:
+        """Keep the result within its budget, or fail its record: too large is final, never a retry.
+
+        `result` is the decoder's, for the prompts that are not `render`s (None when all are).
+        """
         meter = output_budget.OutputMeter.for_settings(self.settings, self.budget)
         try:
             self._store(record, work, result, model_type, meter)
@@ -57,16 +60,21 @@ class ResultWriter:
             meter.release()
 
     def _store(
-        self, record: Record, work: jobs.Work, result: Segmentation, model_type: str, meter: output_budget.OutputMeter
+        self, record: Record, work: jobs.Work, result: Segmentation | None, model_type: str, meter: output_budget.OutputMeter
     ) -> None:
         """Store the result, mark the record processed, wake its connection."""
         job_id = work.id
+        result = renders.splice(result, work.prompts, self.mask_cache, work.image_sha256, work.scope)
         started = time.perf_counter()
         wire = masks.wire_masks(
-            result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output, meter
+            result.low_res, result.scores, result.postprocess.at_scale(work.mask_scale), work.echoes(),
+            work.multimask, work.output, meter,
         )
         rle_ms = (time.perf_counter() - started) * 1000
-        self.mask_cache.put(job_id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
+        self.mask_cache.put(
+            job_id, work.image_sha256, work.multimask, result.low_res.numpy(), result.scores.numpy(),
+            result.postprocess, scope=work.scope,
+        )
         self.image_store.promote(work.image_sha256)  # before `processed`, which lets its connection release it
         self.store.put_output(
             {

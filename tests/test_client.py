@@ -319,3 +319,16 @@ def test_the_examples_say_in_one_sentence_what_is_wrong(start_app, example, tmp_
     for case, (done, ending) in sentences.items():
         assert done.returncode == 1 and done.stdout == "", (case, done.stdout, done.stderr)
         assert done.stderr.endswith(ending + "\n") and done.stderr.count("\n") == 1, (case, done.stderr)
+
+
+def test_mask_scale_asks_smaller_masks_and_the_overlay_stretches_them_to_the_image(start_app, tmp_path):
+    app = start_app()
+    image = tmp_path / "scene.png"
+    image.write_bytes(files.png_rgb(120, 80))
+    done = run_client(ws_url(app), "--image", str(image), "--point", "30,20", "--mask-scale", "0.5",
+                      "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "o.png"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "result: 1 mask for the 120x80 image, at mask scale 0.5 (areas in those pixels)" in done.stdout
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["mask_scale"] == 0.5 and result["masks"][0]["segmentation"]["size"] == [40, 60]
+    assert pixels_of((tmp_path / "o.png").read_bytes()).shape == (80, 120, 3)

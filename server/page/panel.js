@@ -23,7 +23,8 @@ export function showProgress(entry) {
   if (entry.phase === "result") {
     const seconds = entry.elapsed.toFixed(2);
     $("progress").textContent = entry.kind === "prepare"
-      ? `Prepared in ${seconds} s: click the object.` : `Mask in ${seconds} s.`;
+      ? `Prepared in ${seconds} s: click the object.`
+      : `${entry.kind === "render" ? "Full-size mask" : "Mask"} in ${seconds} s.`;
     if (entry.kind === "prepare") showError("");
   } else if (entry.phase === "error") {
     $("progress").textContent = "";
