@@ -140,6 +140,36 @@ def click_notes(clicks_: dict) -> list[str]:
     return lines
 
 
+def click_figures(clicks_: dict) -> list[str]:
+    """The click figures of issue 23's goals, one line each, with the CPU flags they were measured on."""
+    small, big, memory = clicks_["click_small"], clicks_["click_big"], clicks_["boxes_memory"]
+    flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in big.get("cpu", {}).items())
+    lines = []
+    for row, goal in ((small, 1.10), (big, 1.15)):
+        steps = ", ".join(f"{name.removesuffix('_ms')} {fmt(ms, 1)}" for name, ms in row["mask_steps_p50_ms"].items())
+        lines.append(
+            f"full-size click {row['width']}×{row['height']} ÷ stock predict: {fmt(row['ratio'], 3)} "
+            f"({fmt(row['cap_p50_ms'], 1)} / {fmt(row['stock_p50_ms'], 1)} ms; beyond the decoder "
+            f"{fmt(row['beyond_decoder_p50_ms'], 1)} ms; mask steps: {steps}) goal ≤ {goal:.2f} [{flags}]"
+        )
+    if "scaled" in big:
+        scaled = big["scaled"]
+        steps = ", ".join(f"{name.removesuffix('_ms')} {fmt(ms, 1)}" for name, ms in scaled["mask_steps_p50_ms"].items())
+        lines += [
+            f"click at mask_scale {scaled['mask_scale']} on {big['width']}×{big['height']}: beyond the decoder "
+            f"{fmt(scaled['beyond_decoder_p50_ms'], 1)} ms (goal ≤ 15; mask steps: {steps}) [{flags}]",
+            f"click at mask_scale {scaled['mask_scale']} ÷ stock predict: {fmt(scaled['ratio'], 3)} "
+            f"({fmt(scaled['cap_p50_ms'], 1)} / {fmt(big['stock_p50_ms'], 1)} ms) goal ≤ 0.95 [{flags}]",
+        ]
+    if "masks_over_decoder" in memory:
+        lines.append(
+            f"{memory['boxes']} boxes on {memory['width']}×{memory['height']}: masks ÷ decoder "
+            f"{fmt(memory['masks_over_decoder'], 3)} ({fmt(memory['timings']['rle_ms'], 0)} / "
+            f"{fmt(memory['timings']['decode_ms'], 0)} ms) goal ≤ 0.5 [{flags}]"
+        )
+    return lines
+
+
 def families_lines(families: list[dict]) -> list[str]:
     """Row 15's table lines: one per model type, then SAM 2.1 hiera_t against vit_b."""
     lines = [

@@ -48,29 +48,32 @@ def tiny_model_loader(settings: Settings):
 class Sitting:
     """The model, the image server and the figures of one run."""
 
-    def __init__(self, mode: str, runs: int):
-        self.mode, self.runs = mode, runs
+    def __init__(self, mode: str, runs: int, model_type: str = "vit_b", precision: str = "fp32"):
+        """Full mode builds `model_type` (a SAM 1 type) with random weights; the server's encoder runs in
+        `precision` (the decoder always runs in fp32), the stock predictor in fp32."""
+        self.mode, self.runs, self.precision = mode, runs, precision
         self.work = Path(tempfile.mkdtemp(prefix="cap-bench-"))
         self.images = ImageHTTPServer().start()
         self._image_count = 0
-        self.checkpoint = self.work / "sam_vit_b_random.pth"  # written in full mode only
+        self.checkpoint = self.work / f"sam_{model_type}_random.pth"  # written in full mode only
         if mode == "quick":
             self.model_type = "tiny"
             self.raw_sam = build_tiny_sam()
             self.load_model = tiny_model_loader
         else:
-            self.model_type = "vit_b"
+            self.model_type = model_type
             torch.manual_seed(0)
-            torch.save(sam_model_registry["vit_b"]().state_dict(), self.checkpoint)
-            self.raw_sam = load_sam("vit_b", self.checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+            torch.save(sam_model_registry[model_type]().state_dict(), self.checkpoint)
+            self.raw_sam = load_sam(model_type, self.checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
             self.load_model = production_model_loader
         self.raw = SamPredictor(self.raw_sam)
 
     def settings(self, **overrides) -> Settings:
         base = dict(
             host="127.0.0.1", port=0, sqlite_path=self.work / f"cap-{time.monotonic_ns()}.sqlite3",
-            image_dir=self.work / "images", allow_private_urls=True, sam_model_type="vit_b",
-            sam_checkpoint=self.checkpoint, log_level="WARNING",
+            image_dir=self.work / "images", allow_private_urls=True,
+            sam_model_type="vit_b" if self.model_type == "tiny" else self.model_type,
+            sam_checkpoint=self.checkpoint, log_level="WARNING", precision=self.precision,
         )
         return Settings(**{**base, **overrides})
 
@@ -120,6 +123,19 @@ def timed_ms(run) -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return (time.perf_counter() - started) * 1000
+
+
+CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16")  # what decides the CPU's speed at SAM's work, and bf16's
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Whether this machine's CPU has each of CPU_FLAGS (from /proc/cpuinfo; all False where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {flag: flag in flags for flag in CPU_FLAGS}
 
 
 def fmt(value: float, digits: int = 2) -> str:

@@ -17,11 +17,11 @@ import torch
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
-from bench.rig import Sitting
+from bench.rig import Sitting, cpu_flags
 from harness.client import Session, session
 from harness.memory import release_free_memory, rss_bytes
 from harness.waiting import wait_for
-from server import jobs
+from server import jobs, masks
 from server.compression import SizeAwareDeflate
 from server.main import App
 
@@ -75,20 +75,52 @@ def open_image(sess: Session, url: str) -> str:
     return answer["image"]["sha256"]
 
 
-def clicks_against_stock(sitting: Sitting, app: App, image: tuple[str, np.ndarray], runs: int) -> dict:
-    """Rows 10 and 11: a click on a session against stock predict, interleaved A B C A B C ….
+def mask_steps(app: App, result: dict, scale: float | None, repeats: int = 9) -> dict:
+    """Where one click's mask time goes, step by step, on the logits the server kept for it (p50, ms).
+
+    upsample and threshold (one step: `Upsampler.crop` thresholds as it
+    upsamples), encode (`crop_rle`), wire (`extent`: area, bbox; the RLE as text), JSON (the
+    mask's text, as `OutputMeter.count` and the result's message make it).
+    """
+    kept = app.mask_cache.mask("bench", {"id": result["id"], "index": 0}, result["image"]["sha256"], scope=None)
+    upsampler = masks.Upsampler(kept.postprocess.at_scale(scale), kept.logits.shape[-1])
+    logits = kept.logits[0]
+    steps: dict[str, list[float]] = {"upsample_threshold_ms": [], "encode_ms": [], "wire_ms": [], "json_ms": []}
+    for _ in range(repeats):
+        started = time.perf_counter()
+        crop = upsampler.crop(logits)
+        encoded = time.perf_counter()
+        rle = masks.crop_rle(crop)
+        wired = time.perf_counter()
+        entry = {**masks.extent(crop), "segmentation": masks.wire_segmentation(rle)}
+        dumped = time.perf_counter()
+        json.dumps(entry, separators=(",", ":"))
+        done = time.perf_counter()
+        for name, (start, end) in zip(steps, ((started, encoded), (encoded, wired), (wired, dumped), (dumped, done))):
+            steps[name].append((end - start) * 1000)
+    return {name: statistics.median(values) for name, values in steps.items()}
+
+
+def clicks_against_stock(
+    sitting: Sitting, app: App, image: tuple[str, np.ndarray], runs: int, scale: float | None = None
+) -> dict:
+    """Rows 10 and 11: a click on a session against stock predict, interleaved A B C (D) A B C (D) ….
 
     A: a session that negotiated permessage-deflate (any browser does); B: the
     stock predictor, on the same point, after set_image on the same image;
-    C: a session whose client offers no compression. The first round warms
-    all three and is not counted.
+    C: a session whose client offers no compression; D, with a `scale`: A's
+    session asking the masks at that `mask_scale`. The first round warms
+    them all and is not counted. "Beyond the decoder" is a click's time at
+    the client less the server's decoder time.
     """
     url, pixels = image
     height, width = pixels.shape[:2]
-    times: dict[str, list[float]] = {"cap": [], "stock": [], "cap_uncompressed": []}
+    times: dict[str, list[float]] = {"cap": [], "stock": [], "cap_uncompressed": [], "cap_scaled": [],
+                                     "cap_beyond_decoder": [], "cap_scaled_beyond_decoder": []}
     parts: dict[str, list[float]] = {"queue_ms": [], "download_ms": [], "decode_ms": [], "rle_ms": [],
                                      "server_rest_ms": [], "client_ms": []}
     ws = f"ws://127.0.0.1:{app.port}/"
+    d: Click | None = None
     with session(ws, timeout=600) as compressed:
         sha = open_image(compressed, url)
         with torch.inference_mode():
@@ -100,26 +132,39 @@ def clicks_against_stock(sitting: Sitting, app: App, image: tuple[str, np.ndarra
                 a = click(compressed, request)
                 stock_ms = stock_click_ms(sitting, x, y)
                 c = click(plain, request)
+                d = click(compressed, {**request, "mask_scale": scale}) if scale is not None else None
                 assert a.result["cached_embedding"] and c.result["cached_embedding"]
                 if not run:
                     continue
                 times["cap"].append(a.ms)
                 times["stock"].append(stock_ms)
                 times["cap_uncompressed"].append(c.ms)
+                times["cap_beyond_decoder"].append(a.ms - a.result["timings"]["decode_ms"])
+                if d is not None:
+                    times["cap_scaled"].append(d.ms)
+                    times["cap_scaled_beyond_decoder"].append(d.ms - d.result["timings"]["decode_ms"])
                 timings = a.result["timings"]
                 before_rest = sum(timings[name] for name in ("queue_ms", "download_ms", "decode_ms", "rle_ms"))
                 for name in ("queue_ms", "download_ms", "decode_ms", "rle_ms"):
                     parts[name].append(timings[name])
                 parts["server_rest_ms"].append(timings["total_ms"] - before_rest)
                 parts["client_ms"].append(a.ms - timings["total_ms"])
-    p50 = {name: statistics.median(values) for name, values in times.items()}
-    return {
-        "width": width, "height": height, "runs": runs, "sha256": sha, **times,
+    p50 = {name: statistics.median(values) for name, values in times.items() if values}
+    row = {
+        "width": width, "height": height, "runs": runs, "sha256": sha, "cpu": cpu_flags(), **times,
         "cap_p50_ms": p50["cap"], "stock_p50_ms": p50["stock"], "cap_uncompressed_p50_ms": p50["cap_uncompressed"],
         "ratio": p50["cap"] / p50["stock"], "ratio_uncompressed": p50["cap_uncompressed"] / p50["stock"],
+        "beyond_decoder_p50_ms": p50["cap_beyond_decoder"],
         "breakdown_p50_ms": {name: statistics.median(values) for name, values in parts.items()},
+        "mask_steps_p50_ms": mask_steps(app, a.result, None),
         "result_bytes": len(a.text.encode()), "result_text": a.text,
     }
+    if d is not None:
+        row["scaled"] = {
+            "mask_scale": scale, "cap_p50_ms": p50["cap_scaled"], "ratio": p50["cap_scaled"] / p50["stock"],
+            "beyond_decoder_p50_ms": p50["cap_scaled_beyond_decoder"], "mask_steps_p50_ms": mask_steps(app, d.result, scale),
+        }
+    return row
 
 
 def peak_extra_rss_mb(action) -> float:
@@ -172,8 +217,10 @@ def boxes_memory(sitting: Sitting, app: App, sha: str, pixels: np.ndarray, boxes
             sitting.raw.predict_torch(None, None, boxes=transformed, multimask_output=False)
 
     stock_mb = peak_extra_rss_mb(stock)  # sitting.raw still holds this image's embedding (row 11)
-    return {"boxes": boxes, "width": width, "height": height, "peak_extra_rss_mb": server_mb,
-            "stock_peak_extra_rss_mb": stock_mb, "timings": result["timings"],
+    timings = result["timings"]
+    return {"boxes": boxes, "width": width, "height": height, "cpu": cpu_flags(), "peak_extra_rss_mb": server_mb,
+            "stock_peak_extra_rss_mb": stock_mb, "timings": timings,
+            "masks_over_decoder": timings["rle_ms"] / timings["decode_ms"],
             "result_bytes": len(text.encode()), "result_text": text}
 
 
@@ -251,13 +298,17 @@ def deflate_cost(text: str, repeats: int = 5) -> dict:
             "inflate_ms": statistics.median(inflate), "cap_compresses": sent.rsv1, "cap_encode_ms": statistics.median(cap)}
 
 
+# A click drawn on a 1280-pixel-wide canvas, on the 4000×3000 photograph.
+CANVAS_SCALE = 0.32
+
+
 def clicks(sitting: Sitting, runs: int) -> dict:
     """Rows 10 to 14 on one server (SQLite), with the stock predictor on the same weights beside it."""
     app = sitting.start_app()
     try:
         small = clicks_against_stock(sitting, app, sitting.new_photo(640, 480), runs)
         big_image = sitting.new_photo(4000, 3000)
-        big = clicks_against_stock(sitting, app, big_image, runs)
+        big = clicks_against_stock(sitting, app, big_image, runs, scale=CANVAS_SCALE)
         memory = boxes_memory(sitting, app, big["sha256"], big_image[1], 16)
         first = prepare_then_click(sitting, app, images_=3, later=8)
         drag = superseding(app, small["sha256"], 10, 0.020)

@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 
 from bench import plot
-from bench.report import families_lines, markdown
+from bench.report import click_figures, families_lines, markdown
 from bench.rig import Sitting
 from bench.rows_clicks import clicks
 from bench.rows_everything import everything, lines as everything_lines
@@ -101,6 +101,10 @@ def main() -> None:
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--only", choices=["families", "clicks", "everything"],
                         help="run only these rows and print them; no results file")
+    parser.add_argument("--model", default="vit_b", help="with --only clicks in full mode: the SAM 1 model type built")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="with --only clicks: the server's PRECISION (the stock predictor runs in fp32)")
+    parser.add_argument("--runs", type=int, default=30, help="with --only clicks: clicks per image and side")
     args = parser.parse_args()
     if args.only == "everything":
         sitting = Sitting(args.mode, runs=0)
@@ -110,11 +114,15 @@ def main() -> None:
             sitting.images.stop()
         return
     if args.only == "clicks":
-        sitting = Sitting(args.mode, runs=0)
+        sitting = Sitting(args.mode, runs=0, model_type=args.model, precision=args.precision)
         try:
-            print(json.dumps(clicks(sitting, runs=30), indent=2))
+            found = clicks(sitting, runs=args.runs)
         finally:
             sitting.images.stop()
+        print(json.dumps(found, indent=2))
+        print(f"{sitting.model_type}, server {args.precision}, {torch.get_num_threads()} torch threads, "
+              f"{'CUDA' if torch.cuda.is_available() else 'CPU'}:")
+        print("\n".join(click_figures(found)))
         return
     if args.only == "families":
         sitting = Sitting(args.mode, runs=0)

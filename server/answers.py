@@ -66,9 +66,13 @@ def result_fields(
     timings: dict[str, float],
     cached_embedding: bool,
     client_ref: str | None = None,
+    mask_scale: float | None = None,
 ) -> dict[str, Any]:
-    """The result message as a dict: what an adapter translates (server/adapters/), and `result_message` sends."""
-    message = {
+    """The result message as a dict: what an adapter translates (server/adapters/), and `result_message` sends.
+
+    With `mask_scale` (1.2), every mask field is at that scale, and the result says so.
+    """
+    message: dict[str, Any] = {
         "type": "result",
         "id": job_id,
         "image": {"width": width, "height": height} | ({"sha256": sha256} if sha256 else {}),
@@ -76,6 +80,8 @@ def result_fields(
         "timings": timings,
         "cached_embedding": cached_embedding,
     }
+    if mask_scale is not None:
+        message["mask_scale"] = mask_scale
     return message if client_ref is None else {**message, "client_ref": client_ref}
 
 

@@ -61,6 +61,7 @@ def new_record(
     waiter_lease_seconds: float | None = None,
     progress_total: int | None = None,
     everything: dict[str, Any] | None = None,
+    mask_scale: float | None = None,
     client: str = "websocket",
 ) -> Record:
     """A queued record; every field is in docs/records.md. Protocol 1 keeps its boxes in `boxes` and no
@@ -68,7 +69,7 @@ def new_record(
     replica whose embedding cache holds the image. `scope`: the API token's (server/tokens.py).
     `waiterLeaseUntil`: the waiter's lease (`renew_waiter`; None: none). `client`: the door it came in
     by (server/adapters/calls.py). `progress_total`: a long job's steps (`note_progress`). `everything`
-    (1.2): the generator's parameters as sent."""
+    (1.2): the generator's parameters as sent. `mask_scale` (1.2): None for masks at the image's size."""
     waiter_lease = None if waiter_lease_seconds is None else now + dt.timedelta(seconds=waiter_lease_seconds)
     return {
         "id": job_id,
@@ -85,6 +86,7 @@ def new_record(
         "prompts": prompts,
         "output": output or ["rle"],
         "multimask": multimask,
+        "maskScale": mask_scale,
         "imageUrl": image_url,
         "imageSha256": image_sha256,
         "width": width,
@@ -120,6 +122,7 @@ class Work:
     output: tuple[str, ...]
     scope: str | None = None
     everything: dict[str, Any] | None = None  # (1.2) the generator's parameters as sent
+    mask_scale: float | None = None
 
     @classmethod
     def of(cls, record: Record) -> "Work":
@@ -134,6 +137,7 @@ class Work:
             output=tuple(record.get("output") or ("rle",)),
             scope=record.get("scope"),
             everything=record.get("everything"),
+            mask_scale=record.get("maskScale"),
         )
 
     def echoes(self) -> list[dict[str, Any]]:
@@ -148,11 +152,7 @@ def is_terminal(record: Record) -> bool:
 
 
 def lease_expired(record: Record, now: dt.datetime) -> bool:
-    return (
-        record["status"] == PROCESSING
-        and record["leaseUntil"] is not None
-        and parse_time(record["leaseUntil"]) <= now
-    )
+    return record["status"] == PROCESSING and record["leaseUntil"] is not None and parse_time(record["leaseUntil"]) <= now
 
 
 def waiter_gone(record: Record, now: dt.datetime) -> bool:
@@ -186,12 +186,8 @@ def claim(
     if waiter_gone(record, now):
         return interrupt(record, now=now, reason=WAITER_GONE)
     if record["attempts"] >= max_attempts:
-        return fail(
-            record,
-            now=now,
-            code="processing_failed",
-            message=f"Processing was attempted {record['attempts']} times without finishing.",
-        )
+        message = f"Processing was attempted {record['attempts']} times without finishing."
+        return fail(record, now=now, code="processing_failed", message=message)
     return {
         **record,
         "status": PROCESSING,

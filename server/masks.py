@@ -29,11 +29,20 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
+from server.mask_taps import Taps, combine, edge_share
 from server.output_budget import OutputMeter
 from server.polygons import as_lists, outer_rings, ring_arrays, vertex_count
+from server.protocol import scaled_size
 
-# A mask whose possible region covers this much of the image is computed whole (`Upsampler._whole`).
+# A mostly-edge mask whose crop covers this much of the image is computed whole (`Upsampler._whole`).
 DENSE_FRACTION = 0.25
+# A mask whose edge covers this share of its crop (at low resolution) has every crop pixel computed (`_dense`).
+RAGGED_SHARE = 0.3
+# Up to this many crop pixels, numpy's whole-array arithmetic (`_dense`) beats torch's two resizes (`_whole`),
+# whose first always makes the encoder's 1024 × 1024 square: 3 ms against 10 to 80 ms at 640×480 on 2 cores.
+SMALL_CROP = 1 << 20
+# A crop of at least 1/LARGE_CROP of the image is encoded by pycocotools over the whole image (`crop_rle`).
+LARGE_CROP = 8
 
 OUTPUTS = ("rle", "polygons")  # what a mask can carry: `segmentation` (COCO RLE), `polygons`
 
@@ -53,6 +62,19 @@ class Postprocess:
     original_size: tuple[int, int]  # the image (height, width)
     threshold: float = 0.0  # `Sam.mask_threshold`
 
+    def at_scale(self, scale: float | None) -> Postprocess:
+        """The same postprocessing with its final resize going to the image's size × `scale` (`mask_scale`).
+
+        The last resize is the one to the image's size in both families, so
+        only that size changes: floor(W·s + 0.5) × floor(H·s + 0.5), at least
+        1 pixel each way, as `server.protocol.scaled_size` says.
+        """
+        if scale is None:
+            return self
+        height, width = self.original_size
+        scaled_width, scaled_height = scaled_size(width, height, scale)
+        return dataclasses.replace(self, original_size=(scaled_height, scaled_width))
+
 
 @dataclasses.dataclass
 class Crop:
@@ -62,64 +84,6 @@ class Crop:
     left: int
     mask: np.ndarray  # bool, rows × columns (a column-major view); 0×0 for an empty mask
     size: tuple[int, int]  # the image (height, width)
-
-
-def _resize_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The two source indices and weights of each output index of a bilinear resize (align_corners=False).
-
-    As `torch.nn.functional.interpolate` computes them, in float32 like it:
-    source = (i + 0.5) · in/out − 0.5, clamped at 0; the next index is
-    clamped at the last one.
-    """
-    half = np.float32(0.5)
-    scale = np.float32(in_size) / np.float32(out_size)
-    source = np.maximum(scale * (np.arange(out_size, dtype=np.float32) + half) - half, np.float32(0))
-    first = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
-    second = np.minimum(first + 1, in_size - 1)
-    fraction = np.clip(source - first, 0, 1)
-    return np.stack([first, second], 1), np.stack([1 - fraction, fraction], 1)
-
-
-def _axis_taps(low_res: int, encoder_size: int, input_len: int, original_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each image row (or column): the four low-resolution indices it reads and their weights."""
-    up_index, up_weight = _resize_taps(low_res, encoder_size)  # low-res -> encoder square
-    down_index, down_weight = _resize_taps(input_len, original_len)  # its first input_len -> image
-    index = up_index[down_index].reshape(original_len, 4)
-    weight = (down_weight[:, :, None] * up_weight[down_index]).reshape(original_len, 4)
-    return index, weight
-
-
-def _combine(lines: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Row i of the result is the sum over k of weight[i, k] · lines[index[i, k]]."""
-    result = lines[index[:, 0]] * weight[:, 0, None]
-    for k in range(1, index.shape[1]):
-        result += lines[index[:, k]] * weight[:, k, None]
-    return result
-
-
-@dataclasses.dataclass
-class _Taps:
-    """Per image row (or column): the four low-res lines it reads, their weights, and runs of equal support."""
-
-    index: np.ndarray  # n × 4 int
-    weight: np.ndarray  # n × 4 float32
-    support: np.ndarray  # n × 4 bool: weight > 0
-
-    @classmethod
-    def along(cls, low_res: int, encoder_size: int, input_len: int, original_len: int) -> _Taps:
-        index, weight = _axis_taps(low_res, encoder_size, input_len, original_len)
-        return cls(index, weight.astype(np.float32), weight > 0)
-
-    def span(self, positive: np.ndarray) -> tuple[int, int]:
-        """The first and past-the-last line whose support reads a positive low-res line."""
-        touched = np.flatnonzero((positive[self.index] & self.support).any(1))
-        return (int(touched[0]), int(touched[-1]) + 1) if touched.size else (0, 0)
-
-    def runs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Where runs of lines reading the same low-res lines begin in [start, stop), and their lengths."""
-        support = np.where(self.support[start:stop], self.index[start:stop], -1)
-        begins = np.concatenate([[0], np.flatnonzero((support[1:] != support[:-1]).any(1)) + 1])
-        return begins, np.diff(np.append(begins, stop - start))
 
 
 class Upsampler:
@@ -135,11 +99,15 @@ class Upsampler:
     def __init__(self, postprocess: Postprocess, low_res: int):
         self.postprocess = postprocess
         height, width = postprocess.original_size
-        self._rows = _Taps.along(low_res, postprocess.encoder_size, postprocess.input_size[0], height)
-        self._cols = _Taps.along(low_res, postprocess.encoder_size, postprocess.input_size[1], width)
+        self._rows = Taps.along(low_res, postprocess.encoder_size, postprocess.input_size[0], height)
+        self._cols = Taps.along(low_res, postprocess.encoder_size, postprocess.input_size[1], width)
 
     def crop(self, logits: np.ndarray) -> Crop:
-        """The mask of one low-resolution logit map (s × s float32), computed only where it can be positive."""
+        """The mask of one low-resolution logit map (s × s float32), computed only where it can be positive.
+
+        Made column by column (the crop's transpose in memory), as COCO's runs
+        go, so that `crop_rle` encodes it without a transposed copy.
+        """
         threshold = self.postprocess.threshold
         positive = logits > threshold
         top, bottom = self._rows.span(positive.any(1))
@@ -147,8 +115,11 @@ class Upsampler:
         if top == bottom or left == right:
             return Crop(0, 0, np.zeros((0, 0), dtype=bool), self.postprocess.original_size)
         height, width = self.postprocess.original_size
-        if (bottom - top) * (right - left) >= DENSE_FRACTION * height * width:
-            return self._whole(logits)
+        ragged, crop_pixels = edge_share(positive), (bottom - top) * (right - left)
+        if ragged >= RAGGED_SHARE or ragged * crop_pixels >= DENSE_FRACTION * height * width:  # mostly edge
+            if crop_pixels >= max(DENSE_FRACTION * height * width, SMALL_CROP):
+                return self._whole(logits)
+            return self._dense(logits, top, bottom, left, right)
         row_begins, row_lengths = self._rows.runs(top, bottom)
         col_begins, col_lengths = self._cols.runs(left, right)
 
@@ -171,12 +142,12 @@ class Upsampler:
             # Rows first, on the low-res columns the crop reads, transposed (low-res column × crop row).
             first = int(col_index.min())
             source = logits[:, first : int(col_index.max()) + 1]
-            by_rows = _combine(source, row_index, self._rows.weight[top:bottom]).T.copy()
+            by_rows = combine(source, row_index, self._rows.weight[top:bottom]).T.copy()
             col_weight = self._cols.weight[left:right]
             for run in np.flatnonzero(edge.any(1)):
                 rows = np.flatnonzero(np.repeat(edge[run], row_lengths))
                 columns = slice(col_begins[run], col_begins[run] + col_lengths[run])
-                values = _combine(by_rows[:, rows], col_index[columns] - first, col_weight[columns])
+                values = combine(by_rows[:, rows], col_index[columns] - first, col_weight[columns])
                 by_columns[columns, rows] = values > threshold
         return Crop(top, left, by_columns.T, self.postprocess.original_size)
 
@@ -189,32 +160,55 @@ class Upsampler:
             return 0, 0, np.zeros((0, 0), dtype=np.float32)
         col_index = self._cols.index[left:right]
         first = int(col_index.min())
-        by_rows = _combine(logits[:, first : int(col_index.max()) + 1], self._rows.index[top:bottom], self._rows.weight[top:bottom])
-        return top, left, _combine(by_rows.T.copy(), col_index - first, self._cols.weight[left:right]).T
+        by_rows = combine(logits[:, first : int(col_index.max()) + 1], self._rows.index[top:bottom], self._rows.weight[top:bottom])
+        return top, left, combine(by_rows.T.copy(), col_index - first, self._cols.weight[left:right]).T
+
+    def _dense(self, logits: np.ndarray, top: int, bottom: int, left: int, right: int) -> Crop:
+        """A ragged mask in part of the image: every pixel of its crop, rows then columns, in whole arrays.
+
+        The edge blocks' own arithmetic (`combine`, rows first), done once for
+        the crop rather than block by block.
+        """
+        col_index = self._cols.index[left:right]
+        first = int(col_index.min())
+        source = logits[:, first : int(col_index.max()) + 1]
+        by_rows = combine(source, self._rows.index[top:bottom], self._rows.weight[top:bottom]).T.copy()
+        values = combine(by_rows, col_index - first, self._cols.weight[left:right])  # crop columns × rows
+        return Crop(top, left, (values > self.postprocess.threshold).T, self.postprocess.original_size)
 
     def _whole(self, logits: np.ndarray) -> Crop:
-        """A mask that may cover most of the image: SAM's own two resizes, for this one mask.
+        """A mask whose edges cover much of the image: SAM's own two resizes, for this one mask.
 
         Ragged masks (random weights, textures) make nearly every block an edge
         block, where torch's `interpolate` over the whole image is several times
         faster than computing the edges one block at a time; its memory is one
-        image-sized float32 map, for one mask at a time.
+        image-sized float32 map, for one mask at a time. Both resizes run on
+        the transposed logits, so that the mask comes out column by column:
+        the same weights, summed in the other axis' order first (a difference
+        of float rounding, about 1e-6, at the threshold only).
         """
         post = self.postprocess
-        masks = torch.from_numpy(logits)[None, None]
+        masks = torch.from_numpy(np.ascontiguousarray(logits.T))[None, None]
         masks = F.interpolate(masks, (post.encoder_size, post.encoder_size), mode="bilinear", align_corners=False)
-        masks = masks[..., : post.input_size[0], : post.input_size[1]]
-        masks = F.interpolate(masks, post.original_size, mode="bilinear", align_corners=False)
-        return Crop(0, 0, (masks[0, 0] > post.threshold).numpy(), post.original_size)
+        masks = masks[..., : post.input_size[1], : post.input_size[0]]
+        masks = F.interpolate(masks, post.original_size[::-1], mode="bilinear", align_corners=False)
+        # numpy's comparison: several times faster than torch's into a bool tensor, on one image-sized map.
+        return Crop(0, 0, (masks[0, 0].numpy() > post.threshold).T, post.original_size)
 
 
 def crop_rle(crop: Crop) -> dict[str, Any]:
     """Compressed COCO RLE of the image-sized mask that is `crop` at its place, zero elsewhere."""
     height, width = crop.size
     rows, cols = crop.mask.shape
-    if (rows, cols) == (height, width):  # the whole image: pycocotools' own encoder, on a column-major view
-        by_column = np.ascontiguousarray(crop.mask.T).view(np.uint8).T
-        return mask_utils.encode(by_column[:, :, None])[0]
+    if rows * cols * LARGE_CROP >= height * width:
+        # pycocotools' own encoder over the whole image, on column-major memory: the crop's own when it is the
+        # whole image (made column by column: a view, no copy), else placed in a zeroed image (one copy).
+        if (rows, cols) == (height, width):
+            by_column = np.asfortranarray(crop.mask)
+        else:
+            by_column = np.zeros((width, height), dtype=bool).T
+            by_column[crop.top : crop.top + rows, crop.left : crop.left + cols] = crop.mask
+        return mask_utils.encode(by_column.view(np.uint8)[:, :, None])[0]
     counts: list[int] | np.ndarray = [height * width]
     if crop.mask.any():
         # COCO runs go down each column, then on to the next. Pad each crop column
@@ -232,12 +226,30 @@ def crop_rle(crop: Crop) -> dict[str, Any]:
     return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
 
 
+def extent(crop: Crop) -> dict[str, Any]:
+    """The mask's `area` and `bbox` [x, y, width, height], as pycocotools' `area` and `toBbox` give them,
+    counted on the crop's column-major pixels rather than by decoding its RLE again."""
+    by_columns = crop.mask.T  # crop columns × rows, contiguous
+    columns = np.flatnonzero(by_columns.any(1))
+    if not columns.size:
+        return {"area": 0, "bbox": [0.0, 0.0, 0.0, 0.0]}
+    rows = np.flatnonzero(by_columns[columns[0] : columns[-1] + 1].any(0))
+    x, y = crop.left + int(columns[0]), crop.top + int(rows[0])
+    width, height = int(columns[-1] - columns[0]) + 1, int(rows[-1] - rows[0]) + 1
+    return {"area": int(np.count_nonzero(by_columns)), "bbox": [float(x), float(y), float(width), float(height)]}
+
+
+def wire_segmentation(rle: dict[str, Any]) -> dict[str, Any]:
+    """One compressed RLE as the wire protocol sends it: `counts` as a string."""
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 def wire_rle(rle: dict[str, Any]) -> dict[str, Any]:
-    """`segmentation`, `area` and `bbox` of one compressed RLE, as the wire protocol sends them."""
+    """`segmentation`, `area` and `bbox` of a mask kept only as compressed RLE (an `everything` mask)."""
     return {
         "area": int(mask_utils.area(rle)),
         "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
-        "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+        "segmentation": wire_segmentation(rle),
     }
 
 
@@ -252,9 +264,9 @@ def wire_mask(crop: Crop, output: Sequence[str] = ("rle",), meter: OutputMeter |
     With a `meter`, polygons that would take the request past its vertex cap
     are left out, and the entry says `polygons_omitted` instead.
     """
-    entry = wire_rle(crop_rle(crop))
-    if "rle" not in output:
-        del entry["segmentation"]
+    entry = extent(crop)
+    if "rle" in output:
+        entry["segmentation"] = wire_segmentation(crop_rle(crop))
     if "polygons" in output:
         if meter is None:
             entry["polygons"] = outer_rings(crop.mask, crop.top, crop.left)

@@ -68,6 +68,20 @@ def refused_by_store(nbytes: int) -> ClientError:
     )
 
 
+def json_size(mask: dict[str, Any]) -> int:
+    """The length of a mask entry's compact JSON, without writing its RLE string out again.
+
+    COCO's compressed counts are ASCII from "0" to "o": JSON escapes only the
+    backslash among them (as two characters).
+    """
+    segmentation = mask.get("segmentation")
+    if segmentation is None:
+        return len(json.dumps(mask, separators=(",", ":")))
+    counts = segmentation["counts"]
+    rest = {**mask, "segmentation": {**segmentation, "counts": ""}}
+    return len(json.dumps(rest, separators=(",", ":"))) + len(counts) + counts.count("\\")
+
+
 class OutputMeter:
     """Counts one result's polygon vertices and bytes as its masks are made, and holds their memory."""
 
@@ -90,7 +104,7 @@ class OutputMeter:
 
     def count(self, mask: dict[str, Any]) -> None:
         """Count one mask entry of the result; `result_too_large` once the result is past MAX_RESULT_BYTES."""
-        size = len(json.dumps(mask, separators=(",", ":"))) + 1  # and its comma in the list
+        size = json_size(mask) + 1  # and its comma in the list
         self.bytes += size
         if self._memory is not None:
             self._memory.grow(size * RESULT_MEMORY_PER_BYTE)

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from server import fetch, image_layout, images, jobs, prompts
+from server import fetch, image_layout, images, jobs, prompts, renders
 from server.budget import PixelBudget, Reservation
 from server.clock import utcnow
 from server.config import Settings
@@ -74,16 +74,12 @@ class Processor:
         self.budget = budget
         self.mask_cache = mask_cache
         self.fetcher = Refetcher(settings, store, image_store, on_ready=self._image_arrived)
-        self.results = ResultWriter(
-            store=store, settings=settings, budget=budget, mask_cache=mask_cache, image_store=image_store, events=events
-        )
-        self.everything = EverythingJob(
-            store=store, settings=settings, events=events, budget=budget, results=self.results, server_id=server_id
-        )
+        self.results = ResultWriter(store=store, settings=settings, budget=budget, mask_cache=mask_cache,
+                                    image_store=image_store, events=events)
+        long_jobs = {"store": store, "settings": settings, "events": events, "budget": budget,
+                     "results": self.results, "server_id": server_id}
+        self.everything, self.video = EverythingJob(**long_jobs), VideoWork(**long_jobs)
         self._pixels_lock = threading.Lock()
-        self.video = VideoWork(
-            store=store, settings=settings, budget=budget, events=events, results=self.results, server_id=server_id
-        )
         self.batch_size = 1  # BATCH_SIZE, resolved once the model's device is known
         self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
 
@@ -142,10 +138,8 @@ class Processor:
             self._on_fatal(exc)
             return
         self.ready.set()
-        log.info(
-            "model ready: %s on %s (warm-up %.0f ms, batch size %d)",
-            self.model.model_type, self.model.device, warm_up_ms, self.batch_size,
-        )
+        log.info("model ready: %s on %s (warm-up %.0f ms, batch size %d)",
+                 self.model.model_type, self.model.device, warm_up_ms, self.batch_size)
         while not self._stopping.is_set():
             try:
                 self.wake.clear()
@@ -260,6 +254,10 @@ class Processor:
             except ClientError as exc:  # a mask to refine that is no longer kept
                 self.results.fail(work.id, exc.code, exc.message)
                 continue
+            if renders.renders_only(work.prompts):  # earlier masks again: neither the model nor the pixels
+                self.drop(work.id)
+                self.results.write(record, work, None, self.model.model_type)  # type: ignore[union-attr]
+                continue
             try:
                 pixels, reservation = self._pixels_for(work)
             except ClientError as exc:
@@ -316,6 +314,8 @@ class Processor:
             return prompts.from_boxes(list(work.boxes))
         made = []
         for index, wire in enumerate(work.prompts):
+            if renders.is_render(wire):
+                continue  # its mask is kept: `renders.splice` puts it in the result
             ref = wire.get("mask_input")
             logits = None if ref is None else self.mask_cache.logits(f"prompts[{index}]", ref, work.image_sha256, scope=work.scope)
             made.append(prompts.from_dict(wire, logits))

@@ -12,6 +12,7 @@ JSON), `server.request_prompts` (the prompts' types and validation) and
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,11 +21,13 @@ from server import everything_params, json_text
 from server.errors import invalid as _invalid
 from server.data_urls import is_data_url
 from server.message_size import load_message
+from server import request_prompts
 from server.request_prompts import Box, RequestPrompt, parse_boxes, parse_prompts
 
 PROTOCOL_VERSION = "1.2"
 REQUEST_KEYS = {
     "image_url", "image_sha256", "boxes", "prompts", "everything", "multimask", "output", "keep_open", "client_ref",
+    "mask_scale",
 }
 OUTPUTS = ("rle", "polygons")
 MAX_CLIENT_REF = 128
@@ -42,13 +45,14 @@ class Request:
     keep_open: bool = False
     client_ref: str | None = None
     everything: dict[str, Any] | None = None  # (1.2) the generator's parameters as sent; then no prompts
+    mask_scale: float | None = None  # masks at this fraction of the image's size (1.2); None: full size
 
     @property
     def is_v1(self) -> bool:
         """A protocol 1 request (image_url and boxes, nothing of 1.1): its answers are exactly protocol 1's."""
         return (
             self.boxes_form and self.image_url is not None and self.output == ("rle",)
-            and not self.keep_open and self.client_ref is None
+            and not self.keep_open and self.client_ref is None and self.mask_scale is None
         )
 
 
@@ -109,6 +113,9 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int, image_given: bool 
     client_ref = body.get("client_ref")
     if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > MAX_CLIENT_REF):
         raise _invalid(f"client_ref must be a string of at most {MAX_CLIENT_REF} characters.")
+    mask_scale = _parse_mask_scale(body["mask_scale"]) if "mask_scale" in body else None
+    if request_prompts.renders(prompts) and body.get("multimask", False) is True:
+        raise _invalid("A render prompt gives one mask: send it without multimask.")
     # Last, when the schema has bounded the body: a string that is not text could be neither sent on nor stored.
     if (where := json_text.lone_surrogate(body)) is not None:
         raise _invalid(f"{where} holds a lone surrogate (a \\ud800-\\udfff escape without its pair): not Unicode text.")
@@ -122,6 +129,7 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int, image_given: bool 
         keep_open=body.get("keep_open", False),
         client_ref=client_ref,
         everything=everything,
+        mask_scale=mask_scale,
     )
 
 def _parse_image(body: dict[str, Any], image_given: bool) -> tuple[str | None, str | None]:
@@ -154,6 +162,23 @@ def parse_url(name: str, url: Any) -> str:
     if not parts.hostname:
         raise _invalid(f"{name} {url!r} has no host.")
     return url
+
+
+def _parse_mask_scale(scale: Any) -> float:
+    try:
+        number = float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else math.nan
+    except OverflowError:  # an integer too large for a float
+        number = math.nan
+    if not 0 < number <= 1:  # NaN too
+        raise _invalid("mask_scale must be a number greater than 0 and at most 1 (the masks' size ÷ the image's).")
+    return number
+
+
+def scaled_size(width: int, height: int, scale: float | None) -> tuple[int, int]:
+    """The masks' width and height at `mask_scale`: floor(W·s + 0.5) × floor(H·s + 0.5), at least 1 each."""
+    if scale is None:
+        return width, height
+    return max(1, math.floor(width * scale + 0.5)), max(1, math.floor(height * scale + 0.5))
 
 
 def _parse_output(output: Any) -> tuple[str, ...]:

@@ -62,12 +62,15 @@ class RequestJob:
             prompts = protocol.fit_prompts(request, source.width, source.height)
             if everything is None:  # an everything's masks are counted as they are made (OutputMeter)
                 output_budget.check_work(
-                    len(prompts), request.multimask, source.width, source.height, settings.max_mask_pixels
+                    len(prompts), request.multimask, *protocol.scaled_size(source.width, source.height, request.mask_scale),
+                    settings.max_mask_pixels,
                 )
             for index, prompt in enumerate(prompts):
-                if prompt.mask_input is not None:
-                    ref = prompt.mask_input.to_dict()
-                    self.intake.mask_cache.check(f"prompts[{index}]", ref, source.sha256, scope=self.scope)
+                for field, ref in (("mask_input", prompt.mask_input), ("render", prompt.render)):
+                    if ref is not None:
+                        self.intake.mask_cache.check(
+                            f"prompts[{index}]", ref.to_dict(), source.sha256, scope=self.scope, field=field
+                        )
             self.summary = {"prompts": len(prompts), "image": f"{source.width}x{source.height}", "client": self.client}
             job_id = str(uuid.uuid4())
             record = jobs.new_record(
@@ -87,6 +90,7 @@ class RequestJob:
                 client=self.client,
                 everything=request.everything,
                 progress_total=None if everything is None else everything.total_points(),
+                mask_scale=request.mask_scale,
             )
             position = self.intake.admit(record, source, self.bell)
         except BaseException:
@@ -151,6 +155,7 @@ class RequestJob:
             timings=timings,
             cached_embedding=output.get("cachedEmbedding", False),
             client_ref=client_ref,
+            mask_scale=record.get("maskScale"),
         )
         return message, timings
 

@@ -15,7 +15,7 @@ from server.prompts import Point
 
 BOX_KEYS = ("x", "y", "width", "height")
 POINT_KEYS = ("x", "y", "label")
-PROMPT_KEYS = {"box", "points", "mask_input"}
+PROMPT_KEYS = {"box", "points", "mask_input", "render"}
 MASK_INPUT_KEYS = {"id", "index", "candidate"}
 
 
@@ -57,6 +57,7 @@ class RequestPrompt:
     box: Box | None = None
     points: tuple[Point, ...] = ()
     mask_input: MaskRef | None = None
+    render: MaskRef | None = None  # an earlier mask again, from its kept logits: nothing else in the prompt
 
     def to_dict(self) -> dict[str, Any]:
         """The prompt as a record keeps it and a result echoes it."""
@@ -67,7 +68,14 @@ class RequestPrompt:
             prompt["points"] = [point._asdict() for point in self.points]
         if self.mask_input is not None:
             prompt["mask_input"] = self.mask_input.to_dict()
+        if self.render is not None:
+            prompt["render"] = self.render.to_dict()
         return prompt
+
+
+def renders(prompts: tuple[RequestPrompt, ...]) -> bool:
+    """Whether any prompt is a `render`."""
+    return any(prompt.render is not None for prompt in prompts)
 
 
 
@@ -83,12 +91,16 @@ def parse_prompts(prompts: Any, max_prompts: int, max_points: int) -> tuple[Requ
 def _parse_prompt(index: int, prompt: Any, max_points: int) -> RequestPrompt:
     where = f"prompts[{index}]"
     if not isinstance(prompt, dict) or set(prompt) - PROMPT_KEYS:
-        raise _invalid(f"{where} must be an object with box, points and/or mask_input, and no other key.")
+        raise _invalid(f"{where} must be an object with box, points and/or mask_input (or render alone), and no other key.")
+    if "render" in prompt:
+        if len(prompt) > 1:
+            raise _invalid(f"{where}.render gives an earlier mask again: send it alone in its prompt.")
+        return RequestPrompt(render=_parse_mask_ref(f"{where}.render", prompt["render"]))
     if "box" not in prompt and not prompt.get("points"):
         raise _invalid(f"{where} has neither a box nor a point: a prompt needs one or both.")
     box = _parse_box(f"{where}.box", prompt["box"]) if "box" in prompt else None
     points = _parse_points(where, prompt.get("points", []), max_points)
-    mask_input = _parse_mask_input(where, prompt["mask_input"]) if "mask_input" in prompt else None
+    mask_input = _parse_mask_ref(f"{where}.mask_input", prompt["mask_input"]) if "mask_input" in prompt else None
     return RequestPrompt(box=box, points=points, mask_input=mask_input)
 
 
@@ -109,8 +121,7 @@ def _parse_points(where: str, points: Any, max_points: int) -> tuple[Point, ...]
     return tuple(parsed)
 
 
-def _parse_mask_input(where: str, ref: Any) -> MaskRef:
-    name = f"{where}.mask_input"
+def _parse_mask_ref(name: str, ref: Any) -> MaskRef:
     if not isinstance(ref, dict) or not {"id", "index"} <= set(ref) or set(ref) - MASK_INPUT_KEYS:
         raise _invalid(f'{name} must be {{"id": <an earlier result\'s id>, "index": i}}, with "candidate": j for a multimask result.')
     if not isinstance(ref["id"], str) or not ref["id"] or len(ref["id"]) > 64:

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from server import jobs, masks, output_budget
+from server import jobs, masks, output_budget, renders
 from server.budget import PixelBudget
 from server.clock import utcnow
 from server.config import Settings
@@ -45,18 +45,30 @@ class ResultWriter:
         self.image_store = image_store
         self.events = events
 
-    def write(self, record: Record, work: jobs.Work, result: Segmentation, model_type: str) -> None:
-        """Keep the result within its budget, or fail its record: too large is final, never a retry."""
+    def write(self, record: Record, work: jobs.Work, result: Segmentation | None, model_type: str) -> None:
+        """Keep the result within its budget, or fail its record: too large is final, never a retry.
+
+        `result` is the decoder's, for the prompts that are not `render`s (None when all are).
+        """
+        try:
+            spliced = renders.splice(result, work.prompts, self.mask_cache, work.image_sha256, work.scope)
+        except ClientError as exc:  # mask_unknown: a render's mask is no longer kept
+            self.fail(record["id"], exc.code, exc.message)
+            return
 
         def made(meter: output_budget.OutputMeter) -> list[Any]:
             wire = masks.wire_masks(
-                result.low_res, result.scores, result.postprocess, work.echoes(), work.multimask, work.output, meter
+                spliced.low_res, spliced.scores, spliced.postprocess.at_scale(work.mask_scale),
+                work.echoes(), work.multimask, work.output, meter,
             )
-            self.mask_cache.put(work.id, work.image_sha256, work.multimask, result.low_res.numpy(), scope=work.scope)
+            self.mask_cache.put(
+                work.id, work.image_sha256, work.multimask, spliced.low_res.numpy(), spliced.scores.numpy(),
+                spliced.postprocess, scope=work.scope,
+            )
             return wire
 
-        timings = {"encode_ms": result.encode_ms, "decode_ms": result.decode_ms}
-        self.write_masks(record, work, made, model_type, timings, result.cached_embedding)
+        timings = {"encode_ms": spliced.encode_ms, "decode_ms": spliced.decode_ms}
+        self.write_masks(record, work, made, model_type, timings, spliced.cached_embedding)
 
     def write_masks(
         self,

@@ -339,3 +339,16 @@ def test_everything_asks_for_every_mask_and_prints_its_progress(start_app, tmp_p
         client.build_request("u", [{"x": 1, "y": 1, "width": 1, "height": 1}], [], [], False, False, {})
     refused = run_client("ws://127.0.0.1:9", "--image", str(image), "--everything", "[1]")
     assert refused.returncode == client.EXIT_LOCAL and "JSON object" in refused.stderr
+
+
+def test_mask_scale_asks_smaller_masks_and_the_overlay_stretches_them_to_the_image(start_app, tmp_path):
+    app = start_app()
+    image = tmp_path / "scene.png"
+    image.write_bytes(files.png_rgb(120, 80))
+    done = run_client(ws_url(app), "--image", str(image), "--point", "30,20", "--mask-scale", "0.5",
+                      "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "o.png"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "result: 1 mask for the 120x80 image, at mask scale 0.5 (areas in those pixels)" in done.stdout
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["mask_scale"] == 0.5 and result["masks"][0]["segmentation"]["size"] == [40, 60]
+    assert pixels_of((tmp_path / "o.png").read_bytes()).shape == (80, 120, 3)

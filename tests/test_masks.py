@@ -116,6 +116,27 @@ def test_the_crop_covers_only_where_the_mask_can_be_positive():
     assert crop.mask.any() and not crop.mask[0].any() and not crop.mask[:, -1].any()  # a margin, no more
 
 
+@pytest.mark.parametrize("height, width", [(3000, 4000), (150, 200), (97, 310)])
+@pytest.mark.parametrize("shape", ["ragged_whole", "ragged_box", "smooth_box", "smooth_whole"])
+def test_every_path_makes_the_mask_column_by_column_as_sam_does(height, width, shape):
+    """Ragged or smooth, over the whole image or in part of it: SAM's mask, made in the column-major
+    order COCO's runs take, so that no transposed copy is made to encode it."""
+    rng = np.random.default_rng(height + len(shape))
+    noise = rng.normal(0, 3, (256, 256)).astype(np.float32)
+    y, x = np.mgrid[0:256, 0:256]
+    low_res = {
+        "ragged_whole": noise,
+        "ragged_box": np.where((abs(y - 100) < 40) & (abs(x - 90) < 40), noise, -20),
+        "smooth_box": (30 - np.hypot(x - 120, y - 90)) / 10,
+        "smooth_whole": (110 - np.hypot(x - 120, y - 90)) / 10 + noise / 10,
+    }[shape].astype(np.float32)
+    post = postprocess_for(height, width)
+    crop = masks.Upsampler(post, 256).crop(low_res)
+    assert crop.mask.T.flags.c_contiguous, "the crop is not column-major"
+    expected = assert_same_as_reference(torch.from_numpy(low_res), post)
+    assert 0 < expected.sum() < expected.size
+
+
 def test_the_tiny_models_64_pixel_maps_too():
     assert_same_as_reference(random_logits(3, size=64), masks.Postprocess(256, (192, 256), (300, 400)))
 
@@ -123,10 +144,23 @@ def test_the_tiny_models_64_pixel_maps_too():
 def test_orientation_and_bbox_of_a_known_rectangle():
     """A rectangle at rows 10..19, columns 30..69 of a 50×100 (H×W) image: bbox is x, y, width, height."""
     crop = masks.Crop(10, 30, np.ones((10, 40), bool), (50, 100))
-    entry = masks.wire_rle(masks.crop_rle(crop))
+    entry = masks.wire_mask(crop)
     assert entry["bbox"] == [30.0, 10.0, 40.0, 10.0] and entry["area"] == 400
     decoded = masks.decode(entry["segmentation"])
     assert decoded.shape == (50, 100) and decoded[10:20, 30:70].all() and decoded.sum() == 400
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_area_and_bbox_counted_on_the_crop_are_pycocotools_own(seed):
+    """Random crops anywhere in the image, empty, full or touching its edges: pycocotools' `area` and `toBbox`."""
+    rng = np.random.default_rng(seed)
+    size = tuple(int(v) for v in rng.integers(1, 40, 2))
+    rows, cols = int(rng.integers(1, size[0] + 1)), int(rng.integers(1, size[1] + 1))
+    top, left = int(rng.integers(0, size[0] - rows + 1)), int(rng.integers(0, size[1] - cols + 1))
+    pixels = rng.random((cols, rows)) < [0.0, 0.02, 0.5, 1.0, 0.3, 0.9][seed]
+    crop = masks.Crop(top, left, pixels.T, size)  # column-major, as `Upsampler.crop` makes it
+    rle = masks.crop_rle(crop)
+    assert masks.extent(crop) == {"area": int(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
 
 
 @pytest.mark.parametrize("shape, top, left, size", [((7, 5), 0, 0, (7, 5)), ((6, 4), 1, 2, (9, 8)), ((9, 3), 0, 4, (9, 9))])

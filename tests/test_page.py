@@ -193,8 +193,21 @@ class Frames:
             None), timeout)
 
     def requests(self) -> list[dict]:
-        """The prompt requests (not the preparing ones)."""
-        return [m for m in self.sent if m.get("prompts")]
+        """The prompt requests (not the preparing ones, nor the `render`s of accepted objects)."""
+        return [m for m in self.sent if m.get("prompts") and "render" not in m["prompts"][0]]
+
+    def rendered(self, result: dict, timeout: float = 20) -> tuple[dict, dict]:
+        """The `render` request that asked `result`'s mask again, and its result (a superseded one is asked again)."""
+        def find():
+            for request in self.sent:
+                if request.get("prompts") == [{"render": {"id": result["id"], "index": 0}}]:
+                    answer = next((m for m in self.received if m.get("client_ref") == request["client_ref"]
+                                   and m["type"] == "result"), None)
+                    if answer is not None:
+                        return request, answer
+            return None
+
+        return wait_for(self.page, find, timeout)
 
     def sent_after(self, count: int) -> dict:
         """The first message sent after the first `count`, waiting for it."""
@@ -463,7 +476,8 @@ def test_the_image_masks_and_points_stay_aligned_at_every_zoom_and_pan(start_app
 
     def check_alignment():
         """The view shows each image pixel where the transform puts it, in the image's colour (blended with
-        the mask's where the mask is), and the point as a green dot over its own pixel."""
+        the mask's where the mask is, the mask stretched from the canvas's size it was asked at), and the
+        point as a green dot over its own pixel."""
         scale, ox, oy, box = view_transform(page)
         shot = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB")).astype(float)
         sy, sx = np.mgrid[0 : shot.shape[0], 0 : shot.shape[1]]
@@ -472,11 +486,14 @@ def test_the_image_masks_and_points_stay_aligned_at_every_zoom_and_pan(start_app
         if marked:
             keep &= np.hypot(sx - (ox + marked[0] * scale), sy - (oy + marked[1] * scale)) > 12
         ui, vi = np.clip(u.astype(int), 0, WIDTH - 1), np.clip(v.astype(int), 0, HEIGHT - 1)
-        if scale >= 1:  # image pixels are drawn as squares: a screen pixel well inside one shows exactly it
+        mu, mv = u * mask.shape[1] / WIDTH, v * mask.shape[0] / HEIGHT  # the mask's own pixels
+        if scale >= 1:  # image and mask pixels are drawn as squares: a screen pixel well inside one shows exactly it
             keep &= (np.abs(u % 1 - 0.5) < 0.35) & (np.abs(v % 1 - 0.5) < 0.35)
+            keep &= (np.abs(mu % 1 - 0.5) < 0.35) & (np.abs(mv % 1 - 0.5) < 0.35)
         else:  # smoothed: only where the image and the mask are the same all around
             keep &= flat[vi, ui]
-        alpha = np.where(mask[vi, ui], MASK_ALPHA / 255, 0)[..., None]
+        mi, mj = np.clip(mv.astype(int), 0, mask.shape[0] - 1), np.clip(mu.astype(int), 0, mask.shape[1] - 1)
+        alpha = np.where(mask[mi, mj], MASK_ALPHA / 255, 0)[..., None]
         expected = image[vi, ui] * (1 - alpha) + np.array(CURRENT) * alpha
         checked, worst = int(keep.sum()), float(np.abs(shot - expected).max(axis=2)[keep].max())
         assert checked > 10_000 and worst <= 8, f"at scale {scale:.2f}, {checked} pixels checked, one off by {worst}"
@@ -485,6 +502,8 @@ def test_the_image_masks_and_points_stay_aligned_at_every_zoom_and_pan(start_app
 
     def flat_where(mask: np.ndarray, reach: int = 2) -> np.ndarray:
         """Pixels whose neighbours within `reach` have their colour (within 3) and their side of the mask."""
+        rows = ((np.arange(HEIGHT) + 0.5) * mask.shape[0] / HEIGHT).astype(int)  # the mask at the image's size
+        mask = mask[rows][:, ((np.arange(WIDTH) + 0.5) * mask.shape[1] / WIDTH).astype(int)]
         padded = np.pad(image, ((reach, reach), (reach, reach), (0, 0)), mode="edge")
         masked = np.pad(mask, reach, mode="edge")
         flat = np.ones(mask.shape, dtype=bool)
@@ -557,7 +576,9 @@ def test_objects_are_labelled_listed_hidden_deleted_and_exported(start_app, scen
     open_image(page, scenes[0])
 
     # Enter accepts the mask with the label typed; the label stays for the next object.
-    ball = candidates(frames.ask(lambda: click_image(page, *BALL))[1])[0]
+    ball_request, ball_result = frames.ask(lambda: click_image(page, *BALL))
+    assert 0 < ball_request["mask_scale"] < 1  # asked at the canvas's size
+    assert candidates(ball_result)[0]["segmentation"]["size"] != [HEIGHT, WIDTH]
     page.fill("#label", "ball")
     page.press("#label", "Enter")
     assert objects_in_list(page) == ["ball"]
@@ -565,11 +586,9 @@ def test_objects_are_labelled_listed_hidden_deleted_and_exported(start_app, scen
     assert page.input_value("#label") == "ball"
     crate_request, crate_result = frames.ask(lambda: click_image(page, *CRATE))
     assert "mask_input" not in crate_request["prompts"][0]  # a new object starts afresh
-    crate = candidates(crate_result)[0]
     page.click("#accept")
     assert objects_in_list(page) == ["ball", "ball"]
     cone_request, cone_result = frames.ask(lambda: drag_image(page, (1040, 410), (1195, 605)))
-    cone = candidates(cone_result)[0]
     frames.ask(lambda: click_image(page, 1120, 540))
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "page.png")  # a box and a point, with two objects accepted
@@ -579,11 +598,22 @@ def test_objects_are_labelled_listed_hidden_deleted_and_exported(start_app, scen
     page.click("#accept")
     assert objects_in_list(page) == ["ball", "ball", "cone"]
 
+    # Each accepted object is asked again at full size (`render`): the masks of its prompt at full size.
+    sha = frames.answer(frames.sent[0])["image"]["sha256"]
+    full = [candidates(exchange(ws_url(app), {"image_sha256": sha, "prompts": request["prompts"]}).last)[0]
+            for request in (ball_request, crate_request, cone_request)]
+    for result, mask in zip((ball_result, crate_result, cone_result), full):
+        render, answer = frames.rendered(result)
+        assert "mask_scale" not in render and "mask_scale" not in answer
+        assert candidates(answer)[0]["segmentation"] == mask["segmentation"]
+    ball, crate, cone = full
+    masks = [decode(m["segmentation"]) for m in full]
+    assert all(mask.shape == (HEIGHT, WIDTH) for mask in masks)
+
     # Relabel the second; the objects layer holds the three masks, later ones on top.
     page.locator("#objects li .name").nth(1).fill("crate")
     page.locator("#objects li .name").nth(1).press("Enter")
     assert objects_in_list(page) == ["ball", "crate", "cone"]
-    masks = [decode(m["segmentation"]) for m in (ball, crate, cone)]
     alpha = read_layer(page, "objects-layer")[..., 3]
     np.testing.assert_array_equal(alpha > 0, masks[0] | masks[1] | masks[2])
 
@@ -604,13 +634,12 @@ def test_objects_are_labelled_listed_hidden_deleted_and_exported(start_app, scen
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "page-objects.png")
 
-    # COCO: the masks the server sent, untouched, with their labels, boxes, areas and scores.
+    # COCO: the full-size masks the server sent, untouched, with their labels, boxes, areas and scores.
     with page.expect_download() as download:
         page.click("#export-coco")
     assert download.value.suggested_filename == "scene.coco.json"
     coco = json.loads(Path(download.value.path()).read_text())
-    assert coco["images"] == [{"id": 1, "file_name": "scene.png", "width": WIDTH, "height": HEIGHT,
-                               "sha256": frames.answer(frames.sent[0])["image"]["sha256"]}]
+    assert coco["images"] == [{"id": 1, "file_name": "scene.png", "width": WIDTH, "height": HEIGHT, "sha256": sha}]
     assert coco["categories"] == [{"id": 1, "name": "ball", "supercategory": ""},
                                   {"id": 2, "name": "cone", "supercategory": ""},
                                   {"id": 3, "name": "crate", "supercategory": ""}]  # ids in the order labels joined the set

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from tests.conftest import ModelGate
+from harness.client import exchange
+from tests.conftest import ModelGate, ws_url
 from tests.support.mask_shapes import filled, rasterised
 from tests.test_page import (  # noqa: F401  (browser and page are fixtures)
     ARTIFACTS,
@@ -39,6 +40,7 @@ from tests.test_page import (  # noqa: F401  (browser and page are fixtures)
     rle_cases,
     scene_png,
     scenes,
+    shown_mask,
     view_transform,
     visit,
     wait_for,
@@ -59,6 +61,21 @@ def import_labels(page, tmp_path: Path) -> None:
 
 def objects_in_list(page) -> list[str]:
     return page.eval_on_selector_all("#objects li .name", "inputs => inputs.map(input => input.value)")
+
+
+def full_size(frames: Frames, result: dict) -> dict:
+    """The mask of `result` at full size: as the page got it again once accepted (`render`) when it was asked at
+    the canvas's size, or itself when the canvas shows the image at full size or more."""
+    if "mask_scale" not in result:
+        return candidates(result)[0]
+    mask = candidates(frames.rendered(result)[1])[0]
+    assert mask["segmentation"]["size"] != candidates(result)[0]["segmentation"]["size"]
+    return mask
+
+
+def assert_objects_become(page, expected: np.ndarray) -> None:
+    """The objects layer comes to hold exactly `expected` (a full-size mask replaces the canvas-sized one when it comes)."""
+    wait_for(page, lambda: True if np.array_equal(read_layer(page, "objects-layer")[..., 3] > 0, expected) else None)
 
 
 def export_coco(page) -> dict:
@@ -89,7 +106,7 @@ def test_enter_while_segmenting_accepts_the_mask_when_it_arrives(start_app, scen
     result = frames.answer(held)
     page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1", timeout=5000)
     assert objects_in_list(page) == ["ball"]
-    np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(candidates(result)[0]["segmentation"]))
+    assert_objects_become(page, decode(full_size(frames, result)["segmentation"]))
     assert [m["client_ref"] for m in frames.requests()] == [held["client_ref"]]
 
 
@@ -101,11 +118,13 @@ def test_polygons_are_traced_at_export_whenever_they_are_ticked(start_app, scene
     request, result = frames.ask(lambda: click_image(page, *BALL))
     assert request["output"] == ["rle"]
     page.keyboard.press("Enter")
+    full = decode(full_size(frames, result)["segmentation"])
+    assert_objects_become(page, full)
     page.check("#polygons")  # after the mask came
     (annotation,) = export_coco(page)["annotations"]
     rings = annotation["segmentation"]
     assert isinstance(rings, list) and rings
-    np.testing.assert_array_equal(rasterised(rings, HEIGHT, WIDTH), filled(decode(candidates(result)[0]["segmentation"])))
+    np.testing.assert_array_equal(rasterised(rings, HEIGHT, WIDTH), filled(full))
 
 
 def test_the_pages_polygons_rasterise_to_the_filled_mask(start_app, page):
@@ -263,7 +282,7 @@ def test_a_set_of_images_moves_with_f_and_d_and_the_next_one_is_prepared_ahead(s
     move(page, "d", "one.png")
     page.wait_for_function("() => document.querySelectorAll('#objects li').length === 1")
     assert objects_in_list(page) == ["ball"] and view_transform(page)[:3] == zoomed
-    np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(candidates(ball)[0]["segmentation"]))
+    assert_objects_become(page, decode(full_size(frames, ball)["segmentation"]))
     page.keyboard.press("Control+z")
     assert objects_in_list(page) == []
     page.keyboard.press("Control+Shift+z")
@@ -280,14 +299,16 @@ def open_set(page, urls: list[str]) -> None:
 
 
 def label_one(page, frames: Frames, key: str, where: tuple[float, float]) -> dict:
-    """Pick a label with its key, click, accept: the mask the server sent."""
+    """Pick a label with its key, click, accept: the full-size mask the server then sent, and the page shows."""
     page.locator("#stage").focus()
     page.keyboard.press(key)
     _, result = frames.ask(lambda: click_image(page, *where))
     count = page.locator("#objects li").count()
     page.keyboard.press("Enter")
     page.wait_for_function(f"() => document.querySelectorAll('#objects li').length === {count + 1}")
-    return candidates(result)[0]
+    mask = full_size(frames, result)
+    assert_objects_become(page, decode(mask["segmentation"]))
+    return mask
 
 
 def download_of(page, button: str):
@@ -370,6 +391,14 @@ def test_a_reload_brings_the_set_back_and_files_opened_again_find_their_objects(
 
     page.reload()
     page.wait_for_function("() => document.querySelectorAll('#image-set li').length === 3")
+    kept = page.evaluate("""() => new Promise((resolve) => {
+        const open = indexedDB.open("cap");
+        open.onsuccess = () => {
+            const all = open.result.transaction("objects").objectStore("objects").getAll();
+            all.onsuccess = () => resolve(all.result.map((objects) => objects.map((o) => o.mask.segmentation)));
+        };
+    })""")  # IndexedDB keeps the full-size masks, not the ones drawn at the canvas's size
+    assert sorted(kept, key=lambda objects: -objects[0]["size"][0]) == [[ball["segmentation"]], [crate["segmentation"]]]
     page.wait_for_function("() => document.getElementById('progress').textContent !== ''")
     assert page.inner_text("#progress") == "Open b.png again to go on with its objects."
     items = set_items(page)
@@ -429,8 +458,8 @@ def test_an_object_is_refined_with_clicks_and_edited_with_brush_and_eraser_and_u
     open_image(page, scenes[0])
     _, first = frames.ask(lambda: click_image(page, *BALL))
     page.keyboard.press("Enter")
-    original = decode(candidates(first)[0]["segmentation"])
-    np.testing.assert_array_equal(objects_alpha(page) > 0, original)
+    original = decode(full_size(frames, first)["segmentation"])
+    assert_objects_become(page, original)
 
     # R: the object's prompt comes back with its mask; a click refines that mask on the server.
     page.keyboard.press("r")
@@ -440,8 +469,8 @@ def test_an_object_is_refined_with_clicks_and_edited_with_brush_and_eraser_and_u
     assert len(request["prompts"][0]["points"]) == 2
     page.keyboard.press("Enter")
     assert objects_in_list(page) == ["object"]
-    refined = decode(candidates(second)[0]["segmentation"])
-    np.testing.assert_array_equal(objects_alpha(page) > 0, refined)
+    refined = decode(full_size(frames, second)["segmentation"])
+    assert_objects_become(page, refined)  # the brush waits for it
 
     # B: the brush adds pixels along the drag; E: the eraser takes them away.
     page.keyboard.press("b")
@@ -468,11 +497,11 @@ def test_an_object_is_refined_with_clicks_and_edited_with_brush_and_eraser_and_u
         page.keyboard.press("Control+z")
         page.wait_for_timeout(50)
         np.testing.assert_array_equal(objects_alpha(page) > 0, expected)
-    page.keyboard.press("Control+z")  # refining again: the object is the current mask
-    assert_shows(page, second)
+    page.keyboard.press("Control+z")  # refining again: the object is the current mask, at full size
+    np.testing.assert_array_equal(shown_mask(page, second) > 0, refined)
     assert objects_alpha(page).max() == 0
     page.keyboard.press("Control+z")
-    assert_shows(page, first)
+    np.testing.assert_array_equal(shown_mask(page, first) > 0, original)
     page.keyboard.press("Control+z")
     page.wait_for_timeout(50)
     np.testing.assert_array_equal(objects_alpha(page) > 0, original)
@@ -500,8 +529,9 @@ def test_objects_an_earlier_page_kept_in_local_storage_move_to_indexeddb(start_a
     frames = Frames(page)
     visit(page, app)
     open_image(page, scenes[0])
-    _, result = frames.ask(lambda: click_image(page, *BALL))
-    mask = candidates(result)[0]
+    request, result = frames.ask(lambda: click_image(page, *BALL))
+    # The earlier page asked every mask at full size.
+    mask = candidates(exchange(ws_url(app), {"image_sha256": request["image_sha256"], "prompts": request["prompts"]}).last)[0]
     old = [{"id": "old-1", "label": "ball", "colour": 0, "hidden": False, "request": result["id"],
             "mask": {k: mask[k] for k in ("segmentation", "area", "bbox", "score")}}]
     page.evaluate("([key, objects]) => localStorage.setItem(key, JSON.stringify(objects))",
@@ -512,3 +542,45 @@ def test_objects_an_earlier_page_kept_in_local_storage_move_to_indexeddb(start_a
     assert objects_in_list(page) == ["ball"]
     np.testing.assert_array_equal(read_layer(page, "objects-layer")[..., 3] > 0, decode(mask["segmentation"]))
     assert page.evaluate("Object.keys(localStorage).filter(key => key.startsWith('cap.objects.'))") == []
+
+
+def test_an_object_is_edited_and_exported_only_once_its_full_size_mask_has_come(start_app, scenes, page):
+    """Until an accepted object's full-size mask comes (`render`), the brush, the eraser, R and the exports
+    refuse, saying why: its canvas-sized mask would be replaced when that comes, and an edit lost."""
+    app = start_app()
+    held, routes = [], {}
+
+    def route(ws) -> None:  # the page's render requests are held here until the test lets them go
+        server = routes["server"] = ws.connect_to_server()
+        ws.on_message(lambda message: held.append(message) if '"render"' in str(message) else server.send(message))
+
+    page.route_web_socket(lambda url: True, route)
+    frames = Frames(page)
+    visit(page, app)
+    open_image(page, scenes[0])
+    _, result = frames.ask(lambda: click_image(page, *BALL))
+    assert "mask_scale" in result
+    page.keyboard.press("Enter")
+    wait_for(page, lambda: held or None)
+    small = objects_alpha(page) > 0
+    waiting = "This object's full-size mask is still on its way: edit it in a moment."
+
+    page.keyboard.press("b")
+    drag_on(page, (560, 100), (760, 130))
+    page.wait_for_timeout(100)
+    assert page.inner_text("#error") == waiting
+    np.testing.assert_array_equal(objects_alpha(page) > 0, small)
+    page.keyboard.press("Escape")
+    page.keyboard.press("r")
+    page.wait_for_timeout(100)
+    assert page.get_attribute("#current-layer", "data-answer") == ""  # not refining
+    page.click("#export-coco")
+    page.wait_for_function("() => /still on their way/.test(document.getElementById('error').textContent)")
+    assert page.inner_text("#error") == "Full-size masks are still on their way for scene.png: export again in a moment."
+
+    routes["server"].send(held[0])  # the full-size mask comes: it replaces the small one, and the export has it
+    full = decode(full_size(frames, result)["segmentation"])
+    assert_objects_become(page, full)
+    (annotation,) = export_coco(page)["annotations"]
+    rle = {**annotation["segmentation"], "counts": annotation["segmentation"]["counts"].encode()}
+    np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), full)

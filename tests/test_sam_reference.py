@@ -205,3 +205,36 @@ def test_one_request_mixing_every_shape(model, predictors, multimask):
         Prompt(box=(0.0, 0.0, width, height)),
     ]
     assert_like_the_predictor(model, predictor, "tall", prompts, multimask)
+
+
+def reference_at_size(predictor, low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The family's own postprocessing of these logits with its last resize going to `size` (height, width)."""
+    if isinstance(predictor, SamPredictor):
+        return predictor.model.postprocess_masks(low_res, predictor.input_size, size)
+    return predictor._transforms.postprocess_masks(low_res, size)
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+@pytest.mark.parametrize("scale", [0.32, 0.5, 0.07])
+def test_mask_scale_is_the_familys_postprocess_with_its_last_resize_at_that_size(model, predictors, name, scale):
+    """`mask_scale`: the masks the family's own postprocessing gives with its final resize going to
+    floor(W·s + 0.5) × floor(H·s + 0.5), thresholded as it thresholds, on the same logits."""
+    height, width = SIZES[name]
+    prompts = [Prompt(points=(Point(width / 2, height / 2, 1),)), Prompt(box=(width * 0.2, height * 0.3, width * 0.7, height * 0.9))]
+    [result] = model.segment_batch([ImageJob(None, prompts, True, image_key=name)])
+    size = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))
+    logits = reference_at_size(predictors(name), result.low_res, size)
+    expected = (logits > result.postprocess.threshold).numpy()
+    near = (logits - result.postprocess.threshold).abs().numpy() <= 1e-4
+    post = result.postprocess.at_scale(scale)
+    wire = masks.wire_masks(result.low_res, result.scores, post, [{}, {}], multimask=True)
+    partial = 0
+    for index in range(len(prompts)):
+        for candidate, answer in enumerate(wire[index]):
+            found = masks.decode(answer["segmentation"]).astype(bool)
+            assert found.shape == size
+            wanted = expected[index, candidate]
+            differing = (found != wanted) & ~near[index, candidate]
+            assert not differing.any(), f"prompt {index} candidate {candidate}: {int(differing.sum())} pixels differ"
+            partial += 0 < wanted.sum() < wanted.size
+    assert partial > 0

@@ -13,6 +13,7 @@ from websockets.http11 import Request
 
 from server.errors import ClientError
 from server.mask_cache import MaskCache
+from server.masks import Postprocess
 from server.models.embedding_cache import EmbeddingCache
 from server.scoped_lru import ScopedLru
 from server.tokens import Tokens, scope_of
@@ -68,9 +69,10 @@ def test_an_entry_heavier_than_its_scopes_share_is_not_kept_and_evicts_nothing()
 def test_one_tokens_many_small_results_leave_anothers_mask_to_refine():
     cache = MaskCache(64)
     logits = np.zeros((1, 1, 4, 4), dtype=np.float32)
-    cache.put("a-result", "sha-a", False, logits, scope="A")
+    scores, post = np.zeros((1, 1), dtype=np.float32), Postprocess(4, (4, 4), (4, 4))
+    cache.put("a-result", "sha-a", False, logits, scores, post, scope="A")
     for n in range(64):
-        cache.put(f"b-{n}", "sha-b", False, logits, scope="B")
+        cache.put(f"b-{n}", "sha-b", False, logits, scores, post, scope="B")
     cache.check("prompts[0]", {"id": "a-result", "index": 0}, "sha-a", scope="A")
     assert cache.logits("prompts[0]", {"id": "b-63", "index": 0}, "sha-b", scope="B").shape == (1, 4, 4)
     with pytest.raises(ClientError):  # B's oldest went, to keep B within its share
@@ -79,7 +81,8 @@ def test_one_tokens_many_small_results_leave_anothers_mask_to_refine():
 
 def test_another_tokens_result_is_refused_with_the_words_of_an_unknown_one():
     cache = MaskCache(8)
-    cache.put("a-result", "sha-a", True, np.zeros((1, 3, 4, 4), dtype=np.float32), scope="A")
+    logits, scores = np.zeros((1, 3, 4, 4), dtype=np.float32), np.zeros((1, 3), dtype=np.float32)
+    cache.put("a-result", "sha-a", True, logits, scores, Postprocess(4, (4, 4), (4, 4)), scope="A")
 
     def refusal(ref: dict, sha: str) -> tuple[str, str]:
         with pytest.raises(ClientError) as refused:

@@ -17,23 +17,24 @@
 // of the state, `sync` asks, saves and shows.
 
 import {paintLayers, render, view} from "./drawing.js";
-import {changedObjects, restoreSet, setRecord} from "./imageset.js";
+import {changedObjects, currentEntry, restoreSet, setRecord} from "./imageset.js";
 import {listenEditing, showEditing} from "./editpanel.js";
 import {listen} from "./input.js";
 import {listenLabels, showLabels} from "./labelpanel.js";
-import {askForCurrentPrompt, checkServer} from "./messages.js";
+import {askForCurrentPrompt, askForFullSizeObjects, checkServer} from "./messages.js";
 import * as persist from "./persist.js";
 import {showControls, showError, showObjects} from "./panel.js";
 import {prepareAhead} from "./prefetch.js";
 import {listenExports, showExports} from "./setexports.js";
 import {goTo, listenSet, showSet} from "./setpanel.js";
-import {onChange} from "./state.js";
+import {app, onChange} from "./state.js";
 import * as storage from "./storage.js";
 
 // After every change: ask for the current prompt's masks if nothing has
 // answered or is answering them, keep the work, and show it all.
 function sync() {
   askForCurrentPrompt();
+  askForFullSizeObjects();
   keepSoon();
   showControls();
   showObjects();
@@ -50,9 +51,13 @@ function sync() {
 // not before the kept set has come back, which an empty one would replace.
 const KEEP_MS = 0;  // the next turn: changes made together are kept together
 const kept = new Map();  // entry -> the objects last kept for it
-let keeping = null, restored = false;
+let keeping = null, restored = false, keptVersion = 0;
 function keepSoon() {
   if (!restored) return;
+  if (app.masksVersion !== keptVersion) {  // the open image's masks came at full size, in place: kept again
+    keptVersion = app.masksVersion;
+    kept.delete(currentEntry());
+  }
   clearTimeout(keeping);
   keeping = setTimeout(() => {
     persist.saveSet(setRecord(view.where()), changedObjects(kept)).catch(() => {

@@ -21,9 +21,28 @@ const objectsLayer = document.getElementById("objects-layer"), currentLayer = do
 
 export const colourOf = (object) => colourOfLabel(object.label);
 
-// Paint masks into a layer of the image's size: each its colour, later ones on
+// The masks' scale the canvas shows: its pixels per image pixel, at most 1 (full size).
+export function canvasScale() {
+  const scale = view.scale * (window.devicePixelRatio || 1);
+  return scale > 0 && scale < 1 ? Math.ceil(scale * 1000) / 1000 : 1;
+}
+
+// A mask's pixels at width × height: its own, or stretched there pixel by nearest pixel (a mask asked at
+// the canvas's size, painted into a layer of the image's size).
+function pixelsAt(mask, [maskHeight, maskWidth], width, height) {
+  if (maskWidth === width && maskHeight === height) return mask;
+  const columns = Uint32Array.from({length: width}, (_, x) => Math.floor((x * maskWidth) / width));
+  const stretched = new Uint8Array(width * height);
+  for (let y = 0, p = 0; y < height; y++) {
+    const row = Math.floor((y * maskHeight) / height) * maskWidth;
+    for (let x = 0; x < width; x++, p++) stretched[p] = mask[row + columns[x]];
+  }
+  return stretched;
+}
+
+// Paint masks into a layer of width × height: each its colour, later ones on
 // top; with `outline`, a mask's edge pixels opaque. A mask is its
-// segmentation, or the `pixels` of a brush stroke under way.
+// segmentation, or the `pixels` of a brush stroke under way (at the segmentation's size).
 function paintLayer(layer, width, height, masks, outline = false) {
   if (layer.width !== width || layer.height !== height) Object.assign(layer, {width, height});
   const context = layer.getContext("2d");
@@ -33,7 +52,7 @@ function paintLayer(layer, width, height, masks, outline = false) {
   }
   const pixels = new ImageData(width, height), data = pixels.data;
   for (const {segmentation, pixels: painted, colour, alpha} of masks) {
-    const mask = painted || maskPixels(segmentation);
+    const mask = pixelsAt(painted || maskPixels(segmentation), segmentation.size, width, height);
     const [r, g, b] = colour;
     for (let p = 0; p < mask.length; p++) {
       if (!mask[p]) continue;
@@ -49,7 +68,8 @@ function paintLayer(layer, width, height, masks, outline = false) {
   context.putImageData(pixels, 0, 0);
 }
 
-let paintedObjects = null, paintedSelected = null, paintedDisplay = null, paintedMask = null, waiting = false;
+let paintedObjects = null, paintedSelected = null, paintedDisplay = null, paintedVersion = 0, paintedMask = null;
+let waiting = false;
 
 // A new image starts with empty layers: nothing painted for another image is ever shown over it.
 export function clearLayers() {
@@ -65,10 +85,12 @@ export function paintLayers() {
   const {opacity, outlines, hideAll} = app.settings, editing = state().editing;
   const display = `${opacity} ${outlines} ${hideAll} ${editing}`;
   const stroke = strokeUnderWay();
-  if (objects !== paintedObjects || app.selected !== paintedSelected || display !== paintedDisplay || stroke) {
+  if (objects !== paintedObjects || app.selected !== paintedSelected || display !== paintedDisplay
+      || app.masksVersion !== paintedVersion || stroke) {
     paintedObjects = objects;
     paintedSelected = app.selected;
     paintedDisplay = display;
+    paintedVersion = app.masksVersion;
     const shown = hideAll ? [] : objects.filter((object) => !object.hidden && object.id !== editing);  // one refined is the current mask
     paintLayer(objectsLayer, image.width, image.height, shown.map((object) => ({
       segmentation: object.mask.segmentation, colour: colourOf(object),
@@ -81,7 +103,8 @@ export function paintLayers() {
   const mask = shown ? shown.mask : isEmpty(currentPrompt()) ? null : paintedMask;
   if (mask !== paintedMask) {
     paintedMask = mask;
-    paintLayer(currentLayer, image.width, image.height,
+    const [height, width] = mask ? mask.segmentation.size : [image.height, image.width];  // at the mask's own size
+    paintLayer(currentLayer, width, height,
                mask ? [{segmentation: mask.segmentation, colour: CURRENT, alpha: MASK_ALPHA}] : []);
     currentLayer.dataset.answer = shown ? `${shown.answer.id}:${shown.index}` : "";
   }
@@ -106,7 +129,7 @@ function draw() {
   context.drawImage(image.element, 0, 0, image.width, image.height);
   context.drawImage(objectsLayer, 0, 0);
   context.globalAlpha = waiting ? 0.4 : 1;
-  context.drawImage(currentLayer, 0, 0);
+  context.drawImage(currentLayer, 0, 0, image.width, image.height);  // stretched: it may be at the canvas's size
   context.globalAlpha = 1;
   view.screenTransform(context);
   drawPrompt(context, currentPrompt());

@@ -3,7 +3,8 @@
 // are drawn (fill opacity, outlines, all hidden).
 
 import {tools} from "./brush.js";
-import {app, refineObject, setDisplay} from "./state.js";
+import {showError} from "./panel.js";
+import {app, isFullSize, refineObject, setDisplay, state} from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 const TOOLS = ["prompt", "brush", "eraser"];
@@ -13,7 +14,18 @@ export function setTool(tool) {
   showEditing();
 }
 
-export const refineSelected = () => app.selected && refineObject(app.selected);
+// An object's mask is edited (brushed, erased, refined) only at full size: the one drawn at the canvas's
+// size would be replaced by its full-size one when that comes, and the edit lost.
+export function editable(object) {
+  if (isFullSize(object.mask)) return true;
+  showError("This object's full-size mask is still on its way: edit it in a moment.");
+  return false;
+}
+
+export function refineSelected() {
+  const object = state().objects.find((o) => o.id === app.selected);
+  if (object && editable(object)) refineObject(object.id);
+}
 
 export function showEditing() {
   for (const tool of TOOLS) $(`tool-${tool}`).setAttribute("aria-pressed", String(tools.current === tool));

@@ -4,7 +4,7 @@
 
 import {endStroke, startStroke, strokeTo, tools} from "./brush.js";
 import {canvas, paintLayers, render, view} from "./drawing.js";
-import {refineSelected, setTool} from "./editpanel.js";
+import {editable, refineSelected, setTool} from "./editpanel.js";
 import {pickLabelByKey} from "./labelpanel.js";
 import {askEverything, tokenChanged} from "./messages.js";
 import {showError} from "./panel.js";
@@ -91,6 +91,7 @@ function press(event) {
       showError("Select an object to paint on (click its row in the list).");
       return;
     }
+    if (!editable(object)) return;
     startStroke(object);
     drag = {kind: "paint", image: app.image};
     paint(sx, sy);

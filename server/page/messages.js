@@ -4,30 +4,47 @@
 // progress, the connection) becomes a change of the state or a sentence.
 
 import {advice} from "./advice.js";
-import {clearLayers, view} from "./drawing.js";
+import {canvasScale, clearLayers, view} from "./drawing.js";
 import {showConnection, showError, showProgress, showServerState} from "./panel.js";
 import {loadObjects} from "./persist.js";
 import {Session, serverState} from "./session.js";
 import {
-  acceptFailed, answered, app, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, openedImage, propose,
-  restoreObjects,
+  acceptFailed, answered, app, applyFullMasks, changed, currentPrompt, forgetRefinement, hasAnswer, isEmpty, isFullSize,
+  openedImage, propose, refKey, renderedFull, restoreObjects, state,
 } from "./state.js";
 
 const LIVE_MS = 120;   // while a box is dragged, at most one request per this many milliseconds
 
 let lastLiveAsk = 0, liveTimer = null;
 
-// Ask for the current prompt's masks if nothing has answered or is answering them.
+// Ask for the current prompt's masks, at the canvas's size, if nothing has answered or is answering them.
 export function askForCurrentPrompt() {
   const prompt = currentPrompt(), session = app.session;
   if (!session || isEmpty(prompt) || hasAnswer(prompt) || session.asking(prompt, app.settings.multimask)) return;
+  const settings = {...app.settings, maskScale: canvasScale()};
   if (app.live) {
     const wait = lastLiveAsk + LIVE_MS - performance.now();
     clearTimeout(liveTimer);
     if (wait > 0) liveTimer = setTimeout(changed, wait);
-    else if (session.ask(prompt, app.settings)) lastLiveAsk = performance.now();
+    else if (session.ask(prompt, settings)) lastLiveAsk = performance.now();
   } else {
-    session.ask(prompt, app.settings);
+    session.ask(prompt, settings);
+  }
+}
+
+// Ask once, per session, for each accepted object's mask at full size (`render`): exports are exact.
+const rendersAsked = new WeakMap();  // session -> the refs asked on it
+export function askForFullSizeObjects() {
+  const session = app.session;
+  if (!session || !app.image || !app.image.width) return;
+  if (!rendersAsked.has(session)) rendersAsked.set(session, new Set());
+  const asked = rendersAsked.get(session);
+  applyFullMasks();  // an object back by undo or redo, whose full-size mask came meanwhile
+  for (const object of state().objects) {
+    const key = object.from && refKey(object.from);
+    if (!key || asked.has(key) || isFullSize(object.mask)) continue;
+    asked.add(key);
+    session.render(object.from);
   }
 }
 
@@ -43,7 +60,7 @@ export function askEverything(text) {
     showError('The parameters must be a JSON object, such as {"points_per_side": 16}; {} takes the defaults.');
     return;
   }
-  if (app.session) app.session.everything(parameters, app.settings);
+  if (app.session) app.session.everything(parameters);
 }
 
 // Open an entry of the image set (imageset.js), with the work it keeps:
@@ -99,6 +116,9 @@ function sessionHandlers(image, opened) {
     everything(entry, result) {
       if (mine()) propose(result.masks, result.id);
     },
+    rendered(entry, result) {
+      if (mine()) renderedFull(entry.render, result.masks[0]);
+    },
     failed(entry, error) {
       if (!mine()) return;
       if (error.code === "mask_unknown" && entry.prompt) {
@@ -107,6 +127,7 @@ function sessionHandlers(image, opened) {
       }
       if (entry.prompt) acceptFailed(entry.prompt);
       if (entry.kind === "prepare") refused(image, opened, error);
+      else if (entry.kind === "render") showError(`An object's full-size mask could not be made (${advice(error)}): delete it and segment it again.`, error.code);
       else showError(advice(error), error.code);
     },
     progress(entry) {

@@ -28,6 +28,7 @@ export function showProgress(entry) {
     $("progress").textContent = {
       prepare: `Prepared in ${seconds} s: click the object.`,
       everything: `Everything in ${seconds} s: accept, label or delete each unlabelled object.`,
+      render: `Full-size mask in ${seconds} s.`,
     }[entry.kind] || `Mask in ${seconds} s.`;
     if (entry.kind === "prepare") showError("");
   } else if (entry.phase === "error") {

@@ -4,6 +4,9 @@
 // session; a newer request supersedes an older one still waiting. Every
 // request carries a `client_ref`, and an answer is handed on only with the
 // request it answers, and only when it is about this session's image.
+// Prompts are asked at the canvas's size (`mask_scale`); an accepted mask is
+// asked again at full size by `render`, when nothing else is being asked (a
+// render superseded by a click is asked again after it).
 
 const RETRY_MS = 2000;
 
@@ -46,8 +49,8 @@ let sessions = 0;
 export class Session {
   // source: the image_url the server fetches (http, https or data:);
   // sha256: the server's name for it when it was prepared before (it is then asked by hash).
-  // handlers: prepared(entry, result), answer(entry, result), failed(entry, error),
-  //           progress(entry), connection(state, details), everything(entry, result).
+  // handlers: prepared(entry, result), answer(entry, result), rendered(entry, result),
+  //           failed(entry, error), progress(entry), connection(state, details), everything(entry, result).
   constructor(source, token, handlers, sha256 = null) {
     this.source = source;
     this.token = token;
@@ -56,6 +59,7 @@ export class Session {
     this.prepared = false;
     this.pending = new Map();  // client_ref -> entry, until its result or error
     this.latest = null;        // the newest request: the one the server works on
+    this.renders = [];         // the masks ({id, index, candidate?}) to ask for at full size, one at a time, when idle
     this.prefix = `s${++sessions}`;
     this.serial = 0;
     this.ws = null;
@@ -83,7 +87,8 @@ export class Session {
     if (this.closed) return;
     this.retry = null;
     this.prepared = false;
-    this.pending.clear();  // what was asked on a lost connection is never answered
+    for (const entry of this.pending.values()) if (entry.kind === "render") this.renders.push(entry.render);
+    this.pending.clear();  // what was asked on a lost connection is never answered (renders are asked again)
     this.handlers.connection("connecting");
     const ws = new WebSocket(socketUrl(this.token));
     let opened = false;
@@ -143,7 +148,8 @@ export class Session {
 
   // Ask for the masks of one prompt; false when the session cannot ask yet
   // (it calls `prepared` once it can).
-  ask(prompt, {multimask}) {
+  // maskScale: the masks' size ÷ the image's (under 1: `mask_scale`, the canvas's size).
+  ask(prompt, {multimask, maskScale = 1}) {
     if (!this.ws) {
       if (!this.retry) this.connect();  // after an idle close, or a refused token
       return false;
@@ -154,17 +160,30 @@ export class Session {
       prompts: [wirePrompt(prompt)],
       multimask,
       output: ["rle"],  // polygons, when wanted, are traced at export (polygons.js)
+      ...(maskScale < 1 ? {mask_scale: maskScale} : {}),
     }, {kind: "prompt", prompt, multimask});
     return true;
   }
 
-  // Every mask of the image (protocol 1.2's `everything`), with the generator's parameters.
-  everything(parameters, {polygons}) {
+  // Every mask of the image (protocol 1.2's `everything`), with the generator's parameters
+  // (RLE only: polygons are traced at export, as for every object).
+  everything(parameters) {
     if (!this.ws || !this.prepared) return false;
-    this.send({
-      image_sha256: this.sha256, everything: parameters, output: polygons ? ["rle", "polygons"] : ["rle"],
-    }, {kind: "everything"});
+    this.send({image_sha256: this.sha256, everything: parameters, output: ["rle"]}, {kind: "everything"});
     return true;
+  }
+
+  // Ask for an earlier mask ({id, index, candidate?}) again at full size, once nothing else is asked.
+  render(ref) {
+    this.renders.push(ref);
+    if (!this.ws && !this.retry) this.connect();  // after an idle close: asked once prepared again
+    else this.renderWhenIdle();
+  }
+
+  renderWhenIdle() {
+    if (!this.ws || !this.prepared || this.pending.size || !this.renders.length) return;
+    const render = this.renders.shift();
+    this.send({image_sha256: this.sha256, prompts: [{render}], output: ["rle"]}, {kind: "render", render});
   }
 
   send(body, entry) {
@@ -200,16 +219,22 @@ export class Session {
         this.prepared = true;
         this.handlers.prepared(entry, message);
       } else if (message.image.sha256 === this.sha256) {
-        this.handlers[entry.kind === "everything" ? "everything" : "answer"](entry, message);
+        if (entry.kind === "render") this.handlers.rendered(entry, message);
+        else if (entry.kind === "everything") this.handlers.everything(entry, message);
+        else this.handlers.answer(entry, message);
       }
     } else if (message.code === "image_unknown") {
       // The server no longer has the image (restarted, or evicted it): send it again.
+      if (entry.kind === "render") this.renders.unshift(entry.render);
       this.sha256 = null;
       this.prepared = false;
       this.prepare();
-    } else if (message.code !== "superseded") {
+    } else if (message.code === "superseded") {
+      if (entry.kind === "render") this.renders.unshift(entry.render);  // asked again once the newer one is answered
+    } else {
       this.handlers.failed(entry, message);
     }
     if (entry === this.latest) this.handlers.progress(entry);
+    this.renderWhenIdle();
   }
 }

@@ -9,7 +9,7 @@ import {History} from "./history.js";
 import {addEntries, currentEntry, imageSet, namedEntry, objectsOf} from "./imageset.js";
 import {importLabels} from "./labels.js";
 import {showError, showProgressHint} from "./panel.js";
-import {app, changed, newPrompt, state, step} from "./state.js";
+import {app, changed, isFullSize, newPrompt, state, step} from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -32,17 +32,31 @@ function exported() {
   }));
 }
 
+// The exports are of full-size masks only: an object accepted a moment ago may still have the one drawn at
+// the canvas's size, its full-size one on its way (`render`). Says so, and which images wait, if any does.
+function allFullSize(images) {
+  const waiting = images.filter(({image, objects}) => objects.some((object) => !isFullSize(object.mask, image)));
+  if (!waiting.length) return true;
+  const open = waiting.filter(({image}) => image.sha256 === app.image?.sha256).length;
+  const names = waiting.map(({image}) => image.name).join(", ");
+  showError(`Full-size masks are still on their way for ${names}: ${open === waiting.length
+    ? "export again in a moment." : "open each image named again to fetch them, then export."}`);
+  return false;
+}
+
 // One image: named after it, as the single-image files always were; several: one name for the set.
 const single = (images) => (images.length === 1 ? baseName(images[0].image.name) : null);
 
 async function exportCoco() {
   const images = exported();
+  if (!allFullSize(images)) return;
   const json = JSON.stringify(cocoDocument(images, {polygons: app.settings.polygons}));
   download(new Blob([json], {type: "application/json"}), `${single(images) || "images"}.coco.json`);
 }
 
 async function exportPngs() {
   const images = exported(), one = single(images);
+  if (!allFullSize(images)) return;
   const files = [];
   for (const {image, objects} of images) files.push(...await objectPngs(objects, one ? "" : `${fileSafe(baseName(image.name))}/`));
   download(zipArchive(files), `${one || "images"}.masks.zip`);
@@ -50,6 +64,7 @@ async function exportPngs() {
 
 async function exportIndex() {
   const images = exported(), one = single(images);
+  if (!allFullSize(images)) return;
   try {
     const pngs = [];
     for (const {image, objects} of images) {

@@ -27,6 +27,8 @@ export const app = {
   live: null,       // the prompt of a box being dragged: shown and asked for, not yet a step
   selected: null,   // an object's id
   acceptOnAnswer: null,  // {prompt, label}: Enter came before the prompt's mask; accepted when it comes
+  masksVersion: 0,  // counts masks replaced in place by their full-size versions (`applyFullMasks`)
+  fullMasks: new Map(),  // the open image's full-size masks `render` answered, by their reference (`refKey`)
   token: storage.load("token", ""),
   // opacity: the objects' fill alpha (0 to 255); outlines: their edges drawn opaque; hideAll: none drawn.
   settings: {multimask: false, polygons: false, opacity: 140, outlines: false, hideAll: false,
@@ -69,7 +71,7 @@ export function currentMask() {
 // An image opened: its own history and selection (of the image set), or an empty history; nothing dragged.
 export function openedImage(image, history = null, selected = null) {
   Object.assign(app, {image, live: null, selected, acceptOnAnswer: null,
-                      history: history || new History(firstStep())});
+                      history: history || new History(firstStep()), fullMasks: new Map()});
 }
 
 // The objects this browser kept for the image come back, unless some were made already.
@@ -164,6 +166,36 @@ export function nextCandidate() {
   const shown = currentMask();
   if (!shown || shown.answer.candidates.length < 2) return;
   step({prompt: state().prompt, chosen: (shown.index + 1) % shown.answer.candidates.length});
+}
+
+// An object's `from` ({id, index, candidate?}, as `mask_input` and `render` name a mask) as a map key.
+export const refKey = (ref) => JSON.stringify([ref.id, ref.index, ref.candidate ?? null]);
+
+// Whether a mask is at its image's full size (masks are asked at the canvas's size, objects then at full size).
+export function isFullSize(mask, image = app.image) {
+  const [height, width] = mask.segmentation.size;
+  return Boolean(image) && height === image.height && width === image.width;
+}
+
+// The full-size mask of an accepted object (`render`'s answer), kept for whichever step shows the object.
+export function renderedFull(ref, full) {
+  app.fullMasks.set(refKey(ref), full);
+  applyFullMasks();
+}
+
+// Each object of the current step whose full-size mask has come takes it in place of the one drawn at the
+// canvas's size: every step of the history that holds the object shares that mask.
+export function applyFullMasks() {
+  let replaced = false;
+  for (const object of state().objects) {
+    const full = object.from && app.fullMasks.get(refKey(object.from));
+    if (!full || isFullSize(object.mask)) continue;
+    Object.assign(object.mask, {segmentation: full.segmentation, area: full.area, bbox: full.bbox});
+    replaced = true;
+  }
+  if (!replaced) return;
+  app.masksVersion += 1;  // drawn and kept again, at full size
+  changed();
 }
 
 // Accept the current mask as an object. Pressed while its mask is on its way,

@@ -44,7 +44,7 @@ QUEUE_COLUMNS = {
     "boxes": True, "prompts": True, "output": True, "multimask": False, "imageUrl": False, "imageSha256": False,
     "width": False, "height": False, "attempts": False, "leaseUntil": False,
     "serverId": False, "preferredServer": False, "scope": False, "resultBytes": False, "waiterLeaseUntil": False,
-    "progress": True, "video": True, "client": False, "everything": True,
+    "progress": True, "video": True, "client": False, "everything": True, "maskScale": False,
 }
 OUTPUT_COLUMNS = {
     "id": False, "masks": True, "model": False, "createdAt": False, "timings": True, "cachedEmbedding": False,
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS Queue (
     multimask INTEGER NOT NULL, imageUrl TEXT NOT NULL, imageSha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, attempts INTEGER NOT NULL,
     leaseUntil TEXT, serverId TEXT, preferredServer TEXT, scope TEXT, resultBytes INTEGER, waiterLeaseUntil TEXT,
-    progress TEXT, video TEXT, client TEXT, everything TEXT, _etag TEXT NOT NULL
+    progress TEXT, video TEXT, client TEXT, everything TEXT, maskScale REAL, _etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS Queue_status_createdAt ON Queue (status, createdAt);
 CREATE INDEX IF NOT EXISTS Queue_imageSha256 ON Queue (imageSha256, createdAt);
@@ -83,6 +83,7 @@ ADDED_COLUMNS = [
     ("Queue", "video", "TEXT"),
     ("SAMOutput", "video", "TEXT"),
     ("Queue", "everything", "TEXT"),
+    ("Queue", "maskScale", "REAL"),
     ("Queue", "client", "TEXT"),
 ]
 
