@@ -114,6 +114,8 @@ def parse_body(body: Any, *, max_boxes: int, max_points: int, image_given: bool 
     if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > MAX_CLIENT_REF):
         raise _invalid(f"client_ref must be a string of at most {MAX_CLIENT_REF} characters.")
     mask_scale = _parse_mask_scale(body["mask_scale"]) if "mask_scale" in body else None
+    if everything is not None and mask_scale is not None:
+        raise _invalid("mask_scale does not apply to everything yet: everything's masks come at the image's size.")
     if request_prompts.renders(prompts) and body.get("multimask", False) is True:
         raise _invalid("A render prompt gives one mask: send it without multimask.")
     # Last, when the schema has bounded the body: a string that is not text could be neither sent on nor stored.

@@ -59,6 +59,7 @@ def test_everything_goes_alone():
     assert "exactly one of" in refused({"image_url": URL, "everything": {}, "prompts": []})
     assert "multimask" in refused({"image_url": URL, "everything": {}, "multimask": True})
     assert "everything must be an object" in refused({"image_url": URL, "everything": []})
+    assert "mask_scale does not apply to everything" in refused({"image_url": URL, "everything": {}, "mask_scale": 0.5})
 
 
 def test_each_family_has_its_reference_generators_defaults():
