@@ -48,7 +48,7 @@ def test_cap_and_cap_client_run_from_another_folder(installed, tmp_path):
     assert cap.stdout.startswith("usage: cap [-h] {serve,audit,download-checkpoint}")
     client = run(installed, [str(installed / "bin" / "cap-client"), "--help"], tmp_path)
     assert client.returncode == 0, client.stderr
-    assert client.stdout.startswith("usage: cap-client [-h] --image IMAGE [--box x,y,w,h] [--point x,y]")
+    assert client.stdout.startswith("usage: cap-client [-h] (--image IMAGE | --video VIDEO) [--frame FRAME]")
 
 
 def test_the_installed_package_holds_the_page(installed, tmp_path):
@@ -58,7 +58,7 @@ def test_the_installed_package_holds_the_page(installed, tmp_path):
     assert Path(path).is_relative_to(installed)  # the installed copy, not the repository's
     assert int(page) == (REPO / "server" / "page" / "index.html").stat().st_size
     page_dir = REPO / "server" / "page"
-    assert int(files) == sum(f.stat().st_size for f in page_dir.iterdir() if f.suffix in (".js", ".css")) > 0
+    assert int(files) == sum(f.stat().st_size for f in page_dir.iterdir() if f.suffix in (".js", ".css", ".svg")) > 0
 
 
 def test_the_installed_cap_keeps_checkpoints_in_checkpoints_and_names_itself_in_what_to_run(installed, tmp_path):
