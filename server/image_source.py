@@ -95,15 +95,7 @@ def from_bytes(data: bytes, record_url: str, settings: Settings, budget: PixelBu
 
 def from_trusted(url: str, trusted: fetch.Trusted, settings: Settings, budget: PixelBudget) -> ImageSource:
     """An image from the origin the operator named (an adapter's tool, e.g. LABEL_STUDIO_URL), with its headers."""
-    data = fetch.download(
-        url,
-        max_bytes=settings.max_image_bytes,
-        timeout=settings.download_timeout,
-        allow_private=settings.allow_private_urls,
-        max_redirects=settings.max_redirects,
-        trusted=trusted,
-    )
-    return from_bytes(data, url, settings, budget)
+    return from_bytes(download(url, settings, trusted), url, settings, budget)
 
 
 def by_hash(
@@ -142,7 +134,7 @@ def by_hash(
     return ImageSource(sha256, width, height, url, image.pixels, image.reservation, data=data)
 
 
-def download(url: str, settings: Settings) -> bytes:
+def download(url: str, settings: Settings, trusted: fetch.Trusted | None = None) -> bytes:
     """`fetch.download` with the server's limits: MAX_IMAGE_BYTES, DOWNLOAD_TIMEOUT, ALLOW_PRIVATE_URLS, MAX_REDIRECTS."""
     return fetch.download(
         url,
@@ -150,6 +142,7 @@ def download(url: str, settings: Settings) -> bytes:
         timeout=settings.download_timeout,
         allow_private=settings.allow_private_urls,
         max_redirects=settings.max_redirects,
+        trusted=trusted,
     )
 
 
