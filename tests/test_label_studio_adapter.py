@@ -194,6 +194,12 @@ def test_a_segmenter_error_is_an_http_status_that_fits_with_its_sentence(code, s
     (None, b"{not json", "not valid JSON"),
     ({"tasks": []}, None, "no tasks"),
     (predict_body(click(point(50, 50)), config="<View>"), None, "well-formed"),
+    (predict_body(click(point(50, 50)), config="<View>" + " " * 300_000 + "</View>"), None, "longer than 262,144"),
+    (predict_body(click(point(50, 50)), config=(  # entity expansion ("billion laughs"): refused by the parser
+        '<?xml version="1.0"?><!DOCTYPE v [<!ENTITY a "aaaaaaaaaa">'
+        + "".join(f'<!ENTITY {b} "{("&" + a + ";") * 10}">' for a, b in zip("abcdefgh", "bcdefghi"))
+        + ']><View><Image name="i" value="$image"/><BrushLabels name="b" toName="i">&i;</BrushLabels></View>'
+    )), None, "well-formed"),
     (predict_body(click(point(50, 50)), config="<View><Image name='i' value='$image'/></View>"), None, "BrushLabels"),
     (predict_body(click({"type": "keypointlabels", "value": {"x": 1, "y": 2}})), None, "original_width"),
     (predict_body(click(point("a", 2))), None, "value.x must be a number"),

@@ -17,6 +17,8 @@ from server.errors import invalid
 
 BRUSH, POLYGON = "brushlabels", "polygonlabels"  # the region types CAP answers with
 _CONTROL_TYPES = {"brushlabels": BRUSH, "polygonlabels": POLYGON}
+# A labeling config is a few kilobytes; a larger one is refused before the XML parser reads it.
+MAX_LABEL_CONFIG_CHARS = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,8 @@ def read_label_config(text: object) -> Target:
     """The tag CAP's regions go to; a config without one is an `invalid_request` saying what to add."""
     if not isinstance(text, str) or not text.strip():
         raise invalid("The request has no label_config: Label Studio sends the project's labeling config; send it as a string.")
+    if len(text) > MAX_LABEL_CONFIG_CHARS:
+        raise invalid(f"The label_config is longer than {MAX_LABEL_CONFIG_CHARS:,} characters: send the project's own config.")
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError as exc:
