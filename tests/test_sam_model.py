@@ -19,6 +19,7 @@ from harness.processes import REPO
 from server.models.loading import load_model
 from server.models.registry import MODEL_TYPES
 from server.models.sam1 import SamModel
+from server.models.sam1_decoder import decode_shared_image
 from server.models.seam import ImageJob, SegmentationModel
 from tests.support.sentences import assert_one_sentence
 
@@ -52,7 +53,7 @@ def test_multimask_gives_three_candidates(model):
 def test_sixteen_boxes_go_through_the_decoder_prompts_per_call_at_a_time(model, tiny_sam):
     """On the CPU one at a time: each prompt in a call repeats the image embedding, and batching saves no time."""
     calls = []
-    hook = tiny_sam.mask_decoder.register_forward_hook(lambda module, args, output: calls.append(output[0].shape))
+    hook = tiny_sam.mask_decoder.transformer.register_forward_hook(lambda module, args, output: calls.append(output[0].shape))
     try:
         result = model.segment(pixels(64, 64), boxes(*[[i, i, i + 20, i + 20] for i in range(16)]), multimask=False)
     finally:
@@ -60,6 +61,27 @@ def test_sixteen_boxes_go_through_the_decoder_prompts_per_call_at_a_time(model, 
     assert model.prompts_per_call == 1  # the CPU
     assert [shape[0] for shape in calls] == [1] * 16
     assert result.low_res.shape[0] == 16
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+@pytest.mark.parametrize("kind", ["points", "boxes", "boxes and points"])
+def test_the_image_goes_into_the_decoder_once_for_a_batch_and_the_answer_is_the_stock_decoders(tiny_sam, kind, multimask):
+    """`decode_shared_image` against `MaskDecoder.forward`, the image repeated per prompt: the same numbers."""
+    generator = torch.Generator().manual_seed(3)
+    batch, side = 7, tiny_sam.image_encoder.img_size
+    corners = torch.sort(torch.rand(batch, 2, 2, generator=generator) * side, dim=1).values.flatten(1)
+    points = (torch.rand(batch, 2, 2, generator=generator) * side, torch.tensor([[1, 0]] * batch, dtype=torch.int))
+    prompt = {"points": points if "points" in kind else None, "boxes": corners if "boxes" in kind else None, "masks": None}
+    with torch.inference_mode():
+        features = torch.randn(1, tiny_sam.prompt_encoder.embed_dim, *tiny_sam.prompt_encoder.image_embedding_size,
+                               generator=generator)
+        sparse, dense = tiny_sam.prompt_encoder(**prompt)
+        image_pe = tiny_sam.prompt_encoder.get_dense_pe()
+        stock = tiny_sam.mask_decoder(image_embeddings=features, image_pe=image_pe, sparse_prompt_embeddings=sparse,
+                                      dense_prompt_embeddings=dense, multimask_output=multimask)
+        shared = decode_shared_image(tiny_sam.mask_decoder, features, image_pe, sparse, dense[:1], multimask)
+    assert shared[0].shape == (batch, 3 if multimask else 1, *stock[0].shape[-2:])
+    assert torch.equal(shared[0], stock[0]) and torch.equal(shared[1], stock[1])
 
 
 def test_decoder_calls_keep_one_structure_per_call_and_at_most_so_many_prompts():
@@ -232,7 +254,9 @@ MIXED = [
 def test_prompts_of_each_structure_share_one_decoder_call_and_come_back_in_order(model, tiny_sam, multimask):
     image = pixels(48, 64)
     calls = []
-    hook = tiny_sam.mask_decoder.register_forward_hook(lambda module, args, output: calls.append(output[0].shape[0]))
+    hook = tiny_sam.mask_decoder.transformer.register_forward_hook(
+        lambda module, args, output: calls.append(output[0].shape[0])
+    )
     try:
         together = model.segment(image, MIXED, multimask)
     finally:

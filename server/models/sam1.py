@@ -24,6 +24,7 @@ from server.models.checkpoint_file import weights_error
 from server.models.device import Precision
 from server.models.embedding_cache import Embedding
 from server.models.registry import ModelType, model_type as row_of
+from server.models.sam1_decoder import decode_shared_image
 from server.models.seam import ModelMemory
 
 
@@ -111,13 +112,18 @@ class SamModel(CachingModel):
         for indices in decoder_calls(prompts, per_call or self.prompts_per_call):
             group = [prompts[i] for i in indices]
             sparse, dense = self.sam.prompt_encoder(**self._prompt_tensors(group, embedding.postprocess.original_size))
-            group_low_res, group_scores = self.sam.mask_decoder(
-                image_embeddings=features,
-                image_pe=self._dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-            )
+            if group[0].mask_input is None:  # one dense embedding for all: the image goes in once
+                group_low_res, group_scores = decode_shared_image(
+                    self.sam.mask_decoder, features, self._dense_pe, sparse, dense[:1], multimask
+                )
+            else:
+                group_low_res, group_scores = self.sam.mask_decoder(
+                    image_embeddings=features,
+                    image_pe=self._dense_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask,
+                )
             where = torch.as_tensor(indices, device=self.device)
             low_res[where], scores[where] = group_low_res.float(), group_scores.float()  # float32 even under autocast
         return low_res, scores
