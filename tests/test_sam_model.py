@@ -1,5 +1,6 @@
 """The model wrapper with a tiny real SAM: shapes, exactness, batching, the cache, checkpoint errors."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from server.models.loading import load_model
 from server.models.registry import MODEL_TYPES
 from server.models.sam1 import SamModel
 from server.models.sam1_decoder import decode_shared_image
+from server.models.sam1_encoder import HeadByHeadAttention, attend_head_by_head
 from server.models.seam import ImageJob, SegmentationModel
 from tests.support.sentences import assert_one_sentence
 
@@ -381,3 +383,15 @@ def test_sam2_and_hydra_are_imported_only_when_a_sam2_model_is_loaded():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_encoders_global_attention_one_head_at_a_time_gives_the_stock_encoders_output(tiny_sam):
+    """`attend_head_by_head` on a copy of the tiny SAM (its first block attends globally) against the stock one."""
+    patched = attend_head_by_head(copy.deepcopy(tiny_sam))
+    global_blocks = [block for block in patched.image_encoder.blocks if block.window_size == 0]
+    assert global_blocks and all(isinstance(block.attn, HeadByHeadAttention) for block in global_blocks)
+    assert not any(isinstance(block.attn, HeadByHeadAttention) for block in tiny_sam.image_encoder.blocks)
+    image = torch.randn(2, 3, tiny_sam.image_encoder.img_size, tiny_sam.image_encoder.img_size,
+                        generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        torch.testing.assert_close(patched.image_encoder(image), tiny_sam.image_encoder(image), atol=1e-5, rtol=1e-5)

@@ -19,6 +19,8 @@ from segment_anything import SamPredictor
 
 from server import masks
 from server.models.loading import load_model
+from server.models.sam1 import load_sam
+from server.models.sam1_encoder import HeadByHeadAttention
 from server.models.registry import MODEL_TYPES
 from server.models.seam import ImageJob
 from server.prompts import Point, Prompt
@@ -61,11 +63,15 @@ def model(request, model_type, images):
 
 
 @pytest.fixture(scope="module")
-def predictors(model, images):
-    """The reference on the same weights: one predictor per image, its `set_image` run once."""
+def predictors(request, model, images):
+    """The reference on the same weights: one predictor per image, its `set_image` run once. SAM 1's is a
+    stock `Sam` of its own, since ours computes the encoder's global attention one head at a time."""
     found = {}
+    if model.model_type == "vit_b":
+        stock = load_sam(model.model_type, request.getfixturevalue(CHECKPOINTS[model.model_type]), "cpu")
+        assert not any(isinstance(block.attn, HeadByHeadAttention) for block in stock.image_encoder.blocks)
     for name, pixels in images.items():
-        predictor = SamPredictor(model.sam) if model.model_type == "vit_b" else SAM2ImagePredictor(model.model)
+        predictor = SamPredictor(stock) if model.model_type == "vit_b" else SAM2ImagePredictor(model.model)
         predictor.set_image(pixels)
         found[name] = predictor
     return found.__getitem__

@@ -25,6 +25,7 @@ from server.models.device import Precision
 from server.models.embedding_cache import Embedding
 from server.models.registry import ModelType, model_type as row_of
 from server.models.sam1_decoder import decode_shared_image
+from server.models.sam1_encoder import attend_head_by_head
 from server.models.seam import ModelMemory
 
 
@@ -45,8 +46,10 @@ def load_sam(model_type: str, checkpoint: Path, device: torch.device | str) -> S
 
 
 def load(model_type: ModelType, checkpoint: Path, device: torch.device, precision: Precision, cache_size: int) -> SamModel:
-    """The family's `load` (`server.models.seam.Family`)."""
-    return SamModel(load_sam(model_type.name, checkpoint, device), model_type.name, cache_size, precision)
+    """The family's `load` (`server.models.seam.Family`): the encoder's global attention one head at a time
+    (`server.models.sam1_encoder`)."""
+    sam = attend_head_by_head(load_sam(model_type.name, checkpoint, device))
+    return SamModel(sam, model_type.name, cache_size, precision)
 
 
 def default_precision(device: torch.device) -> Precision:
