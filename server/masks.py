@@ -158,6 +158,9 @@ class Upsampler:
         left, right = self._cols.span((logits > threshold).any(0))
         if top == bottom or left == right:
             return 0, 0, np.zeros((0, 0), dtype=np.float32)
+        height, width = self.postprocess.original_size
+        if (bottom - top) * (right - left) >= max(DENSE_FRACTION * height * width, SMALL_CROP):
+            return top, left, self._whole_values(logits)[top:bottom, left:right]  # torch's resizes: faster here
         col_index = self._cols.index[left:right]
         first = int(col_index.min())
         by_rows = combine(logits[:, first : int(col_index.max()) + 1], self._rows.index[top:bottom], self._rows.weight[top:bottom])
@@ -187,13 +190,17 @@ class Upsampler:
         the same weights, summed in the other axis' order first (a difference
         of float rounding, about 1e-6, at the threshold only).
         """
+        # numpy's comparison: several times faster than torch's into a bool tensor, on one image-sized map.
+        return Crop(0, 0, self._whole_values(logits) > self.postprocess.threshold, self.postprocess.original_size)
+
+    def _whole_values(self, logits: np.ndarray) -> np.ndarray:
+        """The image's float32 logits by SAM's two resizes, computed column by column: a column-major view."""
         post = self.postprocess
         masks = torch.from_numpy(np.ascontiguousarray(logits.T))[None, None]
         masks = F.interpolate(masks, (post.encoder_size, post.encoder_size), mode="bilinear", align_corners=False)
         masks = masks[..., : post.input_size[1], : post.input_size[0]]
         masks = F.interpolate(masks, post.original_size[::-1], mode="bilinear", align_corners=False)
-        # numpy's comparison: several times faster than torch's into a bool tensor, on one image-sized map.
-        return Crop(0, 0, (masks[0, 0].numpy() > post.threshold).T, post.original_size)
+        return masks[0, 0].numpy().T
 
 
 def crop_rle(crop: Crop) -> dict[str, Any]:
