@@ -14,9 +14,12 @@ batch to the crop's size as float32 before it filters any (about 3 GB per
 batch of 64 at 4000 × 3000). Here the predicted IoU filters first, on the
 low-resolution output (it does not depend on upsampling); each remaining
 candidate is upsampled alone, and only where it can exceed the lower
-stability threshold (`masks.Upsampler.region`); the stability and the mask
-come from that one region, and the mask is kept as COCO RLE at once. What
-is held: one batch of low-resolution logits, one region, and RLEs.
+stability threshold (`masks.Upsampler.region`: by its taps for a small
+region, by torch's two resizes over the image for a large one); the
+stability and the mask come from that one region, and the mask is kept as
+COCO RLE at once. What is held: one batch of low-resolution logits, one
+region, and RLEs. SAM 1's decoder takes the image once per batch
+(`server.models.sam1_decoder`), where the reference's repeats it per prompt.
 
 Between candidates the work reports its progress (`server.progress`), which
 is where a cancelled record stops it.
