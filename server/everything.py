@@ -19,7 +19,9 @@ region, by torch's two resizes over the image for a large one); the
 stability and the mask come from that one region, and the mask is kept as
 COCO RLE at once. What is held: one batch of low-resolution logits, one
 region, and RLEs. SAM 1's decoder takes the image once per batch
-(`server.models.sam1_decoder`), where the reference's repeats it per prompt.
+(`server.models.sam1_decoder`), where the reference's repeats it per prompt,
+and makes no masks for a grid point whose every candidate's predicted IoU
+is at or below `pred_iou_thresh` (the `score_floor` of `decode`).
 
 Between candidates the work reports its progress (`server.progress`), which
 is where a cancelled record stops it.
@@ -62,7 +64,7 @@ class Generator:
 
     def __init__(
         self,
-        decode: Callable[[Embedding, list[Prompt], bool, int], tuple[torch.Tensor, torch.Tensor]],
+        decode: Callable[..., tuple[torch.Tensor, torch.Tensor]],  # SegmentationModel.decode
         params: EverythingParams,
         *,
         sam2: bool,
@@ -133,9 +135,11 @@ class Generator:
         params = self.params
         multimask = params.multimask_output if self.sam2 else True
         prompts = [Prompt(points=(Point(float(x), float(y), 1),)) for x, y in points]
-        low_res, scores = self.decode(embedding, prompts, multimask, len(prompts))
+        refine = self.sam2 and params.use_m2m
+        floor = params.pred_iou_thresh if params.pred_iou_thresh > 0 and not refine else None  # masks not made
+        low_res, scores = self.decode(embedding, prompts, multimask, len(prompts), score_floor=floor)
         candidates = low_res.shape[1]
-        if self.sam2 and params.use_m2m:  # one refinement step, each candidate by its own low-res mask
+        if refine:  # one refinement step, each candidate by its own low-res mask
             flat = low_res.flatten(0, 1).float().cpu().numpy()
             again = [Prompt(points=prompts[i // candidates].points, mask_input=flat[i : i + 1]) for i in range(len(flat))]
             low_res, scores = self.decode(embedding, again, False, len(again))

@@ -187,8 +187,8 @@ class ModelGate:
     def embed(self, images):
         return self.model.embed(images)
 
-    def decode(self, embedding, prompts, multimask, per_call=None):
-        return self.model.decode(embedding, prompts, multimask, per_call)
+    def decode(self, embedding, prompts, multimask, per_call=None, score_floor=None):
+        return self.model.decode(embedding, prompts, multimask, per_call, score_floor)
 
     def warm_up(self):
         return self.model.warm_up()

@@ -48,13 +48,13 @@ class SlowModel(ModelGate):
         time.sleep(self.embed_s)
         return super().embed(images)
 
-    def decode(self, embedding, prompts, multimask, per_call=None):
+    def decode(self, embedding, prompts, multimask, per_call=None, score_floor=None):
         if self.hold_after is not None and self.decodes == self.hold_after:
             self.held.set()
             assert self.release.wait(60), "the test never released the decoder"
         self.decodes += 1
         time.sleep(self.decode_s)
-        return super().decode(embedding, prompts, multimask, per_call)
+        return super().decode(embedding, prompts, multimask, per_call, score_floor)
 
 
 @pytest.fixture

@@ -86,6 +86,28 @@ def test_the_image_goes_into_the_decoder_once_for_a_batch_and_the_answer_is_the_
     assert torch.equal(shared[0], stock[0]) and torch.equal(shared[1], stock[1])
 
 
+@pytest.mark.parametrize("multimask", [False, True])
+def test_a_score_floor_leaves_out_only_the_masks_of_prompts_scored_at_or_below_it(tiny_sam, multimask):
+    generator = torch.Generator().manual_seed(4)
+    batch, side = 12, tiny_sam.image_encoder.img_size
+    points = (torch.rand(batch, 1, 2, generator=generator) * side, torch.ones(batch, 1, dtype=torch.int))
+    with torch.inference_mode():
+        features = torch.randn(1, tiny_sam.prompt_encoder.embed_dim, *tiny_sam.prompt_encoder.image_embedding_size,
+                               generator=generator)
+        sparse, dense = tiny_sam.prompt_encoder(points=points, boxes=None, masks=None)
+        image_pe = tiny_sam.prompt_encoder.get_dense_pe()
+        every = decode_shared_image(tiny_sam.mask_decoder, features, image_pe, sparse, dense[:1], multimask)
+        best = every[1].max(1).values
+        floor = float(best.median())
+        some = decode_shared_image(tiny_sam.mask_decoder, features, image_pe, sparse, dense[:1], multimask, floor)
+        none = decode_shared_image(tiny_sam.mask_decoder, features, image_pe, sparse, dense[:1], multimask, 1e9)
+    made = best > floor
+    assert 0 < int(made.sum()) < batch
+    assert torch.equal(some[1], every[1]) and torch.equal(none[1], every[1])
+    torch.testing.assert_close(some[0][made], every[0][made], atol=1e-6, rtol=1e-6)
+    assert not some[0][~made].any() and not none[0].any() and none[0].shape == every[0].shape
+
+
 def test_decoder_calls_keep_one_structure_per_call_and_at_most_so_many_prompts():
     assert decoder_calls(MIXED, 16) == [[0, 4], [1, 5], [2], [3]]
     assert decoder_calls(MIXED, 1) == [[0], [4], [1], [5], [2], [3]]

@@ -49,7 +49,12 @@ class CachingModel(abc.ABC):
 
     @abc.abstractmethod
     def decode(
-        self, embedding: Embedding, prompts: list[Prompt], multimask: bool, per_call: int | None = None
+        self,
+        embedding: Embedding,
+        prompts: list[Prompt],
+        multimask: bool,
+        per_call: int | None = None,
+        score_floor: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     @abc.abstractmethod

@@ -99,13 +99,21 @@ class SamModel(CachingModel):
         ]
 
     def decode(
-        self, embedding: Embedding, prompts: list[Prompt], multimask: bool, per_call: int | None = None
+        self,
+        embedding: Embedding,
+        prompts: list[Prompt],
+        multimask: bool,
+        per_call: int | None = None,
+        score_floor: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's low-res logits (N × C × s × s) and scores (N × C) of each prompt, on the model's device.
 
         Prompt `i` gets what `SamPredictor.predict` gives for it alone. SAM adds
         a "not a point" token to points without a box, so prompts only share a
         decoder call with prompts of the same structure; one call per structure.
+        With `score_floor`, a prompt without a mask input whose every score is
+        at or below it gets zeros for logits: its masks are not made
+        (`decode_shared_image`).
         """
         candidates = 3 if multimask else 1
         side = self.sam.prompt_encoder.mask_input_size
@@ -117,7 +125,7 @@ class SamModel(CachingModel):
             sparse, dense = self.sam.prompt_encoder(**self._prompt_tensors(group, embedding.postprocess.original_size))
             if group[0].mask_input is None:  # one dense embedding for all: the image goes in once
                 group_low_res, group_scores = decode_shared_image(
-                    self.sam.mask_decoder, features, self._dense_pe, sparse, dense[:1], multimask
+                    self.sam.mask_decoder, features, self._dense_pe, sparse, dense[:1], multimask, score_floor
                 )
             else:
                 group_low_res, group_scores = self.sam.mask_decoder(

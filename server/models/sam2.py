@@ -149,13 +149,18 @@ class Sam2Model(CachingModel):
         return normalize(torch.cat(planes))
 
     def decode(
-        self, embedding: Embedding, prompts: list[Prompt], multimask: bool, per_call: int | None = None
+        self,
+        embedding: Embedding,
+        prompts: list[Prompt],
+        multimask: bool,
+        per_call: int | None = None,
+        score_floor: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The low-res logits (N × C × s × s) and scores (N × C) of each prompt, on the model's device.
 
         Prompt `i` gets what `SAM2ImagePredictor.predict` gives for it alone;
         prompts of one structure (points count, box or not, mask or not) share
-        a decoder call.
+        a decoder call. Every prompt's logits are made, whatever `score_floor`.
         """
         candidates = 3 if multimask else 1
         low_res = torch.empty((len(prompts), candidates, self.low_res_side, self.low_res_side), device=self.device)

@@ -81,12 +81,19 @@ class SegmentationModel(Protocol):
         ...
 
     def decode(
-        self, embedding: Embedding, prompts: list[Prompt], multimask: bool, per_call: int | None = None
+        self,
+        embedding: Embedding,
+        prompts: list[Prompt],
+        multimask: bool,
+        per_call: int | None = None,
+        score_floor: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-res logits (N × C × s × s) and scores (N × C) of each prompt on one embedding, on the model's device.
 
         Prompts of one structure share a decoder call, `per_call` at most (None: the model's own choice;
-        `everything` decodes its whole batch of grid points at once, as the reference generators do)."""
+        `everything` decodes its whole batch of grid points at once, as the reference generators do).
+        With `score_floor`, a model may leave out the logits (zeros) of a prompt whose every score is at or
+        below it: `everything` drops those candidates unseen, and the scores come before the masks."""
         ...
 
     def warm_up(self) -> float:
