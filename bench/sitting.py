@@ -54,7 +54,7 @@ from bench import plot
 from bench.report import click_figures, families_lines, markdown
 from bench.rig import Sitting
 from bench.rows_clicks import clicks
-from bench.rows_everything import everything, lines as everything_lines
+from bench.rows_everything import PARAMETER_SETS, everything, lines as everything_lines
 from bench.rows_families import model_families
 from bench.rows_latency import concurrent, cosmos_one_at_a_time, one_at_a_time
 from bench.rows_model import decoder_per_box, gpu_encoder
@@ -101,15 +101,19 @@ def main() -> None:
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--only", choices=["families", "clicks", "everything"],
                         help="run only these rows and print them; no results file")
-    parser.add_argument("--model", default="vit_b", help="with --only clicks in full mode: the SAM 1 model type built")
+    parser.add_argument("--model", default="vit_b", help="with --only clicks or everything in full mode: the SAM 1 model type built")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
                         help="with --only clicks: the server's PRECISION (the stock predictor runs in fp32)")
     parser.add_argument("--runs", type=int, default=30, help="with --only clicks: clicks per image and side")
+    parser.add_argument("--size", action="append", type=lambda text: tuple(map(int, text.split("x"))),
+                        help="with --only everything: WIDTHxHEIGHT, instead of the mode's sizes (repeatable)")
+    parser.add_argument("--parameters", action="append", choices=list(PARAMETER_SETS),
+                        help="with --only everything: one parameter set instead of both (repeatable)")
     args = parser.parse_args()
     if args.only == "everything":
-        sitting = Sitting(args.mode, runs=0)
+        sitting = Sitting(args.mode, runs=0, model_type=args.model)
         try:
-            print("\n".join(everything_lines(everything(sitting))))
+            print("\n".join(everything_lines(everything(sitting, args.size, args.parameters))))
         finally:
             sitting.images.stop()
         return
