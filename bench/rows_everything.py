@@ -175,7 +175,8 @@ def reference_points_per_batch(width: int, height: int) -> int:
 def lines(figures: dict) -> list[str]:
     """The rows as a Markdown table, after the model, the device and the CPU's flags they were measured on."""
     flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in figures["cpu"].items())
-    out = [f"{figures['model']} on the {figures['device']} [{flags}]", "","| size | parameters | CAP ÷ reference (time) | CAP ms | reference ms | peak extra RSS CAP ÷ reference "
+    out = [f"{figures['model']} on the {figures['device']} [{flags}]", "",
+           "| size | parameters | CAP ÷ reference (time) | CAP ms | reference ms | peak extra RSS CAP ÷ reference "
            "| CAP MB | reference MB | first progress after status (s) | longest silence (s) | masks (reference) "
            "| reference points_per_batch |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
