@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
 from websockets.frames import CTRL_OPCODES, Frame, Opcode
 from websockets.sync.client import connect
 
 from harness import image_files
-from server.compression import COMPRESS_AT_MOST, SizeAwareDeflate
+from server.compression import COMPRESS_AT_MOST, SizeAwareDeflate, SizeAwareDeflateFactory
 from tests.conftest import ws_url
 
 SETTINGS = (False, False, 12, 12, {"memLevel": 5})  # what websockets' server and client agree on by default
@@ -82,3 +83,14 @@ def test_a_client_with_deflate_gets_small_messages_deflated_and_a_large_result_u
     assert len(texts[2].encode()) > COMPRESS_AT_MOST  # the large result this test is about
     assert len(messages[2]["masks"]) == 8 and messages[5]["masks"] == []
     assert seen == [True, True, False, True, True, True]
+
+
+def test_the_server_deflates_at_zlib_level_1_what_a_stock_peer_inflates():
+    """The negotiated extension compresses as zlib's level 1 does (a third of the default's time on RLE text)."""
+    offer = ClientPerMessageDeflateFactory(client_max_window_bits=True).get_request_params()
+    _, server_side = SizeAwareDeflateFactory().process_request_params(offer, [])
+    text = json.dumps({"counts": "".join(chr(48 + (i * i) % 61) for i in range(20000))}).encode()
+    sent = server_side.encode(Frame(Opcode.TEXT, text))
+    level_1 = zlib.compressobj(1, zlib.DEFLATED, -12, 5)
+    assert sent.rsv1 and sent.data == (level_1.compress(text) + level_1.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    assert PerMessageDeflate(*SETTINGS).decode(sent, max_size=None).data == text
