@@ -9,6 +9,7 @@ estimates, at low resolution, how much of a mask's crop lies on its edge.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -55,9 +56,14 @@ class Taps:
     support: np.ndarray  # n × 4 bool: weight > 0
 
     @classmethod
+    @functools.lru_cache(maxsize=64)  # a session's clicks on one image (and everything's regions) share them
     def along(cls, low_res: int, encoder_size: int, input_len: int, original_len: int) -> Taps:
+        """The taps of one axis; the same (read-only) object for the same sizes: 0.1 ms to make at 640, 0.5 at 4000."""
         index, weight = _axis_taps(low_res, encoder_size, input_len, original_len)
-        return cls(index, weight.astype(np.float32), weight > 0)
+        arrays = (index, weight.astype(np.float32), weight > 0)
+        for array in arrays:
+            array.setflags(write=False)
+        return cls(*arrays)
 
     def span(self, positive: np.ndarray) -> tuple[int, int]:
         """The first and past-the-last line whose support reads a positive low-res line."""
