@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import socket
+import time
 from typing import Any, Iterator
 
 from websockets.exceptions import ConnectionClosed
@@ -18,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 class Exchange:
     messages: list[dict[str, Any]]
     close_code: int | None
+    last_at: float | None = None  # time.perf_counter() when the last message had arrived
 
     @property
     def types(self) -> list[str]:
@@ -31,15 +33,16 @@ class Exchange:
 def exchange(url: str, request: dict | str | bytes, timeout: float = 120) -> Exchange:
     """Send `request` (a dict is sent as JSON) and read until the server closes."""
     payload = json.dumps(request) if isinstance(request, dict) else request
-    messages = []
+    messages, last_at = [], None
     with connect(url, open_timeout=10, max_size=None) as ws:
         ws.send(payload)
         try:
             while True:
                 messages.append(json.loads(ws.recv(timeout=timeout)))
+                last_at = time.perf_counter()
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
-    return Exchange(messages, code)
+    return Exchange(messages, code, last_at)
 
 
 def upgraded_socket(port: int, receive_buffer: int | None = None, timeout: float | None = 30) -> socket.socket:
