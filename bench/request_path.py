@@ -1,0 +1,83 @@
+"""Row 2's request, step by step: where a new image's request spends the time the model does not.
+
+Each run opens a new connection, sends a new 640×480 JPEG with one box (as
+row 2 does) and notes when each message arrives; the p50 of each stretch
+is printed, with the result's own `timings`:
+
+    handshake        connecting until the WebSocket is open
+    to_queued        the request sent until `queued` (the download, decode, the image's file, the record's insert)
+    to_status        `queued` until `status` (the processor's claim)
+    to_result        `status` until the result, less the encoder and decoder (the mask, the stores, the result)
+    to_close         the result until the server's close
+    in_request       connecting until the result, less the encoder and decoder: row 2's "in-request" figure
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 .venv/bin/python -m bench.request_path --mode full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from bench.rig import BOX, Sitting
+
+
+def one_request(port: int, url: str) -> dict[str, float]:
+    started = time.perf_counter()
+    at: dict[str, float] = {}
+    with connect(f"ws://127.0.0.1:{port}/", open_timeout=10, max_size=None) as ws:
+        at["open"] = time.perf_counter()
+        ws.send(json.dumps({"image_url": url, "boxes": [BOX]}))
+        try:
+            while True:
+                message = json.loads(ws.recv(timeout=600))
+                at[message["type"]] = time.perf_counter()
+                if message["type"] == "result":
+                    result = message
+        except ConnectionClosed:
+            at["closed"] = time.perf_counter()
+    timings = result["timings"]
+    model = timings["encode_ms"] + timings["decode_ms"]
+
+    def ms(start: float, end: float) -> float:
+        return (end - start) * 1000
+
+    return {
+        "handshake": ms(started, at["open"]),
+        "to_queued": ms(at["open"], at["queued"]),
+        "to_status": ms(at["queued"], at["status"]),
+        "to_result": ms(at["status"], at["result"]) - model,
+        "to_close": ms(at["result"], at["closed"]),
+        "in_request": ms(started, at["result"]) - model,
+        **timings,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["quick", "full"], default="quick")
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    sitting = Sitting(args.mode, args.runs)
+    app = sitting.start_app()
+    rows = []
+    try:
+        for run in range(args.runs + 1):  # run 0 warms both sides and is not counted
+            url, _ = sitting.new_image()
+            row = one_request(app.port, url)
+            if run:
+                rows.append(row)
+    finally:
+        app.stop()
+    for name in rows[0]:
+        values = [row[name] for row in rows]
+        print(f"{name:12s} p50 {statistics.median(values):9.2f} ms   min {min(values):9.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
