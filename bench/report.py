@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.rows_everything import lines as everything_lines
-from bench.rig import fmt, verdict
+from bench.rig import flags_text, fmt, verdict
 
 
 def markdown(report: dict) -> str:
@@ -143,7 +143,7 @@ def click_notes(clicks_: dict) -> list[str]:
 def click_figures(clicks_: dict) -> list[str]:
     """The click figures of issue 23's goals, one line each, with the CPU flags they were measured on."""
     small, big, memory = clicks_["click_small"], clicks_["click_big"], clicks_["boxes_memory"]
-    flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in big.get("cpu", {}).items())
+    flags = flags_text(big.get("cpu", {}))
     lines = []
     for row, goal in ((small, 1.10), (big, 1.15)):
         steps = ", ".join(f"{name.removesuffix('_ms')} {fmt(ms, 1)}" for name, ms in row["mask_steps_p50_ms"].items())

@@ -140,6 +140,11 @@ def cpu_flags() -> dict[str, bool]:
     return {flag: flag in flags for flag in CPU_FLAGS}
 
 
+def flags_text(flags: dict[str, bool]) -> str:
+    """`cpu_flags()` as the tables print them: "avx512f yes, avx512_bf16 no, ..."."""
+    return ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in flags.items())
+
+
 def fmt(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 

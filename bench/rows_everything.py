@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.rig import Sitting, cpu_flags
+from bench.rig import Sitting, cpu_flags, flags_text
 from bench.rows_clicks import peak_extra_rss_mb
 
 THRESHOLDS_AT_0 = {"pred_iou_thresh": 0, "stability_score_thresh": 0}
@@ -174,7 +174,7 @@ def reference_points_per_batch(width: int, height: int) -> int:
 
 def lines(figures: dict) -> list[str]:
     """The rows as a Markdown table, after the model, the device and the CPU's flags they were measured on."""
-    flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in figures["cpu"].items())
+    flags = flags_text(figures["cpu"])
     out = [f"{figures['model']} on the {figures['device']} [{flags}]", "",
            "| size | parameters | CAP ÷ reference (time) | CAP ms | reference ms | peak extra RSS CAP ÷ reference "
            "| CAP MB | reference MB | first progress after status (s) | longest silence (s) | masks (reference) "
