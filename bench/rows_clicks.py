@@ -22,11 +22,11 @@ from harness.client import Session, session
 from harness.memory import release_free_memory, rss_bytes
 from harness.waiting import wait_for
 from server import jobs, masks
-from server.compression import COMPRESS_LEVEL, SizeAwareDeflate
+from server.compression import SizeAwareDeflate, SizeAwareDeflateFactory
 from server.main import App
 
 DEFLATE_DEFAULTS = (False, False, 12, 12, {"memLevel": 5})  # what websockets' serve() and connect() agree on
-CAP_DEFLATE = (*DEFLATE_DEFAULTS[:4], {"memLevel": 5, "level": COMPRESS_LEVEL})  # CAP's server: the same, at level 1
+CAP_DEFLATE = (*DEFLATE_DEFAULTS[:4], SizeAwareDeflateFactory().compress_settings)  # CAP's server's: at level 1
 
 
 @dataclasses.dataclass
