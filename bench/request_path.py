@@ -17,42 +17,30 @@ is printed, with the result's own `timings`:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
-
 from bench.rig import BOX, Sitting
+from harness.client import exchange
 
 
 def one_request(port: int, url: str) -> dict[str, float]:
     started = time.perf_counter()
-    at: dict[str, float] = {}
-    with connect(f"ws://127.0.0.1:{port}/", open_timeout=10, max_size=None) as ws:
-        at["open"] = time.perf_counter()
-        ws.send(json.dumps({"image_url": url, "boxes": [BOX]}))
-        try:
-            while True:
-                message = json.loads(ws.recv(timeout=600))
-                at[message["type"]] = time.perf_counter()
-                if message["type"] == "result":
-                    result = message
-        except ConnectionClosed:
-            at["closed"] = time.perf_counter()
-    timings = result["timings"]
+    outcome = exchange(f"ws://127.0.0.1:{port}/", {"image_url": url, "boxes": [BOX]}, timeout=600)
+    assert outcome.types == ["queued", "status", "result"], outcome.messages
+    at = dict(zip(outcome.types, outcome.arrived))
+    timings = outcome.last["timings"]
     model = timings["encode_ms"] + timings["decode_ms"]
 
     def ms(start: float, end: float) -> float:
         return (end - start) * 1000
 
     return {
-        "handshake": ms(started, at["open"]),
-        "to_queued": ms(at["open"], at["queued"]),
+        "handshake": ms(started, outcome.opened_at),
+        "to_queued": ms(outcome.opened_at, at["queued"]),
         "to_status": ms(at["queued"], at["status"]),
         "to_result": ms(at["status"], at["result"]) - model,
-        "to_close": ms(at["result"], at["closed"]),
+        "to_close": ms(at["result"], outcome.closed_at),
         "in_request": ms(started, at["result"]) - model,
         **timings,
     }

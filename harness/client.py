@@ -19,7 +19,10 @@ from websockets.sync.client import ClientConnection, connect
 class Exchange:
     messages: list[dict[str, Any]]
     close_code: int | None
-    last_at: float | None = None  # time.perf_counter() when the last message had arrived
+    # time.perf_counter() once the WebSocket was open, as each message had arrived, and as the close was seen
+    opened_at: float = 0.0
+    arrived: list[float] = dataclasses.field(default_factory=list)
+    closed_at: float = 0.0
 
     @property
     def types(self) -> list[str]:
@@ -33,16 +36,18 @@ class Exchange:
 def exchange(url: str, request: dict | str | bytes, timeout: float = 120) -> Exchange:
     """Send `request` (a dict is sent as JSON) and read until the server closes."""
     payload = json.dumps(request) if isinstance(request, dict) else request
-    messages, last_at = [], None
+    messages, arrived = [], []
     with connect(url, open_timeout=10, max_size=None) as ws:
+        opened_at = time.perf_counter()
         ws.send(payload)
         try:
             while True:
                 messages.append(json.loads(ws.recv(timeout=timeout)))
-                last_at = time.perf_counter()
+                arrived.append(time.perf_counter())
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
-    return Exchange(messages, code, last_at)
+            closed_at = time.perf_counter()
+    return Exchange(messages, code, opened_at, arrived, closed_at)
 
 
 def upgraded_socket(port: int, receive_buffer: int | None = None, timeout: float | None = 30) -> socket.socket:
