@@ -118,6 +118,9 @@ class RequestJob:
         told_processing = False
         lease = WaiterLease(self.store, self.job_id, self.settings.waiter_lease_seconds)
         while True:
+            # A ring before this read announced a change the read sees, or a message `newer` finds: it must not
+            # wake the wait below for a second, idle read (the processor's claim often rings before the first).
+            self.bell.clear()
             record = self.store.get(self.job_id)
             if record is None:
                 raise RuntimeError(f"record {self.job_id} vanished from the store")

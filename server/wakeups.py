@@ -30,8 +30,12 @@ class Bell:
         self._rung.set()
 
     def wait(self, timeout: float) -> None:
-        """Block until rung (or already rung since the last wait), or `timeout` seconds; then clear."""
+        """Block until rung (or already rung since the last wait or clear), or `timeout` seconds; then clear."""
         self._rung.wait(max(0.0, timeout))
+        self._rung.clear()
+
+    def clear(self) -> None:
+        """Forget the rings so far: the caller is about to look at everything they could have announced."""
         self._rung.clear()
 
 
