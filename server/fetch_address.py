@@ -23,8 +23,13 @@ def resolve(target: Target, give_up_at: float, timeout: float) -> list[tuple[int
 
     The lookup runs in a daemon thread that is waited for only until the
     deadline: the resolver has its own, longer timeouts, and a lookup left
-    behind must not keep the process from exiting.
+    behind must not keep the process from exiting. A host that is an IP
+    address already is the one address, as the resolver would give it,
+    without a thread.
     """
+    literal = _literal_address(target)
+    if literal is not None:
+        return [literal]
     answer: dict[str, object] = {}
     done = threading.Event()
 
@@ -50,6 +55,19 @@ def resolve(target: Target, give_up_at: float, timeout: float) -> list[tuple[int
         if (family, address) not in addresses:
             addresses.append((family, address))
     return addresses
+
+
+def _literal_address(target: Target) -> tuple[int, tuple] | None:
+    """(family, socket address) of a host written as an IPv4 or IPv6 address, else None (a name).
+
+    `Target.parse` lets no "%" into a host, so no IPv6 zone, whose name only the resolver maps."""
+    try:
+        ip = ipaddress.ip_address(target.host)
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return socket.AF_INET, (socket.inet_ntop(socket.AF_INET, ip.packed), target.port)
+    return socket.AF_INET6, (socket.inet_ntop(socket.AF_INET6, ip.packed), target.port, 0, 0)
 
 
 def check_addresses(target: Target, addresses: list[tuple[int, tuple]]) -> None:

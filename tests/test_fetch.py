@@ -394,6 +394,20 @@ def test_the_host_resolved_once_is_the_host_connected_to(server, resolver, loopb
     assert server.host_headers["/cat.png"] == [f"{NAME}:{server.port}"]
 
 
+
+def test_a_host_written_as_an_address_is_connected_to_without_a_lookup(server, resolver):
+    server.add("/cat.png", b"image")
+    assert download(server.url("/cat.png")) == b"image"
+    assert resolver.lookups == []  # no resolver thread either: the address is the answer
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "198.51.100.7", "::1", "2001:db8::7", "::ffff:127.0.0.1"])
+def test_an_address_resolves_to_what_the_resolver_gives_for_it(host):
+    target = fetch_url.Target.parse(f"http://{'[' + host + ']' if ':' in host else host}:8080/x.png", redirected=False)
+    expected = [(family, address) for family, _, _, _, address in socket.getaddrinfo(host, 8080, type=socket.SOCK_STREAM)]
+    assert fetch_address.resolve(target, time.monotonic() + 5, 5) == expected
+
+
 BAD_URLS = {
     "backslash in the path": "http://example.com/a\\b.png",
     "backslash before @": "http://example.com\\@127.0.0.1/x.png",
