@@ -47,7 +47,10 @@ class _Timer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # The thread sleeps until the earliest deadline: only a new earliest one needs it awake (every send
+            # arms one, almost always later than one already waiting, and a wake-up costs the sender's CPU).
+            if self._heap[0][2] is deadline:
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:
