@@ -20,14 +20,12 @@ import argparse
 import statistics
 import time
 
-from bench.rig import BOX, Sitting
-from harness.client import exchange
+from bench.rig import Sitting, one_box_exchange
 
 
 def one_request(port: int, url: str) -> dict[str, float]:
     started = time.perf_counter()
-    outcome = exchange(f"ws://127.0.0.1:{port}/", {"image_url": url, "boxes": [BOX]}, timeout=600)
-    assert outcome.types == ["queued", "status", "result"], outcome.messages
+    outcome = one_box_exchange(port, url)
     at = dict(zip(outcome.types, outcome.arrived))
     timings = outcome.last["timings"]
     model = timings["encode_ms"] + timings["decode_ms"]

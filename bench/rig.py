@@ -19,7 +19,7 @@ import torch
 from segment_anything import SamPredictor, sam_model_registry
 
 from harness import image_files
-from harness.client import exchange
+from harness.client import Exchange, exchange
 from harness.http_server import ImageHTTPServer
 from harness.tiny_sam import build_tiny_sam
 from server import images
@@ -109,12 +109,18 @@ class Sitting:
         return (time.perf_counter() - started) * 1000
 
 
+def one_box_exchange(port: int, url: str, box: dict = BOX, timeout: float = 600) -> Exchange:
+    """One box on the image at `url`, on a new connection: `queued`, `status` and the result, with when each arrived."""
+    outcome = exchange(f"ws://127.0.0.1:{port}/", {"image_url": url, "boxes": [box]}, timeout=timeout)
+    assert outcome.types == ["queued", "status", "result"], outcome.messages
+    return outcome
+
+
 def request(app: App, url: str, box: dict = BOX, timeout: float = 600) -> tuple[float, dict]:
     """One request on a new connection: ms from connecting to the result's arrival (the server's close
     handshake after it is not counted), and the result."""
     started = time.perf_counter()
-    outcome = exchange(f"ws://127.0.0.1:{app.port}/", {"image_url": url, "boxes": [box]}, timeout=timeout)
-    assert outcome.types == ["queued", "status", "result"], outcome.messages
+    outcome = one_box_exchange(app.port, url, box, timeout)
     return (outcome.arrived[-1] - started) * 1000, outcome.last
 
 

@@ -394,7 +394,6 @@ def test_the_host_resolved_once_is_the_host_connected_to(server, resolver, loopb
     assert server.host_headers["/cat.png"] == [f"{NAME}:{server.port}"]
 
 
-
 def test_a_host_written_as_an_address_is_connected_to_without_a_lookup(server, resolver):
     server.add("/cat.png", b"image")
     assert download(server.url("/cat.png")) == b"image"

@@ -1,4 +1,5 @@
-"""`server.mask_taps.edge_share`: the share of a mask's low-res bounding box on or next to its edge."""
+"""`server.mask_taps`: `edge_share`, the share of a mask's low-res bounding box on or next to its edge, and
+`combine`, which applies the taps a chunk of rows at a time."""
 
 import numpy as np
 import pytest
