@@ -156,6 +156,10 @@ class Intake:
         self._processor.wake.set()
         return ahead + 1
 
+    def stored_output(self, job_id: str) -> Record | None:
+        """The record's SAMOutput item: the one the processor handed over in memory, else the store's."""
+        return self._events.take_output(job_id) or self.store.get_output(job_id)
+
     def release(self, job_id: str) -> None:
         self._events.unsubscribe(job_id)
         self._processor.drop(job_id)

@@ -165,7 +165,7 @@ class RequestJob:
     def output(self, record: Record) -> tuple[Record, dict[str, float]]:
         """The processed record's SAMOutput item, and the result's timings."""
         assert self.job_id is not None
-        output = self.store.get_output(self.job_id)
+        output = self.intake.stored_output(self.job_id)
         if output is None:
             raise RuntimeError(f"record {self.job_id} is processed but has no SAMOutput")
         queue_ms = (jobs.parse_time(record["processing"]) - jobs.parse_time(record["createdAt"])).total_seconds() * 1000

@@ -1,9 +1,10 @@
 """How a claimed record ends, on the processor thread: its result written, or its failure.
 
 `write` makes the masks within the output budget (server/output_budget.py),
-keeps the low-res logits for `mask_input` (the mask cache), keeps the image's
-file (it was processed), stores the result in SAMOutput, marks the record
-processed and wakes its connection. A result too large for its budget or for
+keeps the low-res logits for `mask_input` (the mask cache), stores the result
+in SAMOutput, marks the record processed, hands the result to its connection
+in memory (server/wakeups.py) and then keeps the image's file (it was
+processed). A result too large for its budget or for
 the store fails its record at once: too large is final, never a retry.
 """
 
@@ -103,25 +104,26 @@ class ResultWriter:
         cached_embedding: bool,
         meter: output_budget.OutputMeter,
     ) -> None:
-        """Store the result, mark the record processed, wake its connection."""
+        """Store the result, mark the record processed, hand it to its connection; then keep the image's file."""
         job_id = work.id
-        self.image_store.promote(work.image_sha256)  # before `processed`, which lets its connection release it
-        self.store.put_output(
-            {
-                "id": job_id,
-                "masks": wire,
-                "model": model_type,
-                "createdAt": jobs.format_time(utcnow()),
-                "cachedEmbedding": cached_embedding,
-                "timings": {name: round(value, 2) for name, value in timings.items()},
-            }
-        )
+        output = {
+            "id": job_id,
+            "masks": wire,
+            "model": model_type,
+            "createdAt": jobs.format_time(utcnow()),
+            "cachedEmbedding": cached_embedding,
+            "timings": {name: round(value, 2) for name, value in timings.items()},
+        }
+        self.store.put_output(output)
         processed = self.store.update(
             job_id, lambda r: jobs.mark_processed(r, now=utcnow(), result_bytes=meter.bytes), current=record
         )
         if processed is None:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
-        self.events.notify(job_id)
+        self.events.deliver(job_id, output)
+        # After the connection is woken, off the result's way. Should its hold be released first, the file is
+        # still pending for RELEASE_GRACE_SECONDS, and kept then all the same: its record was processed.
+        self.image_store.promote(work.image_sha256)
 
     def fail(self, job_id: str, code: str, message: str) -> None:
         self.store.update(job_id, lambda r: jobs.fail(r, now=utcnow(), code=code, message=message))

@@ -56,11 +56,18 @@ class RingingConnection(ServerConnection):
 
 
 class JobEvents:
-    """Per-record wake-ups from the processor to the bell of the connection waiting on it."""
+    """Per-record wake-ups from the processor to the bell of the connection waiting on it.
+
+    `deliver` also hands a result's SAMOutput item to that connection in
+    memory, so that it need not read back (and parse) what the processor has
+    just stored; a connection of another replica, or one that finds nothing
+    here, reads the store.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._bells: dict[str, Bell] = {}
+        self._outputs: dict[str, dict[str, Any]] = {}  # job id -> its stored SAMOutput item, until taken
 
     def subscribe(self, job_id: str, bell: Bell) -> None:
         with self._lock:
@@ -69,6 +76,7 @@ class JobEvents:
     def unsubscribe(self, job_id: str) -> None:
         with self._lock:
             self._bells.pop(job_id, None)
+            self._outputs.pop(job_id, None)
 
     def watched(self, job_id: str) -> bool:
         """Whether a connection of this process waits on the record (it stops waiting before it interrupts it)."""
@@ -80,3 +88,17 @@ class JobEvents:
             bell = self._bells.get(job_id)
         if bell is not None:
             bell.ring()
+
+    def deliver(self, job_id: str, output: dict[str, Any]) -> None:
+        """The record's result was stored as `output`: keep it for its waiting connection, if any, and ring."""
+        with self._lock:
+            bell = self._bells.get(job_id)
+            if bell is not None:
+                self._outputs[job_id] = output
+        if bell is not None:
+            bell.ring()
+
+    def take_output(self, job_id: str) -> dict[str, Any] | None:
+        """The SAMOutput item `deliver` kept for this record, once; None if there is none."""
+        with self._lock:
+            return self._outputs.pop(job_id, None)

@@ -17,6 +17,7 @@ from harness.client import exchange
 from harness.waiting import wait_for
 from server import image_layout, masks
 from server.models.sam1 import SamModel
+from server.store.sqlite import SQLiteStore
 from tests.conftest import ModelGate, processor_is_waiting, ws_url
 
 
@@ -61,9 +62,31 @@ def test_one_box_end_to_end(start_app, image_server):
     assert record["imageUrl"] == image_server.url("/rgb.png") and len(record["imageSha256"]) == 64
     assert (record["width"], record["height"], record["attempts"]) == (64, 48, 1)
     assert app.store.get_output(job_id)["masks"] == result["masks"]
-    assert image_layout.find(app.settings.image_dir, record["imageSha256"]) == image_layout.kept_path(
+    # The processor keeps the image's file just after it hands the result over.
+    assert wait_for(lambda: image_layout.find(app.settings.image_dir, record["imageSha256"]) == image_layout.kept_path(
         app.settings.image_dir, record["imageSha256"]
-    )
+    ))
+
+
+class OutputReadsCounted(SQLiteStore):
+    """A real SQLite store that counts reads of SAMOutput."""
+
+    output_reads = 0
+
+    def get_output(self, job_id):
+        self.output_reads += 1
+        return super().get_output(job_id)
+
+
+def test_a_result_reaches_its_connection_in_memory_not_read_back_from_the_store(start_app, image_server, tmp_path):
+    """The processor hands the SAMOutput item it stored to the waiting connection: the store is written once
+    and not read back, and what the client gets is what the store holds."""
+    store = OutputReadsCounted(tmp_path / "counted.sqlite3")
+    app = start_app(store=store)
+    result = assert_result(exchange(ws_url(app), request_for(image_server.url("/rgb.png"), box(4, 4, 20, 20))), 64, 48, 1)
+    assert store.output_reads == 0
+    assert store.get_output(result["id"])["masks"] == result["masks"]
+    assert store.output_reads == 1
 
 
 def test_sixteen_boxes(start_app, image_server):
