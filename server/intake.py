@@ -156,6 +156,10 @@ class Intake:
         self._processor.wake.set()
         return ahead + 1
 
+    def latest_record(self, job_id: str) -> Record | None:
+        """The record as the processor last wrote it and rang, if it handed that over; else the store's."""
+        return self._events.take_record(job_id) or self.store.get(job_id)
+
     def stored_output(self, job_id: str) -> Record | None:
         """The record's SAMOutput item: the one the processor handed over in memory, else the store's."""
         return self._events.take_output(job_id) or self.store.get_output(job_id)

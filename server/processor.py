@@ -208,7 +208,7 @@ class Processor:
             stored = self.store.replace(claimed, etag=candidate["_etag"])
         except (jobs.TransitionRefused, Conflict):
             return None
-        self.events.notify(stored["id"])
+        self.events.notify(stored["id"], stored)
         if stored["status"] == jobs.PROCESSING:
             return stored
         if stored["status"] == jobs.FAILED:

@@ -81,7 +81,7 @@ class ProgressReporter:
         )
         if noted is None:
             raise Cancelled(self.job_id)
-        self.events.notify(self.job_id)
+        self.events.notify(self.job_id, noted)
 
 
 class ProgressPacer:

@@ -121,7 +121,7 @@ class RequestJob:
             # A ring before this read announced a change the read sees, or a message `newer` finds: it must not
             # wake the wait below for a second, idle read (the processor's claim often rings before the first).
             self.bell.clear()
-            record = self.store.get(self.job_id)
+            record = self.intake.latest_record(self.job_id)
             if record is None:
                 raise RuntimeError(f"record {self.job_id} vanished from the store")
             status = record["status"]

@@ -120,7 +120,9 @@ class ResultWriter:
         )
         if processed is None:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
-        self.events.deliver(job_id, output)
+            self.events.notify(job_id)
+        else:
+            self.events.deliver(job_id, processed, output)
         # After the connection is woken, off the result's way. Should its hold be released first, the file is
         # still pending for RELEASE_GRACE_SECONDS, and kept then all the same: its record was processed.
         self.image_store.promote(work.image_sha256)

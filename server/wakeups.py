@@ -58,15 +58,19 @@ class RingingConnection(ServerConnection):
 class JobEvents:
     """Per-record wake-ups from the processor to the bell of the connection waiting on it.
 
-    `deliver` also hands a result's SAMOutput item to that connection in
-    memory, so that it need not read back (and parse) what the processor has
-    just stored; a connection of another replica, or one that finds nothing
-    here, reads the store.
+    What was just written travels with the ring, so that the connection need
+    not read it back: the record as the ringer stored it (`notify` with a
+    record), and a result's SAMOutput item (`deliver`). Each is taken once. A
+    ring without a record drops one not yet taken, so that the connection
+    reads the store, never an older state than the ringer left there. A
+    connection of another replica, or one that finds nothing here, reads the
+    store.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._bells: dict[str, Bell] = {}
+        self._records: dict[str, dict[str, Any]] = {}  # job id -> the record as last written and rung, until taken
         self._outputs: dict[str, dict[str, Any]] = {}  # job id -> its stored SAMOutput item, until taken
 
     def subscribe(self, job_id: str, bell: Bell) -> None:
@@ -76,6 +80,7 @@ class JobEvents:
     def unsubscribe(self, job_id: str) -> None:
         with self._lock:
             self._bells.pop(job_id, None)
+            self._records.pop(job_id, None)
             self._outputs.pop(job_id, None)
 
     def watched(self, job_id: str) -> bool:
@@ -83,20 +88,31 @@ class JobEvents:
         with self._lock:
             return job_id in self._bells
 
-    def notify(self, job_id: str) -> None:
-        with self._lock:
-            bell = self._bells.get(job_id)
-        if bell is not None:
-            bell.ring()
+    def notify(self, job_id: str, record: dict[str, Any] | None = None) -> None:
+        """Ring the bell of the connection waiting on the record, with the record as just stored, if given."""
+        self._ring(job_id, record, None)
 
-    def deliver(self, job_id: str, output: dict[str, Any]) -> None:
-        """The record's result was stored as `output`: keep it for its waiting connection, if any, and ring."""
+    def deliver(self, job_id: str, record: dict[str, Any], output: dict[str, Any]) -> None:
+        """The record was marked processed, its result stored as `output`: hand both to its connection, and ring."""
+        self._ring(job_id, record, output)
+
+    def _ring(self, job_id: str, record: dict[str, Any] | None, output: dict[str, Any] | None) -> None:
         with self._lock:
             bell = self._bells.get(job_id)
             if bell is not None:
-                self._outputs[job_id] = output
+                if record is None:
+                    self._records.pop(job_id, None)
+                else:
+                    self._records[job_id] = record
+                if output is not None:
+                    self._outputs[job_id] = output
         if bell is not None:
             bell.ring()
+
+    def take_record(self, job_id: str) -> dict[str, Any] | None:
+        """The record as the last ring left it, once; None if that ring brought none (or it was taken)."""
+        with self._lock:
+            return self._records.pop(job_id, None)
 
     def take_output(self, job_id: str) -> dict[str, Any] | None:
         """The SAMOutput item `deliver` kept for this record, once; None if there is none."""

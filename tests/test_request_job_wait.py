@@ -38,7 +38,7 @@ def test_a_ring_from_before_the_first_read_does_not_wake_the_waiter_for_an_idle_
                   etag=store.get(job_id)["_etag"])
     bell = Bell()
     bell.ring()  # the claim's ring, before the waiter's first read
-    intake = types.SimpleNamespace(store=store, settings=settings, refuse_if_stopping=lambda: None)
+    intake = types.SimpleNamespace(store=store, settings=settings, refuse_if_stopping=lambda: None, latest_record=store.get)
     job = RequestJob(intake, scope=None, bell=bell, client="websocket")  # type: ignore[arg-type]
     job.job_id = job_id
 

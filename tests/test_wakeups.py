@@ -1,4 +1,5 @@
-"""JobEvents: a result handed over in memory reaches only a connection that waits for it, once."""
+"""JobEvents: what a ring hands over in memory (the record as written, a result's SAMOutput item) reaches only
+a connection that waits for it, once, and never an older state than the store's."""
 
 from __future__ import annotations
 
@@ -15,27 +16,48 @@ class CountingBell(Bell):
         super().ring()
 
 
-def test_a_delivered_output_is_kept_for_its_waiting_connection_and_taken_once():
-    events, bell, output = JobEvents(), CountingBell(), {"id": "a", "masks": []}
+def test_a_delivered_result_is_kept_for_its_waiting_connection_and_taken_once():
+    events, bell = JobEvents(), CountingBell()
+    record, output = {"id": "a", "status": "processed"}, {"id": "a", "masks": []}
     events.subscribe("a", bell)
-    events.deliver("a", output)
+    events.deliver("a", record, output)
     assert bell.rings == 1
-    assert events.take_output("a") is output
-    assert events.take_output("a") is None  # taken once; a second read goes to the store
+    assert events.take_record("a") is record and events.take_output("a") is output
+    assert events.take_record("a") is None and events.take_output("a") is None  # taken once; then the store
+
+
+def test_the_newest_record_rung_replaces_one_not_taken():
+    """A claim and a result before the connection wakes: it sees the result's record."""
+    events = JobEvents()
+    events.subscribe("a", Bell())
+    events.notify("a", {"id": "a", "status": "processing"})
+    events.notify("a", {"id": "a", "status": "processed"})
+    assert events.take_record("a") == {"id": "a", "status": "processed"}
+
+
+def test_a_ring_without_a_record_drops_the_one_not_taken():
+    """The sweeper interrupts a record after the processor's claim was rung: the connection must read the
+    store (interrupted), not the claim's older state."""
+    events, bell = JobEvents(), CountingBell()
+    events.subscribe("a", bell)
+    events.notify("a", {"id": "a", "status": "processing"})
+    events.notify("a")
+    assert events.take_record("a") is None and bell.rings == 2
 
 
 def test_an_output_nobody_here_waits_for_is_not_kept():
     """A record whose waiter is on another replica, or gone: nothing is held in memory for it."""
     events = JobEvents()
-    events.deliver("a", {"id": "a", "masks": []})
-    assert events.take_output("a") is None
+    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": []})
+    events.notify("a", {"id": "a", "status": "processed"})
+    assert events.take_output("a") is None and events.take_record("a") is None
 
 
 def test_a_connection_that_stops_waiting_drops_the_output_it_did_not_take():
     events, bell = JobEvents(), CountingBell()
     events.subscribe("a", bell)
-    events.deliver("a", {"id": "a", "masks": [[1, 2]]})
+    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": [[1, 2]]})
     events.unsubscribe("a")
-    assert events.take_output("a") is None
-    events.deliver("a", {"id": "a", "masks": []})  # after it left: neither kept nor rung
-    assert events.take_output("a") is None and bell.rings == 1
+    assert events.take_output("a") is None and events.take_record("a") is None
+    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": []})  # after it left: neither kept nor rung
+    assert events.take_output("a") is None and events.take_record("a") is None and bell.rings == 1
