@@ -129,7 +129,7 @@ class Intake:
                 self._processor.hand_over(job_id, source.pixels, source.reservation)
                 self._holds[job_id] = hold
                 try:
-                    self.store.insert(record)
+                    self._events.offer(job_id, self.store.insert(record))
                 except BaseException:
                     self.release(job_id)
                     raise
@@ -149,7 +149,7 @@ class Intake:
             if data is not None:
                 self.video_sessions.hand_over(job_id, data)
             try:
-                self.store.insert(record)
+                self._events.offer(job_id, self.store.insert(record))
             except BaseException:
                 self.release(job_id)
                 raise

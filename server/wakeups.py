@@ -59,8 +59,9 @@ class JobEvents:
     """Per-record wake-ups from the processor to the bell of the connection waiting on it.
 
     What was just written travels with the ring, so that the connection need
-    not read it back: the record as the ringer stored it (`notify` with a
-    record), and a result's SAMOutput item (`deliver`). Each is taken once. A
+    not read it back: the record as inserted (`offer`), as the ringer stored
+    it (`notify` with a record), and a result's SAMOutput item (`deliver`).
+    Each is taken once. A
     ring without a record drops one not yet taken, so that the connection
     reads the store, never an older state than the ringer left there. A
     connection of another replica, or one that finds nothing here, reads the
@@ -108,6 +109,13 @@ class JobEvents:
                     self._outputs[job_id] = output
         if bell is not None:
             bell.ring()
+
+    def offer(self, job_id: str, record: dict[str, Any]) -> None:
+        """The record as its connection just inserted it: its state until a ring brings a newer one.
+        A ring that came first (a claim between the insert and this) is kept; nothing rings."""
+        with self._lock:
+            if job_id in self._bells:
+                self._records.setdefault(job_id, record)
 
     def take_record(self, job_id: str) -> dict[str, Any] | None:
         """The record as the last ring left it, once; None if that ring brought none (or it was taken)."""

@@ -61,3 +61,16 @@ def test_a_connection_that_stops_waiting_drops_the_output_it_did_not_take():
     assert events.take_output("a") is None and events.take_record("a") is None
     events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": []})  # after it left: neither kept nor rung
     assert events.take_output("a") is None and events.take_record("a") is None and bell.rings == 1
+
+
+def test_the_inserted_record_stands_until_a_ring_brings_a_newer_one():
+    """The connection's first look needs no read; a claim that beat the offer is not overwritten by it."""
+    events, bell = JobEvents(), CountingBell()
+    events.subscribe("a", bell)
+    events.offer("a", {"id": "a", "status": "queued"})
+    assert events.take_record("a") == {"id": "a", "status": "queued"} and bell.rings == 0
+    events.notify("a", {"id": "a", "status": "processing"})
+    events.offer("a", {"id": "a", "status": "queued"})
+    assert events.take_record("a") == {"id": "a", "status": "processing"}
+    events.offer("b", {"id": "b", "status": "queued"})  # nobody waits on it
+    assert events.take_record("b") is None
