@@ -12,15 +12,19 @@ is printed, with the result's own `timings`:
     in_request       connecting until the result, less the encoder and decoder: row 2's "in-request" figure
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 .venv/bin/python -m bench.request_path --mode full
+
+`--store cosmos` runs the server on the Cosmos DB emulator instead of SQLite (row 2's second line).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 from bench.rig import Sitting, one_box_exchange
+from bench.rows_latency import cosmos_app
 
 
 def one_request(port: int, url: str) -> dict[str, float]:
@@ -48,18 +52,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--store", choices=["sqlite", "cosmos"], default="sqlite")
     args = parser.parse_args()
     sitting = Sitting(args.mode, args.runs)
-    app = sitting.start_app()
-    rows = []
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.store == "cosmos":
+            app = stack.enter_context(cosmos_app(sitting))
+            if app is None:
+                raise SystemExit("the Cosmos DB emulator did not start: run ./scripts/test once to install it")
+        else:
+            app = sitting.start_app()
+            stack.callback(app.stop)
+        rows = []
         for run in range(args.runs + 1):  # run 0 warms both sides and is not counted
             url, _ = sitting.new_image()
             row = one_request(app.port, url)
             if run:
                 rows.append(row)
-    finally:
-        app.stop()
     for name in rows[0]:
         values = [row[name] for row in rows]
         print(f"{name:12s} p50 {statistics.median(values):9.2f} ms   min {min(values):9.2f} ms")

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+from typing import Iterator
 
 from bench.burst import burst
 from bench.rig import BOX, Sitting, percentile, request
@@ -45,7 +47,9 @@ def one_at_a_time(sitting: Sitting, app: App, store_name: str) -> dict:
     }
 
 
-def cosmos_one_at_a_time(sitting: Sitting) -> dict | None:
+@contextlib.contextmanager
+def cosmos_app(sitting: Sitting) -> Iterator[App | None]:
+    """A CAP server on the Cosmos DB emulator, stopped with the emulator afterwards; None if the emulator cannot start."""
     import urllib3
 
     from server.store.cosmos import CosmosStore
@@ -57,17 +61,23 @@ def cosmos_one_at_a_time(sitting: Sitting) -> dict | None:
         emulator = CosmosEmulator().start()
     except Exception as exc:  # npm ci not run, or node missing
         print(f"skipping the Cosmos DB emulator: {exc}")
-        return None
+        yield None
+        return
     try:
         store = CosmosStore(emulator.endpoint, KEY, database="bench", queue_container="Queue",
                             output_container="SAMOutput", verify_tls=False, timeout=10)
         app = sitting.start_app(store=store, poll_interval=1.0)
         try:
-            return one_at_a_time(sitting, app, "cosmos-emulator")
+            yield app
         finally:
             app.stop()
     finally:
         emulator.stop()
+
+
+def cosmos_one_at_a_time(sitting: Sitting) -> dict | None:
+    with cosmos_app(sitting) as app:
+        return None if app is None else one_at_a_time(sitting, app, "cosmos-emulator")
 
 
 def concurrent(sitting: Sitting, clients: int) -> dict:
