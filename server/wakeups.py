@@ -61,11 +61,10 @@ class JobEvents:
     What was just written travels with the ring, so that the connection need
     not read it back: the record as inserted (`offer`), as the ringer stored
     it (`notify` with a record), and a result's SAMOutput item (`deliver`).
-    Each is taken once. A
-    ring without a record drops one not yet taken, so that the connection
-    reads the store, never an older state than the ringer left there. A
-    connection of another replica, or one that finds nothing here, reads the
-    store.
+    Each is taken once. A ring without a record drops one not yet taken, so
+    that the connection reads the store, never an older state than the
+    ringer left there. A connection whose record another replica's processor
+    took, or one that finds nothing here, reads the store.
     """
 
     def __init__(self) -> None:
