@@ -28,7 +28,7 @@ import time
 
 from websockets.exceptions import ConnectionClosed
 
-from server import answers, jobs, output_budget, video_source
+from server import answers, jobs, video_source
 from server.deadlines import socket_deadline
 from server.errors import ClientError
 from server.intake import Intake
@@ -192,7 +192,7 @@ class Conversation:
         )
         if not isinstance(got, dict):
             return got
-        with output_budget.reserve_delivery(self.intake.budget, got, wait=self.settings.send_timeout):
+        with job.delivery(got):
             if got.get("video"):
                 message = self.video.result(job, got, self.client_ref)
             else:

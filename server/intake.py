@@ -160,9 +160,10 @@ class Intake:
         """The record as the processor last wrote it and rang, if it handed that over; else the store's."""
         return self._events.take_record(job_id) or self.store.get(job_id)
 
-    def stored_output(self, job_id: str) -> Record | None:
-        """The record's SAMOutput item: the one the processor handed over in memory, else the store's."""
-        return self._events.take_output(job_id) or self.store.get_output(job_id)
+    def handed_output(self, job_id: str) -> tuple[Record, Reservation | None] | None:
+        """The record's SAMOutput item as the processor handed it over in memory, with the reservation that
+        counts its memory (now the caller's to release); None if it handed none over."""
+        return self._events.take_output(job_id)
 
     def release(self, job_id: str) -> None:
         self._events.unsubscribe(job_id)

@@ -115,9 +115,14 @@ class OutputMeter:
             )
 
     def release(self) -> None:
-        """Give back the memory held for the result, once it is stored (or failed)."""
+        """Give back the memory held for the result, once it is stored (or failed), unless given away."""
         if self._memory is not None:
             self._memory.release()
+
+    def give_memory(self) -> Reservation | None:
+        """The memory held for the result, for whoever holds the result next; `release` no longer gives it back."""
+        memory, self._memory = self._memory, None
+        return memory
 
 
 def reserve_delivery(budget: PixelBudget, record: Record, *, wait: float) -> Reservation:

@@ -8,17 +8,19 @@ budget, waiter's lease, metrics and log line.
     job = RequestJob(intake, scope=..., bell=..., client=...)
     job.admit(request, source)        # the record is stored, queued
     outcome = job.wait(...)           # its processed record (or the caller's reason to stop)
-    result = job.result(record, ...)  # the result message, as a dict
+    with job.delivery(record):        # the result's memory, held while it is turned into a message and sent
+        result = job.result(record, ...)  # the result message, as a dict
     job.delivered(record, timings)    # sent: the record is finished
     job.end()                         # always: release, and interrupt what was not finished
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, TypeVar
 
 from server import answers, everything_params, jobs, output_budget, protocol
 from server.clock import utcnow
@@ -50,6 +52,7 @@ class RequestJob:
         self.download_ms = 0.0
         self.outcome = "unknown"
         self.summary: dict[str, object] = {}
+        self._handed: Record | None = None  # the SAMOutput item the processor handed over (`delivery`)
 
     def admit(self, request: protocol.Request, read_source: Callable[[], ImageSource]) -> int:
         """Read the image, keep its file, insert the record and hand the pixels over; its position in the queue."""
@@ -146,6 +149,18 @@ class RequestJob:
             self.bell.wait(min(self.settings.poll_interval, lease.seconds_to_renewal(), again))
             self.intake.refuse_if_stopping()
 
+    def delivery(self, record: Record) -> ContextManager[object]:
+        """The memory the processed record's result takes while it is turned into a message and sent, held until
+        the `with` ends: the processor's own reservation when it handed the result over in memory (which
+        `result` then uses), else one for reading it back, sized by `resultBytes` (waiting up to SEND_TIMEOUT
+        for it; `queue_full` past that)."""
+        assert self.job_id is not None
+        handed = self.intake.handed_output(self.job_id)
+        if handed is None:
+            return output_budget.reserve_delivery(self.intake.budget, record, wait=self.settings.send_timeout)
+        self._handed, memory = handed
+        return contextlib.nullcontext() if memory is None else memory
+
     def result(self, record: Record, *, sha256: bool, client_ref: str | None) -> tuple[dict[str, Any], dict[str, float]]:
         """The processed record's result message (without `image.sha256` for a protocol 1 request), and its timings."""
         output, timings = self.output(record)
@@ -165,7 +180,7 @@ class RequestJob:
     def output(self, record: Record) -> tuple[Record, dict[str, float]]:
         """The processed record's SAMOutput item, and the result's timings."""
         assert self.job_id is not None
-        output = self.intake.stored_output(self.job_id)
+        output, self._handed = self._handed or self.store.get_output(self.job_id), None
         if output is None:
             raise RuntimeError(f"record {self.job_id} is processed but has no SAMOutput")
         queue_ms = (jobs.parse_time(record["processing"]) - jobs.parse_time(record["createdAt"])).total_seconds() * 1000

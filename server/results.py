@@ -122,7 +122,7 @@ class ResultWriter:
             log.info("job %s: result stored, but the record was no longer processing", job_id)
             self.events.notify(job_id)
         else:
-            self.events.deliver(job_id, processed, output)
+            self.events.deliver(job_id, processed, output, meter.give_memory())
         # After the connection is woken, off the result's way. Should its hold be released first, the file is
         # still pending for RELEASE_GRACE_SECONDS, and kept then all the same: its record was processed.
         self.image_store.promote(work.image_sha256)

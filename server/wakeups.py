@@ -21,6 +21,8 @@ from typing import Any
 
 from websockets.sync.server import ServerConnection
 
+from server.budget import Reservation
+
 
 class Bell:
     def __init__(self) -> None:
@@ -64,14 +66,18 @@ class JobEvents:
     Each is taken once. A ring without a record drops one not yet taken, so
     that the connection reads the store, never an older state than the
     ringer left there. A connection whose record another replica's processor
-    took, or one that finds nothing here, reads the store.
+    took, or one that finds nothing here, reads the store. A result's memory
+    reservation travels with it, so that a result held here is always
+    counted in the budget: given back if nobody here waits, or when its
+    connection stops waiting without taking it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._bells: dict[str, Bell] = {}
         self._records: dict[str, dict[str, Any]] = {}  # job id -> the record as last written and rung, until taken
-        self._outputs: dict[str, dict[str, Any]] = {}  # job id -> its stored SAMOutput item, until taken
+        # job id -> its stored SAMOutput item and the memory reservation that counts it, until taken
+        self._outputs: dict[str, tuple[dict[str, Any], Reservation | None]] = {}
 
     def subscribe(self, job_id: str, bell: Bell) -> None:
         with self._lock:
@@ -81,7 +87,9 @@ class JobEvents:
         with self._lock:
             self._bells.pop(job_id, None)
             self._records.pop(job_id, None)
-            self._outputs.pop(job_id, None)
+            _, memory = self._outputs.pop(job_id, (None, None))
+        if memory is not None:
+            memory.release()
 
     def watched(self, job_id: str) -> bool:
         """Whether a connection of this process waits on the record (it stops waiting before it interrupts it)."""
@@ -90,13 +98,6 @@ class JobEvents:
 
     def notify(self, job_id: str, record: dict[str, Any] | None = None) -> None:
         """Ring the bell of the connection waiting on the record, with the record as just stored, if given."""
-        self._ring(job_id, record, None)
-
-    def deliver(self, job_id: str, record: dict[str, Any], output: dict[str, Any]) -> None:
-        """The record was marked processed, its result stored as `output`: hand both to its connection, and ring."""
-        self._ring(job_id, record, output)
-
-    def _ring(self, job_id: str, record: dict[str, Any] | None, output: dict[str, Any] | None) -> None:
         with self._lock:
             bell = self._bells.get(job_id)
             if bell is not None:
@@ -104,10 +105,19 @@ class JobEvents:
                     self._records.pop(job_id, None)
                 else:
                     self._records[job_id] = record
-                if output is not None:
-                    self._outputs[job_id] = output
         if bell is not None:
             bell.ring()
+
+    def deliver(self, job_id: str, record: dict[str, Any], output: dict[str, Any], memory: Reservation | None) -> None:
+        """The record was marked processed and its result stored as `output`, whose memory `memory` counts:
+        hand all three to its connection, and ring; with nobody here waiting, the memory is given back."""
+        with self._lock:
+            waited = job_id in self._bells
+            if waited:
+                self._outputs[job_id] = (output, memory)
+        if not waited and memory is not None:
+            memory.release()
+        self.notify(job_id, record)
 
     def offer(self, job_id: str, record: dict[str, Any]) -> None:
         """The record as its connection just inserted it: its state until a ring brings a newer one.
@@ -121,7 +131,8 @@ class JobEvents:
         with self._lock:
             return self._records.pop(job_id, None)
 
-    def take_output(self, job_id: str) -> dict[str, Any] | None:
-        """The SAMOutput item `deliver` kept for this record, once; None if there is none."""
+    def take_output(self, job_id: str) -> tuple[dict[str, Any], Reservation | None] | None:
+        """The SAMOutput item `deliver` kept for this record and its memory, now the taker's to release, once;
+        None if there is none."""
         with self._lock:
             return self._outputs.pop(job_id, None)

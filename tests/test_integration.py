@@ -87,6 +87,24 @@ def test_a_result_reaches_its_connection_in_memory_not_read_back_from_the_store(
     assert store.output_reads == 0
     assert store.get_output(result["id"])["masks"] == result["masks"]
     assert store.output_reads == 1
+    assert wait_for(lambda: app.budget.used == 0)  # the result's memory, handed over with it, was given back
+
+
+def test_a_result_handed_over_in_memory_stays_counted_in_the_budget_until_it_is_sent(start_app, image_server):
+    """The processor's reservation for the masks it made travels with them: while the connection holds a
+    result it has not sent, the pixel budget counts it, and gives it back once sent."""
+    app = start_app()
+    seen: list[int] = []
+    original = app.intake.handed_output
+
+    def handed_output(job_id):
+        handed = original(job_id)
+        seen.append(app.budget.used)  # the result is handed over: its memory still counted
+        return handed
+
+    app.intake.handed_output = handed_output
+    result = assert_result(exchange(ws_url(app), request_for(image_server.url("/rgb.png"), box(4, 4, 20, 20))), 64, 48, 1)
+    assert seen and seen[0] >= len(json.dumps(result["masks"])) and wait_for(lambda: app.budget.used == 0)
 
 
 def test_sixteen_boxes(start_app, image_server):

@@ -13,6 +13,8 @@ import json
 import sqlite3
 import threading
 import time
+import types
+import uuid
 
 import numpy as np
 import pytest
@@ -23,12 +25,15 @@ from harness.client import exchange, session as open_session
 from harness.waiting import wait_for
 from server import jobs, masks
 from server.budget import PixelBudget
+from server.clock import utcnow
 from server.config import Settings
 from server.errors import ClientError
 from server.models.sam1 import SamModel
 from server.output_budget import RESULT_MEMORY_PER_BYTE, OutputMeter, check_work, mask_pixels, reserve_delivery
+from server.request_job import RequestJob
 from server.store import ItemTooLarge
 from server.store.sqlite import SQLiteStore
+from server.wakeups import Bell
 from tests.conftest import ModelGate, ws_url
 
 POINTS = [{"x": 20, "y": 15, "label": 1}, {"x": 40, "y": 30, "label": 0}]
@@ -247,9 +252,9 @@ def test_a_result_the_store_refuses_fails_the_first_time_and_the_model_runs_once
     assert wait_for(lambda: app.budget.used == 0)
 
 
-def test_a_finished_result_waits_for_its_share_of_memory_before_it_is_read_and_sent(
-    start_app, image_server, counted
-):
+def test_a_result_handed_over_in_memory_is_sent_at_once_and_counted_until_sent(start_app, image_server, counted):
+    """The masks already exist when the processor hands them over, with the reservation that counts them:
+    waiting for budget would free nothing, so the result goes out at once, even with the budget spent."""
     app = start_app(model=counted)
     first = exchange(ws_url(app), {"image_url": image_server.url("/rgb.png"), "prompts": [{"box": BOXES[0]}]}).last
     assert first["type"] == "result"
@@ -257,14 +262,43 @@ def test_a_finished_result_waits_for_its_share_of_memory_before_it_is_read_and_s
     with open_session(ws_url(app)) as session:
         # By hash, with the embedding cached: no pixels, so the request is admitted; its result is made.
         session.send({"keep_open": True, "image_sha256": first["image"]["sha256"], "prompts": [{"box": BOXES[1]}]})
-        queued = session.next()
-        assert queued["type"] == "queued", queued
-        assert wait_for(lambda: app.store.get(queued["id"])["status"] == jobs.PROCESSED)
-        assert app.store.get(queued["id"])["resultBytes"] > 0
-        time.sleep(0.5)
-        assert app.store.get(queued["id"])["status"] == jobs.PROCESSED  # not sent: waiting for memory
-        others.release()
         answer = session.answer()
-        assert answer[-1]["type"] == "result", answer
-        assert wait_for(lambda: app.store.get(queued["id"])["status"] == jobs.FINISHED)
-    assert wait_for(lambda: app.budget.used == 0)
+        assert [m["type"] for m in answer] == ["queued", "status", "result"], answer
+        assert wait_for(lambda: app.store.get(answer[0]["id"])["status"] == jobs.FINISHED)
+    assert wait_for(lambda: app.budget.used == app.budget.limit)  # the result's share given back; the others' held
+    others.release()
+    assert app.budget.used == 0
+
+
+def test_a_result_read_back_from_the_store_waits_for_its_share_of_memory(tmp_path):
+    """A result nobody handed over (its record was processed by another replica) is read back only once
+    its share of the budget is free: the read would allocate it."""
+    store = SQLiteStore(tmp_path / "cap.sqlite3")
+    settings = Settings(sqlite_path=tmp_path / "cap.sqlite3", image_dir=tmp_path / "images", send_timeout=30)
+    budget = PixelBudget(10**6)
+    job_id = str(uuid.uuid4())
+    record = jobs.new_record(job_id, now=utcnow(), image_url="https://example.test/a.png", image_sha256="0" * 64,
+                             width=10, height=10, boxes=[{"x": 1, "y": 1, "width": 5, "height": 5}], multimask=False)
+    store.insert(record)
+    claimed = store.replace(jobs.claim(store.get(job_id), now=utcnow(), server_id="elsewhere", lease_seconds=60,
+                                       max_attempts=3), etag=store.get(job_id)["_etag"])
+    store.put_output({"id": job_id, "masks": [], "model": "vit_b", "createdAt": jobs.format_time(utcnow()),
+                      "timings": {"encode_ms": 1.0, "decode_ms": 1.0, "rle_ms": 0.1}})
+    processed = store.update(job_id, lambda r: jobs.mark_processed(r, now=utcnow(), result_bytes=50_000), current=claimed)
+    intake = types.SimpleNamespace(store=store, settings=settings, budget=budget, handed_output=lambda job_id: None)
+    job = RequestJob(intake, scope=None, bell=Bell(), client="websocket")  # type: ignore[arg-type]
+    job.job_id = job_id
+    others = budget.reserve(budget.limit)
+    got: list[dict] = []
+
+    def deliver() -> None:
+        with job.delivery(processed):
+            got.append(job.result(processed, sha256=True, client_ref=None)[0])
+
+    waiter = threading.Thread(target=deliver)
+    waiter.start()
+    time.sleep(0.3)
+    assert not got  # its 50,000 bytes' share is not free: not read yet
+    others.release()
+    waiter.join(10)
+    assert got and got[0]["masks"] == [] and budget.used == 0

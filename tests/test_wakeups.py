@@ -3,6 +3,7 @@ a connection that waits for it, once, and never an older state than the store's.
 
 from __future__ import annotations
 
+from server.budget import PixelBudget
 from server.wakeups import Bell, JobEvents
 
 
@@ -16,14 +17,15 @@ class CountingBell(Bell):
         super().ring()
 
 
-def test_a_delivered_result_is_kept_for_its_waiting_connection_and_taken_once():
-    events, bell = JobEvents(), CountingBell()
-    record, output = {"id": "a", "status": "processed"}, {"id": "a", "masks": []}
+def test_a_delivered_result_is_kept_for_its_waiting_connection_and_taken_once_with_its_memory():
+    events, bell, budget = JobEvents(), CountingBell(), PixelBudget(10**6)
+    record, output, memory = {"id": "a", "status": "processed"}, {"id": "a", "masks": []}, budget.reserve(1200)
     events.subscribe("a", bell)
-    events.deliver("a", record, output)
+    events.deliver("a", record, output, memory)
     assert bell.rings == 1
-    assert events.take_record("a") is record and events.take_output("a") is output
+    assert events.take_record("a") is record and events.take_output("a") == (output, memory)
     assert events.take_record("a") is None and events.take_output("a") is None  # taken once; then the store
+    assert budget.used == 1200  # the taker's to release
 
 
 def test_the_newest_record_rung_replaces_one_not_taken():
@@ -47,19 +49,22 @@ def test_a_ring_without_a_record_drops_the_one_not_taken():
 
 def test_an_output_nobody_here_waits_for_is_not_kept():
     """A record whose waiter is on another replica, or gone: nothing is held in memory for it."""
-    events = JobEvents()
-    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": []})
+    events, budget = JobEvents(), PixelBudget(10**6)
+    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": []}, budget.reserve(1200))
     events.notify("a", {"id": "a", "status": "processed"})
     assert events.take_output("a") is None and events.take_record("a") is None
+    assert budget.used == 0  # its memory given back at once
 
 
 def test_a_connection_that_stops_waiting_drops_the_output_it_did_not_take():
-    events, bell = JobEvents(), CountingBell()
+    events, bell, budget = JobEvents(), CountingBell(), PixelBudget(10**6)
     events.subscribe("a", bell)
-    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": [[1, 2]]})
+    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": [[1, 2]]}, budget.reserve(1200))
+    assert budget.used == 1200
     events.unsubscribe("a")
     assert events.take_output("a") is None and events.take_record("a") is None
-    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": []})  # after it left: neither kept nor rung
+    assert budget.used == 0
+    events.deliver("a", {"id": "a", "status": "processed"}, {"id": "a", "masks": []}, None)  # after it left
     assert events.take_output("a") is None and events.take_record("a") is None and bell.rings == 1
 
 

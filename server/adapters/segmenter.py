@@ -19,7 +19,7 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from server import output_budget, protocol
+from server import protocol
 from server.adapters.calls import Ask
 from server.errors import ClientError
 from server.fetch import Trusted
@@ -59,7 +59,7 @@ class QueueSegmenter:
             self.intake.queue_position()  # refuse early, before reading any image
             job.admit(request, lambda: self._source(ask, request, scope))
             record = job.wait(on_processing=lambda: None, newer=lambda: None)
-            with output_budget.reserve_delivery(self.intake.budget, record, wait=settings.send_timeout):
+            with job.delivery(record):
                 message, _ = job.result(record, sha256=True, client_ref=None)
             job.delivered(record, message)
             return message
