@@ -136,7 +136,7 @@ class Conversation:
         self.v1 = request.is_v1
         self.client_ref = request.client_ref
         try:
-            self.intake.queue_position()  # refuse early, before reading any image
+            self.intake.refuse_early(None if isinstance(request, VideoRequest) else request.image_sha256, self.scope)
             position = self._admit(request)
         except ClientError as exc:
             return self.rules.refused(exc)

@@ -44,6 +44,8 @@ class ModelSide(Protocol):
 
     def hand_over(self, job_id: str, pixels: np.ndarray | None, reservation: Reservation | None) -> None: ...
 
+    def has_embedding(self, sha256: str, scope: str | None) -> bool: ...
+
     def drop(self, job_id: str) -> None: ...
 
 
@@ -102,6 +104,15 @@ class Intake:
                 "queue_full", f"{self.settings.max_queue} requests are already waiting; try again shortly."
             )
         return waiting
+
+    def refuse_early(self, image_sha256: str | None, scope: str | None) -> None:
+        """Before a request's image is read: refuse what admission would (`queue_full`, `shutting_down`), so that
+        a full queue reads no image. An image by its hash whose embedding the model holds for `scope` costs
+        nothing to read: for it only draining is checked, and the queue is counted once, at admission."""
+        if image_sha256 is not None and self._processor.has_embedding(image_sha256, scope):
+            self.refuse_if_draining()
+        else:
+            self.queue_position()
 
     def session_began(self) -> None:
         with self._sessions_lock:

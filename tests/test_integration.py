@@ -255,6 +255,50 @@ def test_queue_full_refuses_past_max_queue(start_app, image_server, gate):
     assert results["second"].messages[0]["position"] == 1
 
 
+class QueueCounts(SQLiteStore):
+    """A real SQLite store that counts how often the queue is counted."""
+
+    counts = 0
+
+    def count_queued(self):
+        self.counts += 1
+        return super().count_queued()
+
+
+def test_a_click_on_a_cached_image_counts_the_queue_once_and_a_full_queue_still_refuses_it(
+    start_app, image_server, tiny_sam, tmp_path
+):
+    """An image by its hash whose embedding is cached costs nothing to read, so it is not refused early: the
+    queue is counted once, at admission, which still refuses it past MAX_QUEUE. An image to download is
+    refused before it is read (two counts)."""
+    store = QueueCounts(tmp_path / "counted.sqlite3")
+    model = ModelGate(SamModel(tiny_sam, "tiny", cache_size=8), opened=True)
+    app = start_app(model=model, store=store, max_queue=1)
+    url = ws_url(app)
+    first = exchange(url, {"image_url": image_server.url("/rgb.png"), "prompts": [{"box": box(4, 4, 20, 20)}]}).last
+    click = {"image_sha256": first["image"]["sha256"], "prompts": [{"points": [{"x": 10, "y": 10, "label": 1}]}]}
+    store.counts = 0
+    assert exchange(url, click).types == ["queued", "status", "result"] and store.counts == 1
+    store.counts = 0
+    assert exchange(url, request_for(image_server.url("/photo.jpg"))).types[-1] == "result" and store.counts == 2
+
+    model.opened.clear()
+    model.entered.clear()
+    outcomes = {}
+    busy = threading.Thread(target=lambda: outcomes.setdefault("busy", exchange(url, request_for(image_server.url("/rgb.png")))))
+    busy.start()
+    assert model.entered.wait(10)  # being processed, not queued
+    waiting = threading.Thread(target=lambda: outcomes.setdefault("waiting", exchange(url, click)))
+    waiting.start()
+    assert wait_for(lambda: app.store.count_queued() == 1)
+    refused = exchange(url, click)
+    assert refused.types == ["error"] and refused.last["code"] == "queue_full"
+    model.opened.set()
+    busy.join(30)
+    waiting.join(30)
+    assert outcomes["busy"].types[-1] == outcomes["waiting"].types[-1] == "result"
+
+
 def test_disconnect_mid_processing_leaves_the_record_interrupted(start_app, image_server, gate):
     app = start_app(model=gate)
     with connect(ws_url(app)) as ws:

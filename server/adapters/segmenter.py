@@ -56,7 +56,7 @@ class QueueSegmenter:
             request = protocol.parse_body(
                 ask.body, max_boxes=settings.max_boxes, max_points=settings.max_points, image_given=given
             )
-            self.intake.queue_position()  # refuse early, before reading any image
+            self.intake.refuse_early(request.image_sha256, scope)
             job.admit(request, lambda: self._source(ask, request, scope))
             record = job.wait(on_processing=lambda: None, newer=lambda: None)
             with job.delivery(record):
