@@ -13,6 +13,7 @@ from harness.cosmos_emulator import KEY
 from harness.ports import free_port
 from server import jobs
 from server.store import Conflict, StoreUnavailable
+from server.store import base as store_base
 from server.store.cosmos import CosmosStore
 from server.store.sqlite import SQLiteStore
 from tests.conftest import cosmos_store
@@ -123,6 +124,27 @@ def test_concurrent_updates_lose_nothing(store):
         thread.join()
     assert errors == []
     assert store.get("a")["attempts"] == 80
+
+
+def test_an_update_that_loses_every_race_gives_up_after_its_retries_waiting_longer_each_time(store, monkeypatch):
+    """Another writer changes the record behind every attempt: StoreUnavailable after UPDATE_RETRIES tries, and
+    the bound of the random wait between them doubles from CONFLICT_BACKOFF_SECONDS up to its cap."""
+    store.insert(record("a"))
+    bounds = []
+    monkeypatch.setattr(store_base.random, "uniform", lambda low, high: bounds.append(high) or 0.0)
+    tries = []
+
+    def changed_behind_its_back(seen):
+        tries.append(seen["attempts"])
+        latest = store.get("a")
+        store.replace({**latest, "attempts": latest["attempts"] + 1}, etag=latest["_etag"])
+        return {**seen, "attempts": seen["attempts"] + 100}
+
+    with pytest.raises(StoreUnavailable, match=f"kept changing under {store_base.UPDATE_RETRIES} updates"):
+        store.update("a", changed_behind_its_back)
+    assert tries == list(range(store_base.UPDATE_RETRIES))  # each try decided on the latest record
+    assert bounds == [0.005, 0.01, 0.02, 0.04, 0.08] + [0.16] * (store_base.UPDATE_RETRIES - 6)  # no wait after the last
+    assert store.get("a")["attempts"] == store_base.UPDATE_RETRIES  # only the other writer's changes landed
 
 
 def test_only_one_of_many_racing_claims_wins(store):
