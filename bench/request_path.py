@@ -14,6 +14,10 @@ is printed, with the result's own `timings`:
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 .venv/bin/python -m bench.request_path --mode full
 
 `--store cosmos` runs the server on the Cosmos DB emulator instead of SQLite (row 2's second line).
+The server runs in this process, as row 2's does. `--server both` alternates it, request by
+request, with `python -m server` in a process of its own on the same weights (SQLite only), and
+prints both: what this process's client and image server cost a server that shares their
+interpreter.
 """
 
 from __future__ import annotations
@@ -53,9 +57,14 @@ def main() -> None:
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--store", choices=["sqlite", "cosmos"], default="sqlite")
+    parser.add_argument("--server", choices=["this-process", "both"], default="this-process",
+                        help="both: alternate with `python -m server` in its own process (SQLite only)")
     args = parser.parse_args()
+    if args.server == "both" and args.store == "cosmos":
+        parser.error("--server both runs on SQLite only")
     sitting = Sitting(args.mode, args.runs)
     with contextlib.ExitStack() as stack:
+        stack.callback(sitting.images.stop)
         if args.store == "cosmos":
             app = stack.enter_context(cosmos_app(sitting))
             if app is None:
@@ -63,15 +72,21 @@ def main() -> None:
         else:
             app = sitting.start_app()
             stack.callback(app.stop)
-        rows = []
-        for run in range(args.runs + 1):  # run 0 warms both sides and is not counted
-            url, _ = sitting.new_image()
-            row = one_request(app.port, url)
-            if run:
-                rows.append(row)
-    for name in rows[0]:
-        values = [row[name] for row in rows]
-        print(f"{name:12s} p50 {statistics.median(values):9.2f} ms   min {min(values):9.2f} ms")
+        ports = {"this process": app.port}
+        if args.server == "both":
+            ports["its own process"] = stack.enter_context(sitting.start_server()).port
+        rows: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
+        for run in range(args.runs + 1):  # run 0 warms every side and is not counted
+            for name, port in ports.items():
+                url, _ = sitting.new_image()
+                row = one_request(port, url)
+                if run:
+                    rows[name].append(row)
+    for side, found in rows.items():
+        print(f"server in {side}:")
+        for name in found[0]:
+            values = [row[name] for row in found]
+            print(f"  {name:12s} p50 {statistics.median(values):9.2f} ms   min {min(values):9.2f} ms")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""What every row of a sitting stands on: the model, the image server, servers started in this process.
+"""What every row of a sitting stands on: the model, the image server, the CAP servers it starts.
 
 A `Sitting` holds the model under test (the tiny SAM in quick mode, vit_b
 with random weights in full mode, loaded by the production loader), the
 stock `SamPredictor` on the same weights for the raw figures, and a real
 HTTP server for images; `start_app` starts a real CAP server in this
-process (real sockets, a real SQLite file). `fmt` and `verdict` write the
+process (real sockets, a real SQLite file), and `start_server` one as users
+run it, `python -m server` in a process of its own on the same checkpoint
+(for `bench.request_path --server both`). `fmt` and `verdict` write the
 figures in the results table.
 """
 
@@ -21,6 +23,7 @@ from segment_anything import SamPredictor, sam_model_registry
 from harness import image_files
 from harness.client import Exchange, exchange
 from harness.http_server import ImageHTTPServer
+from harness.replicas import Replica
 from harness.tiny_sam import build_tiny_sam
 from server import images
 from server.config import Settings
@@ -55,7 +58,7 @@ class Sitting:
         self.work = Path(tempfile.mkdtemp(prefix="cap-bench-"))
         self.images = ImageHTTPServer().start()
         self._image_count = 0
-        self.checkpoint = self.work / f"sam_{model_type}_random.pth"  # written in full mode only
+        self.checkpoint = self.work / f"sam_{model_type}_random.pth"  # written in full mode, and by start_server
         if mode == "quick":
             self.model_type = "tiny"
             self.raw_sam = build_tiny_sam()
@@ -83,6 +86,23 @@ class Sitting:
         app.start()
         assert app.processor.ready.wait(600), "the model never loaded"
         return app
+
+    def start_server(self) -> Replica:
+        """`python -m server` in its own process, on SQLite and this sitting's weights, healthy; stop it (or
+        use it as a context manager) when done."""
+        if self.mode == "quick":  # the tiny SAM: the raw model's weights, which the replica's tiny vit_b loads
+            torch.save(self.raw_sam.state_dict(), self.checkpoint)
+        model = {"sam_device": "auto", "sam_model_type": self.model_type} if self.mode == "full" else {}
+        server = Replica(
+            self.work / "server", tiny_model=self.mode == "quick",
+            sam_checkpoint=self.checkpoint, precision=self.precision, log_level="WARNING", **model,
+        )
+        try:
+            server.wait_healthy(timeout=600)
+        except BaseException:
+            server.stop()
+            raise
+        return server
 
     def new_image(self) -> tuple[str, np.ndarray]:
         """A distinct 640×480-ish JPEG (cold for the cache); its URL and decoded pixels."""

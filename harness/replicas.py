@@ -1,8 +1,9 @@
 """Real `python -m server` processes, for tests and benchmarks that need whole servers.
 
 Each replica runs the production entry point with the tiny model (see
-tiny_model_site/sitecustomize.py), its own port and image folder, and the
-settings the test passes (a shared Cosmos DB database, for instance). Its
+tiny_model_site/sitecustomize.py; `tiny_model=False` leaves the model as
+production builds it, for a benchmark that passes a real checkpoint), its own
+port and image folder, and the settings the test passes (a shared Cosmos DB database, for instance). Its
 environment is `processes.server_env`: none of the user's settings, no
 `.env`. Use it as a context manager, or through the `start_replica` fixture
 in conftest.py: either way it is stopped, process group and all, when the
@@ -29,7 +30,7 @@ SITE = Path(__file__).resolve().parent / "tiny_model_site"
 
 
 class Replica:
-    def __init__(self, folder: Path, **settings):
+    def __init__(self, folder: Path, tiny_model: bool = True, **settings):
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = folder / "server.log"
@@ -37,7 +38,7 @@ class Replica:
             HOST="127.0.0.1", PORT=self.port, IMAGE_DIR=folder / "images", SQLITE_PATH=folder / "cap.sqlite3",
             ALLOW_PRIVATE_URLS="true", SAM_MODEL_TYPE="vit_b", SAM_DEVICE="cpu", **settings,
         )
-        env["PYTHONPATH"] = f"{SITE}{os.pathsep}{REPO}"
+        env["PYTHONPATH"] = f"{SITE}{os.pathsep}{REPO}" if tiny_model else str(REPO)
         self._stack = contextlib.ExitStack()
         with open(self.log_path, "w") as log:
             self.process = self._stack.enter_context(
