@@ -27,6 +27,7 @@ Both include the encoder pass. The goals (issue 22): 640×480 time ratio
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -131,21 +132,38 @@ def one_row(sitting: Sitting, app, width: int, height: int, name: str, params: d
     image = sitting.work / "everything-pixels.npy"
     np.save(image, pixels)
     reference_out = sitting.work / "everything-reference.json"
-    subprocess.run(
-        [sys.executable, "-c", REFERENCE, reference_model(sitting), str(image), json.dumps(params), str(batch),
-         str(reference_out)],
-        check=True, timeout=3600, cwd=Path(__file__).resolve().parent.parent,
-    )
+    row = {
+        "size": f"{width}x{height}", "parameters": name, "points_per_side": params["points_per_side"],
+        "cap_ms": cap_ms, "cap_peak_extra_rss_mb": cap_mb,
+        "first_progress_after_status_s": first_progress, "longest_silence_s": silence,
+        "masks": len(result["masks"]), "timings": result["timings"], "reference_points_per_batch": batch,
+    }
+    killed = run_reference([sys.executable, "-c", REFERENCE, reference_model(sitting), str(image), json.dumps(params),
+                            str(batch), str(reference_out)])
+    if killed:
+        return {**row, "reference_killed": True}
     reference = json.loads(reference_out.read_text())
     return {
-        "size": f"{width}x{height}", "parameters": name, "points_per_side": params["points_per_side"],
-        "cap_ms": cap_ms, "reference_ms": reference["ms"], "time_ratio": cap_ms / reference["ms"],
-        "cap_peak_extra_rss_mb": cap_mb, "reference_peak_extra_rss_mb": reference["peak_extra_rss_mb"],
+        **row, "reference_ms": reference["ms"], "time_ratio": cap_ms / reference["ms"],
+        "reference_peak_extra_rss_mb": reference["peak_extra_rss_mb"],
         "rss_ratio": cap_mb / reference["peak_extra_rss_mb"] if reference["peak_extra_rss_mb"] > 0 else float("nan"),
-        "first_progress_after_status_s": first_progress, "longest_silence_s": silence,
-        "masks": len(result["masks"]), "reference_masks": reference["masks"], "timings": result["timings"],
-        "reference_points_per_batch": batch,
+        "reference_masks": reference["masks"],
     }
+
+
+def run_reference(command: list[str]) -> bool:
+    """Run the reference's process; True if it was killed (SIGKILL: on this machine, the kernel's out-of-memory
+    killer, when the sitting's own process holds gigabytes from earlier rows), so that the row is reported
+    without it instead of the sitting ending with nothing written. Any other failure raises."""
+    try:
+        subprocess.run(command, check=True, timeout=3600, cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.CalledProcessError as exc:
+        if exc.returncode != -signal.SIGKILL:
+            raise
+        print(f"the reference's process was killed (out of memory?) on {exc.cmd[5]} at batch {exc.cmd[6]}: "
+              "the row is reported without it", flush=True)
+        return True
+    return False
 
 
 def reference_model(sitting: Sitting) -> str:
@@ -181,11 +199,22 @@ def lines(figures: dict) -> list[str]:
            "| reference points_per_batch |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in figures["rows"]:
+        if row.get("reference_killed"):
+            reference = {"time_ratio": "-", "reference_ms": "killed", "rss_ratio": "-", "reference_peak_extra_rss_mb": "killed",
+                         "reference_masks": "-"}
+        else:
+            reference = {"time_ratio": f"{row['time_ratio']:.2f}", "reference_ms": f"{row['reference_ms']:.0f}",
+                         "rss_ratio": f"{row['rss_ratio']:.2f}",
+                         "reference_peak_extra_rss_mb": f"{row['reference_peak_extra_rss_mb']:.0f}",
+                         "reference_masks": row["reference_masks"]}
         out.append(
-            f"| {row['size']} | {row['parameters']}, grid {row['points_per_side']} | {row['time_ratio']:.2f} "
-            f"| {row['cap_ms']:.0f} | {row['reference_ms']:.0f} | {row['rss_ratio']:.2f} "
-            f"| {row['cap_peak_extra_rss_mb']:.0f} | {row['reference_peak_extra_rss_mb']:.0f} "
+            f"| {row['size']} | {row['parameters']}, grid {row['points_per_side']} | {reference['time_ratio']} "
+            f"| {row['cap_ms']:.0f} | {reference['reference_ms']} | {reference['rss_ratio']} "
+            f"| {row['cap_peak_extra_rss_mb']:.0f} | {reference['reference_peak_extra_rss_mb']} "
             f"| {row['first_progress_after_status_s']:.2f} | {row['longest_silence_s']:.2f} "
-            f"| {row['masks']} ({row['reference_masks']}) | {row['reference_points_per_batch']} |"
+            f"| {row['masks']} ({reference['reference_masks']}) | {row['reference_points_per_batch']} |"
         )
+    if any(row.get("reference_killed") for row in figures["rows"]):
+        out += ["", "killed: the reference's process was killed (SIGKILL, the kernel's out-of-memory killer on this "
+                "machine) at that batch; run the row alone (`--only everything --size WxH --parameters NAME`)."]
     return out
