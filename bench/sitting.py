@@ -52,7 +52,7 @@ import torch
 
 from bench import plot
 from bench.report import click_figures, families_lines, markdown
-from bench.rig import Sitting
+from bench.rig import Sitting, cpu_flags
 from bench.rows_clicks import clicks
 from bench.rows_everything import PARAMETER_SETS, everything, lines as everything_lines
 from bench.rows_families import model_families
@@ -91,7 +91,7 @@ def run(mode: str) -> dict:
     return {
         "mode": mode, "model": sitting.model_type, "machine": platform.node(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-        "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", ""), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", ""), "cpu_flags": cpu_flags(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": time.perf_counter() - started, "rows": rows,
     }
 
