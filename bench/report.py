@@ -19,7 +19,7 @@ def markdown(report: dict) -> str:
         "",
         f"{report['date']} on `{report['machine']}`: {report['cpu_count']} cores, torch threads "
         f"{report['torch_threads']}, CUDA {report['cuda']}, tcmalloc {report['tcmalloc']}; "
-        f"{report['seconds']:.0f} s in all; CPU: {flags_text(report['cpu_flags']) if 'cpu_flags' in report else 'flags not recorded'}. "
+        f"{report['seconds']:.0f} s in all; CPU: {flags_text(report['cpu_flags'])}. "
         f"Command: `.venv/bin/python -m bench.sitting --mode {report['mode']}`.",
         "",
         "| # | scenario | figure | result | target | verdict |",

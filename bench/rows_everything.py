@@ -141,6 +141,8 @@ def one_row(sitting: Sitting, app, width: int, height: int, name: str, params: d
     killed = run_reference([sys.executable, "-c", REFERENCE, reference_model(sitting), str(image), json.dumps(params),
                             str(batch), str(reference_out)])
     if killed:
+        print(f"the reference's process was killed (out of memory?) on {width}x{height}, {name}, at batch {batch}: "
+              "the row is reported without it", flush=True)
         return {**row, "reference_killed": True}
     reference = json.loads(reference_out.read_text())
     return {
@@ -160,8 +162,6 @@ def run_reference(command: list[str]) -> bool:
     except subprocess.CalledProcessError as exc:
         if exc.returncode != -signal.SIGKILL:
             raise
-        print(f"the reference's process was killed (out of memory?) on {exc.cmd[5]} at batch {exc.cmd[6]}: "
-              "the row is reported without it", flush=True)
         return True
     return False
 
