@@ -48,9 +48,8 @@ class LimitedSQLiteStore(SQLiteStore):
         self.max_length = max_length
         super().__init__(path)
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        db = super()._db
+    def _connect(self) -> sqlite3.Connection:
+        db = super()._connect()
         db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.max_length)
         return db
 

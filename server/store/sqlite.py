@@ -3,9 +3,15 @@
 Columns carry the record's camelCase fields; lists and objects are JSON text.
 `_etag` is a random version string replaced on every write, and updates are
 `UPDATE … WHERE id = ? AND _etag = ?`, the stand-in for Cosmos DB's
-If-Match. WAL mode and one connection per thread keep the file consistent
-under concurrent connection threads, the processor thread and other
-processes sharing the file.
+If-Match. WAL mode, and each statement on a connection no other thread is
+using, keep the file consistent under concurrent connection threads, the
+processor thread and other processes sharing the file.
+
+Connections are pooled, not kept per thread: every WebSocket connection
+runs on a thread of its own, and opening a connection (with its pragmas)
+cost each request about half a millisecond before its first query. A
+statement takes an idle connection (or opens one), runs and reads all its
+rows, and gives the connection back; at most MAX_IDLE_CONNECTIONS wait idle.
 
 Each server also holds a shared `flock` on `<SQLITE_PATH>.lock` while it
 runs, so that a server starting can tell whether it is the only one on the
@@ -14,6 +20,7 @@ file (`register_server`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -35,6 +42,8 @@ log = logging.getLogger(__name__)
 # (a busy moment passes), short for /health's probe (it must answer).
 BUSY_TIMEOUT_SECONDS = 30
 CHECK_TIMEOUT_SECONDS = 2
+# Idle connections kept for the next statement; more than this many at once are closed as they are given back.
+MAX_IDLE_CONNECTIONS = 8
 
 # Column name -> True when the value is stored as JSON text.
 QUEUE_COLUMNS = {
@@ -89,7 +98,7 @@ ADDED_COLUMNS = [
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that a WeakSet can track, so that a finished thread's one is freed."""
+    """A connection that a WeakSet can track, so that `close` reaches one in use, and a dropped one is freed."""
 
 
 def _new_etag() -> str:
@@ -117,32 +126,64 @@ class SQLiteStore(Store):
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._pool_lock = threading.Lock()
+        self._idle: list[_Connection] = []
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()  # idle or in use: what `close` closes
+        self._closed = False
         self._server_lock: BinaryIO | None = None
-        self._db.executescript(SCHEMA)
-        for table, column, definition in ADDED_COLUMNS:
-            if column not in {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        with self._connection() as db:
+            db.executescript(SCHEMA)
+            for table, column, definition in ADDED_COLUMNS:
+                if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """This thread's connection (sqlite3 connections must not be shared)."""
-        db = getattr(self._local, "db", None)
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[_Connection]:
+        """A connection no other thread uses until the block ends (an idle one, else a new one); then idle again.
+        Refused once the store is closed (sqlite3.ProgrammingError, so `StoreUnavailable` to the caller): a closed
+        store does not answer.
+
+        One whose block raised (a sqlite3 error, or a streamed query left unfinished) is closed, not kept:
+        whatever state it was left in goes with it.
+        """
+        with self._pool_lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the store is closed")
+            db = self._idle.pop() if self._idle else None
         if db is None:
-            db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False, factory=_Connection
-            )
-            db.row_factory = sqlite3.Row
+            db = self._connect()
+        try:
+            yield db
+        except BaseException:
+            db.close()
+            raise
+        with self._pool_lock:
+            if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(db)
+                return
+        db.close()
+
+    def _connect(self) -> _Connection:
+        db = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False, factory=_Connection
+        )
+        db.row_factory = sqlite3.Row
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
+        except BaseException:
+            db.close()
+            raise
+        with self._pool_lock:
             self._connections.add(db)
         return db
 
-    def _execute(self, sql: str, params=()) -> sqlite3.Cursor:
+    def _execute(self, sql: str, params=()) -> tuple[list[sqlite3.Row], int]:
+        """Run one statement: its rows, all read, and how many rows it changed."""
         try:
-            return self._db.execute(sql, params)
+            with self._connection() as db:
+                cursor = db.execute(sql, params)
+                return cursor.fetchall(), cursor.rowcount
         except sqlite3.Error as exc:
             if getattr(exc, "sqlite_errorname", None) == "SQLITE_TOOBIG":  # a value over SQLITE_LIMIT_LENGTH (1 GB)
                 raise ItemTooLarge(f"SQLite {self.path}: {exc}") from exc
@@ -160,51 +201,57 @@ class SQLiteStore(Store):
         return stored
 
     def get(self, job_id: str) -> Record | None:
-        row = self._execute("SELECT * FROM Queue WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _record(row)
+        rows, _ = self._execute("SELECT * FROM Queue WHERE id = ?", (job_id,))
+        return _record(rows[0]) if rows else None
 
     def replace(self, record: Record, *, etag: str) -> Record:
         stored = {**record, "_etag": _new_etag()}
         names = [c for c in QUEUE_COLUMNS if c != "id"]
         values = [v for c, v in zip(QUEUE_COLUMNS, _to_row(stored, QUEUE_COLUMNS)) if c != "id"]
-        cursor = self._execute(
+        _, changed = self._execute(
             f"UPDATE Queue SET {', '.join(f'{n} = ?' for n in names)}, _etag = ? "
             "WHERE id = ? AND _etag = ?",
             values + [stored["_etag"], record["id"], etag],
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             raise Conflict(f"record {record['id']} changed since it was read")
         return stored
 
     def claimable(self, now: dt.datetime, limit: int, after: str | None = None) -> list[Record]:
-        rows = self._execute(
+        rows, _ = self._execute(
             "SELECT * FROM Queue WHERE (status = ? OR (status = ? AND leaseUntil <= ?)) AND createdAt > ? "
             "ORDER BY createdAt, id LIMIT ?",
             (jobs.QUEUED, jobs.PROCESSING, jobs.format_time(now), after or "", limit),
-        ).fetchall()
+        )
         return [_record(row) for row in rows]
 
     def with_image(self, sha256: str, limit: int, scope: str | None) -> list[Record]:
-        rows = self._execute(
+        rows, _ = self._execute(
             "SELECT * FROM Queue WHERE imageSha256 = ? AND scope IS ? ORDER BY createdAt DESC LIMIT ?",
             (sha256, scope, limit),
-        ).fetchall()
+        )
         return [_record(row) for row in rows]
 
     def count_queued(self) -> int:
-        return self._execute("SELECT COUNT(*) FROM Queue WHERE status = ?", (jobs.QUEUED,)).fetchone()[0]
+        rows, _ = self._execute("SELECT COUNT(*) FROM Queue WHERE status = ?", (jobs.QUEUED,))
+        return rows[0][0]
 
     def unfinished_before(self, cutoff: dt.datetime) -> list[Record]:
         placeholders = ", ".join("?" * len(jobs.TERMINAL))
-        rows = self._execute(
+        rows, _ = self._execute(
             f"SELECT * FROM Queue WHERE status NOT IN ({placeholders}) AND createdAt < ? ORDER BY createdAt",
             (*sorted(jobs.TERMINAL), jobs.format_time(cutoff)),
-        ).fetchall()
+        )
         return [_record(row) for row in rows]
 
     def records(self) -> Iterator[Record]:
-        for row in self._execute("SELECT * FROM Queue ORDER BY createdAt, id"):
-            yield _record(row)
+        """Streamed, on a connection of its own for as long as the iteration lasts (the audit reads every record)."""
+        try:
+            with self._connection() as db:
+                for row in db.execute("SELECT * FROM Queue ORDER BY createdAt, id"):
+                    yield _record(row)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
 
     # --- SAMOutput -------------------------------------------------------------
 
@@ -216,10 +263,10 @@ class SQLiteStore(Store):
         )
 
     def get_output(self, job_id: str) -> Record | None:
-        row = self._execute("SELECT * FROM SAMOutput WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+        rows, _ = self._execute("SELECT * FROM SAMOutput WHERE id = ?", (job_id,))
+        if not rows:
             return None
-        output = _from_row(row, OUTPUT_COLUMNS)
+        output = _from_row(rows[0], OUTPUT_COLUMNS)
         output["cachedEmbedding"] = bool(output["cachedEmbedding"])
         if output["video"] is None:  # an image's result: no video column, as it was put
             del output["video"]
@@ -229,17 +276,17 @@ class SQLiteStore(Store):
 
     def check(self) -> None:
         """Upsert the one `Health` row, waiting at most CHECK_TIMEOUT_SECONDS for the write lock."""
-        db = self._db
         try:
-            db.execute(f"PRAGMA busy_timeout = {CHECK_TIMEOUT_SECONDS * 1000}")
-            try:
-                db.execute(
-                    "INSERT INTO Health (id, checkedAt) VALUES ('probe', ?) "
-                    "ON CONFLICT (id) DO UPDATE SET checkedAt = excluded.checkedAt",
-                    (jobs.format_time(utcnow()),),
-                )
-            finally:
-                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+            with self._connection() as db:
+                db.execute(f"PRAGMA busy_timeout = {CHECK_TIMEOUT_SECONDS * 1000}")
+                try:
+                    db.execute(
+                        "INSERT INTO Health (id, checkedAt) VALUES ('probe', ?) "
+                        "ON CONFLICT (id) DO UPDATE SET checkedAt = excluded.checkedAt",
+                        (jobs.format_time(utcnow()),),
+                    )
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite {self.path} cannot be written: {exc}") from exc
 
@@ -265,7 +312,11 @@ class SQLiteStore(Store):
         return alone
 
     def close(self) -> None:
-        for db in list(self._connections):
+        with self._pool_lock:
+            self._closed = True
+            self._idle.clear()
+            connections = list(self._connections)
+        for db in connections:
             db.close()
         if self._server_lock is not None:
             self._server_lock.close()  # releases the flock
