@@ -44,6 +44,8 @@ class ModelSide(Protocol):
 
     def hand_over(self, job_id: str, pixels: np.ndarray | None, reservation: Reservation | None) -> None: ...
 
+    def first_in_line(self, inserted: Record) -> None: ...
+
     def has_embedding(self, sha256: str, scope: str | None) -> bool: ...
 
     def drop(self, job_id: str) -> None: ...
@@ -140,10 +142,13 @@ class Intake:
                 self._processor.hand_over(job_id, source.pixels, source.reservation)
                 self._holds[job_id] = hold
                 try:
-                    self._events.offer(job_id, self.store.insert(record))
+                    inserted = self.store.insert(record)
+                    self._events.offer(job_id, inserted)
                 except BaseException:
                     self.release(job_id)
                     raise
+                if ahead == 0:  # the oldest queued record: the processor claims it without looking for it
+                    self._processor.first_in_line(inserted)
         except BaseException:
             hold.release()
             raise

@@ -1,7 +1,7 @@
 """The processor thread: the only code that touches the SAM model.
 
 It loads and warms the model, then loops: claim the oldest claimable records
-(up to BATCH_SIZE), segment their images (one encoder pass for the batch,
+(up to BATCH_SIZE, server/claims.py), segment their images (one encoder pass for the batch,
 none for cached embeddings), write each result (server/results.py) and
 wake its waiter. An `everything` record runs after its batch's others
 (server/everything_job.py); a video record goes to `VideoWork`. An insert
@@ -22,7 +22,7 @@ import torch
 
 from server import fetch, image_layout, images, jobs, prompts, renders
 from server.budget import PixelBudget, Reservation
-from server.clock import utcnow
+from server.claims import Claims
 from server.config import Settings
 from server.errors import ClientError
 from server.everything_job import EverythingJob
@@ -32,17 +32,12 @@ from server.models.checkpoint_file import CheckpointError
 from server.models.seam import ImageJob, SegmentationModel
 from server.refetch import Refetcher
 from server.results import ResultWriter
-from server.store import Conflict, Record, Store, StoreUnavailable
+from server.store import Record, Store, StoreUnavailable
 from server.video_work import VideoWork
 from server.wakeups import JobEvents
 
 log = logging.getLogger(__name__)
 
-CLAIM_CANDIDATES = 8
-CLAIM_PAGES = 32  # at most 256 records looked at per claim round
-# How long other replicas leave a record to the replica whose embedding cache
-# holds its image (`preferredServer`); after that, anyone takes it.
-AFFINITY_SECONDS = 2.0
 ERROR_BACKOFF_SECONDS = 1.0
 
 
@@ -74,6 +69,8 @@ class Processor:
         self.budget = budget
         self.mask_cache = mask_cache
         self.fetcher = Refetcher(settings, store, image_store, on_ready=self._image_arrived)
+        self.claims = Claims(store=store, settings=settings, events=events, server_id=server_id,
+                             image_is_here=self._image_is_here, dropped=self.drop)
         self.results = ResultWriter(store=store, settings=settings, budget=budget, mask_cache=mask_cache,
                                     image_store=image_store, events=events)
         long_jobs = {"store": store, "settings": settings, "events": events, "budget": budget,
@@ -103,6 +100,10 @@ class Processor:
         """
         with self._pixels_lock:
             self._pixels[job_id] = (pixels, reservation)
+
+    def first_in_line(self, inserted: Record) -> None:
+        """A record just inserted here with none queued ahead of it: claimed next, without a claim query."""
+        self.claims.first_in_line(inserted)
 
     def drop(self, job_id: str) -> None:
         """Forget a handed-over image whose record will not be processed here."""
@@ -143,7 +144,7 @@ class Processor:
         while not self._stopping.is_set():
             try:
                 self.wake.clear()
-                batch = self._claim_batch()
+                batch = self.claims.batch(self.batch_size)
                 if batch:
                     self._process(batch)
                 else:
@@ -155,68 +156,6 @@ class Processor:
                 # The thread must not die: log, back off, and go on.
                 log.exception("processor loop error")
                 self._stopping.wait(ERROR_BACKOFF_SECONDS)
-
-    def _claim_batch(self) -> list[Record]:
-        """Claim up to `batch_size` of the oldest records this replica can take.
-
-        Pages through the claimable records (oldest first), so that records
-        this replica cannot take (another replica's inline images, images
-        still being fetched) never hide the ones it can.
-        """
-        batch: list[Record] = []
-        after = None
-        for _ in range(CLAIM_PAGES):
-            page = self.store.claimable(utcnow(), CLAIM_CANDIDATES, after=after)
-            for candidate in page:
-                if len(batch) == self.batch_size:
-                    return batch
-                orphan = jobs.waiter_gone(candidate, utcnow())  # claimed only to be interrupted
-                if not orphan and (self._left_to_another(candidate) or not self._image_is_here(candidate)):
-                    continue
-                stored = self._claim(candidate)
-                if stored is not None:
-                    batch.append(stored)
-            if len(page) < CLAIM_CANDIDATES or len(batch) == self.batch_size:
-                break
-            after = page[-1]["createdAt"]
-        return batch
-
-    def _left_to_another(self, record: Record) -> bool:
-        """A click on an image whose embedding another replica holds is its for AFFINITY_SECONDS.
-
-        Cheap affinity, not a coordinator: if that replica is gone or busy,
-        the record is anyone's once the moment has passed.
-        """
-        preferred = record.get("preferredServer")
-        if record.get("video"):  # a clip's state is only on the replica whose session opened it
-            return preferred != self.server_id
-        if preferred is None or preferred == self.server_id:
-            return False
-        age = (utcnow() - jobs.parse_time(record["createdAt"])).total_seconds()
-        return age < AFFINITY_SECONDS
-
-    def _claim(self, candidate: Record) -> Record | None:
-        """The claimed record, or None when another processor (or an interruption) got there first."""
-        try:
-            claimed = jobs.claim(
-                candidate,
-                now=utcnow(),  # not the time of the query: the record may be younger than that
-                server_id=self.server_id,
-                lease_seconds=self.settings.lease_seconds,
-                max_attempts=self.settings.max_attempts,
-            )
-            stored = self.store.replace(claimed, etag=candidate["_etag"])
-        except (jobs.TransitionRefused, Conflict):
-            return None
-        self.events.notify(stored["id"], stored)
-        if stored["status"] == jobs.PROCESSING:
-            return stored
-        if stored["status"] == jobs.FAILED:
-            log.warning("job %s failed: %s", stored["id"], stored["error"]["message"])
-        else:
-            log.info("job %s interrupted, not processed: its waiter's lease lapsed", stored["id"])
-        self.drop(stored["id"])
-        return None
 
     def _image_is_here(self, record: Record) -> bool:
         """Whether this replica holds the record's image: handed over, or in IMAGE_DIR.

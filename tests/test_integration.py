@@ -366,6 +366,43 @@ def test_the_processor_is_woken_on_insert_not_by_the_poll(start_app, image_serve
     assert outcome.types == ["queued", "status", "result"]
 
 
+def test_the_oldest_queued_record_is_claimed_without_a_claim_query_and_one_behind_it_by_the_query(
+    start_app, image_server, gate, tmp_path
+):
+    """A record inserted with none queued ahead of it is claimed by the ETag it was inserted with: the claim
+    query, a round trip on Cosmos DB, is not on its way. One queued behind another is found by the query."""
+    from tests.support.watched_store import WatchedStore
+
+    store = WatchedStore(tmp_path / "watched.sqlite3")
+    app = start_app(model=gate, store=store, poll_interval=30, embedding_cache_size=0)
+    assert wait_for(lambda: processor_is_waiting(app))  # after its first, empty claim query
+    names = [f"/line-{n}.png" for n in range(3)]
+    for n, name in enumerate(names):
+        image_server.add(name, image_files.png_rgb(40 + n, 30))
+    outcomes = {}
+
+    def client(name):
+        outcomes[name] = exchange(ws_url(app), request_for(image_server.url(name)), timeout=30)
+
+    first = threading.Thread(target=client, args=(names[0],))
+    first.start()
+    assert gate.entered.wait(10)
+    assert store.saw_queued == 0  # claimed, and no claim query saw it queued
+    second = threading.Thread(target=client, args=(names[1],))  # none queued ahead: the first is processing
+    second.start()
+    assert wait_for(lambda: sum(r["status"] == "queued" for r in app.store.records()) == 1)
+    third = threading.Thread(target=client, args=(names[2],))  # behind the second
+    third.start()
+    assert wait_for(lambda: sum(r["status"] == "queued" for r in app.store.records()) == 2)
+    gate.opened.set()
+    for thread in (first, second, third):
+        thread.join(30)
+    assert all(outcomes[name].types == ["queued", "status", "result"] for name in names), outcomes
+    claimed = sorted(app.store.records(), key=lambda record: record["processing"])
+    assert [record["imageUrl"] for record in claimed] == [image_server.url(name) for name in names]  # oldest first
+    assert store.saw_queued == 1  # only the third was found by the query
+
+
 def test_a_model_that_keeps_failing_fails_the_record(start_app, image_server, tiny_sam):
     class BrokenModel(ModelGate):
         """The real model's interface, failing every segmentation."""

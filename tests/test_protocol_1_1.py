@@ -315,7 +315,7 @@ def test_an_image_by_hash_across_two_replicas_is_fetched_again_left_or_unknown(s
 @pytest.mark.slow  # waits out the 2 s affinity
 def test_a_click_is_left_to_the_replica_holding_its_embedding_until_it_proves_busy(start_app, tiny_sam, image_server, tmp_path):
     """Affinity: B leaves A's click to A for AFFINITY_SECONDS, then takes it (A still busy), fetching the image again."""
-    from server import processor
+    from server import claims
     from server.store.sqlite import SQLiteStore
     from tests.conftest import ModelGate
 
@@ -337,7 +337,7 @@ def test_a_click_is_left_to_the_replica_holding_its_embedding_until_it_proves_bu
     assert click.last["type"] == "result", click.messages
     record = a.store.get(click.last["id"])
     assert record["preferredServer"] == a.server_id and record["serverId"] == b.server_id
-    assert waited >= processor.AFFINITY_SECONDS, f"B took A's click after {waited:.2f} s"
+    assert waited >= claims.AFFINITY_SECONDS, f"B took A's click after {waited:.2f} s"
     gate.opened.set()
     held.join(30)
     assert wait_for(lambda: all_terminal(a))

@@ -200,9 +200,9 @@ def test_a_video_record_is_left_to_the_replica_whose_session_holds_the_clip(star
     elsewhere = {"id": "x", "createdAt": long_ago, "preferredServer": "cap-another", "imageSha256": SHA,
                  "imageUrl": "http://127.0.0.1:9/clip.mp4", "video": {"kind": "prompt", "session": "s"}}
     here = {**elsewhere, "preferredServer": app.processor.server_id}
-    assert app.processor._left_to_another(elsewhere)  # however old: its clip is only there
-    assert not app.processor._left_to_another({**elsewhere, "video": None})  # an image's: anyone's after 2 s
-    assert not app.processor._left_to_another(here) and app.processor._image_is_here(here)  # never fetched again
+    assert app.processor.claims.left_to_another(elsewhere)  # however old: its clip is only there
+    assert not app.processor.claims.left_to_another({**elsewhere, "video": None})  # an image's: anyone's after 2 s
+    assert not app.processor.claims.left_to_another(here) and app.processor._image_is_here(here)  # never fetched again
 
 
 def test_a_propagation_past_max_result_bytes_fails_result_too_large(start_app, sam2_small, clips):
